@@ -1,0 +1,193 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Error is an error reported by the agent.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return "agent: " + e.Message }
+
+// Sentinel errors matched by errors.Is against an *Error.
+var (
+	ErrNotFound   = errors.New("not found")
+	ErrBadRequest = errors.New("bad request")
+	// ErrUnavailable means the agent could not be reached: the sandbox is gone.
+	ErrUnavailable = errors.New("sandbox agent unavailable")
+)
+
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Code == CodeNotFound
+	case ErrBadRequest:
+		return e.Code == CodeBadRequest
+	}
+	return false
+}
+
+// Client talks to one agent. It is safe for concurrent use and keeps
+// connections alive between calls.
+type Client struct {
+	hc *http.Client
+}
+
+// NewClient returns a client that reaches the agent through dial, which
+// decides the transport (a Unix socket locally, something else elsewhere).
+func NewClient(dial func(ctx context.Context) (net.Conn, error)) *Client {
+	tr := &http.Transport{
+		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		MaxIdleConnsPerHost: 8,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return &Client{hc: &http.Client{Transport: tr}}
+}
+
+// UnixClient returns a client for an agent listening on a Unix socket.
+func UnixClient(path string) *Client {
+	var d net.Dialer
+	return NewClient(func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", path) })
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// Output is the collected result of an execution.
+type Output struct {
+	Stdout string
+	Stderr string
+	Result
+}
+
+// Exec runs req and returns its output. If onEvent is not nil, it sees each
+// chunk of output as it arrives.
+func (c *Client) Exec(ctx context.Context, req ExecRequest, onEvent func(Event)) (*Output, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/exec", nil, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out Output
+	var stdout, stderr strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var e Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return nil, fmt.Errorf("agent: malformed event: %w", err)
+		}
+		if e.Result != nil {
+			out.Result = *e.Result
+			out.Stdout, out.Stderr = stdout.String(), stderr.String()
+			return &out, nil
+		}
+		stdout.WriteString(e.Stdout)
+		stderr.WriteString(e.Stderr)
+		if onEvent != nil {
+			onEvent(e)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w: the execution stream ended without a result (%v)", ErrUnavailable, sc.Err())
+}
+
+// List lists a directory of the workspace ("" for its top).
+func (c *Client) List(ctx context.Context, dir string) ([]FileInfo, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/files", url.Values{"path": {dir}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var list []FileInfo
+	return list, json.NewDecoder(resp.Body).Decode(&list)
+}
+
+// Open returns a reader for a file's content and its size. The caller closes it.
+func (c *Client) Open(ctx context.Context, name string) (io.ReadCloser, int64, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/files/content", url.Values{"name": {name}}, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp.Body, resp.ContentLength, nil
+}
+
+// Write stores the content of r as name.
+func (c *Client) Write(ctx context.Context, name string, r io.Reader) (FileInfo, error) {
+	resp, err := c.do(ctx, http.MethodPut, "/files/content", url.Values{"name": {name}}, r)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	defer resp.Body.Close()
+	var info FileInfo
+	return info, json.NewDecoder(resp.Body).Decode(&info)
+}
+
+// Remove deletes a file (or a directory tree).
+func (c *Client) Remove(ctx context.Context, name string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/files/content", url.Values{"name": {name}}, nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// Ping checks that the agent answers.
+func (c *Client) Ping(ctx context.Context) error {
+	resp, err := c.do(ctx, http.MethodGet, "/healthz", nil, nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Response, error) {
+	u := "http://agent" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var eb ErrorBody
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&eb); err != nil {
+			eb = ErrorBody{Code: CodeInternal, Message: resp.Status}
+		}
+		return nil, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Message}
+	}
+	return resp, nil
+}

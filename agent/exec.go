@@ -1,0 +1,312 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+//go:embed pydriver.py
+var pyDriver []byte
+
+// interp is a persistent bash or Python process. Requests go to its input
+// pipe; its stdout and stderr are scanned for the markers that end an
+// execution.
+type interp struct {
+	cmd      *exec.Cmd
+	input    io.WriteCloser
+	out, err *stream
+	exited   chan struct{} // closed once the process has been waited for
+}
+
+// executor runs executions; one at a time per interpreter, since they share
+// state.
+type executor struct {
+	procs     *procs
+	workspace string
+	private   string // the agent's own directory for scripts and the driver
+	env       []string
+
+	mu     sync.Mutex // serializes shell and Python executions
+	interp map[Language]*interp
+}
+
+func newExecutor(p *procs, workspace, private string) *executor {
+	return &executor{
+		procs:     p,
+		workspace: workspace,
+		private:   private,
+		interp:    map[Language]*interp{},
+		env: []string{
+			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"HOME=/tmp",
+			"LANG=C.UTF-8",
+			"TERM=dumb",
+			"PYTHONUNBUFFERED=1",
+			"PYTHONDONTWRITEBYTECODE=1",
+			"MPLBACKEND=Agg",
+		},
+	}
+}
+
+func (x *executor) run(ctx context.Context, req ExecRequest, send func(Event)) Result {
+	start := time.Now()
+	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	if req.MaxOutputBytes <= 0 {
+		req.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	k := &sink{max: req.MaxOutputBytes, send: send}
+
+	var r Result
+	switch req.Language {
+	case Shell, Python:
+		r = x.runInterp(ctx, req, k)
+	case Command:
+		r = x.runCommand(ctx, req, k)
+	default:
+		r = Result{Status: StatusFailure, ExitCode: -1, Error: fmt.Sprintf("unknown language %q", req.Language)}
+	}
+	if r.Status == StatusTimeout {
+		r.Error = fmt.Sprintf("execution timed out after %s; its processes were killed", timeout)
+	}
+	k.finish(&r)
+	r.DurationMillis = time.Since(start).Milliseconds()
+	return r
+}
+
+func (x *executor) runCommand(ctx context.Context, req ExecRequest, k *sink) Result {
+	if len(req.Argv) == 0 {
+		return Result{Status: StatusFailure, ExitCode: -1, Error: "argv is empty"}
+	}
+	cmd := exec.Command(req.Argv[0], req.Argv[1:]...)
+	cmd.Dir, cmd.Env = x.workspace, x.env
+	cmd.Stdin = strings.NewReader(req.Stdin)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	if err := x.procs.start(cmd); err != nil {
+		return Result{Status: StatusFailure, ExitCode: 127, Error: err.Error()}
+	}
+	out, errs := newStream(stdout), newStream(stderr)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = out.drain(ctx, k.stdout) }()
+	go func() { defer wg.Done(); _ = errs.drain(ctx, k.stderr) }()
+	wg.Wait()
+	if ctx.Err() != nil {
+		killTree(cmd.Process.Pid)
+		killTree(x.procs.orphans()...)
+		_ = x.procs.wait(cmd)
+		return Result{Status: StatusTimeout, ExitCode: -1, Signal: "killed"}
+	}
+	_ = x.procs.wait(cmd)
+	code, sig := exitInfo(cmd.ProcessState)
+	return Result{Status: statusOf(code), ExitCode: code, Signal: sig}
+}
+
+func statusOf(exitCode int) Status {
+	if exitCode == 0 {
+		return StatusSuccess
+	}
+	return StatusFailure
+}
+
+func (x *executor) runInterp(ctx context.Context, req ExecRequest, k *sink) Result {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+
+	it, reset, err := x.interpreter(req.Language)
+	if err != nil {
+		return Result{Status: StatusFailure, ExitCode: -1, Error: "cannot start interpreter: " + err.Error(), StateReset: reset}
+	}
+	nonce := newNonce()
+	line, cleanup, err := x.request(req, nonce)
+	if err != nil {
+		return Result{Status: StatusFailure, ExitCode: -1, Error: err.Error()}
+	}
+	defer cleanup()
+	if _, err := io.WriteString(it.input, line); err != nil {
+		x.stop(req.Language)
+		return Result{Status: StatusFailure, ExitCode: -1, Error: "interpreter is gone; state was reset, run again", StateReset: true}
+	}
+
+	prefix := []byte("\x00berth-" + nonce + ":")
+	var payload []byte
+	var outErr, errErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); payload, outErr = it.out.until(ctx, prefix, k.stdout) }()
+	go func() { defer wg.Done(); _, errErr = it.err.until(ctx, prefix, k.stderr) }()
+	wg.Wait()
+
+	switch {
+	case ctx.Err() != nil:
+		x.stop(req.Language)
+		return Result{Status: StatusTimeout, ExitCode: -1, Signal: "killed", StateReset: true}
+	case outErr != nil || errErr != nil:
+		// The interpreter died mid-execution: exit, OOM kill, or a signal.
+		<-it.exited
+		code, sig := exitInfo(it.cmd.ProcessState)
+		x.stop(req.Language)
+		r := Result{Status: StatusFailure, ExitCode: code, Signal: sig, StateReset: true}
+		if sig != "" {
+			r.Error = "the interpreter was killed by signal " + sig
+		} else {
+			r.Error = fmt.Sprintf("the interpreter exited with code %d; session state was reset", code)
+		}
+		return r
+	}
+	return parsePayload(req.Language, payload, reset)
+}
+
+func parsePayload(lang Language, payload []byte, reset bool) Result {
+	r := Result{StateReset: reset}
+	if lang == Shell {
+		r.ExitCode, _ = strconv.Atoi(string(payload))
+	} else {
+		var p struct {
+			ExitCode int             `json:"exitCode"`
+			Value    json.RawMessage `json:"value"`
+			Error    string          `json:"error"`
+		}
+		if err := json.Unmarshal(payload, &p); err != nil {
+			return Result{Status: StatusFailure, ExitCode: -1, Error: "malformed interpreter reply"}
+		}
+		r.ExitCode, r.Value, r.Error = p.ExitCode, p.Value, p.Error
+	}
+	r.Status = statusOf(r.ExitCode)
+	return r
+}
+
+// request renders what is written to the interpreter for one execution.
+func (x *executor) request(req ExecRequest, nonce string) (line string, cleanup func(), err error) {
+	if req.Language == Python {
+		b, err := json.Marshal(map[string]string{"code": req.Code, "nonce": nonce})
+		return string(b) + "\n", func() {}, err
+	}
+	// The script is sourced from a file so that a syntax error in it cannot
+	// derail the shell that reads our own command lines.
+	script := filepath.Join(x.private, "cell-"+nonce+".sh")
+	stdin := filepath.Join(x.private, "stdin-"+nonce)
+	cleanup = func() { os.Remove(script); os.Remove(stdin) }
+	if err := os.WriteFile(script, []byte(req.Code+"\n"), 0o600); err != nil {
+		return "", cleanup, err
+	}
+	in := "/dev/null"
+	if req.Stdin != "" {
+		if err := os.WriteFile(stdin, []byte(req.Stdin), 0o600); err != nil {
+			return "", cleanup, err
+		}
+		in = stdin
+	}
+	return fmt.Sprintf(". %s <%s 8>&- 9>&-; printf '\\0berth-%s:%%d\\0' $? >&8; printf '\\0berth-%s:\\0' >&9\n",
+		script, in, nonce, nonce), cleanup, nil
+}
+
+// interpreter returns the running interpreter for lang, starting one if
+// needed; reset reports that an earlier one had died.
+func (x *executor) interpreter(lang Language) (it *interp, reset bool, err error) {
+	if it := x.interp[lang]; it != nil {
+		select {
+		case <-it.exited:
+			x.stop(lang)
+			reset = true
+		default:
+			return it, false, nil
+		}
+	}
+	var cmd *exec.Cmd
+	var input io.WriteCloser
+	switch lang {
+	case Shell:
+		cmd = exec.Command("/bin/bash", "--noprofile", "--norc")
+		if input, err = cmd.StdinPipe(); err != nil {
+			return nil, reset, err
+		}
+	case Python:
+		driver := filepath.Join(x.private, "pydriver.py")
+		if err := os.WriteFile(driver, pyDriver, 0o600); err != nil {
+			return nil, reset, err
+		}
+		cmd = exec.Command("/usr/bin/python3", "-u", driver)
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, reset, err
+		}
+		defer r.Close()
+		cmd.ExtraFiles = []*os.File{r}
+		input = w
+	}
+	cmd.Dir, cmd.Env = x.workspace, x.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	if err := x.procs.start(cmd); err != nil {
+		input.Close()
+		return nil, reset, err
+	}
+	it = &interp{cmd: cmd, input: input, out: newStream(stdout), err: newStream(stderr), exited: make(chan struct{})}
+	go func() {
+		_ = x.procs.wait(cmd)
+		close(it.exited)
+	}()
+	if lang == Shell {
+		// Keep the real output pipes on fds 8 and 9 for the markers, so a
+		// script that redirects its own output cannot swallow them.
+		if _, err := io.WriteString(input, "exec 8>&1 9>&2\n"); err != nil {
+			x.interp[lang] = it
+			x.stop(lang)
+			return nil, reset, err
+		}
+	}
+	x.interp[lang] = it
+	return it, reset, nil
+}
+
+// stop kills an interpreter and everything it started.
+func (x *executor) stop(lang Language) {
+	it := x.interp[lang]
+	if it == nil {
+		return
+	}
+	delete(x.interp, lang)
+	it.input.Close()
+	killTree(it.cmd.Process.Pid)
+	killTree(x.procs.orphans()...)
+	<-it.exited
+}
+
+// close stops every interpreter.
+func (x *executor) close() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for lang := range x.interp {
+		x.stop(lang)
+	}
+}
+
+func newNonce() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+var errBadName = errors.New("bad name")

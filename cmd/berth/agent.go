@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/berth-dev/berth/agent"
+)
+
+// runAgent is the hidden "berth agent" subcommand: the first process inside
+// every sandbox. It prints "ready" on stdout once its socket accepts
+// connections, which is how the runtime knows the sandbox is up.
+func runAgent(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	socket := fs.String("socket", "/.berth/run/agent.sock", "Unix socket to serve on")
+	workspace := fs.String("workspace", "/mnt/data", "workspace directory")
+	private := fs.String("private", "/tmp/.berth", "the agent's scratch directory")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	// Idle sandboxes are many: keep the agent's heap small.
+	debug.SetGCPercent(50)
+	debug.SetMemoryLimit(16 << 20)
+	ln, err := agent.Listen(*socket)
+	if err != nil {
+		return err
+	}
+	return agent.Serve(ctx, ln, agent.Options{Workspace: *workspace, Private: *private}, func() {
+		fmt.Fprintln(os.Stdout, "ready")
+	})
+}

@@ -1,0 +1,400 @@
+// Package bwrap is the default sandbox driver: bubblewrap with every
+// namespace unshared, the host's /usr read-only as the root file system, a
+// private /tmp and workspace, all capabilities dropped, no-new-privs, a
+// seccomp filter, an unprivileged host uid per sandbox and a cgroup per
+// sandbox for memory, pids and CPU.
+package bwrap
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/internal/cgroup"
+	"github.com/berth-dev/berth/internal/netns"
+	"github.com/berth-dev/berth/internal/seccomp"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/internal/local"
+)
+
+// Options configure the driver; the zero value is usable.
+type Options struct {
+	local.Options
+	// Bwrap is the bubblewrap binary (default: "bwrap" on $PATH).
+	Bwrap  string
+	Logger *slog.Logger
+}
+
+// Defaults applied to zero limits.
+var DefaultLimits = sandbox.Limits{MemoryBytes: 512 << 20, CPU: 1, Pids: 256, TmpBytes: 256 << 20}
+
+// etcFiles are the host's /etc entries visible (read-only) in a sandbox:
+// what programs need to run and to reach the network, nothing that
+// describes the host's users or secrets.
+var etcFiles = []string{
+	"alternatives", "ssl", "ca-certificates", "ca-certificates.conf", "localtime",
+	"mime.types", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf",
+	"host.conf", "protocols", "services", "python3", "python3.11", "bash.bashrc",
+	"inputrc", "magic", "magic.mime", "debian_version", "os-release", "profile",
+}
+
+// Runtime is the bubblewrap driver.
+type Runtime struct {
+	host  *local.Host
+	bwrap string
+	log   *slog.Logger
+	net   *netns.Manager
+}
+
+// New checks for bubblewrap and prepares the host.
+func New(o Options) (*Runtime, error) {
+	if o.Bwrap == "" {
+		o.Bwrap = "bwrap"
+	}
+	path, err := exec.LookPath(o.Bwrap)
+	if err != nil {
+		return nil, fmt.Errorf("%w: bubblewrap not found (apt-get install bubblewrap): %v", sandbox.ErrUnavailable, err)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	host, err := local.NewHost("bwrap", o.Options)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
+	}
+	if err := writeIdentity(host.Dir); err != nil {
+		return nil, err
+	}
+	return &Runtime{host: host, bwrap: path, log: o.Logger, net: netns.New(host.Instance + "w")}, nil
+}
+
+// writeIdentity writes the passwd and group files that sandboxes see: one
+// user, "user" (uid 1000), and nobody else.
+func writeIdentity(dir string) error {
+	files := map[string]string{
+		"passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\nuser:x:1000:1000:sandbox user:/tmp:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+		"group":  "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n",
+		"hosts":  "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Name implements sandbox.Runtime.
+func (r *Runtime) Name() string { return "bwrap" }
+
+// Cleanup implements sandbox.Runtime.
+func (r *Runtime) Cleanup(ctx context.Context) error {
+	if err := r.host.Cleanup(); err != nil {
+		return err
+	}
+	return r.net.Cleanup(ctx)
+}
+
+// Start implements sandbox.Runtime.
+func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbox, err error) {
+	l := withDefaults(spec.Limits)
+	slot := r.host.Slot()
+	uid := r.host.UID(slot)
+	sb := &box{id: spec.ID, rt: r, slot: slot, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			sb.teardown()
+		}
+	}()
+
+	if sb.dir, err = r.host.MakeSandboxDir(spec.ID, uid); err != nil {
+		return nil, err
+	}
+	if sb.cg, err = r.host.Cgroups.Create(spec.ID, cgroup.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPU: l.CPU}); err != nil {
+		return nil, err
+	}
+	if spec.Egress {
+		if sb.netns, err = r.net.Create(ctx, slot); err != nil {
+			return nil, err
+		}
+	}
+
+	filter, err := seccomp.Program()
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: %w", err)
+	}
+	seccompFile, err := memfd("berth-seccomp", filter)
+	if err != nil {
+		return nil, err
+	}
+	defer seccompFile.Close()
+	blockR, blockW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer blockR.Close()
+	defer blockW.Close()
+
+	args := r.args(sb.dir, l, spec.Egress)
+	cred := &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}
+	cmd := exec.Command(r.bwrap, args...)
+	if sb.netns != nil {
+		// bubblewrap cannot join a network namespace itself: "ip netns exec"
+		// (root) enters it and setpriv drops to the sandbox's uid.
+		id := strconv.Itoa(int(uid))
+		cmd = exec.Command("ip", append([]string{"netns", "exec", sb.netns.Name,
+			"setpriv", "--reuid", id, "--regid", id, "--clear-groups", r.bwrap}, args...)...)
+		cred = nil
+	}
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+	cmd.ExtraFiles = []*os.File{seccompFile, blockR} // fds 3 and 4
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setsid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	var stderr tail
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start bwrap: %w", err)
+	}
+	sb.cmd = cmd
+	go func() {
+		_ = cmd.Wait()
+		close(sb.done)
+	}()
+	// bubblewrap now waits on fd 4 with its namespaces set up but nothing of
+	// the sandbox running yet: put it in the cgroup before letting it go, so
+	// that everything the sandbox ever starts is accounted and limited.
+	for _, pid := range append([]int{cmd.Process.Pid}, descendants(cmd.Process.Pid)...) {
+		if err := sb.cg.Add(pid); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := blockW.Write([]byte{1}); err != nil {
+		return nil, fmt.Errorf("release bwrap: %w", err)
+	}
+
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err == nil && strings.TrimSpace(line) != "ready" {
+			err = fmt.Errorf("unexpected agent greeting %q", line)
+		}
+		ready <- err
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			<-sb.done
+			return nil, fmt.Errorf("sandbox %s did not start: %v: %s", spec.ID, err, stderr.String())
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		return nil, fmt.Errorf("sandbox %s: agent not ready after 30s: %s", spec.ID, stderr.String())
+	}
+	sb.client = agent.UnixClient(filepath.Join(sb.dir, "run", "agent.sock"))
+	return sb, nil
+}
+
+func withDefaults(l sandbox.Limits) sandbox.Limits {
+	if l.MemoryBytes <= 0 {
+		l.MemoryBytes = DefaultLimits.MemoryBytes
+	}
+	if l.CPU <= 0 {
+		l.CPU = DefaultLimits.CPU
+	}
+	if l.Pids <= 0 {
+		l.Pids = DefaultLimits.Pids
+	}
+	if l.TmpBytes <= 0 {
+		l.TmpBytes = DefaultLimits.TmpBytes
+	}
+	return l
+}
+
+func (r *Runtime) args(dir string, l sandbox.Limits, egress bool) []string {
+	a := []string{
+		"--unshare-all", "--unshare-user", "--disable-userns",
+		"--die-with-parent", "--new-session", "--cap-drop", "ALL",
+		"--uid", "1000", "--gid", "1000", "--hostname", "sandbox",
+		"--ro-bind", "/usr", "/usr",
+		"--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+		"--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+		"--proc", "/proc", "--dev", "/dev",
+		"--size", strconv.FormatInt(l.TmpBytes, 10), "--tmpfs", "/tmp",
+		"--dir", "/etc",
+	}
+	if egress {
+		a = append(a, "--share-net")
+		if _, err := os.Stat("/etc/resolv.conf"); err == nil {
+			a = append(a, "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf")
+		}
+	}
+	for _, name := range etcFiles {
+		if _, err := os.Stat(filepath.Join("/etc", name)); err == nil {
+			a = append(a, "--ro-bind", filepath.Join("/etc", name), filepath.Join("/etc", name))
+		}
+	}
+	for _, name := range []string{"passwd", "group", "hosts"} {
+		a = append(a, "--ro-bind", filepath.Join(r.host.Dir, name), "/etc/"+name)
+	}
+	a = append(a,
+		"--bind", filepath.Join(dir, "data"), "/mnt/data",
+		"--bind", filepath.Join(dir, "run"), "/.berth/run",
+		"--ro-bind", r.host.Agent, "/.berth/agent",
+		"--chdir", "/mnt/data",
+		"--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
+		"--seccomp", "3", "--block-fd", "4",
+		"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
+	)
+	return a
+}
+
+// box is one bubblewrap sandbox.
+type box struct {
+	id     string
+	rt     *Runtime
+	slot   int
+	dir    string
+	cg     *cgroup.Group
+	netns  *netns.Namespace
+	cmd    *exec.Cmd
+	client *agent.Client
+	done   chan struct{}
+	once   sync.Once
+}
+
+func (b *box) ID() string               { return b.id }
+func (b *box) Agent() *agent.Client     { return b.client }
+func (b *box) Done() <-chan struct{}    { return b.done }
+func (b *box) Destroy(context.Context) error {
+	b.teardown()
+	return nil
+}
+
+func (b *box) Stats() sandbox.Stats {
+	if b.cg == nil {
+		return sandbox.Stats{}
+	}
+	return sandbox.Stats{OOMKills: b.cg.OOMKills(), MemoryBytes: b.cg.MemoryBytes()}
+}
+
+func (b *box) teardown() {
+	b.once.Do(func() {
+		if b.client != nil {
+			b.client.Close()
+		}
+		if b.cg != nil {
+			b.cg.Kill()
+		}
+		if b.cmd != nil && b.cmd.Process != nil {
+			_ = b.cmd.Process.Kill()
+			<-b.done
+		}
+		if b.cg != nil {
+			b.cg.Destroy()
+		}
+		if b.netns != nil {
+			if err := b.netns.Close(); err != nil {
+				b.rt.log.Warn("remove network namespace", "sandbox", b.id, "err", err)
+			}
+		}
+		if b.dir != "" {
+			if err := os.RemoveAll(b.dir); err != nil {
+				b.rt.log.Warn("remove sandbox directory", "sandbox", b.id, "err", err)
+			}
+		}
+		b.rt.host.Release(b.slot)
+	})
+}
+
+// descendants lists the processes below pid.
+func descendants(pid int) []int {
+	children := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 {
+			ppid, _ := strconv.Atoi(f[1])
+			children[ppid] = append(children[ppid], c)
+		}
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+func memfd(name string, content []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, 0)
+	if err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if _, err := f.Write(content); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// tail keeps the last 4 KiB written to it, for error messages.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 4096 {
+		t.buf = t.buf[len(t.buf)-4096:]
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.buf))
+}

@@ -1,0 +1,195 @@
+// Package local holds what the local sandbox drivers share: the per-instance
+// state directory, the staged agent binary, cgroups, and the allocation of
+// slots (each sandbox's unprivileged host uid and network names).
+package local
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/berth-dev/berth/internal/cgroup"
+)
+
+// Options configure a local driver. The zero value works for one Berth
+// server per host.
+type Options struct {
+	// Instance distinguishes Berth servers that share a host, so that one
+	// never touches another's sandboxes. Short, [a-z0-9]. Default "default".
+	Instance string
+	// StateDir holds the sandboxes' directories and the staged agent; every
+	// path component must be traversable by unprivileged users, since the
+	// sandboxes' own uids bind-mount from it. Default
+	// /var/lib/berth/INSTANCE/DRIVER.
+	StateDir string
+	// AgentPath is the berth binary run as the agent inside sandboxes
+	// (default: this executable). It is copied into StateDir.
+	AgentPath string
+	// UIDBase is the first host uid given to sandboxes (default derived
+	// from Instance, above 1,000,000).
+	UIDBase uint32
+}
+
+// Host is a driver's share of the machine.
+type Host struct {
+	Driver   string
+	Instance string
+	Dir      string
+	Agent    string
+	Cgroups  *cgroup.Manager
+	uidBase  uint32
+
+	mu   sync.Mutex
+	free []int
+	next int
+}
+
+// NewHost prepares the state directory, stages the agent and opens the
+// cgroup hierarchy.
+func NewHost(driver string, o Options) (*Host, error) {
+	if o.Instance == "" {
+		o.Instance = "default"
+	}
+	if o.StateDir == "" {
+		o.StateDir = filepath.Join("/var/lib/berth", o.Instance, driver)
+	}
+	if o.AgentPath == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		o.AgentPath = exe
+	}
+	if o.UIDBase == 0 {
+		var h uint32
+		for _, c := range o.Instance + "/" + driver {
+			h = h*31 + uint32(c)
+		}
+		o.UIDBase = 1_000_000 + (h%4096)*65536
+	}
+	dir, err := filepath.Abs(o.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := mkdirTraversable(dir); err != nil {
+		return nil, err
+	}
+	cg, err := cgroup.New(filepath.Join("berth", o.Instance+"-"+driver))
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{Driver: driver, Instance: o.Instance, Dir: dir, Cgroups: cg, uidBase: o.UIDBase}
+	h.Agent = filepath.Join(dir, "agent")
+	if err := copyExecutable(o.AgentPath, h.Agent); err != nil {
+		return nil, fmt.Errorf("stage agent: %w", err)
+	}
+	return h, nil
+}
+
+// mkdirTraversable creates dir and makes it and its parents searchable
+// (o+x) without making anything readable to others.
+func mkdirTraversable(dir string) error {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		info, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(d, info.Mode().Perm()|0o011); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func copyExecutable(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// Slot is a small integer that is unique among a host's live sandboxes; it
+// picks the sandbox's uid and network names.
+func (h *Host) Slot() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n := len(h.free); n > 0 {
+		s := h.free[n-1]
+		h.free = h.free[:n-1]
+		return s
+	}
+	h.next++
+	return h.next
+}
+
+// Release returns a slot.
+func (h *Host) Release(slot int) {
+	h.mu.Lock()
+	h.free = append(h.free, slot)
+	h.mu.Unlock()
+}
+
+// UID is the unprivileged host uid of the sandbox in slot.
+func (h *Host) UID(slot int) uint32 { return h.uidBase + uint32(slot) }
+
+// SandboxDir is where a sandbox's files live on the host.
+func (h *Host) SandboxDir(id string) string { return filepath.Join(h.Dir, "sb-"+id) }
+
+// MakeSandboxDir creates a sandbox's directory with a workspace ("data")
+// and a socket directory ("run") owned by uid and private to it.
+func (h *Host) MakeSandboxDir(id string, uid uint32) (string, error) {
+	dir := h.SandboxDir(id)
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		return "", err
+	}
+	for _, sub := range []string{"data", "run"} {
+		p := filepath.Join(dir, sub)
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return "", err
+		}
+		if err := os.Chown(p, int(uid), int(uid)); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// Cleanup removes every sandbox directory and cgroup this host's instance
+// left behind.
+func (h *Host) Cleanup() error {
+	h.Cgroups.Cleanup()
+	entries, err := os.ReadDir(h.Dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "sb-") {
+			if err := os.RemoveAll(filepath.Join(h.Dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

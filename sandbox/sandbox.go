@@ -1,0 +1,75 @@
+// Package sandbox defines the runtime that Berth's session pools (and, later,
+// its app replicas) run untrusted code in, independent of how a sandbox is
+// made. A Runtime starts sandboxes; each Sandbox runs Berth's agent, which
+// is how everything else talks to it. Drivers live in sub-packages: bwrap
+// (bubblewrap, the default) and gvisor (gVisor's runsc).
+package sandbox
+
+import (
+	"context"
+	"errors"
+
+	"github.com/berth-dev/berth/agent"
+)
+
+// Limits bounds a sandbox's resources. Zero fields take the driver's
+// defaults.
+type Limits struct {
+	MemoryBytes int64
+	CPU         float64 // cores
+	Pids        int64
+	// TmpBytes bounds the private /tmp.
+	TmpBytes int64
+}
+
+// Spec describes a sandbox to start.
+type Spec struct {
+	// ID names the sandbox; it is unique among live sandboxes of a runtime
+	// and made of [a-z0-9-].
+	ID     string
+	Limits Limits
+	// Egress gives the sandbox a network interface with NAT to the outside
+	// (never to the host's own services). Without it the sandbox has only
+	// loopback.
+	Egress bool
+}
+
+// Sandbox is one running sandbox.
+type Sandbox interface {
+	ID() string
+	// Agent is the client for the agent inside the sandbox.
+	Agent() *agent.Client
+	// Done is closed when the sandbox has stopped, on its own or by Destroy.
+	Done() <-chan struct{}
+	// Destroy stops the sandbox and removes everything it used. It is safe
+	// to call more than once.
+	Destroy(ctx context.Context) error
+}
+
+// Stats are optional measurements a sandbox may offer.
+type Stats struct {
+	// OOMKills counts processes killed for exceeding the memory limit.
+	OOMKills uint64
+	// MemoryBytes is the sandbox's current memory use.
+	MemoryBytes uint64
+}
+
+// StatsReporter is implemented by sandboxes that can measure themselves.
+type StatsReporter interface {
+	Stats() Stats
+}
+
+// Runtime starts sandboxes.
+type Runtime interface {
+	// Name is the driver's name ("bwrap", "gvisor").
+	Name() string
+	// Start starts a sandbox and returns once its agent answers.
+	Start(ctx context.Context, spec Spec) (Sandbox, error)
+	// Cleanup removes everything that an earlier process using the same
+	// state left behind: processes, cgroups, network namespaces, files.
+	Cleanup(ctx context.Context) error
+}
+
+// ErrUnavailable means a driver cannot run on this host (a tool is missing,
+// or the kernel lacks a feature); its message says what to install.
+var ErrUnavailable = errors.New("sandbox runtime unavailable")
