@@ -90,12 +90,12 @@ type Result struct {
 
 // FileInfo describes a file in the workspace.
 type FileInfo struct {
-	Name     string    `json:"name"`
-	Size     int64     `json:"size"`
-	ModTime  time.Time `json:"modTime"`
-	IsDir    bool      `json:"isDir,omitempty"`
-	Mode     string    `json:"mode,omitempty"`
-	Symlink  bool      `json:"symlink,omitempty"`
+	Name    string    `json:"name"`
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"modTime"`
+	IsDir   bool      `json:"isDir,omitempty"`
+	Mode    string    `json:"mode,omitempty"`
+	Symlink bool      `json:"symlink,omitempty"`
 }
 
 // ErrorBody is the JSON body of an agent error response.

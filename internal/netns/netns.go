@@ -47,7 +47,7 @@ type Namespace struct {
 	m       *Manager
 }
 
-func (m *Manager) table() string { return "berth_" + m.prefix }
+func (m *Manager) table() string    { return "berth_" + m.prefix }
 func (m *Manager) ifPrefix() string { return "b" + m.prefix }
 
 // setup installs the host-wide rules once.

@@ -280,9 +280,9 @@ type box struct {
 	once   sync.Once
 }
 
-func (b *box) ID() string               { return b.id }
-func (b *box) Agent() *agent.Client     { return b.client }
-func (b *box) Done() <-chan struct{}    { return b.done }
+func (b *box) ID() string            { return b.id }
+func (b *box) Agent() *agent.Client  { return b.client }
+func (b *box) Done() <-chan struct{} { return b.done }
 func (b *box) Destroy(context.Context) error {
 	b.teardown()
 	return nil
