@@ -155,6 +155,17 @@ func (c *Client) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
+// Reset kills every process in the sandbox but the agent; the shell and
+// Python interpreters start afresh on next use.
+func (c *Client) Reset(ctx context.Context) error {
+	resp, err := c.do(ctx, http.MethodPost, "/reset", nil, nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
 // Ping checks that the agent answers.
 func (c *Client) Ping(ctx context.Context) error {
 	resp, err := c.do(ctx, http.MethodGet, "/healthz", nil, nil)

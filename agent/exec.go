@@ -39,16 +39,18 @@ type executor struct {
 	workspace string
 	private   string // the agent's own directory for scripts and the driver
 	env       []string
+	maxProcs  int
 
 	mu     sync.Mutex // serializes shell and Python executions
 	interp map[Language]*interp
 }
 
-func newExecutor(p *procs, workspace, private string) *executor {
+func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
 	return &executor{
 		procs:     p,
 		workspace: workspace,
 		private:   private,
+		maxProcs:  maxProcs,
 		interp:    map[Language]*interp{},
 		env: []string{
 			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -58,6 +60,7 @@ func newExecutor(p *procs, workspace, private string) *executor {
 			"PYTHONUNBUFFERED=1",
 			"PYTHONDONTWRITEBYTECODE=1",
 			"MPLBACKEND=Agg",
+			"BERTH_MAX_PROCS=" + strconv.Itoa(maxProcs),
 		},
 	}
 }
@@ -97,29 +100,83 @@ func (x *executor) runCommand(ctx context.Context, req ExecRequest, k *sink) Res
 		return Result{Status: StatusFailure, ExitCode: -1, Error: "argv is empty"}
 	}
 	cmd := exec.Command(req.Argv[0], req.Argv[1:]...)
+	if x.maxProcs > 0 {
+		// Apply the process limit before the program runs.
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `ulimit -u "$BERTH_MAX_PROCS" && exec "$@"`, "sh"}, req.Argv...)...)
+	}
 	cmd.Dir, cmd.Env = x.workspace, x.env
 	cmd.Stdin = strings.NewReader(req.Stdin)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := x.procs.start(cmd); err != nil {
+	out, errs, err := x.startPiped(cmd)
+	if err != nil {
 		return Result{Status: StatusFailure, ExitCode: 127, Error: err.Error()}
 	}
-	out, errs := newStream(stdout), newStream(stderr)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = out.drain(ctx, k.stdout) }()
-	go func() { defer wg.Done(); _ = errs.drain(ctx, k.stderr) }()
-	wg.Wait()
+	exited := make(chan struct{})
+	go func() {
+		_ = x.procs.wait(cmd)
+		close(exited)
+	}()
+	// Read until both pipes end; if the command exits while something it
+	// left in the background still holds them, stop shortly after.
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	drained := make(chan struct{})
+	go func() {
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = out.drain(readCtx, k.stdout) }()
+		go func() { defer wg.Done(); _ = errs.drain(readCtx, k.stderr) }()
+		wg.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-exited:
+		select {
+		case <-drained:
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	case <-ctx.Done():
+	}
+	stopReading()
+	<-drained
+	out.close()
+	errs.close()
 	if ctx.Err() != nil {
 		killTree(cmd.Process.Pid)
-		killTree(x.procs.orphans()...)
-		_ = x.procs.wait(cmd)
+		<-exited
 		return Result{Status: StatusTimeout, ExitCode: -1, Signal: "killed"}
 	}
-	_ = x.procs.wait(cmd)
+	<-exited
 	code, sig := exitInfo(cmd.ProcessState)
 	return Result{Status: statusOf(code), ExitCode: code, Signal: sig}
+}
+
+// startPiped starts cmd with its stdout and stderr on pipes whose read ends
+// belong to the caller (unlike cmd.StdoutPipe, Wait never closes them, so
+// output can be read after the process has exited).
+func (x *executor) startPiped(cmd *exec.Cmd) (stdout, stderr *stream, err error) {
+	or, ow, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	er, ew, err := os.Pipe()
+	if err != nil {
+		or.Close()
+		ow.Close()
+		return nil, nil, err
+	}
+	cmd.Stdout, cmd.Stderr = ow, ew
+	err = x.procs.start(cmd)
+	ow.Close()
+	ew.Close()
+	if err != nil {
+		or.Close()
+		er.Close()
+		return nil, nil, err
+	}
+	return newStream(or), newStream(er), nil
 }
 
 func statusOf(exitCode int) Status {
@@ -159,7 +216,7 @@ func (x *executor) runInterp(ctx context.Context, req ExecRequest, k *sink) Resu
 
 	switch {
 	case ctx.Err() != nil:
-		x.stop(req.Language)
+		x.killAll()
 		return Result{Status: StatusTimeout, ExitCode: -1, Signal: "killed", StateReset: true}
 	case outErr != nil || errErr != nil:
 		// The interpreter died mid-execution: exit, OOM kill, or a signal.
@@ -257,13 +314,12 @@ func (x *executor) interpreter(lang Language) (it *interp, reset bool, err error
 	}
 	cmd.Dir, cmd.Env = x.workspace, x.env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := x.procs.start(cmd); err != nil {
+	out, errs, err := x.startPiped(cmd)
+	if err != nil {
 		input.Close()
 		return nil, reset, err
 	}
-	it = &interp{cmd: cmd, input: input, out: newStream(stdout), err: newStream(stderr), exited: make(chan struct{})}
+	it = &interp{cmd: cmd, input: input, out: out, err: errs, exited: make(chan struct{})}
 	go func() {
 		_ = x.procs.wait(cmd)
 		close(it.exited)
@@ -271,7 +327,11 @@ func (x *executor) interpreter(lang Language) (it *interp, reset bool, err error
 	if lang == Shell {
 		// Keep the real output pipes on fds 8 and 9 for the markers, so a
 		// script that redirects its own output cannot swallow them.
-		if _, err := io.WriteString(input, "exec 8>&1 9>&2\n"); err != nil {
+		init := "exec 8>&1 9>&2\n"
+		if x.maxProcs > 0 {
+			init = fmt.Sprintf("ulimit -u %d\n", x.maxProcs) + init
+		}
+		if _, err := io.WriteString(input, init); err != nil {
 			x.interp[lang] = it
 			x.stop(lang)
 			return nil, reset, err
@@ -290,8 +350,36 @@ func (x *executor) stop(lang Language) {
 	delete(x.interp, lang)
 	it.input.Close()
 	killTree(it.cmd.Process.Pid)
-	killTree(x.procs.orphans()...)
 	<-it.exited
+	it.out.close()
+	it.err.close()
+}
+
+// killAll kills every process in the sandbox but the agent (kill(-1) is
+// atomic with respect to fork, so even a fork bomb goes in one pass or a
+// few), and forgets the interpreters, which start again on next use.
+// Callers hold x.mu.
+func (x *executor) killAll() {
+	for i := 0; i < 20; i++ {
+		if err := syscall.Kill(-1, syscall.SIGKILL); err != nil {
+			break // ESRCH: nothing left to kill
+		}
+		time.Sleep(time.Duration(i+1) * time.Millisecond)
+	}
+	for lang, it := range x.interp {
+		it.input.Close()
+		<-it.exited
+		it.out.close()
+		it.err.close()
+		delete(x.interp, lang)
+	}
+}
+
+// reset kills every process of the session and resets its interpreters.
+func (x *executor) reset() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.killAll()
 }
 
 // close stops every interpreter.

@@ -73,20 +73,6 @@ func (p *procs) reap(stop <-chan struct{}) {
 	}
 }
 
-// orphans returns the agent's children that it did not start itself: the
-// leftovers of user code that daemonized.
-func (p *procs) orphans() []int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []int
-	for _, pid := range childrenOf(os.Getpid()) {
-		if !p.tracked[pid] {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // killTree kills roots and every descendant of them with SIGKILL, process
 // groups included, so nothing that a timed-out execution started survives.
 func killTree(roots ...int) {

@@ -7,8 +7,13 @@ import ast
 import io
 import json
 import os
+import resource
 import sys
 import traceback
+
+_max_procs = int(os.environ.get("BERTH_MAX_PROCS") or 0)
+if _max_procs > 0:
+    resource.setrlimit(resource.RLIMIT_NPROC, (_max_procs, _max_procs))
 
 _requests = os.fdopen(3, "r", encoding="utf-8")
 sys.stdin = open(os.devnull, "r")

@@ -23,6 +23,10 @@ type Options struct {
 	Workspace string
 	// Private is the agent's own scratch directory (default /tmp/.berth).
 	Private string
+	// MaxProcs, if positive, is the RLIMIT_NPROC of everything the agent
+	// runs. It must be below the sandbox's pids limit, so that the agent
+	// can still act (and kill) when user code has used up its share.
+	MaxProcs int
 }
 
 // Serve serves the agent API on ln until ctx is done. ready, if not nil, is
@@ -51,7 +55,7 @@ func Serve(ctx context.Context, ln net.Listener, opts Options, ready func()) err
 	defer close(stop)
 	go p.reap(stop)
 
-	x := newExecutor(p, opts.Workspace, opts.Private)
+	x := newExecutor(p, opts.Workspace, opts.Private, opts.MaxProcs)
 	defer x.close()
 	ws := &workspace{root: root}
 
@@ -75,6 +79,10 @@ func Serve(ctx context.Context, ln net.Listener, opts Options, ready func()) err
 		}
 		res := x.run(r.Context(), req, send)
 		send(Event{Result: &res})
+	})
+	mux.HandleFunc("POST /reset", func(w http.ResponseWriter, r *http.Request) {
+		x.reset()
+		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("GET /files", func(w http.ResponseWriter, r *http.Request) {
 		list, err := ws.list(r.URL.Query().Get("path"))

@@ -14,17 +14,24 @@ import (
 type stream struct {
 	ch      chan []byte
 	pending []byte
+	r       io.ReadCloser
+	done    chan struct{}
+	once    sync.Once
 }
 
-func newStream(r io.Reader) *stream {
-	s := &stream{ch: make(chan []byte, 16)}
+func newStream(r io.ReadCloser) *stream {
+	s := &stream{ch: make(chan []byte, 16), r: r, done: make(chan struct{})}
 	go func() {
 		defer close(s.ch)
 		for {
 			buf := make([]byte, 32<<10)
 			n, err := r.Read(buf)
 			if n > 0 {
-				s.ch <- buf[:n]
+				select {
+				case s.ch <- buf[:n]:
+				case <-s.done:
+					return
+				}
 			}
 			if err != nil {
 				return
@@ -32,6 +39,14 @@ func newStream(r io.Reader) *stream {
 		}
 	}()
 	return s
+}
+
+// close stops reading and releases the pipe.
+func (s *stream) close() {
+	s.once.Do(func() {
+		close(s.done)
+		s.r.Close()
+	})
 }
 
 // until passes output to emit until it finds prefix followed by a payload and

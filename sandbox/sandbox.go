@@ -22,6 +22,14 @@ type Limits struct {
 	TmpBytes int64
 }
 
+// AgentReservedPids is how much of a sandbox's pids limit is kept for the
+// agent: user code runs under RLIMIT_NPROC = Pids - AgentReservedPids, so
+// that a fork bomb cannot stop the agent from killing it.
+const AgentReservedPids = 32
+
+// UserProcs is the process limit of user code in a sandbox with limit pids.
+func UserProcs(pids int64) int64 { return max(pids-AgentReservedPids, 8) }
+
 // Spec describes a sandbox to start.
 type Spec struct {
 	// ID names the sandbox; it is unique among live sandboxes of a runtime
@@ -52,6 +60,9 @@ type Stats struct {
 	OOMKills uint64
 	// MemoryBytes is the sandbox's current memory use.
 	MemoryBytes uint64
+	// Pids is the number of tasks in the sandbox, PidsLimit its limit
+	// (0 if unknown).
+	Pids, PidsLimit int64
 }
 
 // StatsReporter is implemented by sandboxes that can measure themselves.

@@ -18,8 +18,9 @@ func runAgent(ctx context.Context, args []string) error {
 	socket := fs.String("socket", "/.berth/run/agent.sock", "Unix socket to serve on")
 	workspace := fs.String("workspace", "/mnt/data", "workspace directory")
 	private := fs.String("private", "/tmp/.berth", "the agent's scratch directory")
+	maxProcs := fs.Int("max-procs", 0, "RLIMIT_NPROC for the code the agent runs (0: unlimited)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	// Idle sandboxes are many: keep the agent's heap small.
 	debug.SetGCPercent(50)
@@ -28,7 +29,7 @@ func runAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return agent.Serve(ctx, ln, agent.Options{Workspace: *workspace, Private: *private}, func() {
+	return agent.Serve(ctx, ln, agent.Options{Workspace: *workspace, Private: *private, MaxProcs: *maxProcs}, func() {
 		fmt.Fprintln(os.Stdout, "ready")
 	})
 }

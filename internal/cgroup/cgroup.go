@@ -219,6 +219,20 @@ func (g *Group) MemoryBytes() uint64 {
 	return n
 }
 
+// Pids returns the number of tasks in the group and its limit (0 if none).
+func (g *Group) Pids() (current, limit int64) {
+	dir := g.dirs["pids"]
+	if g.v2 {
+		dir = g.dirs["unified"]
+	}
+	read := func(f string) int64 {
+		b, _ := os.ReadFile(filepath.Join(dir, f))
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return n
+	}
+	return read("pids.current"), read("pids.max")
+}
+
 // Kill kills every process in the group and waits (briefly) until it is
 // empty.
 func (g *Group) Kill() {

@@ -8,6 +8,7 @@ package bwrap
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -147,6 +148,12 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	}
 	defer blockR.Close()
 	defer blockW.Close()
+	infoR, infoW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer infoR.Close()
+	defer infoW.Close()
 
 	args := r.args(sb.dir, l, spec.Egress)
 	cred := &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}
@@ -160,7 +167,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		cred = nil
 	}
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
-	cmd.ExtraFiles = []*os.File{seccompFile, blockR} // fds 3 and 4
+	cmd.ExtraFiles = []*os.File{seccompFile, blockR, infoW} // fds 3, 4 and 5
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setsid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -172,14 +179,29 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		return nil, fmt.Errorf("start bwrap: %w", err)
 	}
 	sb.cmd = cmd
+	infoW.Close()
 	go func() {
 		_ = cmd.Wait()
 		close(sb.done)
 	}()
-	// bubblewrap now waits on fd 4 with its namespaces set up but nothing of
-	// the sandbox running yet: put it in the cgroup before letting it go, so
-	// that everything the sandbox ever starts is accounted and limited.
-	for _, pid := range append([]int{cmd.Process.Pid}, descendants(cmd.Process.Pid)...) {
+	// bubblewrap reports the sandbox's first process on fd 5 once it has
+	// cloned it, and that process then waits on fd 4 before running
+	// anything of ours: move both (and anything they forked) into the
+	// cgroup before letting it go, so that everything the sandbox ever
+	// starts is accounted and limited.
+	var info struct {
+		ChildPid int `json:"child-pid"`
+	}
+	if err := json.NewDecoder(infoR).Decode(&info); err != nil || info.ChildPid <= 0 {
+		<-sb.done
+		return nil, fmt.Errorf("sandbox %s did not start: no child pid from bwrap (%v): %s", spec.ID, err, stderr.String())
+	}
+	for _, pid := range []int{cmd.Process.Pid, info.ChildPid} {
+		if err := sb.cg.Add(pid); err != nil {
+			return nil, err
+		}
+	}
+	for _, pid := range descendants(info.ChildPid) {
 		if err := sb.cg.Add(pid); err != nil {
 			return nil, err
 		}
@@ -260,8 +282,9 @@ func (r *Runtime) args(dir string, l sandbox.Limits, egress bool) []string {
 		"--ro-bind", r.host.Agent, "/.berth/agent",
 		"--chdir", "/mnt/data",
 		"--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
-		"--seccomp", "3", "--block-fd", "4",
+		"--seccomp", "3", "--block-fd", "4", "--info-fd", "5",
 		"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
+		"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10),
 	)
 	return a
 }
@@ -292,7 +315,8 @@ func (b *box) Stats() sandbox.Stats {
 	if b.cg == nil {
 		return sandbox.Stats{}
 	}
-	return sandbox.Stats{OOMKills: b.cg.OOMKills(), MemoryBytes: b.cg.MemoryBytes()}
+	pids, limit := b.cg.Pids()
+	return sandbox.Stats{OOMKills: b.cg.OOMKills(), MemoryBytes: b.cg.MemoryBytes(), Pids: pids, PidsLimit: limit}
 }
 
 func (b *box) teardown() {

@@ -47,3 +47,22 @@ func TestSmoke(t *testing.T) {
 	out, err := sb.Agent().Exec(ctx, agent.ExecRequest{Language: agent.Python, Code: "x = 41\nx + 1"}, nil)
 	t.Logf("%+v %v", out, err)
 }
+
+func TestCgroupHoldsEverySandboxProcess(t *testing.T) {
+	rt := newRuntime(t)
+	ctx := context.Background()
+	sb, err := rt.Start(ctx, sandbox.Spec{ID: "cg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Destroy(ctx)
+	out, err := sb.Agent().Exec(ctx, agent.ExecRequest{Language: agent.Shell, Code: "for i in 1 2 3 4 5; do sleep 5 & done; ps -e --no-headers | wc -l"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sb.(sandbox.StatsReporter).Stats()
+	t.Logf("inside: %s stats: %+v", out.Stdout, st)
+	if st.Pids < 8 || st.MemoryBytes == 0 || st.PidsLimit != bwrap.DefaultLimits.Pids {
+		t.Fatalf("cgroup does not hold the sandbox's processes: %+v", st)
+	}
+}

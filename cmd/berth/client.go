@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/server"
+)
+
+// clientFlags are the flags every client command takes.
+type clientFlags struct {
+	dataDir string
+	server  string
+	token   string
+	output  string
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.dataDir, "data-dir", server.DefaultDataDir(), "the server's data directory, to find it and its token [$BERTH_DATA_DIR]")
+	fs.StringVar(&c.server, "server", os.Getenv("BERTH_SERVER"), "control API URL (default: from the data directory) [$BERTH_SERVER]")
+	fs.StringVar(&c.token, "token", os.Getenv("BERTH_TOKEN"), "admin token (default: from the data directory) [$BERTH_TOKEN]")
+	fs.StringVar(&c.output, "o", "text", "output format: text or json")
+}
+
+// parseArgs parses flags that may come before or after positional
+// arguments ("berth pool create NAME --type python").
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, flagError(err)
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// flagError makes a flag parsing error a usage error (exit status 2);
+// -h stays flag.ErrHelp (exit status 0).
+func flagError(err error) error {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return usageError(err.Error())
+}
+
+// apiClient calls the control API.
+type apiClient struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+func (c *clientFlags) client() (*apiClient, error) {
+	if c.output != "text" && c.output != "json" {
+		return nil, usageError("-o must be text or json")
+	}
+	base, token := c.server, c.token
+	if base == "" {
+		b, err := os.ReadFile(filepath.Join(c.dataDir, server.InfoFile))
+		if err != nil {
+			return nil, fmt.Errorf("no running server found in %s (start one with `berth up`, or pass --server and --token)", c.dataDir)
+		}
+		var info server.Info
+		if err := json.Unmarshal(b, &info); err != nil {
+			return nil, fmt.Errorf("%s: %w", server.InfoFile, err)
+		}
+		base = info.AdminURL
+	}
+	if token == "" {
+		b, err := os.ReadFile(filepath.Join(c.dataDir, server.TokenFile))
+		if err != nil {
+			return nil, fmt.Errorf("no admin token: pass --token or --data-dir of the server (%v)", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	return &apiClient{base: strings.TrimRight(base, "/"), token: token, hc: &http.Client{Timeout: 5 * time.Minute}}, nil
+}
+
+// call sends a request and decodes the JSON answer into out (if not nil).
+func (a *apiClient) call(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the server at %s: %w", a.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var eb httpapi.Body
+		if json.NewDecoder(resp.Body).Decode(&eb) == nil && eb.Error.Message != "" {
+			return fmt.Errorf("%s", eb.Error.Message)
+		}
+		return fmt.Errorf("server answered %s", resp.Status)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}

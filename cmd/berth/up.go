@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/bwrap"
+	"github.com/berth-dev/berth/sandbox/gvisor"
+	"github.com/berth-dev/berth/server"
+)
+
+func runUp(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	dataDir := fs.String("data-dir", server.DefaultDataDir(), "state directory (database, keys, admin token) [$BERTH_DATA_DIR]")
+	listen := fs.String("listen", "127.0.0.1:8080", "public listener (data plane)")
+	admin := fs.String("admin-listen", "127.0.0.1:8081", "control API listener (token-protected)")
+	publicURL := fs.String("public-url", "", "base URL clients use to reach the public listener (default http://LISTEN)")
+	runsc := fs.String("runsc", "", "gVisor runsc binary for the gvisor runtime (default: runsc next to berth, in .bin, or on $PATH)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return flagError(err)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageError("--log-level: " + err.Error())
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	return server.Run(ctx, server.Options{
+		DataDir: *dataDir, Listen: *listen, AdminListen: *admin, PublicURL: *publicURL,
+		Version: version, Logger: log,
+		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
+			return newRuntimes(instance, *runsc, log)
+		},
+		Ready: func(s *server.Server) { printWelcome(s) },
+	})
+}
+
+// newRuntimes builds the sandbox drivers: bwrap is required, gvisor is
+// offered when runsc is found.
+func newRuntimes(instance, runsc string, log *slog.Logger) (map[string]sandbox.Runtime, error) {
+	bo := bwrap.Options{Logger: log}
+	bo.Instance = instance
+	b, err := bwrap.New(bo)
+	if err != nil {
+		return nil, err
+	}
+	rts := map[string]sandbox.Runtime{"bwrap": b}
+	if runsc == "" {
+		runsc = findRunsc()
+	}
+	gopts := gvisor.Options{Runsc: runsc, Logger: log}
+	gopts.Instance = instance
+	g, err := gvisor.New(gopts)
+	switch {
+	case err == nil:
+		rts["gvisor"] = g
+	case errors.Is(err, sandbox.ErrUnavailable):
+		log.Warn("gvisor runtime unavailable; pools can use bwrap", "reason", err)
+	default:
+		return nil, err
+	}
+	return rts, nil
+}
+
+// findRunsc looks for runsc beside the berth binary and in the project's
+// .bin (where `make` installs it), then leaves it to $PATH.
+func findRunsc() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	for _, p := range []string{filepath.Join(filepath.Dir(exe), "runsc"), filepath.Join(".bin", "runsc")} {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			abs, _ := filepath.Abs(p)
+			return abs
+		}
+	}
+	return ""
+}
+
+func printWelcome(s *server.Server) {
+	fmt.Printf("\nBerth %s is up.\n\n", version)
+	fmt.Printf("  Data plane   %s\n", s.Info.PublicURL)
+	fmt.Printf("  Control API  %s  (token in %s)\n\n", s.Info.AdminURL, filepath.Join(s.DataDir, server.TokenFile))
+	for _, p := range s.Pools.List() {
+		c := p.Config()
+		base := s.Info.PublicURL + "/pools/" + c.Name
+		fmt.Printf("  Pool %-10s %s, %s runtime\n", c.Name, c.Type, c.Runtime)
+		fmt.Printf("    execute    POST %s/code/execute?identifier=ID\n", base)
+		if c.MCP {
+			fmt.Printf("    MCP        %s/mcp\n", base)
+		}
+	}
+	fmt.Printf("\n  API key:     berth pool credentials default --data-dir %s\n", s.DataDir)
+	fmt.Printf("  Try it:      curl -s -X POST '%s/pools/default/code/execute?identifier=demo-1' \\\n", s.Info.PublicURL)
+	fmt.Printf("                 -H \"x-ms-apikey: $(berth pool credentials default -o json --data-dir %s | jq -r .apiKey)\" \\\n", s.DataDir)
+	fmt.Printf("                 -H 'content-type: application/json' -d '{\"properties\":{\"code\":\"echo hello from $(hostname)\"}}'\n\n")
+}

@@ -1,0 +1,210 @@
+// Package controlplane serves Berth's admin API on the control listener
+// (127.0.0.1:8081 by default), protected by the admin token that "berth up"
+// keeps in its data directory. The CLI is its client.
+//
+//	GET    /v1/healthz                      (no token)
+//	GET    /v1/pools
+//	POST   /v1/pools
+//	GET    /v1/pools/{name}
+//	PATCH  /v1/pools/{name}
+//	DELETE /v1/pools/{name}
+//	POST   /v1/pools/{name}/credentials
+//	POST   /v1/pools/{name}/rotate-key
+package controlplane
+
+import (
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/pool"
+)
+
+// Options configure the handler.
+type Options struct {
+	Pools *pool.Manager
+	// Token is the admin token every request must carry as a bearer token.
+	Token string
+	// PublicURL is the base URL of the data plane, used in endpoint URLs.
+	PublicURL string
+	Version   string
+	Logger    *slog.Logger
+}
+
+// Handler returns the admin API.
+func Handler(o Options) http.Handler {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	c := &ctl{o: o}
+	mux := http.NewServeMux()
+	handle := func(pattern string, h httpapi.HandlerFunc) {
+		mux.Handle(pattern, httpapi.Handle(o.Logger, c.auth(h)))
+	}
+	mux.HandleFunc("GET /v1/healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "version": o.Version})
+	})
+	handle("GET /v1/pools", c.list)
+	handle("POST /v1/pools", c.create)
+	handle("GET /v1/pools/{name}", c.show)
+	handle("PATCH /v1/pools/{name}", c.update)
+	handle("DELETE /v1/pools/{name}", c.delete)
+	handle("POST /v1/pools/{name}/credentials", c.credentials)
+	handle("POST /v1/pools/{name}/rotate-key", c.rotate)
+	return mux
+}
+
+type ctl struct{ o Options }
+
+func (c *ctl) auth(h httpapi.HandlerFunc) httpapi.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(got), []byte(c.o.Token)) != 1 {
+			return httpapi.Errorf(http.StatusUnauthorized, "Unauthorized", "this API needs the admin token as Authorization: Bearer TOKEN (it is in DATA_DIR/admin.token)")
+		}
+		return h(w, r)
+	}
+}
+
+// PoolView is a pool as the API shows it.
+type PoolView struct {
+	pool.Config
+	Memory    string     `json:"memory"`
+	CreatedAt time.Time  `json:"createdAt"`
+	Endpoints Endpoints  `json:"endpoints"`
+	Status    pool.Stats `json:"status"`
+}
+
+// Endpoints are a pool's URLs.
+type Endpoints struct {
+	Pool        string `json:"pool"`
+	CodeExecute string `json:"codeExecute"`
+	Files       string `json:"files"`
+	Sessions    string `json:"sessions"`
+	MCP         string `json:"mcp,omitempty"`
+}
+
+// View renders a pool.
+func View(p *pool.Pool, publicURL string) PoolView {
+	cfg := p.Config()
+	base := strings.TrimRight(publicURL, "/") + "/pools/" + cfg.Name
+	v := PoolView{
+		Config: cfg, Memory: pool.FormatBytes(cfg.MemoryBytes), CreatedAt: p.Created().UTC(),
+		Endpoints: Endpoints{Pool: base, CodeExecute: base + "/code/execute", Files: base + "/files", Sessions: base + "/sessions"},
+		Status:    p.Stats(),
+	}
+	if cfg.MCP {
+		v.Endpoints.MCP = base + "/mcp"
+	}
+	return v
+}
+
+func (c *ctl) list(w http.ResponseWriter, r *http.Request) error {
+	pools := c.o.Pools.List()
+	out := make([]PoolView, 0, len(pools))
+	for _, p := range pools {
+		out = append(out, View(p, c.o.PublicURL))
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+	return nil
+}
+
+func (c *ctl) create(w http.ResponseWriter, r *http.Request) error {
+	var cfg pool.Config
+	if err := httpapi.DecodeJSON(w, r, 64<<10, &cfg); err != nil {
+		return err
+	}
+	p, key, err := c.o.Pools.Create(r.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, struct {
+		PoolView
+		APIKey string `json:"apiKey"`
+	}{View(p, c.o.PublicURL), key})
+	return nil
+}
+
+func (c *ctl) show(w http.ResponseWriter, r *http.Request) error {
+	p, err := c.o.Pools.Get(r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, View(p, c.o.PublicURL))
+	return nil
+}
+
+// Patch is the body of PATCH /v1/pools/{name}: fields left out keep their
+// value.
+type Patch struct {
+	Ready           *int     `json:"readySessions"`
+	Max             *int     `json:"maxSessions"`
+	CooldownSeconds *int     `json:"cooldownSeconds"`
+	Egress          *string  `json:"egress"`
+	MemoryBytes     *int64   `json:"memoryBytes"`
+	CPU             *float64 `json:"cpu"`
+	TimeoutSeconds  *int     `json:"timeoutSeconds"`
+	MCP             *bool    `json:"mcp"`
+	MCPAuth         *string  `json:"mcpAuth"`
+}
+
+// Apply changes cfg.
+func (pt Patch) Apply(cfg *pool.Config) {
+	set(&cfg.Ready, pt.Ready)
+	set(&cfg.Max, pt.Max)
+	set(&cfg.CooldownSeconds, pt.CooldownSeconds)
+	set(&cfg.Egress, pt.Egress)
+	set(&cfg.MemoryBytes, pt.MemoryBytes)
+	set(&cfg.CPU, pt.CPU)
+	set(&cfg.TimeoutSeconds, pt.TimeoutSeconds)
+	set(&cfg.MCP, pt.MCP)
+	set(&cfg.MCPAuth, pt.MCPAuth)
+}
+
+func set[T any](dst *T, v *T) {
+	if v != nil {
+		*dst = *v
+	}
+}
+
+func (c *ctl) update(w http.ResponseWriter, r *http.Request) error {
+	var pt Patch
+	if err := httpapi.DecodeJSON(w, r, 64<<10, &pt); err != nil {
+		return err
+	}
+	p, err := c.o.Pools.Update(r.Context(), r.PathValue("name"), pt.Apply)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, View(p, c.o.PublicURL))
+	return nil
+}
+
+func (c *ctl) delete(w http.ResponseWriter, r *http.Request) error {
+	if err := c.o.Pools.Delete(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (c *ctl) credentials(w http.ResponseWriter, r *http.Request) error {
+	key, err := c.o.Pools.Key(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"apiKey": key})
+	return nil
+}
+
+func (c *ctl) rotate(w http.ResponseWriter, r *http.Request) error {
+	key, err := c.o.Pools.RotateKey(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"apiKey": key})
+	return nil
+}

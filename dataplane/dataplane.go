@@ -1,0 +1,425 @@
+// Package dataplane serves the session pools' REST API on the public
+// listener, shaped like Azure Container Apps dynamic sessions:
+//
+//	POST   /pools/{pool}/code/execute?identifier=ID
+//	POST   /pools/{pool}/files/upload?identifier=ID      (multipart field "file")
+//	GET    /pools/{pool}/files?identifier=ID
+//	GET    /pools/{pool}/files/content/{name}?identifier=ID
+//	DELETE /pools/{pool}/files/{name}?identifier=ID
+//	GET    /pools/{pool}/sessions
+//	DELETE /pools/{pool}/sessions/{identifier}
+//
+// Every request carries the pool's API key in x-ms-apikey or as a bearer
+// token.
+package dataplane
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"path"
+	"strconv"
+	"time"
+
+	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/pool"
+)
+
+// Limits of the API.
+const (
+	MaxExecuteBody = 4 << 20   // an execute request's JSON body
+	MaxUploadBytes = 128 << 20 // one uploaded file
+	// multipartSlack allows for the multipart framing around a file.
+	multipartSlack = 64 << 10
+)
+
+// Options configure the handler.
+type Options struct {
+	Pools  *pool.Manager
+	Logger *slog.Logger
+}
+
+// Handler returns the data plane's routes.
+func Handler(o Options) http.Handler {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	a := &api{pools: o.Pools, log: o.Logger}
+	mux := http.NewServeMux()
+	handle := func(pattern string, h httpapi.HandlerFunc) {
+		mux.Handle(pattern, httpapi.Handle(a.log, h))
+	}
+	handle("POST /pools/{pool}/code/execute", a.execute)
+	handle("POST /pools/{pool}/files/upload", a.upload)
+	handle("GET /pools/{pool}/files", a.listFiles)
+	handle("GET /pools/{pool}/files/content/{name...}", a.download)
+	handle("DELETE /pools/{pool}/files/{name...}", a.deleteFile)
+	handle("GET /pools/{pool}/sessions", a.listSessions)
+	handle("DELETE /pools/{pool}/sessions/{identifier}", a.deleteSession)
+	return mux
+}
+
+type api struct {
+	pools *pool.Manager
+	log   *slog.Logger
+}
+
+// authorize finds the pool named in the path and checks the request's key.
+func (a *api) authorize(r *http.Request) (*pool.Pool, error) {
+	p, err := a.pools.Get(r.PathValue("pool"))
+	if err != nil {
+		return nil, err
+	}
+	key := httpapi.APIKey(r)
+	if key == "" {
+		return nil, fmt.Errorf("%w: send the pool's key in the x-ms-apikey header or as Authorization: Bearer KEY (berth pool credentials %s)", pool.ErrUnauthorized, p.Name())
+	}
+	if !p.Authenticate(key) {
+		return nil, fmt.Errorf("%w: the key is not valid for pool %q (was it rotated?)", pool.ErrUnauthorized, p.Name())
+	}
+	return p, nil
+}
+
+// session authorizes the request and returns the session named by the
+// identifier query parameter, creating it if needed.
+func (a *api) session(r *http.Request) (*pool.Session, error) {
+	p, err := a.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	return sessionIn(p, r)
+}
+
+func sessionIn(p *pool.Pool, r *http.Request) (*pool.Session, error) {
+	id := r.URL.Query().Get("identifier")
+	if id == "" {
+		return nil, httpapi.Errorf(http.StatusBadRequest, "MissingIdentifier", "the identifier query parameter is required (?identifier=SESSION_ID)")
+	}
+	return p.Session(r.Context(), id)
+}
+
+// ExecuteRequest is the body of POST …/code/execute.
+type ExecuteRequest struct {
+	Properties struct {
+		CodeInputType string  `json:"codeInputType"`
+		ExecutionType string  `json:"executionType"`
+		Code          *string `json:"code"`
+		// TimeoutInSeconds optionally lowers the pool's execution timeout.
+		TimeoutInSeconds int `json:"timeoutInSeconds"`
+	} `json:"properties"`
+}
+
+// ExecuteResponse is its answer.
+type ExecuteResponse struct {
+	Properties ExecuteResult `json:"properties"`
+}
+
+// ExecuteResult is how an execution went.
+type ExecuteResult struct {
+	Status                      agent.Status    `json:"status"`
+	Stdout                      string          `json:"stdout"`
+	Stderr                      string          `json:"stderr"`
+	Result                      json.RawMessage `json:"result"`
+	ExitCode                    *int            `json:"exitCode,omitempty"`
+	ExecutionTimeInMilliseconds int64           `json:"executionTimeInMilliseconds"`
+	StdoutTruncated             bool            `json:"stdoutTruncated,omitempty"`
+	StderrTruncated             bool            `json:"stderrTruncated,omitempty"`
+	Error                       *ExecError      `json:"error,omitempty"`
+}
+
+// ExecError explains a failed execution beyond its exit code.
+type ExecError struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+func (a *api) execute(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.authorize(r)
+	if err != nil {
+		return err
+	}
+	var req ExecuteRequest
+	if err := httpapi.DecodeJSON(w, r, MaxExecuteBody, &req); err != nil {
+		return err
+	}
+	pr := req.Properties
+	switch {
+	case pr.Code == nil:
+		return httpapi.Errorf(http.StatusBadRequest, "MissingCode", `properties.code is required: {"properties":{"codeInputType":"inline","executionType":"synchronous","code":"..."}}`)
+	case pr.CodeInputType != "" && pr.CodeInputType != "inline":
+		return httpapi.Errorf(http.StatusBadRequest, "UnsupportedCodeInputType", fmt.Sprintf("codeInputType %q is not supported; use \"inline\"", pr.CodeInputType))
+	case pr.ExecutionType != "" && pr.ExecutionType != "synchronous":
+		return httpapi.Errorf(http.StatusBadRequest, "UnsupportedExecutionType", fmt.Sprintf("executionType %q is not supported; use \"synchronous\"", pr.ExecutionType))
+	case pr.TimeoutInSeconds < 0:
+		return httpapi.Errorf(http.StatusBadRequest, "InvalidTimeout", "timeoutInSeconds must be positive")
+	}
+	s, err := sessionIn(p, r)
+	if err != nil {
+		return err
+	}
+	lang := agent.Shell
+	if p.Config().Type == pool.TypePython {
+		lang = agent.Python
+	}
+	x, err := s.Exec(r.Context(), lang, *pr.Code, nil, pool.ExecOptions{Timeout: time.Duration(pr.TimeoutInSeconds) * time.Second})
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, ExecuteResponse{Properties: Result(lang, x)})
+	return nil
+}
+
+// Result renders an execution for the API.
+func Result(lang agent.Language, x *pool.Execution) ExecuteResult {
+	res := ExecuteResult{
+		Status: x.Status, Stdout: x.Stdout, Stderr: x.Stderr, Result: x.Value,
+		ExecutionTimeInMilliseconds: x.DurationMillis,
+		StdoutTruncated:             x.StdoutTruncated, StderrTruncated: x.StderrTruncated,
+	}
+	if len(res.Result) == 0 {
+		res.Result = json.RawMessage("null")
+	}
+	if lang != agent.Python {
+		code := x.ExitCode
+		res.ExitCode = &code
+	}
+	switch {
+	case x.OOMKilled:
+		res.Error = &ExecError{Type: "OutOfMemory", Message: x.Error}
+	case x.ProcessLimit:
+		res.Error = &ExecError{Type: "ProcessLimit", Message: x.Error}
+	case x.Status == agent.StatusTimeout:
+		res.Error = &ExecError{Type: "Timeout", Message: x.Error}
+	case x.Error != "":
+		res.Error = &ExecError{Type: "ExecutionError", Message: x.Error}
+	}
+	if x.StateReset && res.Error != nil {
+		res.Error.Message += " (the session's interpreter was restarted: earlier variables are gone)"
+	}
+	return res
+}
+
+// FileProperties describes a file, as Azure does.
+type FileProperties struct {
+	Filename         string    `json:"filename"`
+	Size             int64     `json:"size"`
+	LastModifiedTime time.Time `json:"lastModifiedTime"`
+	Type             string    `json:"type,omitempty"`
+}
+
+type fileEntry struct {
+	Properties FileProperties `json:"properties"`
+}
+
+func fileProps(f agent.FileInfo) fileEntry {
+	t := "file"
+	if f.IsDir {
+		t = "directory"
+	}
+	return fileEntry{Properties: FileProperties{Filename: f.Name, Size: f.Size, LastModifiedTime: f.ModTime, Type: t}}
+}
+
+func (a *api) upload(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.authorize(r)
+	if err != nil {
+		return err
+	}
+	if r.ContentLength > MaxUploadBytes+multipartSlack {
+		return tooLarge()
+	}
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		return httpapi.Errorf(http.StatusBadRequest, "NotMultipart", "upload a file as multipart/form-data with the field name \"file\"")
+	}
+	s, err := sessionIn(p, r)
+	if err != nil {
+		return err
+	}
+	mr := multipart.NewReader(http.MaxBytesReader(w, r.Body, MaxUploadBytes+multipartSlack), params["boundary"])
+	dir := r.URL.Query().Get("path")
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return httpapi.Errorf(http.StatusBadRequest, "MissingFile", "the multipart body has no field named \"file\"")
+		}
+		if err != nil {
+			return uploadError(err)
+		}
+		if part.FormName() != "file" {
+			continue
+		}
+		// Not part.FileName(): it silently drops directories, and a name
+		// that tries to climb out of the workspace deserves a 400.
+		_, disp, _ := mime.ParseMediaType(part.Header.Get("Content-Disposition"))
+		name := disp["filename"]
+		if name == "" {
+			return httpapi.Errorf(http.StatusBadRequest, "MissingFileName", "the \"file\" part has no filename")
+		}
+		if dir != "" {
+			name = path.Join(dir, name)
+		}
+		if _, err := agent.CleanName(name); err != nil {
+			return httpapi.Errorf(http.StatusBadRequest, "InvalidFileName", err.Error())
+		}
+		lr := &limitedReader{r: part, n: MaxUploadBytes}
+		info, err := s.WriteFile(r.Context(), name, lr)
+		if lr.exceeded {
+			return tooLarge()
+		}
+		if err != nil {
+			return uploadError(err)
+		}
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"value": []fileEntry{fileProps(info)}})
+		return nil
+	}
+}
+
+func tooLarge() error {
+	return httpapi.Errorf(http.StatusRequestEntityTooLarge, "FileTooLarge", fmt.Sprintf("files are limited to %d MiB", MaxUploadBytes>>20))
+}
+
+func uploadError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return tooLarge()
+	}
+	return err
+}
+
+// limitedReader fails once more than n bytes are read, so an oversized
+// upload is refused rather than silently cut.
+type limitedReader struct {
+	r        io.Reader
+	n        int64
+	exceeded bool
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if int64(len(p)) > l.n+1 {
+		p = p[:l.n+1]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	if l.n < 0 {
+		l.exceeded = true
+		return 0, errors.New("file too large")
+	}
+	return n, err
+}
+
+func (a *api) listFiles(w http.ResponseWriter, r *http.Request) error {
+	s, err := a.session(r)
+	if err != nil {
+		return err
+	}
+	dir := r.URL.Query().Get("path")
+	if dir != "" {
+		if _, err := agent.CleanName(dir); err != nil {
+			return httpapi.Errorf(http.StatusBadRequest, "InvalidPath", err.Error())
+		}
+	}
+	list, err := s.ListFiles(r.Context(), dir)
+	if err != nil {
+		return err
+	}
+	out := make([]fileEntry, 0, len(list))
+	for _, f := range list {
+		out = append(out, fileProps(f))
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+	return nil
+}
+
+func fileName(r *http.Request) (string, error) {
+	name := r.PathValue("name")
+	if dir := r.URL.Query().Get("path"); dir != "" {
+		name = path.Join(dir, name)
+	}
+	if _, err := agent.CleanName(name); err != nil {
+		return "", httpapi.Errorf(http.StatusBadRequest, "InvalidFileName", err.Error())
+	}
+	return name, nil
+}
+
+func (a *api) download(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.authorize(r)
+	if err != nil {
+		return err
+	}
+	name, err := fileName(r)
+	if err != nil {
+		return err
+	}
+	s, err := sessionIn(p, r)
+	if err != nil {
+		return err
+	}
+	rc, size, err := s.OpenFile(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(name)}))
+	if size >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.Copy(w, rc)
+	return nil
+}
+
+func (a *api) deleteFile(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.authorize(r)
+	if err != nil {
+		return err
+	}
+	name, err := fileName(r)
+	if err != nil {
+		return err
+	}
+	s, err := sessionIn(p, r)
+	if err != nil {
+		return err
+	}
+	if err := s.RemoveFile(r.Context(), name); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *api) listSessions(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.authorize(r)
+	if err != nil {
+		return err
+	}
+	type entry struct {
+		Properties pool.SessionInfo `json:"properties"`
+	}
+	sessions := p.Sessions()
+	out := make([]entry, 0, len(sessions))
+	for _, s := range sessions {
+		out = append(out, entry{s})
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+	return nil
+}
+
+func (a *api) deleteSession(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.authorize(r)
+	if err != nil {
+		return err
+	}
+	if err := p.DeleteSession(r.PathValue("identifier")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

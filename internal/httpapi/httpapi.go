@@ -1,0 +1,172 @@
+// Package httpapi is the one place where Berth's HTTP handlers' errors
+// become responses: handlers return errors, and Handle maps them to a status
+// and a JSON body {"error":{"code","message"}} with a message a person can
+// act on, while the underlying cause goes to the log with a request id.
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/pool"
+)
+
+// Error is an error with an HTTP status and a public message.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	Cause   error
+}
+
+func (e *Error) Error() string {
+	if e.Cause != nil {
+		return e.Message + ": " + e.Cause.Error()
+	}
+	return e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
+
+// Errorf builds an *Error.
+func Errorf(status int, code, message string) *Error {
+	return &Error{Status: status, Code: code, Message: message}
+}
+
+// Body is the JSON error document.
+type Body struct {
+	Error struct {
+		Code      string `json:"code"`
+		Message   string `json:"message"`
+		RequestID string `json:"requestId,omitempty"`
+	} `json:"error"`
+}
+
+// HandlerFunc is an HTTP handler that returns an error.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handle adapts h, writing its error (if any) as a JSON response.
+func Handle(log *slog.Logger, h HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			WriteError(w, r, log, err)
+		}
+	})
+}
+
+// Classify maps an error to its public form.
+func Classify(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	var ce *pool.ConfigError
+	var mbe *http.MaxBytesError
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &ce):
+		return &Error{Status: http.StatusBadRequest, Code: "InvalidSetting", Message: ce.Message, Cause: err}
+	case errors.As(err, &mbe):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "PayloadTooLarge", Message: "the request body is larger than the limit", Cause: err}
+	case errors.As(err, &syn), errors.As(err, &typ), errors.Is(err, io.ErrUnexpectedEOF):
+		return &Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: "the request body is not valid JSON of the expected shape: " + err.Error(), Cause: err}
+	case errors.Is(err, pool.ErrPoolNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "PoolNotFound", Message: err.Error(), Cause: err}
+	case errors.Is(err, pool.ErrPoolExists):
+		return &Error{Status: http.StatusConflict, Code: "PoolExists", Message: err.Error(), Cause: err}
+	case errors.Is(err, pool.ErrPoolFull):
+		return &Error{Status: http.StatusTooManyRequests, Code: "SessionLimitReached", Message: err.Error(), Cause: err}
+	case errors.Is(err, pool.ErrBadIdentifier):
+		return &Error{Status: http.StatusBadRequest, Code: "InvalidIdentifier", Message: err.Error(), Cause: err}
+	case errors.Is(err, pool.ErrSessionNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "SessionNotFound", Message: err.Error(), Cause: err}
+	case errors.Is(err, pool.ErrSessionLost):
+		return &Error{Status: http.StatusGone, Code: "SessionLost", Message: err.Error(), Cause: err}
+	case errors.Is(err, pool.ErrUnauthorized):
+		return &Error{Status: http.StatusUnauthorized, Code: "Unauthorized", Message: err.Error(), Cause: err}
+	case errors.Is(err, pool.ErrClosed):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "ShuttingDown", Message: "the server is shutting down", Cause: err}
+	case errors.Is(err, agent.ErrBadRequest):
+		return &Error{Status: http.StatusBadRequest, Code: "BadRequest", Message: publicAgentMessage(err), Cause: err}
+	case errors.Is(err, agent.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "FileNotFound", Message: publicAgentMessage(err), Cause: err}
+	case errors.Is(err, agent.ErrUnavailable):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "SandboxUnavailable", Message: "the session's sandbox did not answer; try again", Cause: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Status: http.StatusGatewayTimeout, Code: "Timeout", Message: "the operation did not finish in time", Cause: err}
+	case errors.Is(err, context.Canceled):
+		return &Error{Status: 499, Code: "Canceled", Message: "the request was canceled", Cause: err}
+	}
+	return &Error{Status: http.StatusInternalServerError, Code: "InternalError", Message: "internal error; the server log has details", Cause: err}
+}
+
+func publicAgentMessage(err error) string {
+	var ae *agent.Error
+	if errors.As(err, &ae) {
+		return ae.Message
+	}
+	return err.Error()
+}
+
+// WriteError writes err as a JSON error response and logs its cause.
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	e := Classify(err)
+	id := newID()
+	level := slog.LevelInfo
+	if e.Status >= 500 {
+		level = slog.LevelError
+	}
+	log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path,
+		"status", e.Status, "code", e.Code, "requestId", id, "err", err)
+	var b Body
+	b.Error.Code, b.Error.Message, b.Error.RequestID = e.Code, e.Message, id
+	WriteJSON(w, e.Status, b)
+}
+
+// WriteJSON writes v as a JSON response.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// DecodeJSON reads a JSON body of at most limit bytes into v.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	if r.Body == nil || r.ContentLength == 0 {
+		return Errorf(http.StatusBadRequest, "MissingBody", "the request needs a JSON body")
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	return nil
+}
+
+func newID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// APIKey extracts a key from x-ms-apikey or Authorization: Bearer.
+func APIKey(r *http.Request) string {
+	if k := r.Header.Get("x-ms-apikey"); k != "" {
+		return k
+	}
+	const prefix = "Bearer "
+	if a := r.Header.Get("Authorization"); len(a) > len(prefix) && (a[:len(prefix)] == prefix || a[:len(prefix)] == "bearer ") {
+		return a[len(prefix):]
+	}
+	return ""
+}

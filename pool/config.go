@@ -1,0 +1,161 @@
+package pool
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Types of pool.
+const (
+	TypeShell  = "shell"
+	TypePython = "python"
+)
+
+// MCP authentication modes.
+const (
+	MCPAuthKey  = "key"
+	MCPAuthNone = "none"
+)
+
+// Config is a pool's settings, as stored and as shown by the API.
+type Config struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Runtime string `json:"runtime"`
+	// Ready is how many sandboxes are kept warm.
+	Ready int `json:"readySessions"`
+	// Max bounds live sessions.
+	Max int `json:"maxSessions"`
+	// CooldownSeconds is how long a session may be idle before it is
+	// destroyed.
+	CooldownSeconds int     `json:"cooldownSeconds"`
+	Egress          string  `json:"egress"` // "disabled" or "enabled"
+	MemoryBytes     int64   `json:"memoryBytes"`
+	CPU             float64 `json:"cpu"`
+	// TimeoutSeconds bounds each execution.
+	TimeoutSeconds int `json:"timeoutSeconds"`
+	// MCP enables the pool's MCP endpoint; MCPAuth is "key" or "none".
+	MCP     bool   `json:"mcp"`
+	MCPAuth string `json:"mcpAuth"`
+}
+
+// Defaults for fields left zero.
+const (
+	DefaultReady    = 2
+	DefaultMax      = 100
+	DefaultCooldown = 300
+	DefaultMemory   = 512 << 20
+	DefaultCPU      = 1.0
+	DefaultTimeout  = 220
+	// MaxMax bounds --max, so that one pool cannot ask for more sandboxes
+	// than a host could hold.
+	MaxMax = 10000
+)
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$`)
+
+// Normalize fills defaults and validates; the error says which setting is
+// wrong and what is allowed.
+func (c *Config) Normalize() error {
+	if !nameRE.MatchString(c.Name) {
+		return invalid("name", "%q is not a valid pool name: use 1-40 lowercase letters, digits and dashes, starting with a letter", c.Name)
+	}
+	if c.Type == "" {
+		c.Type = TypeShell
+	}
+	if c.Type != TypeShell && c.Type != TypePython {
+		return invalid("type", "type must be %q or %q, not %q", TypeShell, TypePython, c.Type)
+	}
+	if c.Runtime == "" {
+		c.Runtime = "bwrap"
+	}
+	if c.Max == 0 {
+		c.Max = DefaultMax
+	}
+	if c.Max < 1 || c.Max > MaxMax {
+		return invalid("maxSessions", "maxSessions must be between 1 and %d, not %d", MaxMax, c.Max)
+	}
+	if c.Ready < 0 || c.Ready > c.Max {
+		return invalid("readySessions", "readySessions must be between 0 and maxSessions (%d), not %d", c.Max, c.Ready)
+	}
+	if c.CooldownSeconds == 0 {
+		c.CooldownSeconds = DefaultCooldown
+	}
+	if c.CooldownSeconds < 1 || c.CooldownSeconds > 7*24*3600 {
+		return invalid("cooldownSeconds", "cooldown must be between 1s and 7 days, not %ds", c.CooldownSeconds)
+	}
+	if c.Egress == "" {
+		c.Egress = "disabled"
+	}
+	if c.Egress != "disabled" && c.Egress != "enabled" {
+		return invalid("egress", "egress must be \"disabled\" or \"enabled\", not %q", c.Egress)
+	}
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = DefaultMemory
+	}
+	if c.MemoryBytes < 32<<20 || c.MemoryBytes > 64<<30 {
+		return invalid("memoryBytes", "memory must be between 32Mi and 64Gi, not %s", FormatBytes(c.MemoryBytes))
+	}
+	if c.CPU == 0 {
+		c.CPU = DefaultCPU
+	}
+	if c.CPU < 0.05 || c.CPU > 64 {
+		return invalid("cpu", "cpu must be between 0.05 and 64 cores, not %g", c.CPU)
+	}
+	if c.TimeoutSeconds == 0 {
+		c.TimeoutSeconds = DefaultTimeout
+	}
+	if c.TimeoutSeconds < 1 || c.TimeoutSeconds > 3600 {
+		return invalid("timeoutSeconds", "timeout must be between 1s and 3600s, not %ds", c.TimeoutSeconds)
+	}
+	if c.MCPAuth == "" {
+		c.MCPAuth = MCPAuthKey
+	}
+	if c.MCPAuth != MCPAuthKey && c.MCPAuth != MCPAuthNone {
+		return invalid("mcpAuth", "mcpAuth must be %q or %q, not %q", MCPAuthKey, MCPAuthNone, c.MCPAuth)
+	}
+	return nil
+}
+
+// Cooldown is the idle time after which a session is destroyed.
+func (c Config) Cooldown() time.Duration { return time.Duration(c.CooldownSeconds) * time.Second }
+
+// Timeout bounds each execution.
+func (c Config) Timeout() time.Duration { return time.Duration(c.TimeoutSeconds) * time.Second }
+
+// ParseBytes reads a quantity such as 512Mi, 1Gi, 300M or 1048576.
+func ParseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"B", 1}}
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("%q is not a size (examples: 512Mi, 2Gi)", s)
+	}
+	return int64(f * float64(mult)), nil
+}
+
+// FormatBytes renders a size the way ParseBytes reads it.
+func FormatBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "Gi"
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "Mi"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "Ki"
+	}
+	return strconv.FormatInt(n, 10)
+}

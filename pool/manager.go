@@ -1,0 +1,228 @@
+// Package pool implements session pools: each pool keeps sandboxes warm,
+// hands one to each session identifier, routes later requests with the same
+// identifier to the same sandbox, and destroys sessions that stay idle past
+// the pool's cooldown. Pools and their API keys are persisted in the store.
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/store"
+)
+
+// Options configure a Manager.
+type Options struct {
+	Store *store.Store
+	// Runtimes by name ("bwrap", "gvisor"); pools name the one they use.
+	Runtimes map[string]sandbox.Runtime
+	Logger   *slog.Logger
+}
+
+// Manager owns every pool.
+type Manager struct {
+	store    *store.Store
+	runtimes map[string]sandbox.Runtime
+	log      *slog.Logger
+
+	mu    sync.RWMutex
+	pools map[string]*Pool
+}
+
+// NewManager returns a manager with no pools loaded; call Load.
+func NewManager(o Options) *Manager {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, pools: map[string]*Pool{}}
+}
+
+// Load starts every stored pool.
+func (m *Manager) Load(ctx context.Context) error {
+	stored, err := m.store.ListPools(ctx)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, sp := range stored {
+		var cfg Config
+		if err := json.Unmarshal(sp.Config, &cfg); err != nil {
+			return fmt.Errorf("pool %q: stored config: %w", sp.Name, err)
+		}
+		rt, ok := m.runtimes[cfg.Runtime]
+		if !ok {
+			m.log.Error("pool's runtime is not available; the pool is not served", "pool", cfg.Name, "runtime", cfg.Runtime)
+			continue
+		}
+		m.pools[cfg.Name] = newPool(cfg, sp.KeyHash, sp.CreatedAt, rt, m.log)
+	}
+	return nil
+}
+
+// NewKey returns a fresh random API key.
+func NewKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Create creates a pool and returns it with its API key.
+func (m *Manager) Create(ctx context.Context, cfg Config) (*Pool, string, error) {
+	if err := cfg.Normalize(); err != nil {
+		return nil, "", err
+	}
+	rt, ok := m.runtimes[cfg.Runtime]
+	if !ok {
+		return nil, "", invalid("runtime", "runtime %q is not available on this server (available: %v)", cfg.Runtime, m.RuntimeNames())
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	key := NewKey()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.store.CreatePool(ctx, cfg.Name, b, key); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return nil, "", fmt.Errorf("%w: %q", ErrPoolExists, cfg.Name)
+		}
+		return nil, "", err
+	}
+	sp, err := m.store.GetPool(ctx, cfg.Name)
+	if err != nil {
+		return nil, "", err
+	}
+	p := newPool(cfg, store.HashKey(key), sp.CreatedAt, rt, m.log)
+	m.pools[cfg.Name] = p
+	m.log.Info("pool created", "pool", cfg.Name, "type", cfg.Type, "runtime", cfg.Runtime)
+	return p, key, nil
+}
+
+// RuntimeNames lists the available runtimes.
+func (m *Manager) RuntimeNames() []string {
+	names := make([]string, 0, len(m.runtimes))
+	for n := range m.runtimes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Get returns a pool by name.
+func (m *Manager) Get(name string) (*Pool, error) {
+	m.mu.RLock()
+	p := m.pools[name]
+	m.mu.RUnlock()
+	if p == nil {
+		return nil, fmt.Errorf("%w: %q", ErrPoolNotFound, name)
+	}
+	return p, nil
+}
+
+// List returns every pool, by name.
+func (m *Manager) List() []*Pool {
+	m.mu.RLock()
+	out := make([]*Pool, 0, len(m.pools))
+	for _, p := range m.pools {
+		out = append(out, p)
+	}
+	m.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out
+}
+
+// Update changes a pool's settings. Name, type and runtime cannot change;
+// running sessions keep the limits they started with.
+func (m *Manager) Update(ctx context.Context, name string, change func(*Config)) (*Pool, error) {
+	p, err := m.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := p.Config()
+	cfg := old
+	change(&cfg)
+	if cfg.Name != old.Name || cfg.Type != old.Type || cfg.Runtime != old.Runtime {
+		return nil, invalid("name", "a pool's name, type and runtime cannot change; create a new pool")
+	}
+	if err := cfg.Normalize(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.store.UpdatePoolConfig(ctx, name, b); err != nil {
+		return nil, err
+	}
+	p.setConfig(cfg)
+	return p, nil
+}
+
+// Delete destroys a pool, its sessions and its key.
+func (m *Manager) Delete(ctx context.Context, name string) error {
+	p, err := m.Get(name)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if err := m.store.DeletePool(ctx, name); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	delete(m.pools, name)
+	m.mu.Unlock()
+	p.close()
+	m.log.Info("pool deleted", "pool", name)
+	return nil
+}
+
+// Key returns a pool's API key.
+func (m *Manager) Key(ctx context.Context, name string) (string, error) {
+	if _, err := m.Get(name); err != nil {
+		return "", err
+	}
+	return m.store.PoolKey(ctx, name)
+}
+
+// RotateKey gives a pool a new key; the old one stops working at once.
+func (m *Manager) RotateKey(ctx context.Context, name string) (string, error) {
+	p, err := m.Get(name)
+	if err != nil {
+		return "", err
+	}
+	key := NewKey()
+	if err := m.store.SetPoolKey(ctx, name, key); err != nil {
+		return "", err
+	}
+	p.setKeyHash(store.HashKey(key))
+	m.log.Info("pool key rotated", "pool", name)
+	return key, nil
+}
+
+// Close stops every pool and destroys their sandboxes.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	pools := m.pools
+	m.pools = map[string]*Pool{}
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range pools {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.close()
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,427 @@
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/store"
+)
+
+// identifierRE is Azure's rule for session identifiers.
+var identifierRE = regexp.MustCompile(`^[A-Za-z0-9|\-&^%$#(){}\[\];<>]{4,128}$`)
+
+// ValidIdentifier reports whether id is an acceptable session identifier.
+func ValidIdentifier(id string) error {
+	if !identifierRE.MatchString(id) {
+		return fmt.Errorf("%w: identifiers are 4-128 characters of letters, digits and | - & ^ %% $ # ( ) { } [ ] ; < >", ErrBadIdentifier)
+	}
+	return nil
+}
+
+// Pool keeps warm sandboxes and maps session identifiers to sandboxes.
+type Pool struct {
+	rt  sandbox.Runtime
+	log *slog.Logger
+
+	cfg     atomic.Pointer[Config]
+	keyHash atomic.Pointer[[32]byte]
+	created time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the pool's goroutines and background destroys
+	refill chan struct{}
+
+	mu       sync.Mutex
+	sessions map[string]*Session
+	warm     []sandbox.Sandbox
+	starting int
+	closed   bool
+}
+
+func newPool(cfg Config, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger) *Pool {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Pool{
+		rt: rt, log: log.With("pool", cfg.Name), created: created,
+		ctx: ctx, cancel: cancel, refill: make(chan struct{}, 1),
+		sessions: map[string]*Session{},
+	}
+	p.cfg.Store(&cfg)
+	p.keyHash.Store(&keyHash)
+	p.wg.Add(2)
+	go p.keepWarm()
+	go p.reap()
+	return p
+}
+
+// Config returns the pool's settings.
+func (p *Pool) Config() Config { return *p.cfg.Load() }
+
+// Name is the pool's name.
+func (p *Pool) Name() string { return p.Config().Name }
+
+// Created is when the pool was created.
+func (p *Pool) Created() time.Time { return p.created }
+
+func (p *Pool) setConfig(c Config) {
+	p.cfg.Store(&c)
+	p.poke()
+}
+
+// Authenticate checks an API key in constant time.
+func (p *Pool) Authenticate(key string) bool {
+	if key == "" {
+		return false
+	}
+	h := store.HashKey(key)
+	return subtle.ConstantTimeCompare(h[:], p.keyHash.Load()[:]) == 1
+}
+
+func (p *Pool) setKeyHash(h [32]byte) { p.keyHash.Store(&h) }
+
+func (p *Pool) poke() {
+	select {
+	case p.refill <- struct{}{}:
+	default:
+	}
+}
+
+// Session returns the session for id, creating it (from a warm sandbox if
+// one is ready) if it does not exist.
+func (p *Pool) Session(ctx context.Context, id string) (*Session, error) {
+	if err := ValidIdentifier(id); err != nil {
+		return nil, err
+	}
+	for {
+		s, created, err := p.session(id)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			p.start(s)
+		}
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if s.err != nil {
+			return nil, s.err
+		}
+		select {
+		case <-s.sb.Done():
+			// Its sandbox died: forget it and make a new one.
+			p.remove(s, "sandbox stopped")
+			if created {
+				return nil, fmt.Errorf("%w: it exited right after starting", ErrSessionLost)
+			}
+			continue
+		default:
+		}
+		return s, nil
+	}
+}
+
+// Lookup returns an existing session without creating one.
+func (p *Pool) Lookup(id string) (*Session, error) {
+	p.mu.Lock()
+	s := p.sessions[id]
+	p.mu.Unlock()
+	if s == nil {
+		return nil, fmt.Errorf("%w: %q (it may have expired after %ds idle)", ErrSessionNotFound, id, p.Config().CooldownSeconds)
+	}
+	<-s.ready
+	if s.err != nil {
+		return nil, s.err
+	}
+	select {
+	case <-s.sb.Done():
+		p.remove(s, "sandbox stopped")
+		return nil, fmt.Errorf("%w: %q (its state is gone; start a new session)", ErrSessionLost, id)
+	default:
+	}
+	return s, nil
+}
+
+// session finds or registers the session for id.
+func (p *Pool) session(id string) (s *Session, created bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, false, ErrClosed
+	}
+	if s := p.sessions[id]; s != nil {
+		s.touch()
+		return s, false, nil
+	}
+	cfg := p.Config()
+	if len(p.sessions) >= cfg.Max {
+		return nil, false, fmt.Errorf("%w: %d of %d sessions are in use; wait for idle sessions to expire (cooldown %ds) or delete some", ErrPoolFull, len(p.sessions), cfg.Max, cfg.CooldownSeconds)
+	}
+	s = &Session{ID: id, pool: p, ready: make(chan struct{}), created: time.Now()}
+	s.touch()
+	p.sessions[id] = s
+	// Take a warm sandbox, dropping any that died while waiting.
+	for len(p.warm) > 0 {
+		sb := p.warm[len(p.warm)-1]
+		p.warm = p.warm[:len(p.warm)-1]
+		select {
+		case <-sb.Done():
+			p.destroyLater(sb)
+			continue
+		default:
+		}
+		s.sb = sb
+		break
+	}
+	p.poke()
+	return s, true, nil
+}
+
+// start readies a newly registered session: with its warm sandbox, or by
+// starting one now.
+func (p *Pool) start(s *Session) {
+	if s.sb == nil {
+		// Start on the pool's context, not the request's: another request
+		// for the same identifier may be waiting on it too.
+		sb, err := p.startSandbox(p.ctx)
+		if err != nil {
+			s.err = fmt.Errorf("start sandbox: %w", err)
+			p.mu.Lock()
+			delete(p.sessions, s.ID)
+			p.mu.Unlock()
+			p.log.Error("start session sandbox", "session", s.ID, "err", err)
+			close(s.ready)
+			return
+		}
+		s.sb = sb
+	}
+	p.log.Debug("session started", "session", s.ID, "sandbox", s.sb.ID())
+	close(s.ready)
+}
+
+func (p *Pool) startSandbox(ctx context.Context) (sandbox.Sandbox, error) {
+	cfg := p.Config()
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	sb, err := p.rt.Start(ctx, sandbox.Spec{
+		ID:     cfg.Name + "-" + hex.EncodeToString(b),
+		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU},
+		Egress: cfg.Egress == "enabled",
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Start the pool's interpreter now, so the first execution of a session
+	// does not pay for it.
+	lang, code := agent.Shell, ":"
+	if cfg.Type == TypePython {
+		lang, code = agent.Python, "None"
+	}
+	if _, err := sb.Agent().Exec(ctx, agent.ExecRequest{Language: lang, Code: code, TimeoutMillis: 30000}, nil); err != nil {
+		_ = sb.Destroy(context.Background())
+		return nil, fmt.Errorf("warm up interpreter: %w", err)
+	}
+	return sb, nil
+}
+
+// keepWarm keeps min(Ready, Max-sessions) sandboxes warm.
+func (p *Pool) keepWarm() {
+	defer p.wg.Done()
+	backoff := time.Duration(0)
+	for {
+		p.mu.Lock()
+		cfg := p.Config()
+		target := min(cfg.Ready, cfg.Max-len(p.sessions))
+		need := target - len(p.warm) - p.starting
+		// Too many warm (the pool shrank): destroy the surplus.
+		for len(p.warm) > max(target, 0) {
+			p.destroyLater(p.warm[len(p.warm)-1])
+			p.warm = p.warm[:len(p.warm)-1]
+		}
+		if need > 0 && !p.closed && backoff == 0 {
+			p.starting++
+			p.mu.Unlock()
+			sb, err := p.startSandbox(p.ctx)
+			p.mu.Lock()
+			p.starting--
+			switch {
+			case err != nil:
+				if p.ctx.Err() == nil {
+					p.log.Error("start warm sandbox", "err", err)
+				}
+				backoff = time.Second
+			case p.closed:
+				p.destroyLater(sb)
+			default:
+				p.warm = append(p.warm, sb)
+			}
+			p.mu.Unlock()
+			continue
+		}
+		p.mu.Unlock()
+		wait := 10 * time.Second
+		if backoff > 0 {
+			wait = backoff
+		}
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.refill:
+		case <-time.After(wait):
+			backoff = 0
+		}
+	}
+}
+
+// reap destroys sessions idle for longer than the cooldown, and sessions
+// whose sandbox has stopped.
+func (p *Pool) reap() {
+	defer p.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		cooldown := p.Config().Cooldown()
+		p.mu.Lock()
+		var expired []*Session
+		for _, s := range p.sessions {
+			if !s.isReady() {
+				continue
+			}
+			select {
+			case <-s.sb.Done():
+				expired = append(expired, s)
+				continue
+			default:
+			}
+			if s.idleFor() > cooldown {
+				expired = append(expired, s)
+			}
+		}
+		p.mu.Unlock()
+		for _, s := range expired {
+			p.remove(s, "idle past cooldown")
+		}
+	}
+}
+
+// remove forgets a session and destroys its sandbox in the background.
+func (p *Pool) remove(s *Session, why string) bool {
+	p.mu.Lock()
+	if p.sessions[s.ID] != s {
+		p.mu.Unlock()
+		return false
+	}
+	delete(p.sessions, s.ID)
+	if s.sb != nil {
+		p.destroyLater(s.sb)
+	}
+	p.mu.Unlock()
+	p.log.Info("session ended", "session", s.ID, "reason", why)
+	p.poke()
+	return true
+}
+
+// destroyLater destroys a sandbox without holding up the caller.
+func (p *Pool) destroyLater(sb sandbox.Sandbox) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := sb.Destroy(ctx); err != nil {
+			p.log.Warn("destroy sandbox", "sandbox", sb.ID(), "err", err)
+		}
+	}()
+}
+
+// DeleteSession ends a session now.
+func (p *Pool) DeleteSession(id string) error {
+	p.mu.Lock()
+	s := p.sessions[id]
+	p.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("%w: %q", ErrSessionNotFound, id)
+	}
+	<-s.ready
+	p.remove(s, "deleted")
+	return nil
+}
+
+// SessionInfo describes a live session.
+type SessionInfo struct {
+	Identifier   string    `json:"identifier"`
+	CreatedAt    time.Time `json:"createdAt"`
+	LastActiveAt time.Time `json:"lastActiveAt"`
+	ExpiresAt    time.Time `json:"expiresAt"`
+	Running      int       `json:"runningExecutions"`
+}
+
+// Sessions lists live sessions by identifier.
+func (p *Pool) Sessions() []SessionInfo {
+	cooldown := p.Config().Cooldown()
+	p.mu.Lock()
+	out := make([]SessionInfo, 0, len(p.sessions))
+	for _, s := range p.sessions {
+		last, running := s.activity()
+		out = append(out, SessionInfo{
+			Identifier: s.ID, CreatedAt: s.created.UTC(), LastActiveAt: last.UTC(),
+			ExpiresAt: last.Add(cooldown).UTC(), Running: running,
+		})
+	}
+	p.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Identifier < out[j].Identifier })
+	return out
+}
+
+// Stats counts a pool's sandboxes.
+type Stats struct {
+	Sessions int `json:"sessions"`
+	Warm     int `json:"warm"`
+	Starting int `json:"starting"`
+}
+
+// Stats returns current counts.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Stats{Sessions: len(p.sessions), Warm: len(p.warm), Starting: p.starting}
+}
+
+// close destroys every sandbox of the pool and waits for it.
+func (p *Pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	sessions := make([]*Session, 0, len(p.sessions))
+	for _, s := range p.sessions {
+		sessions = append(sessions, s)
+	}
+	warm := p.warm
+	p.warm = nil
+	p.mu.Unlock()
+	p.cancel()
+	for _, s := range sessions {
+		<-s.ready
+		p.remove(s, "pool closed")
+	}
+	for _, sb := range warm {
+		p.destroyLater(sb)
+	}
+	p.wg.Wait()
+}

@@ -1,0 +1,210 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/sandbox"
+)
+
+// Session is one identifier's sandbox.
+type Session struct {
+	ID      string
+	pool    *Pool
+	sb      sandbox.Sandbox
+	created time.Time
+	ready   chan struct{} // closed once sb (or err) is set
+	err     error
+
+	mu       sync.Mutex
+	lastUsed time.Time
+	running  int
+}
+
+func (s *Session) isReady() bool {
+	select {
+	case <-s.ready:
+		return s.err == nil
+	default:
+		return false
+	}
+}
+
+func (s *Session) touch() {
+	s.mu.Lock()
+	s.lastUsed = time.Now()
+	s.mu.Unlock()
+}
+
+// begin marks the start of an operation; the session is not idle until
+// the returned function runs.
+func (s *Session) begin() func() {
+	s.mu.Lock()
+	s.running++
+	s.lastUsed = time.Now()
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.running--
+		s.lastUsed = time.Now()
+		s.mu.Unlock()
+	}
+}
+
+func (s *Session) idleFor() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running > 0 {
+		return 0
+	}
+	return time.Since(s.lastUsed)
+}
+
+func (s *Session) activity() (time.Time, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastUsed, s.running
+}
+
+// ExecOptions tune one execution. The zero value uses the pool's settings.
+type ExecOptions struct {
+	// Timeout bounds the execution; it is capped at the pool's timeout.
+	Timeout time.Duration
+	// Stdin is given to a command (Language Command or Shell).
+	Stdin string
+	// OnEvent, if set, sees output as it is produced.
+	OnEvent func(agent.Event)
+	// MaxOutputBytes caps stdout and stderr each (default 1 MiB).
+	MaxOutputBytes int64
+}
+
+// Execution is the outcome of Exec.
+type Execution struct {
+	agent.Output
+	// OOMKilled is set when the kernel killed a process of the execution
+	// for exceeding the session's memory limit.
+	OOMKilled bool
+	// ProcessLimit is set when the session reached its process limit and
+	// its processes were killed.
+	ProcessLimit bool
+}
+
+// Exec runs code in the session: lang is agent.Shell, agent.Python or
+// agent.Command (argv).
+func (s *Session) Exec(ctx context.Context, lang agent.Language, code string, argv []string, o ExecOptions) (*Execution, error) {
+	defer s.begin()()
+	cfg := s.pool.Config()
+	timeout := cfg.Timeout()
+	if o.Timeout > 0 && o.Timeout < timeout {
+		timeout = o.Timeout
+	}
+	var before uint64
+	stats, _ := s.sb.(sandbox.StatsReporter)
+	if stats != nil {
+		before = stats.Stats().OOMKills
+	}
+	// The agent enforces the timeout and kills the process tree; the
+	// request's own deadline is a little later so the agent's answer wins.
+	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+	defer cancel()
+	out, err := s.sb.Agent().Exec(ctx, agent.ExecRequest{
+		Language: lang, Code: code, Argv: argv, Stdin: o.Stdin,
+		TimeoutMillis: timeout.Milliseconds(), MaxOutputBytes: o.MaxOutputBytes,
+	}, o.OnEvent)
+	if err != nil {
+		return nil, s.agentError(err)
+	}
+	x := &Execution{Output: *out}
+	if stats == nil {
+		return x, nil
+	}
+	st := stats.Stats()
+	if st.OOMKills > before {
+		x.OOMKilled = true
+		x.Status = agent.StatusFailure
+		x.Error = fmt.Sprintf("out of memory: a process exceeded the session's memory limit (%s) and was killed", FormatBytes(cfg.MemoryBytes))
+	}
+	// An execution that leaves more than half of the session's process
+	// budget running behind it is a runaway (a fork bomb, a spawn loop): a
+	// session in that state can do nothing useful, so its processes are
+	// killed and it recovers.
+	if st.PidsLimit > 0 && st.Pids > sandbox.UserProcs(st.PidsLimit)/2 {
+		if err := s.sb.Agent().Reset(context.WithoutCancel(ctx)); err != nil {
+			return nil, s.agentError(err)
+		}
+		x.ProcessLimit = true
+		x.StateReset = true
+		if x.Status == agent.StatusSuccess {
+			x.Status = agent.StatusFailure
+		}
+		x.Error = fmt.Sprintf("runaway processes: %d tasks were left running (the session's limit is %d processes); all of the session's processes were killed", st.Pids, sandbox.UserProcs(st.PidsLimit))
+	}
+	return x, nil
+}
+
+
+// agentError turns a failure to reach the agent into ErrSessionLost when
+// the sandbox is gone, so callers can tell the user to start again.
+func (s *Session) agentError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, agent.ErrUnavailable) {
+		select {
+		case <-s.sb.Done():
+			s.pool.remove(s, "sandbox stopped")
+			return fmt.Errorf("%w: %q (it may have run out of memory); its state is gone, a new request starts a new session", ErrSessionLost, s.ID)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// ListFiles lists a directory of the workspace ("" for /mnt/data).
+func (s *Session) ListFiles(ctx context.Context, dir string) ([]agent.FileInfo, error) {
+	defer s.begin()()
+	list, err := s.sb.Agent().List(ctx, dir)
+	return list, s.agentError(err)
+}
+
+// OpenFile opens a workspace file for reading. The session counts as busy
+// until the reader is closed.
+func (s *Session) OpenFile(ctx context.Context, name string) (io.ReadCloser, int64, error) {
+	end := s.begin()
+	rc, n, err := s.sb.Agent().Open(ctx, name)
+	if err != nil {
+		end()
+		return nil, 0, s.agentError(err)
+	}
+	return &endReader{ReadCloser: rc, end: end}, n, nil
+}
+
+// WriteFile stores r as a workspace file.
+func (s *Session) WriteFile(ctx context.Context, name string, r io.Reader) (agent.FileInfo, error) {
+	defer s.begin()()
+	info, err := s.sb.Agent().Write(ctx, name, r)
+	return info, s.agentError(err)
+}
+
+// RemoveFile deletes a workspace file.
+func (s *Session) RemoveFile(ctx context.Context, name string) error {
+	defer s.begin()()
+	return s.agentError(s.sb.Agent().Remove(ctx, name))
+}
+
+type endReader struct {
+	io.ReadCloser
+	end  func()
+	once sync.Once
+}
+
+func (r *endReader) Close() error {
+	err := r.ReadCloser.Close()
+	r.once.Do(r.end)
+	return err
+}

@@ -1,0 +1,700 @@
+// Package gvisor is the sandbox driver for gVisor: each sandbox is an OCI
+// bundle run by runsc, whose user-space kernel (the sentry) answers the
+// sandbox's system calls so that untrusted code never reaches the host
+// kernel directly. Around it the driver keeps what the bubblewrap driver
+// does: the host's /usr read-only as the root file system, a private /tmp
+// and workspace, no capabilities, no-new-privs, a seccomp profile (enforced
+// by the sentry), and a host cgroup per sandbox for memory, pids and CPU.
+// The sentry and its gofer run in a user namespace as two unprivileged host
+// uids of the sandbox's own, never as root.
+//
+// The agent's socket is shared with the host through runsc's --host-uds:
+// the agent listens on /.berth/run/agent.sock inside, a bind mount of the
+// sandbox directory's "run", and the host connects to that file.
+package gvisor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/internal/cgroup"
+	"github.com/berth-dev/berth/internal/netns"
+	"github.com/berth-dev/berth/internal/seccomp"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/internal/local"
+)
+
+// Options configure the driver; the zero value is usable.
+type Options struct {
+	local.Options
+	// Runsc is the runsc binary (default: "runsc" on $PATH). It must be a
+	// static build (CGO_ENABLED=0): a dynamically linked runsc cannot boot
+	// a sandbox.
+	Runsc string
+	// Platform is runsc's platform (default "systrap").
+	Platform string
+	Logger   *slog.Logger
+}
+
+// Defaults applied to zero limits.
+var DefaultLimits = sandbox.Limits{MemoryBytes: 512 << 20, CPU: 1, Pids: 256, TmpBytes: 256 << 20}
+
+const (
+	// The sandbox's processes are the sentry's tasks, not host processes:
+	// their number is bounded inside the sentry with RLIMIT_NPROC (the
+	// sandbox has one user). The host cgroup's pids.max counts the sentry's
+	// and the gofer's threads and systrap's stub processes instead (about
+	// two per sandbox process, plus a base of a few dozen): it is a
+	// backstop, set well above what the sandbox's own limit allows, that
+	// stops the sentry as a whole if it is ever reached.
+	hostPidsPerPid = 4
+	hostPidsBase   = 256
+	// rootUIDOffset separates the host uid that the sandbox's root (the
+	// sentry and the gofer) maps to from the one its user (uid 1000, the
+	// agent) maps to: UID(slot) and UID(slot+rootUIDOffset).
+	rootUIDOffset = 1 << 15
+	// sandboxUID is the uid (and gid) that code in the sandbox runs as.
+	sandboxUID = 1000
+)
+
+// etcFiles are the host's /etc entries visible (read-only) in a sandbox:
+// what programs need to run and to reach the network, nothing that
+// describes the host's users or secrets. (The same list as bubblewrap's.)
+var etcFiles = []string{
+	"alternatives", "ssl", "ca-certificates", "ca-certificates.conf", "localtime",
+	"mime.types", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf",
+	"host.conf", "protocols", "services", "python3", "python3.11", "bash.bashrc",
+	"inputrc", "magic", "magic.mime", "debian_version", "os-release", "profile",
+}
+
+// Runtime is the gVisor driver.
+type Runtime struct {
+	host     *local.Host
+	runsc    string
+	platform string
+	root     string // runsc's --root: its state for this instance
+	log      *slog.Logger
+	net      *netns.Manager
+	etc      []etcEntry
+}
+
+type etcEntry struct {
+	name  string
+	isDir bool
+}
+
+// New checks for runsc and prepares the host.
+func New(o Options) (*Runtime, error) {
+	if o.Runsc == "" {
+		o.Runsc = "runsc"
+	}
+	path, err := exec.LookPath(o.Runsc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: gVisor's runsc not found (install a static build: "+
+			"CGO_ENABLED=0 go install gvisor.dev/gvisor/runsc@latest, or see https://gvisor.dev/docs/user_guide/install/; "+
+			"then put it on $PATH or set the driver's runsc path): %v", sandbox.ErrUnavailable, err)
+	}
+	if path, err = filepath.Abs(path); err != nil {
+		return nil, err
+	}
+	if err := checkStatic(path); err != nil {
+		return nil, fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("%w: runsc must run as root", sandbox.ErrUnavailable)
+	}
+	if o.Platform == "" {
+		o.Platform = "systrap"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	host, err := local.NewHost("gvisor", o.Options)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
+	}
+	if err := writeIdentity(host.Dir); err != nil {
+		return nil, err
+	}
+	root := filepath.Join(host.Dir, "runsc-root")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, err
+	}
+	r := &Runtime{host: host, runsc: path, platform: o.Platform, root: root, log: o.Logger,
+		net: netns.New(host.Instance + "g")}
+	for _, name := range etcFiles {
+		if info, err := os.Stat(filepath.Join("/etc", name)); err == nil {
+			r.etc = append(r.etc, etcEntry{name: name, isDir: info.IsDir()})
+		}
+	}
+	return r, nil
+}
+
+// checkStatic refuses a dynamically linked runsc: its sandbox re-executes
+// itself inside an empty chroot, where no dynamic loader is found, and fails
+// to boot with "fork/exec /proc/self/exe: no such file or directory".
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("runsc at %s: %v", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("runsc at %s is dynamically linked and cannot boot sandboxes: "+
+				"rebuild it with CGO_ENABLED=0 go install gvisor.dev/gvisor/runsc@latest", path)
+		}
+	}
+	return nil
+}
+
+// writeIdentity writes the passwd and group files that sandboxes see: one
+// user, "user" (uid 1000), and nobody else.
+func writeIdentity(dir string) error {
+	files := map[string]string{
+		"passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\nuser:x:1000:1000:sandbox user:/tmp:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+		"group":  "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n",
+		"hosts":  "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Name implements sandbox.Runtime.
+func (r *Runtime) Name() string { return "gvisor" }
+
+// Start implements sandbox.Runtime.
+func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbox, err error) {
+	l := withDefaults(spec.Limits)
+	slot := r.host.Slot()
+	uid := r.host.UID(slot)
+	sb := &box{id: spec.ID, rt: r, slot: slot, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			sb.teardown()
+		}
+	}()
+
+	if sb.dir, err = r.host.MakeSandboxDir(spec.ID, uid); err != nil {
+		return nil, err
+	}
+	// runsc finds the group made (and limited) here and runs the sandbox in
+	// it without touching its settings; it sizes the sentry's memory and
+	// CPUs from them.
+	if sb.cg, err = r.host.Cgroups.Create(spec.ID, cgroup.Limits{
+		MemoryBytes: l.MemoryBytes, Pids: hostPidsBase + hostPidsPerPid*l.Pids, CPU: l.CPU,
+	}); err != nil {
+		return nil, err
+	}
+	if spec.Egress {
+		if sb.netns, err = r.net.Create(ctx, slot); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.writeBundle(sb.dir, spec.ID, slot, l, sb.netns); err != nil {
+		return nil, fmt.Errorf("sandbox %s: write bundle: %w", spec.ID, err)
+	}
+
+	cmd := exec.Command(r.runsc, append(r.flags(sb.netns != nil), "run", "--bundle", sb.dir, spec.ID)...)
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+	cmd.Dir = sb.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	var stderr tail
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start runsc: %w", err)
+	}
+	sb.cmd = cmd
+	go func() {
+		_ = cmd.Wait()
+		close(sb.done)
+	}()
+
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err == nil && strings.TrimSpace(line) != "ready" {
+			err = fmt.Errorf("unexpected agent greeting %q", line)
+		}
+		ready <- err
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			<-sb.done
+			return nil, fmt.Errorf("sandbox %s did not start: %v: %s", spec.ID, err, stderr.String())
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		return nil, fmt.Errorf("sandbox %s: agent not ready after 30s: %s", spec.ID, stderr.String())
+	}
+	sb.client = agent.UnixClient(filepath.Join(sb.dir, "run", "agent.sock"))
+	return sb, nil
+}
+
+func withDefaults(l sandbox.Limits) sandbox.Limits {
+	if l.MemoryBytes <= 0 {
+		l.MemoryBytes = DefaultLimits.MemoryBytes
+	}
+	if l.CPU <= 0 {
+		l.CPU = DefaultLimits.CPU
+	}
+	if l.Pids <= 0 {
+		l.Pids = DefaultLimits.Pids
+	}
+	if l.TmpBytes <= 0 {
+		l.TmpBytes = DefaultLimits.TmpBytes
+	}
+	return l
+}
+
+// flags are runsc's global flags for this runtime.
+func (r *Runtime) flags(egress bool) []string {
+	network := "none" // a network namespace with loopback only
+	if egress {
+		network = "sandbox" // the sentry's network stack on the namespace's eth0
+	}
+	return []string{
+		"--root", r.root,
+		"--platform", r.platform,
+		"--network", network,
+		// The agent creates its socket in /.berth/run: let the sentry make
+		// it a host socket, which the host connects to.
+		"--host-uds", "create",
+		"--oci-seccomp", "--debug", "--debug-log=/tmp/gvlog/",
+	}
+}
+
+// writeBundle writes the sandbox's OCI bundle: config.json and an empty,
+// read-only root directory holding only mount points and the /usr symlinks.
+func (r *Runtime) writeBundle(dir, id string, slot int, l sandbox.Limits, ns *netns.Namespace) error {
+	rootfs := filepath.Join(dir, "rootfs")
+	for _, d := range []string{"", "usr", "proc", "dev", "sys", "tmp", "etc", "mnt/data", ".berth/run"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			return err
+		}
+	}
+	for _, s := range [][2]string{{"bin", "usr/bin"}, {"sbin", "usr/sbin"}, {"lib", "usr/lib"}, {"lib64", "usr/lib64"}} {
+		if err := os.Symlink(s[1], filepath.Join(rootfs, s[0])); err != nil {
+			return err
+		}
+	}
+	touch := func(p string) error {
+		f, err := os.OpenFile(filepath.Join(rootfs, p), os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	}
+	if err := touch(".berth/agent"); err != nil {
+		return err
+	}
+
+	bind := func(src, dst string, rw bool) ociMount {
+		mode := "ro"
+		if rw {
+			mode = "rw"
+		}
+		return ociMount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", mode, "nosuid", "nodev"}}
+	}
+	mounts := []ociMount{
+		{Destination: "/proc", Type: "proc", Source: "proc"},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "mode=755"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(l.TmpBytes, 10)}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(l.TmpBytes, 10)}},
+		bind("/usr", "/usr", false),
+	}
+	for _, e := range r.etc {
+		p := filepath.Join("/etc", e.name)
+		if e.isDir {
+			if err := os.MkdirAll(filepath.Join(rootfs, p), 0o755); err != nil {
+				return err
+			}
+		} else if err := touch(p); err != nil {
+			return err
+		}
+		mounts = append(mounts, bind(p, p, false))
+	}
+	etc := []string{"passwd", "group", "hosts"}
+	for _, name := range etc {
+		if err := touch("etc/" + name); err != nil {
+			return err
+		}
+		mounts = append(mounts, bind(filepath.Join(r.host.Dir, name), "/etc/"+name, false))
+	}
+	if ns != nil {
+		if _, err := os.Stat("/etc/resolv.conf"); err == nil {
+			if err := touch("etc/resolv.conf"); err != nil {
+				return err
+			}
+			mounts = append(mounts, bind("/etc/resolv.conf", "/etc/resolv.conf", false))
+		}
+	}
+	mounts = append(mounts,
+		bind(filepath.Join(dir, "data"), "/mnt/data", true),
+		bind(filepath.Join(dir, "run"), "/.berth/run", true),
+		bind(r.host.Agent, "/.berth/agent", false),
+	)
+
+	netNS := ociNamespace{Type: "network"}
+	if ns != nil {
+		netNS.Path = filepath.Join("/run/netns", ns.Name)
+	}
+	uid, rootUID := r.host.UID(slot), r.host.UID(slot+rootUIDOffset)
+	ids := []ociIDMapping{{ContainerID: 0, HostID: rootUID, Size: 1}, {ContainerID: sandboxUID, HostID: uid, Size: 1}}
+	nproc := uint64(l.Pids)
+	s := ociSpec{
+		Version: "1.0.2",
+		Process: ociProcess{
+			User:            ociUser{UID: sandboxUID, GID: sandboxUID},
+			Args:            []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock"},
+			Env:             []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"},
+			Cwd:             "/mnt/data",
+			NoNewPrivileges: true,
+			Capabilities:    &ociCapabilities{Bounding: []string{}, Effective: []string{}, Inheritable: []string{}, Permitted: []string{}, Ambient: []string{}},
+			Rlimits: []ociRlimit{
+				{Type: "RLIMIT_NPROC", Soft: nproc, Hard: nproc},
+				{Type: "RLIMIT_NOFILE", Soft: 4096, Hard: 4096},
+				{Type: "RLIMIT_CORE", Soft: 0, Hard: 0},
+			},
+		},
+		Root:     ociRoot{Path: rootfs, Readonly: true},
+		Hostname: "sandbox",
+		Mounts:   mounts,
+		Linux: ociLinux{
+			Namespaces: []ociNamespace{
+				{Type: "pid"}, {Type: "ipc"}, {Type: "uts"}, {Type: "mount"}, {Type: "user"}, netNS,
+			},
+			UIDMappings: ids,
+			GIDMappings: ids,
+			CgroupsPath: "/" + r.host.Cgroups.Parent() + "/" + id,
+			Seccomp: &ociSeccomp{
+				DefaultAction: "SCMP_ACT_ALLOW",
+				// The sentry's OCI seccomp answers denied calls with EPERM.
+				// clone3 is not denied: glibc falls back to clone only on
+				// ENOSYS.
+				Syscalls: []ociSeccompRule{{Names: seccomp.Denied, Action: "SCMP_ACT_ERRNO"}},
+			},
+		},
+	}
+	b, err := json.MarshalIndent(s, "", "\t")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600)
+}
+
+// runscCmd runs a runsc subcommand against this runtime's state.
+func (r *Runtime) runscCmd(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, r.runsc, append([]string{"--root", r.root}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		return out.Bytes(), fmt.Errorf("runsc %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errOut.String()))
+	}
+	return out.Bytes(), nil
+}
+
+// hasState reports whether runsc still holds state for container id.
+func (r *Runtime) hasState(id string) bool {
+	m, _ := filepath.Glob(filepath.Join(r.root, id+"_sandbox:*"))
+	return len(m) > 0
+}
+
+// deleteContainer removes what runsc keeps of container id, stopping it
+// first if it still runs.
+func (r *Runtime) deleteContainer(ctx context.Context, id string) error {
+	if !r.hasState(id) {
+		return nil
+	}
+	_, err := r.runscCmd(ctx, "delete", "--force", id)
+	if err != nil && !r.hasState(id) {
+		return nil // it went away on its own meanwhile
+	}
+	return err
+}
+
+// Cleanup implements sandbox.Runtime: it removes every container in this
+// instance's runsc state, kills runsc processes left running on that state
+// (sandboxes, gofers, and the "runsc run" parents), then the cgroups,
+// sandbox directories and network namespaces.
+func (r *Runtime) Cleanup(ctx context.Context) error {
+	var errs []error
+	out, err := r.runscCmd(ctx, "list", "--quiet")
+	if err != nil {
+		r.log.Warn("list gVisor containers", "err", err)
+	}
+	for _, id := range strings.Fields(string(out)) {
+		if err := r.deleteContainer(ctx, id); err != nil {
+			r.log.Warn("delete gVisor container", "container", id, "err", err)
+		}
+	}
+	killStrays(r.root)
+	if err := r.host.Cleanup(); err != nil {
+		errs = append(errs, err)
+	}
+	removeOtherCgroups(r.host.Cgroups.Parent())
+	// runsc's own mounts in its state (the gofers' empty network
+	// namespace), and what it could not delete (a container whose state is
+	// corrupt).
+	unmountUnder(r.root)
+	entries, _ := os.ReadDir(r.root)
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(r.root, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := r.net.Cleanup(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// unmountUnder detaches every mount at or below dir.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			points = append(points, mp)
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- { // the deepest (latest) first
+		_ = unix.Unmount(points[i], unix.MNT_DETACH)
+	}
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space) of
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// killStrays kills every process started with "--root root", the runsc
+// state directory of one instance: runsc parents, sandboxes and gofers.
+func killStrays(root string) {
+	for range 20 {
+		pids := processesUsing(root)
+		if len(pids) == 0 {
+			return
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func processesUsing(root string) []int {
+	var out []int
+	self := os.Getpid()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		for i, a := range args {
+			if a == "--root="+root || a == "-root="+root ||
+				((a == "--root" || a == "-root") && i+1 < len(args) && args[i+1] == root) {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// removeOtherCgroups removes the groups that runsc made for sandboxes under
+// parent in the cgroup v1 hierarchies that the cgroup manager does not own
+// (cpuacct, cpuset, devices, freezer…), and parent itself there if it is
+// empty. runsc removes them when a sandbox ends normally; a crash leaves
+// them behind.
+func removeOtherCgroups(parent string) {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[2] != "cgroup" {
+			continue
+		}
+		opts := "," + f[3] + ","
+		if strings.Contains(opts, ",memory,") || strings.Contains(opts, ",pids,") || strings.Contains(opts, ",cpu,") {
+			continue // the manager's own
+		}
+		dir := filepath.Join(f[1], parent)
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.IsDir() {
+				rmdirRetry(filepath.Join(dir, e.Name()))
+			}
+		}
+		_ = syscall.Rmdir(dir)
+	}
+}
+
+func rmdirRetry(dir string) {
+	for i := 0; i < 20; i++ {
+		if err := syscall.Rmdir(dir); err == nil || errors.Is(err, syscall.ENOENT) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// box is one gVisor sandbox.
+type box struct {
+	id     string
+	rt     *Runtime
+	slot   int
+	dir    string
+	cg     *cgroup.Group
+	netns  *netns.Namespace
+	cmd    *exec.Cmd // runsc run
+	client *agent.Client
+	done   chan struct{}
+	once   sync.Once
+}
+
+func (b *box) ID() string            { return b.id }
+func (b *box) Agent() *agent.Client  { return b.client }
+func (b *box) Done() <-chan struct{} { return b.done }
+func (b *box) Destroy(context.Context) error {
+	b.teardown()
+	return nil
+}
+
+// Stats implements sandbox.StatsReporter. The memory is the whole sandbox's:
+// its processes, its tmpfs files and the sentry. An OOM kill is the host
+// kernel killing the sentry, which ends the sandbox.
+func (b *box) Stats() sandbox.Stats {
+	if b.cg == nil {
+		return sandbox.Stats{}
+	}
+	return sandbox.Stats{OOMKills: b.cg.OOMKills(), MemoryBytes: b.cg.MemoryBytes()}
+}
+
+func (b *box) teardown() {
+	b.once.Do(func() {
+		if b.client != nil {
+			b.client.Close()
+		}
+		if b.cg != nil {
+			// The sentry, the gofer and systrap's stubs are all in the
+			// group: killing them ends the sandbox, and "runsc run" then
+			// removes the container's state and exits.
+			b.cg.Kill()
+		}
+		if b.cmd != nil && b.cmd.Process != nil {
+			select {
+			case <-b.done:
+			case <-time.After(10 * time.Second):
+				b.rt.log.Warn("runsc did not exit; killing it", "sandbox", b.id)
+				_ = b.cmd.Process.Kill()
+				<-b.done
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := b.rt.deleteContainer(ctx, b.id); err != nil {
+			b.rt.log.Warn("delete gVisor container", "sandbox", b.id, "err", err)
+		}
+		if b.cg != nil {
+			b.cg.Destroy()
+		}
+		if b.netns != nil {
+			if err := b.netns.Close(); err != nil {
+				b.rt.log.Warn("remove network namespace", "sandbox", b.id, "err", err)
+			}
+		}
+		if b.dir != "" {
+			if err := os.RemoveAll(b.dir); err != nil {
+				b.rt.log.Warn("remove sandbox directory", "sandbox", b.id, "err", err)
+			}
+		}
+		b.rt.host.Release(b.slot)
+	})
+}
+
+// tail keeps the last 4 KiB written to it, for error messages.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 4096 {
+		t.buf = t.buf[len(t.buf)-4096:]
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.buf))
+}

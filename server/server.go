@@ -1,0 +1,303 @@
+// Package server assembles a Berth server: the store in the data
+// directory, the sandbox runtimes, the pool manager, the public listener
+// (data plane) and the token-protected control listener. "berth up" runs it.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/dataplane"
+	"github.com/berth-dev/berth/pool"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/store"
+)
+
+// Options configure a server. The zero value serves ./.berth on
+// 127.0.0.1:8080 and 127.0.0.1:8081.
+type Options struct {
+	DataDir     string
+	Listen      string
+	AdminListen string
+	// PublicURL is how clients reach the public listener (default
+	// http://LISTEN).
+	PublicURL string
+	// Runtimes builds the sandbox runtimes for an instance name derived
+	// from the data directory. Required.
+	Runtimes func(instance string) (map[string]sandbox.Runtime, error)
+	// DefaultPool creates the "default" pool on first start (on unless
+	// NoDefaultPool).
+	NoDefaultPool bool
+	Version       string
+	Logger        *slog.Logger
+	// Ready, if set, is called once both listeners accept connections.
+	Ready func(*Server)
+}
+
+// Files in the data directory.
+const (
+	TokenFile  = "admin.token"
+	InfoFile   = "server.json"
+	lockFile   = "berth.lock"
+	StoreDir   = "."
+	defaultDir = ".berth"
+)
+
+// Info is what server.json records for the CLI.
+type Info struct {
+	PID       int    `json:"pid"`
+	AdminURL  string `json:"adminURL"`
+	PublicURL string `json:"publicURL"`
+	Version   string `json:"version"`
+}
+
+// Server is a running server.
+type Server struct {
+	Info     Info
+	Pools    *pool.Manager
+	DataDir  string
+	Instance string
+}
+
+// DefaultDataDir is $BERTH_DATA_DIR or ./.berth.
+func DefaultDataDir() string {
+	if d := os.Getenv("BERTH_DATA_DIR"); d != "" {
+		return d
+	}
+	return defaultDir
+}
+
+// Run serves until ctx is done, then drains and removes every sandbox.
+func Run(ctx context.Context, o Options) error {
+	if o.DataDir == "" {
+		o.DataDir = DefaultDataDir()
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:8080"
+	}
+	if o.AdminListen == "" {
+		o.AdminListen = "127.0.0.1:8081"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	log := o.Logger
+	dir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	unlock, err := lock(filepath.Join(dir, lockFile))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	sum := sha256.Sum256([]byte(dir))
+	instance := hex.EncodeToString(sum[:4])
+	runtimes, err := o.Runtimes(instance)
+	if err != nil {
+		return err
+	}
+	// Whatever an earlier run left behind goes before anything starts.
+	for name, rt := range runtimes {
+		if err := rt.Cleanup(ctx); err != nil {
+			return fmt.Errorf("clean up after earlier runs (%s): %w", name, err)
+		}
+	}
+
+	st, err := store.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	token, err := adminToken(filepath.Join(dir, TokenFile))
+	if err != nil {
+		return err
+	}
+
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log})
+	if err := pools.Load(ctx); err != nil {
+		return err
+	}
+	defer pools.Close()
+
+	pubLn, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("public listener: %w", err)
+	}
+	admLn, err := net.Listen("tcp", o.AdminListen)
+	if err != nil {
+		pubLn.Close()
+		return fmt.Errorf("control listener: %w", err)
+	}
+	publicURL := o.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + pubLn.Addr().String()
+	}
+	info := Info{PID: os.Getpid(), AdminURL: "http://" + admLn.Addr().String(), PublicURL: publicURL, Version: o.Version}
+
+	if !o.NoDefaultPool {
+		if err := ensureDefaultPool(ctx, st, pools); err != nil {
+			pubLn.Close()
+			admLn.Close()
+			return err
+		}
+	}
+
+	pub := &http.Server{
+		Handler:           accessLog(log, dataplane.Handler(dataplane.Options{Pools: pools, Logger: log})),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	adm := &http.Server{
+		Handler: accessLog(log, controlplane.Handler(controlplane.Options{
+			Pools: pools, Token: token, PublicURL: publicURL, Version: o.Version, Logger: log,
+		})),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	if !isLoopback(pubLn.Addr()) {
+		log.Warn("the public listener is reachable beyond this machine; pools are protected by their API keys", "addr", pubLn.Addr().String())
+	}
+	for _, p := range pools.List() {
+		if c := p.Config(); c.MCP && c.MCPAuth == pool.MCPAuthNone && !isLoopback(pubLn.Addr()) {
+			log.Warn("pool's MCP endpoint has no authentication and the server listens beyond loopback", "pool", c.Name)
+		}
+	}
+
+	b, _ := json.MarshalIndent(info, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, InfoFile), b, 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(filepath.Join(dir, InfoFile))
+
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	for _, s := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{pub, pubLn}, {adm, admLn}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	log.Info("berth is up", "public", publicURL, "admin", info.AdminURL, "dataDir", dir, "runtimes", pools.RuntimeNames())
+	if o.Ready != nil {
+		o.Ready(&Server{Info: info, Pools: pools, DataDir: dir, Instance: instance})
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	log.Info("shutting down: draining requests")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_ = pub.Shutdown(shutCtx)
+	_ = adm.Shutdown(shutCtx)
+	wg.Wait()
+	log.Info("removing sandboxes")
+	pools.Close()
+	for _, rt := range runtimes {
+		_ = rt.Cleanup(context.Background())
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+func ensureDefaultPool(ctx context.Context, st *store.Store, pools *pool.Manager) error {
+	done, err := st.Meta(ctx, "defaultPoolCreated")
+	if err != nil || done != "" {
+		return err
+	}
+	if _, err := pools.Get("default"); err != nil {
+		cfg := pool.Config{Name: "default", Type: pool.TypeShell, MCP: true}
+		if _, _, err := pools.Create(ctx, cfg); err != nil && !errors.Is(err, pool.ErrPoolExists) {
+			return fmt.Errorf("create the default pool: %w", err)
+		}
+	}
+	return st.SetMeta(ctx, "defaultPoolCreated", time.Now().UTC().Format(time.RFC3339))
+}
+
+func adminToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	tok := "berth_admin_" + hex.EncodeToString(b)
+	return tok, os.WriteFile(path, []byte(tok+"\n"), 0o600)
+}
+
+// lock takes an exclusive lock on the data directory, so two servers never
+// share (and clean up) the same state.
+func lock(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another berth server is using %s", filepath.Dir(path))
+	}
+	return func() { f.Close() }, nil
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// accessLog logs one line per request.
+func accessLog(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		log.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(p []byte) (int, error) {
+	n, err := s.ResponseWriter.Write(p)
+	s.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer (Flush).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
