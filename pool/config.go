@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -55,12 +56,14 @@ const (
 	MaxMax = 10000
 )
 
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$`)
+var nameRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$`)
+})
 
 // Normalize fills defaults and validates; the error says which setting is
 // wrong and what is allowed.
 func (c *Config) Normalize() error {
-	if !nameRE.MatchString(c.Name) {
+	if !nameRE().MatchString(c.Name) {
 		return invalid("name", "%q is not a valid pool name: use 1-40 lowercase letters, digits and dashes, starting with a letter", c.Name)
 	}
 	if c.Type == "" {

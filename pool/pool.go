@@ -18,12 +18,16 @@ import (
 	"github.com/berth-dev/berth/store"
 )
 
-// identifierRE is Azure's rule for session identifiers.
-var identifierRE = regexp.MustCompile(`^[A-Za-z0-9|\-&^%$#(){}\[\];<>]{4,128}$`)
+// identifierRE is Azure's rule for session identifiers. (Compiled on first
+// use: the berth binary is also the sandbox agent, whose start-up time
+// counts.)
+var identifierRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9|\-&^%$#(){}\[\];<>]{4,128}$`)
+})
 
 // ValidIdentifier reports whether id is an acceptable session identifier.
 func ValidIdentifier(id string) error {
-	if !identifierRE.MatchString(id) {
+	if !identifierRE().MatchString(id) {
 		return fmt.Errorf("%w: identifiers are 4-128 characters of letters, digits and | - & ^ %% $ # ( ) { } [ ] ; < >", ErrBadIdentifier)
 	}
 	return nil

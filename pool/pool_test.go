@@ -18,11 +18,10 @@ import (
 )
 
 type env struct {
-	st   *store.Store
-	rts  map[string]sandbox.Runtime
-	dir  string
-	mgr  *pool.Manager
-	name string
+	st  *store.Store
+	rts map[string]sandbox.Runtime
+	dir string
+	mgr *pool.Manager
 }
 
 func newEnv(t *testing.T) *env {

@@ -71,6 +71,14 @@ func (s *Session) activity() (time.Time, int) {
 	return s.lastUsed, s.running
 }
 
+// Stats measures the session's sandbox (zero if the driver cannot).
+func (s *Session) Stats() sandbox.Stats {
+	if r, ok := s.sb.(sandbox.StatsReporter); ok {
+		return r.Stats()
+	}
+	return sandbox.Stats{}
+}
+
 // ExecOptions tune one execution. The zero value uses the pool's settings.
 type ExecOptions struct {
 	// Timeout bounds the execution; it is capped at the pool's timeout.
@@ -146,7 +154,6 @@ func (s *Session) Exec(ctx context.Context, lang agent.Language, code string, ar
 	}
 	return x, nil
 }
-
 
 // agentError turns a failure to reach the agent into ErrSessionLost when
 // the sandbox is gone, so callers can tell the user to start again.

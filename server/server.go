@@ -110,8 +110,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer unlock()
 
-	sum := sha256.Sum256([]byte(dir))
-	instance := hex.EncodeToString(sum[:4])
+	instance := Instance(dir)
 	runtimes, err := o.Runtimes(instance)
 	if err != nil {
 		return err
@@ -226,6 +225,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// Instance names the server that uses an (absolute) data directory, so that
+// servers on one host keep their sandboxes, cgroups and namespaces apart.
+func Instance(absDataDir string) string {
+	sum := sha256.Sum256([]byte(absDataDir))
+	return hex.EncodeToString(sum[:4])
 }
 
 func ensureDefaultPool(ctx context.Context, st *store.Store, pools *pool.Manager) error {

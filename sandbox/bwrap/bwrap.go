@@ -76,15 +76,27 @@ func New(o Options) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
 	}
-	if err := writeIdentity(host.Dir); err != nil {
-		return nil, err
+	if err := prepareEtc(filepath.Join(host.Dir, "etc")); err != nil {
+		return nil, fmt.Errorf("prepare the sandboxes' /etc: %w", err)
 	}
 	return &Runtime{host: host, bwrap: path, log: o.Logger, net: netns.New(host.Instance + "w")}, nil
 }
 
-// writeIdentity writes the passwd and group files that sandboxes see: one
-// user, "user" (uid 1000), and nobody else.
-func writeIdentity(dir string) error {
+// prepareEtc builds the /etc that sandboxes see (read-only, one bind
+// mount): copies of the host entries in etcFiles, plus passwd, group and
+// hosts that name one user, "user" (uid 1000), and nobody else.
+func prepareEtc(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, name := range append(etcFiles, "resolv.conf") {
+		if err := copyTree(filepath.Join("/etc", name), filepath.Join(dir, name)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
 	files := map[string]string{
 		"passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\nuser:x:1000:1000:sandbox user:/tmp:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
 		"group":  "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n",
@@ -96,6 +108,42 @@ func writeIdentity(dir string) error {
 		}
 	}
 	return nil
+}
+
+// copyTree copies a file, a symlink or a directory tree, keeping symlinks
+// as they are (they resolve inside the sandbox, against its own /usr).
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.Mode()&os.ModeSymlink != 0:
+			link, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		case info.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case info.Mode().IsRegular():
+			if info.Mode().Perm()&0o004 == 0 {
+				return nil // not world-readable on the host: not for sandboxes
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, b, 0o644)
+		}
+		return nil
+	})
 }
 
 // Name implements sandbox.Runtime.
@@ -196,12 +244,9 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		<-sb.done
 		return nil, fmt.Errorf("sandbox %s did not start: no child pid from bwrap (%v): %s", spec.ID, err, stderr.String())
 	}
+	// (bubblewrap reads fd 4 before it forks its init, so these two are
+	// all the processes there are.)
 	for _, pid := range []int{cmd.Process.Pid, info.ChildPid} {
-		if err := sb.cg.Add(pid); err != nil {
-			return nil, err
-		}
-	}
-	for _, pid := range descendants(info.ChildPid) {
 		if err := sb.cg.Add(pid); err != nil {
 			return nil, err
 		}
@@ -260,21 +305,10 @@ func (r *Runtime) args(dir string, l sandbox.Limits, egress bool) []string {
 		"--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
 		"--proc", "/proc", "--dev", "/dev",
 		"--size", strconv.FormatInt(l.TmpBytes, 10), "--tmpfs", "/tmp",
-		"--dir", "/etc",
+		"--ro-bind", filepath.Join(r.host.Dir, "etc"), "/etc",
 	}
 	if egress {
 		a = append(a, "--share-net")
-		if _, err := os.Stat("/etc/resolv.conf"); err == nil {
-			a = append(a, "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf")
-		}
-	}
-	for _, name := range etcFiles {
-		if _, err := os.Stat(filepath.Join("/etc", name)); err == nil {
-			a = append(a, "--ro-bind", filepath.Join("/etc", name), filepath.Join("/etc", name))
-		}
-	}
-	for _, name := range []string{"passwd", "group", "hosts"} {
-		a = append(a, "--ro-bind", filepath.Join(r.host.Dir, name), "/etc/"+name)
 	}
 	a = append(a,
 		"--bind", filepath.Join(dir, "data"), "/mnt/data",
@@ -346,42 +380,6 @@ func (b *box) teardown() {
 		}
 		b.rt.host.Release(b.slot)
 	})
-}
-
-// descendants lists the processes below pid.
-func descendants(pid int) []int {
-	children := map[int][]int{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		c, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 1 {
-			ppid, _ := strconv.Atoi(f[1])
-			children[ppid] = append(children[ppid], c)
-		}
-	}
-	var out []int
-	queue := []int{pid}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		for _, c := range children[p] {
-			out = append(out, c)
-			queue = append(queue, c)
-		}
-	}
-	return out
 }
 
 func memfd(name string, content []byte) (*os.File, error) {

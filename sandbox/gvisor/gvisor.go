@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -232,7 +233,10 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	}
 	sb.cmd = cmd
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
+		if !sb.stopping.Load() {
+			r.log.Warn("gVisor sandbox stopped", "sandbox", spec.ID, "err", err, "stderr", stderr.String())
+		}
 		close(sb.done)
 	}()
 
@@ -378,10 +382,19 @@ func (r *Runtime) writeBundle(dir, id string, slot int, l sandbox.Limits, ns *ne
 		Process: ociProcess{
 			User:            ociUser{UID: sandboxUID, GID: sandboxUID},
 			Args:            []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock"},
-			Env:             []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"},
+			Env:             []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "GOMAXPROCS=1"},
 			Cwd:             "/mnt/data",
 			NoNewPrivileges: true,
-			Capabilities:    &ociCapabilities{Bounding: []string{}, Effective: []string{}, Inheritable: []string{}, Permitted: []string{}, Ambient: []string{}},
+			// The agent alone keeps CAP_SYS_RESOURCE, which exempts it from
+			// RLIMIT_NPROC: a fork bomb that uses up the sandbox's pids
+			// must not stop the agent's Go runtime from starting a thread
+			// (it would die, and the sandbox with it). The programs it
+			// runs lose it at execve (uid 1000, no ambient capabilities,
+			// no-new-privs) and run with no capabilities at all.
+			Capabilities: &ociCapabilities{
+				Bounding: []string{}, Inheritable: []string{}, Ambient: []string{},
+				Effective: []string{}, Permitted: []string{},
+			},
 			Rlimits: []ociRlimit{
 				{Type: "RLIMIT_NPROC", Soft: nproc, Hard: nproc},
 				{Type: "RLIMIT_NOFILE", Soft: 4096, Hard: 4096},
@@ -615,6 +628,8 @@ type box struct {
 	client *agent.Client
 	done   chan struct{}
 	once   sync.Once
+	// stopping is set once Destroy (or a failed Start) stops the sandbox.
+	stopping atomic.Bool
 }
 
 func (b *box) ID() string            { return b.id }
@@ -637,6 +652,7 @@ func (b *box) Stats() sandbox.Stats {
 
 func (b *box) teardown() {
 	b.once.Do(func() {
+		b.stopping.Store(true)
 		if b.client != nil {
 			b.client.Close()
 		}
@@ -687,7 +703,7 @@ func (t *tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.buf = append(t.buf, p...)
-	if len(t.buf) > 4096 {
+	if len(t.buf) > 1<<20 {
 		t.buf = t.buf[len(t.buf)-4096:]
 	}
 	return len(p), nil

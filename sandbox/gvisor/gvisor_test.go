@@ -146,6 +146,7 @@ func TestSmoke(t *testing.T) {
 func TestIsolation(t *testing.T) {
 	rt, o := newRuntime(t)
 	sb := start(t, rt, sandbox.Spec{ID: "iso"})
+	t.Log(shell(t, sb, "grep -E 'Cap|Uid' /proc/1/status").Stdout)
 	out := shell(t, sb, "id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status")
 	for _, want := range []string{"1000\n1000\n", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2"} {
 		if !strings.Contains(out.Stdout, want) {

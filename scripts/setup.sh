@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what Berth needs on a fresh Debian 12 machine (as root), and builds
+# berth. Idempotent: a second run installs nothing and only rebuilds berth.
+#   scripts/setup.sh          runtime needs: bubblewrap, nftables, runsc, berth
+#   scripts/setup.sh --test   also the test tools: staticcheck, npm packages
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
+STATICCHECK_VERSION=v0.8.2
+BIN=$PWD/.bin
+mkdir -p "$BIN"
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+	echo "Berth's sandboxes need root (cgroups, per-sandbox uids, namespaces): run as root." >&2
+	exit 1
+fi
+
+# Debian packages: bubblewrap (default sandbox), nftables + iproute2 (egress),
+# util-linux (setpriv), procps, python3 (the Python pools' interpreter).
+need=()
+for pkg in bubblewrap nftables iproute2 util-linux procps python3 ca-certificates; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	log "apt-get install ${need[*]}"
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# gVisor's runsc, built static: a cgo build fails inside its own chroot.
+if [ ! -x "$BIN/runsc" ] || [ "$(cat "$BIN/runsc.version" 2>/dev/null)" != "$RUNSC_VERSION" ]; then
+	log "building runsc $RUNSC_VERSION (static; takes a few minutes the first time)"
+	(cd /tmp && CGO_ENABLED=0 GOBIN="$BIN" go install "gvisor.dev/gvisor/runsc@$RUNSC_VERSION")
+	echo "$RUNSC_VERSION" >"$BIN/runsc.version"
+fi
+
+if [ "${1:-}" = "--test" ]; then
+	if [ ! -x "$BIN/staticcheck" ] || [ "$(cat "$BIN/staticcheck.version" 2>/dev/null)" != "$STATICCHECK_VERSION" ]; then
+		log "installing staticcheck $STATICCHECK_VERSION"
+		(cd /tmp && GOBIN="$BIN" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION")
+		echo "$STATICCHECK_VERSION" >"$BIN/staticcheck.version"
+	fi
+	if [ -x scripts/install-node-tools.sh ]; then
+		scripts/install-node-tools.sh
+	fi
+fi
+
+# berth itself, static: the same binary is the agent inside every sandbox.
+log "building berth"
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o "$BIN/berth" ./cmd/berth
