@@ -72,6 +72,7 @@ func Serve(ctx context.Context, ln net.Listener, opts Options, ready func()) err
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.WriteHeader(http.StatusOK)
 		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
 		rc := http.NewResponseController(w)
 		send := func(e Event) {
 			_ = enc.Encode(e)

@@ -129,7 +129,8 @@ func TestExecuteAndFiles(t *testing.T) {
 			if r := b.execute(py, pyKey, "nb-1", "data['a'][1] * 21"); string(r.Result) != "42" {
 				t.Fatalf("python state: %+v", r)
 			}
-			if r := b.execute(py, pyKey, "nb-1", "object()"); !strings.HasPrefix(string(r.Result), `"<object object at`) {
+			var repr string
+			if r := b.execute(py, pyKey, "nb-1", "object()"); json.Unmarshal(r.Result, &repr) != nil || !strings.HasPrefix(repr, "<object object at") {
 				t.Fatalf("non-JSON result should be its repr: %s", r.Result)
 			}
 			r = b.execute(py, pyKey, "nb-1", "raise ValueError('bad input')")

@@ -234,7 +234,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	sb.cmd = cmd
 	go func() {
 		err := cmd.Wait()
-		if !sb.stopping.Load() {
+		if true || !sb.stopping.Load() {
 			r.log.Warn("gVisor sandbox stopped", "sandbox", spec.ID, "err", err, "stderr", stderr.String())
 		}
 		close(sb.done)
@@ -382,7 +382,7 @@ func (r *Runtime) writeBundle(dir, id string, slot int, l sandbox.Limits, ns *ne
 		Process: ociProcess{
 			User:            ociUser{UID: sandboxUID, GID: sandboxUID},
 			Args:            []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock"},
-			Env:             []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "GOMAXPROCS=1"},
+			Env:             []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"},
 			Cwd:             "/mnt/data",
 			NoNewPrivileges: true,
 			// The agent alone keeps CAP_SYS_RESOURCE, which exempts it from
@@ -392,8 +392,8 @@ func (r *Runtime) writeBundle(dir, id string, slot int, l sandbox.Limits, ns *ne
 			// runs lose it at execve (uid 1000, no ambient capabilities,
 			// no-new-privs) and run with no capabilities at all.
 			Capabilities: &ociCapabilities{
-				Bounding: []string{}, Inheritable: []string{}, Ambient: []string{},
-				Effective: []string{}, Permitted: []string{},
+				Bounding: []string{"CAP_SYS_RESOURCE"}, Inheritable: []string{"CAP_SYS_RESOURCE"}, Ambient: []string{"CAP_SYS_RESOURCE"},
+				Effective: []string{"CAP_SYS_RESOURCE"}, Permitted: []string{"CAP_SYS_RESOURCE"},
 			},
 			Rlimits: []ociRlimit{
 				{Type: "RLIMIT_NPROC", Soft: nproc, Hard: nproc},
