@@ -92,7 +92,25 @@ func (x *executor) run(ctx context.Context, req ExecRequest, send func(Event)) R
 	}
 	k.finish(&r)
 	r.DurationMillis = time.Since(start).Milliseconds()
+	r.Processes, r.MaxProcs = countProcesses(), x.maxProcs
 	return r
+}
+
+// countProcesses counts the sandbox's processes but the agent and, under
+// bubblewrap, its init.
+func countProcesses() int {
+	entries, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range entries {
+		if c := e.Name()[0]; c >= '0' && c <= '9' {
+			n++
+		}
+	}
+	n-- // the agent
+	if os.Getpid() != 1 {
+		n-- // bubblewrap's init
+	}
+	return max(n, 0)
 }
 
 func (x *executor) runCommand(ctx context.Context, req ExecRequest, k *sink) Result {

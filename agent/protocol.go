@@ -86,6 +86,11 @@ type Result struct {
 	// StateReset is set when the persistent interpreter had to be restarted
 	// (it exited or was killed), so earlier session state is gone.
 	StateReset bool `json:"stateReset,omitempty"`
+	// Processes is how many processes the sandbox holds after the execution
+	// (the agent aside), and MaxProcs the limit user code runs under (0:
+	// none): many left behind means runaway processes, such as a fork bomb.
+	Processes int `json:"processes"`
+	MaxProcs  int `json:"maxProcs,omitempty"`
 }
 
 // FileInfo describes a file in the workspace.

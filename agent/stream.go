@@ -76,6 +76,9 @@ func (s *stream) until(ctx context.Context, prefix []byte, emit func([]byte)) ([
 			}
 			s.pending = append(s.pending, chunk...)
 		case <-ctx.Done():
+			// No marker is coming: what was held back is output too.
+			emit(s.pending)
+			s.pending = nil
 			return nil, ctx.Err()
 		}
 	}

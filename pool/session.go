@@ -124,24 +124,32 @@ func (s *Session) Exec(ctx context.Context, lang agent.Language, code string, ar
 		Language: lang, Code: code, Argv: argv, Stdin: o.Stdin,
 		TimeoutMillis: timeout.Milliseconds(), MaxOutputBytes: o.MaxOutputBytes,
 	}, o.OnEvent)
+	oom := stats != nil && stats.Stats().OOMKills > before
+	oomMsg := fmt.Sprintf("out of memory: a process exceeded the session's memory limit (%s) and was killed", FormatBytes(cfg.MemoryBytes))
 	if err != nil {
+		if oom && s.lost() {
+			// The kernel killed the sandbox itself (under gVisor, the OOM
+			// killer may pick the sentry): the execution's answer is still
+			// "out of memory", and the identifier starts afresh.
+			return &Execution{
+				Output: agent.Output{Result: agent.Result{Status: agent.StatusFailure, ExitCode: -1, Signal: "killed", StateReset: true,
+					Error: oomMsg + "; the session's sandbox was lost with it, so its files and state are gone"}},
+				OOMKilled: true,
+			}, nil
+		}
 		return nil, s.agentError(err)
 	}
 	x := &Execution{Output: *out}
-	if stats == nil {
-		return x, nil
-	}
-	st := stats.Stats()
-	if st.OOMKills > before {
+	if oom {
 		x.OOMKilled = true
 		x.Status = agent.StatusFailure
-		x.Error = fmt.Sprintf("out of memory: a process exceeded the session's memory limit (%s) and was killed", FormatBytes(cfg.MemoryBytes))
+		x.Error = oomMsg
 	}
 	// An execution that leaves more than half of the session's process
 	// budget running behind it is a runaway (a fork bomb, a spawn loop): a
 	// session in that state can do nothing useful, so its processes are
 	// killed and it recovers.
-	if st.PidsLimit > 0 && st.Pids > sandbox.UserProcs(st.PidsLimit)/2 {
+	if x.MaxProcs > 0 && x.Processes > x.MaxProcs/2 {
 		if err := s.sb.Agent().Reset(context.WithoutCancel(ctx)); err != nil {
 			return nil, s.agentError(err)
 		}
@@ -150,9 +158,21 @@ func (s *Session) Exec(ctx context.Context, lang agent.Language, code string, ar
 		if x.Status == agent.StatusSuccess {
 			x.Status = agent.StatusFailure
 		}
-		x.Error = fmt.Sprintf("runaway processes: %d tasks were left running (the session's limit is %d processes); all of the session's processes were killed", st.Pids, sandbox.UserProcs(st.PidsLimit))
+		x.Error = fmt.Sprintf("runaway processes: %d were left running (the session's limit is %d); all of the session's processes were killed", x.Processes, x.MaxProcs)
 	}
 	return x, nil
+}
+
+// lost reports whether the session's sandbox has stopped, and if so
+// removes the session.
+func (s *Session) lost() bool {
+	select {
+	case <-s.sb.Done():
+	case <-time.After(500 * time.Millisecond):
+		return false
+	}
+	s.pool.remove(s, "sandbox stopped")
+	return true
 }
 
 // agentError turns a failure to reach the agent into ErrSessionLost when
@@ -161,13 +181,8 @@ func (s *Session) agentError(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, agent.ErrUnavailable) {
-		select {
-		case <-s.sb.Done():
-			s.pool.remove(s, "sandbox stopped")
-			return fmt.Errorf("%w: %q (it may have run out of memory); its state is gone, a new request starts a new session", ErrSessionLost, s.ID)
-		case <-time.After(100 * time.Millisecond):
-		}
+	if errors.Is(err, agent.ErrUnavailable) && s.lost() {
+		return fmt.Errorf("%w: %q; its state is gone, a new request starts a new session", ErrSessionLost, s.ID)
 	}
 	return err
 }

@@ -29,6 +29,7 @@ type Limits struct {
 // "berth/3fa2c1".
 type Manager struct {
 	v2     bool
+	v2root string
 	parent string
 	// dirs are the parent directories, one per v1 hierarchy (memory, pids,
 	// cpu) or the single v2 one.
@@ -66,7 +67,7 @@ func New(parent string) (*Manager, error) {
 			}
 		}
 	}
-	m := &Manager{parent: parent, dirs: map[string]string{}}
+	m := &Manager{parent: parent, dirs: map[string]string{}, v2root: v2root}
 	if v2root != "" {
 		ctrl, _ := os.ReadFile(filepath.Join(v2root, "cgroup.controllers"))
 		have := strings.Fields(string(ctrl))
@@ -80,15 +81,24 @@ func New(parent string) (*Manager, error) {
 		return nil, ErrUnavailable
 	}
 	for ctrl, mnt := range v1 {
-		dir := filepath.Join(mnt, parent)
+		m.dirs[ctrl] = filepath.Join(mnt, parent)
+	}
+	return m, m.ensureParent()
+}
+
+// ensureParent (re)creates the parent groups, which Remove deletes.
+func (m *Manager) ensureParent() error {
+	if m.v2 {
+		return m.initV2(m.v2root)
+	}
+	for _, dir := range m.dirs {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("cgroup: %w", err)
+			return fmt.Errorf("cgroup: %w", err)
 		}
-		m.dirs[ctrl] = dir
 	}
 	// Make the memory controller account (and limit) hierarchically.
 	_ = os.WriteFile(filepath.Join(m.dirs["memory"], "memory.use_hierarchy"), []byte("1"), 0)
-	return m, nil
+	return nil
 }
 
 func (m *Manager) initV2(root string) error {
@@ -123,6 +133,11 @@ type Group struct {
 
 // Create makes a group with the given limits.
 func (m *Manager) Create(name string, l Limits) (*Group, error) {
+	if _, err := os.Stat(m.dirs[m.anyController()]); os.IsNotExist(err) {
+		if err := m.ensureParent(); err != nil {
+			return nil, err
+		}
+	}
 	g := &Group{name: name, v2: m.v2, dirs: map[string]string{}}
 	for ctrl, parent := range m.dirs {
 		dir := filepath.Join(parent, name)
@@ -319,4 +334,19 @@ func (m *Manager) Cleanup() {
 		}
 		g.Destroy()
 	}
+}
+
+// Remove removes the (empty) parent groups; Cleanup first. Create makes
+// them again when needed.
+func (m *Manager) Remove() {
+	for _, parent := range m.dirs {
+		removeTree(parent)
+	}
+}
+
+func (m *Manager) anyController() string {
+	if m.v2 {
+		return "unified"
+	}
+	return "pids"
 }

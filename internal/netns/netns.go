@@ -64,6 +64,12 @@ func (m *Manager) setup(ctx context.Context) error {
 		return fmt.Errorf("enable forwarding: %w", err)
 	}
 	ifs := m.ifPrefix() + "*"
+	// The host's own resolvers may sit in a private range: allow DNS to
+	// them (and nothing else) before private ranges are dropped.
+	dns := ""
+	if servers := resolvers("/etc/resolv.conf"); len(servers) > 0 {
+		dns = fmt.Sprintf("iifname \"%s\" ip daddr { %s } meta l4proto { tcp, udp } th dport 53 accept", ifs, strings.Join(servers, ", "))
+	}
 	rules := fmt.Sprintf(`table inet %[1]s {
 	chain input {
 		type filter hook input priority -10; policy accept;
@@ -75,6 +81,7 @@ func (m *Manager) setup(ctx context.Context) error {
 		oifname "%[2]s" ct state established,related accept
 		oifname "%[2]s" drop
 		iifname "%[2]s" meta nfproto ipv6 drop
+		%[4]s
 		iifname "%[2]s" ip daddr { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3 } drop
 		iifname "%[2]s" accept
 	}
@@ -83,7 +90,7 @@ func (m *Manager) setup(ctx context.Context) error {
 		ip saddr %[3]s oifname != "%[2]s" masquerade
 	}
 }
-`, m.table(), ifs, m.subnet)
+`, m.table(), ifs, m.subnet, dns)
 	_ = run(ctx, "nft", "delete", "table", "inet", m.table())
 	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
@@ -167,6 +174,26 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 	m.ready = false
 	m.mu.Unlock()
 	return nil
+}
+
+// resolvers returns the IPv4 name servers of a resolv.conf that a sandbox
+// can reach through the host (loopback ones cannot be).
+func resolvers(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		if a, err := netip.ParseAddr(f[1]); err == nil && a.Is4() && !a.IsLoopback() {
+			out = append(out, a.String())
+		}
+	}
+	return out
 }
 
 func run(ctx context.Context, name string, args ...string) error {

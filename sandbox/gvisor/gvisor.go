@@ -11,6 +11,15 @@
 // The agent's socket is shared with the host through runsc's --host-uds:
 // the agent listens on /.berth/run/agent.sock inside, a bind mount of the
 // sandbox directory's "run", and the host connects to that file.
+//
+// Limits: the memory limit is the host cgroup's and covers the whole
+// sandbox, the sentry included (about 25 MB when idle). A process that
+// allocates past it is killed by the host's OOM killer (which picks the
+// systrap stub that maps its memory) and the sandbox lives on; were the
+// sentry picked, the sandbox would stop and Done say so. The pids limit is
+// RLIMIT_NPROC inside the sentry; the agent runs user code under a lower
+// one, so a fork bomb always leaves it room to act. The CPU limit is
+// the cgroup's quota on the sentry.
 package gvisor
 
 import (
@@ -62,10 +71,10 @@ const (
 	// The sandbox's processes are the sentry's tasks, not host processes:
 	// their number is bounded inside the sentry with RLIMIT_NPROC (the
 	// sandbox has one user). The host cgroup's pids.max counts the sentry's
-	// and the gofer's threads and systrap's stub processes instead (about
-	// two per sandbox process, plus a base of a few dozen): it is a
-	// backstop, set well above what the sandbox's own limit allows, that
-	// stops the sentry as a whole if it is ever reached.
+	// and the gofer's threads and systrap's stub processes instead (two to
+	// four per sandbox process, plus a base of about 30): it is a backstop,
+	// set above what the sandbox's own limit allows, that stops the sentry
+	// as a whole if it is ever reached.
 	hostPidsPerPid = 4
 	hostPidsBase   = 256
 	// rootUIDOffset separates the host uid that the sandbox's root (the
@@ -76,16 +85,6 @@ const (
 	sandboxUID = 1000
 )
 
-// etcFiles are the host's /etc entries visible (read-only) in a sandbox:
-// what programs need to run and to reach the network, nothing that
-// describes the host's users or secrets. (The same list as bubblewrap's.)
-var etcFiles = []string{
-	"alternatives", "ssl", "ca-certificates", "ca-certificates.conf", "localtime",
-	"mime.types", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf",
-	"host.conf", "protocols", "services", "python3", "python3.11", "bash.bashrc",
-	"inputrc", "magic", "magic.mime", "debian_version", "os-release", "profile",
-}
-
 // Runtime is the gVisor driver.
 type Runtime struct {
 	host     *local.Host
@@ -94,12 +93,6 @@ type Runtime struct {
 	root     string // runsc's --root: its state for this instance
 	log      *slog.Logger
 	net      *netns.Manager
-	etc      []etcEntry
-}
-
-type etcEntry struct {
-	name  string
-	isDir bool
 }
 
 // New checks for runsc and prepares the host.
@@ -132,8 +125,8 @@ func New(o Options) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", sandbox.ErrUnavailable, err)
 	}
-	if err := writeIdentity(host.Dir); err != nil {
-		return nil, err
+	if err := local.PrepareEtc(filepath.Join(host.Dir, "etc")); err != nil {
+		return nil, fmt.Errorf("prepare the sandboxes' /etc: %w", err)
 	}
 	root := filepath.Join(host.Dir, "runsc-root")
 	if err := os.MkdirAll(root, 0o700); err != nil {
@@ -141,11 +134,6 @@ func New(o Options) (*Runtime, error) {
 	}
 	r := &Runtime{host: host, runsc: path, platform: o.Platform, root: root, log: o.Logger,
 		net: netns.New(host.Instance + "g")}
-	for _, name := range etcFiles {
-		if info, err := os.Stat(filepath.Join("/etc", name)); err == nil {
-			r.etc = append(r.etc, etcEntry{name: name, isDir: info.IsDir()})
-		}
-	}
 	return r, nil
 }
 
@@ -167,22 +155,6 @@ func checkStatic(path string) error {
 	return nil
 }
 
-// writeIdentity writes the passwd and group files that sandboxes see: one
-// user, "user" (uid 1000), and nobody else.
-func writeIdentity(dir string) error {
-	files := map[string]string{
-		"passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\nuser:x:1000:1000:sandbox user:/tmp:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-		"group":  "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n",
-		"hosts":  "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // Name implements sandbox.Runtime.
 func (r *Runtime) Name() string { return "gvisor" }
 
@@ -198,6 +170,9 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		}
 	}()
 
+	if slot >= rootUIDOffset {
+		return nil, fmt.Errorf("sandbox %s: too many sandboxes", spec.ID)
+	}
 	if sb.dir, err = r.host.MakeSandboxDir(spec.ID, uid); err != nil {
 		return nil, err
 	}
@@ -234,7 +209,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	sb.cmd = cmd
 	go func() {
 		err := cmd.Wait()
-		if true || !sb.stopping.Load() {
+		if !sb.stopping.Load() {
 			r.log.Warn("gVisor sandbox stopped", "sandbox", spec.ID, "err", err, "stderr", stderr.String())
 		}
 		close(sb.done)
@@ -252,7 +227,10 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	select {
 	case err := <-ready:
 		if err != nil {
-			<-sb.done
+			select { // let runsc finish saying why
+			case <-sb.done:
+			case <-time.After(5 * time.Second):
+			}
 			return nil, fmt.Errorf("sandbox %s did not start: %v: %s", spec.ID, err, stderr.String())
 		}
 	case <-ctx.Done():
@@ -277,8 +255,20 @@ func withDefaults(l sandbox.Limits) sandbox.Limits {
 	if l.TmpBytes <= 0 {
 		l.TmpBytes = DefaultLimits.TmpBytes
 	}
+	// Every guest process costs the sentry memory, inside the sandbox's
+	// memory limit: a pids limit the memory cannot pay for would let a fork
+	// bomb get the whole sentry OOM-killed. Allow about one process per MiB
+	// above what the sentry needs for itself.
+	l.Pids = max(min(l.Pids, (l.MemoryBytes-sentryReserve)/perProcessMemory), minPids)
 	return l
 }
+
+// Sizing of the pids limit by memory (see withDefaults).
+const (
+	sentryReserve    = 48 << 20
+	perProcessMemory = 1 << 20
+	minPids          = sandbox.AgentReservedPids + 16
+)
 
 // flags are runsc's global flags for this runtime.
 func (r *Runtime) flags(egress bool) []string {
@@ -293,7 +283,7 @@ func (r *Runtime) flags(egress bool) []string {
 		// The agent creates its socket in /.berth/run: let the sentry make
 		// it a host socket, which the host connects to.
 		"--host-uds", "create",
-		"--oci-seccomp", "--debug", "--debug-log=/tmp/gvlog/",
+		"--oci-seccomp",
 	}
 }
 
@@ -331,39 +321,15 @@ func (r *Runtime) writeBundle(dir, id string, slot int, l sandbox.Limits, ns *ne
 	}
 	mounts := []ociMount{
 		{Destination: "/proc", Type: "proc", Source: "proc"},
-		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "mode=755"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid"}}, // the sentry's own devices
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(l.TmpBytes, 10)}},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(l.TmpBytes, 10)}},
 		bind("/usr", "/usr", false),
 	}
-	for _, e := range r.etc {
-		p := filepath.Join("/etc", e.name)
-		if e.isDir {
-			if err := os.MkdirAll(filepath.Join(rootfs, p), 0o755); err != nil {
-				return err
-			}
-		} else if err := touch(p); err != nil {
-			return err
-		}
-		mounts = append(mounts, bind(p, p, false))
-	}
-	etc := []string{"passwd", "group", "hosts"}
-	for _, name := range etc {
-		if err := touch("etc/" + name); err != nil {
-			return err
-		}
-		mounts = append(mounts, bind(filepath.Join(r.host.Dir, name), "/etc/"+name, false))
-	}
-	if ns != nil {
-		if _, err := os.Stat("/etc/resolv.conf"); err == nil {
-			if err := touch("etc/resolv.conf"); err != nil {
-				return err
-			}
-			mounts = append(mounts, bind("/etc/resolv.conf", "/etc/resolv.conf", false))
-		}
-	}
+	// One read-only /etc, prepared once: see local.PrepareEtc.
+	mounts = append(mounts, bind(filepath.Join(r.host.Dir, "etc"), "/etc", false))
 	mounts = append(mounts,
 		bind(filepath.Join(dir, "data"), "/mnt/data", true),
 		bind(filepath.Join(dir, "run"), "/.berth/run", true),
@@ -380,21 +346,17 @@ func (r *Runtime) writeBundle(dir, id string, slot int, l sandbox.Limits, ns *ne
 	s := ociSpec{
 		Version: "1.0.2",
 		Process: ociProcess{
-			User:            ociUser{UID: sandboxUID, GID: sandboxUID},
-			Args:            []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock"},
-			Env:             []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"},
+			User: ociUser{UID: sandboxUID, GID: sandboxUID},
+			// RLIMIT_NPROC (below) counts the agent and the code it runs
+			// alike, by user: the agent runs that code under a lower limit
+			// (--max-procs), so that a fork bomb always leaves it room to
+			// act. GOMAXPROCS=1 keeps its own thread count small.
+			Args: []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
+				"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10)},
+			Env:             []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "GOMAXPROCS=1"},
 			Cwd:             "/mnt/data",
 			NoNewPrivileges: true,
-			// The agent alone keeps CAP_SYS_RESOURCE, which exempts it from
-			// RLIMIT_NPROC: a fork bomb that uses up the sandbox's pids
-			// must not stop the agent's Go runtime from starting a thread
-			// (it would die, and the sandbox with it). The programs it
-			// runs lose it at execve (uid 1000, no ambient capabilities,
-			// no-new-privs) and run with no capabilities at all.
-			Capabilities: &ociCapabilities{
-				Bounding: []string{"CAP_SYS_RESOURCE"}, Inheritable: []string{"CAP_SYS_RESOURCE"}, Ambient: []string{"CAP_SYS_RESOURCE"},
-				Effective: []string{"CAP_SYS_RESOURCE"}, Permitted: []string{"CAP_SYS_RESOURCE"},
-			},
+			Capabilities:    &ociCapabilities{Bounding: []string{}, Effective: []string{}, Inheritable: []string{}, Permitted: []string{}, Ambient: []string{}},
 			Rlimits: []ociRlimit{
 				{Type: "RLIMIT_NPROC", Soft: nproc, Hard: nproc},
 				{Type: "RLIMIT_NOFILE", Soft: 4096, Hard: 4096},
@@ -616,6 +578,11 @@ func rmdirRetry(dir string) {
 	}
 }
 
+var (
+	_ sandbox.Runtime       = (*Runtime)(nil)
+	_ sandbox.StatsReporter = (*box)(nil)
+)
+
 // box is one gVisor sandbox.
 type box struct {
 	id     string
@@ -693,24 +660,37 @@ func (b *box) teardown() {
 	})
 }
 
-// tail keeps the last 4 KiB written to it, for error messages.
+// tail keeps the first and the last 2 KiB written to it, for messages: a
+// Go crash of the agent says why at its start, runsc at its end.
 type tail struct {
-	mu  sync.Mutex
-	buf []byte
+	mu         sync.Mutex
+	head, last []byte
+	cut        bool
 }
 
 func (t *tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > 1<<20 {
-		t.buf = t.buf[len(t.buf)-4096:]
+	n := len(p)
+	if room := 2048 - len(t.head); room > 0 {
+		k := min(room, len(p))
+		t.head = append(t.head, p[:k]...)
+		p = p[k:]
 	}
-	return len(p), nil
+	t.last = append(t.last, p...)
+	if len(t.last) > 2048 {
+		t.last = t.last[len(t.last)-2048:]
+		t.cut = true
+	}
+	return n, nil
 }
 
 func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
+	sep := ""
+	if t.cut {
+		sep = "\n[…]\n"
+	}
+	return strings.TrimSpace(string(t.head) + sep + string(t.last))
 }

@@ -145,8 +145,7 @@ func TestSmoke(t *testing.T) {
 
 func TestIsolation(t *testing.T) {
 	rt, o := newRuntime(t)
-	sb := start(t, rt, sandbox.Spec{ID: "iso"})
-	t.Log(shell(t, sb, "grep -E 'Cap|Uid' /proc/1/status").Stdout)
+	sb := start(t, rt, sandbox.Spec{ID: "iso", Limits: sandbox.Limits{TmpBytes: 8 << 20}})
 	out := shell(t, sb, "id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status")
 	for _, want := range []string{"1000\n1000\n", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2"} {
 		if !strings.Contains(out.Stdout, want) {
@@ -156,7 +155,7 @@ func TestIsolation(t *testing.T) {
 	// Nothing of the host's users, secrets or home directories, and the
 	// root file system is read-only.
 	for _, code := range []string{
-		"cat /etc/shadow", "ls /root", "ls /home", "ls /var", "ls /etc/ssh",
+		"cat /etc/shadow", "ls /root", "ls /home", "ls /var", "ls /etc/ssh", "ls /etc/ssl/private",
 		"touch /usr/x", "touch /x", "mkdir /etc/x", "echo x > /.berth/agent",
 	} {
 		if out := shell(t, sb, code); out.Status == agent.StatusSuccess {
@@ -173,6 +172,9 @@ func TestIsolation(t *testing.T) {
 	out = shell(t, sb, "echo hi > /mnt/data/a && echo hi > /tmp/b && echo hi > /dev/shm/c && cat /mnt/data/a /tmp/b /dev/shm/c")
 	if out.Stdout != "hi\nhi\nhi\n" {
 		t.Fatalf("%+v", out)
+	}
+	if out := shell(t, sb, "head -c 16M /dev/zero > /tmp/big"); out.Status == agent.StatusSuccess || !strings.Contains(out.Stderr, "No space left") {
+		t.Errorf("/tmp is not bounded: %+v", out)
 	}
 	// The host sees the sandbox's files owned by the sandbox's own
 	// unprivileged uid, neither root nor a host user.
@@ -253,9 +255,10 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
-// The sandbox's pids limit is RLIMIT_NPROC inside the sentry: a fork bomb
-// gets EAGAIN, the agent kills it at the timeout, and neither the host nor
-// the sandbox suffer.
+// The sandbox's pids limit is RLIMIT_NPROC inside the sentry, and user code
+// runs under a lower one (sandbox.UserProcs): a fork bomb gets EAGAIN and
+// stays below it, the agent keeps room to act and kills it at the timeout,
+// and the sandbox lives on.
 func TestPidsLimit(t *testing.T) {
 	rt, o := newRuntime(t)
 	sb := start(t, rt, sandbox.Spec{ID: "pids", Limits: sandbox.Limits{Pids: 64}})
@@ -271,34 +274,26 @@ func TestPidsLimit(t *testing.T) {
 	}()
 	// Count the bomb's processes from the host while it runs.
 	time.Sleep(1500 * time.Millisecond)
-	ls, _ := exec.Command(o.Runsc, "--root", filepath.Join(o.StateDir, "runsc-root"), "list").CombinedOutput()
-	t.Logf("%s %v", ls, listDir(filepath.Join(o.StateDir, "runsc-root")))
-	select {
-	case <-sb.Done():
-		t.Log("DEAD")
-	default:
-	}
-	pe, _ := exec.Command("sh", "-c", "cat /sys/fs/cgroup/pids/berth/"+o.Instance+"-gvisor/pids/pids.*").CombinedOutput()
-	t.Logf("%s", pe)
-	ps, err := exec.Command(o.Runsc, "--root", filepath.Join(o.StateDir, "runsc-root"), "ps", "pids").CombinedOutput()
-	if err != nil {
-		t.Fatalf("runsc ps: %v: %s", err, ps)
-	}
-	n := len(strings.Split(strings.TrimSpace(string(ps)), "\n")) - 1
+	ps, psErr := exec.Command(o.Runsc, "--root", filepath.Join(o.StateDir, "runsc-root"), "ps", "pids").CombinedOutput()
 	r := <-done
 	if r.err != nil {
-		t.Fatal(r.err)
+		t.Fatalf("the fork bomb took the agent down: %v", r.err)
 	}
-	if r.out.Status != agent.StatusTimeout || !strings.HasPrefix(r.out.Stderr, "64\n") || !strings.Contains(r.out.Stderr, "fork: retry") {
-		t.Fatalf("fork bomb: %+v", r.out)
-	}
-	if n < 10 || n > 64 {
-		t.Fatalf("%d processes in the sandbox during the fork bomb", n)
-	}
-	t.Logf("processes during the fork bomb: %d; after: %s", n, shell(t, sb, "ps -e | wc -l").Stdout)
-	// Threads count too.
-	py := exec1(t, sb, agent.ExecRequest{Language: agent.Python, TimeoutMillis: 20000, Code: `
-import threading, time
+	{
+		if psErr != nil {
+			t.Fatalf("runsc ps: %v: %s", psErr, ps)
+		}
+		n := len(strings.Split(strings.TrimSpace(string(ps)), "\n")) - 1
+		if n < 10 || n > 64 {
+			t.Fatalf("%d processes in the sandbox during the fork bomb", n)
+		}
+		if r.out.Status != agent.StatusTimeout || !strings.HasPrefix(r.out.Stderr, strconv.FormatInt(sandbox.UserProcs(64), 10)+"\n") || !strings.Contains(r.out.Stderr, "fork: retry") {
+			t.Fatalf("fork bomb: %+v", r.out)
+		}
+		t.Logf("processes during the fork bomb: %d; after: %s", n, shell(t, sb, "ps -e | wc -l").Stdout)
+		// Threads count too.
+		py := exec1(t, sb, agent.ExecRequest{Language: agent.Python, TimeoutMillis: 20000, Code: `
+import threading
 ev = threading.Event()
 n = 0
 try:
@@ -309,11 +304,12 @@ except RuntimeError:
     pass
 ev.set()
 n`})
-	if n, _ := strconv.Atoi(string(py.Value)); n < 10 || n >= 64 {
-		t.Fatalf("threads: %+v", py)
-	}
-	if out := shell(t, sb, "echo alive"); out.Stdout != "alive\n" {
-		t.Fatalf("after the bomb: %+v", out)
+		if n, _ := strconv.Atoi(string(py.Value)); n < 10 || n >= int(sandbox.UserProcs(64)) {
+			t.Fatalf("threads: %+v", py)
+		}
+		if out := shell(t, sb, "echo alive"); out.Stdout != "alive\n" {
+			t.Fatalf("after the bomb: %+v", out)
+		}
 	}
 	sb2 := start(t, rt, sandbox.Spec{ID: "pids2"})
 	if out := shell(t, sb2, "echo fresh"); out.Stdout != "fresh\n" {
@@ -466,6 +462,61 @@ func TestDestroy(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertGone(t, o, "gone", dir)
+}
+
+// A sandbox whose sentry dies is reported by Done, and Destroy still
+// cleans up after it.
+func TestDiesOnItsOwn(t *testing.T) {
+	rt, o := newRuntime(t)
+	sb := start(t, rt, sandbox.Spec{ID: "dies"})
+	dir := sandboxDir(o, "dies")
+	killed := 0
+	for _, pid := range processesWith(dir) {
+		if strings.HasPrefix(cmdline(pid), "runsc-sandbox ") {
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			killed++
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("killed %d sentries", killed)
+	}
+	select {
+	case <-sb.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed after the sentry died")
+	}
+	if err := sb.Agent().Ping(context.Background()); !errors.Is(err, agent.ErrUnavailable) {
+		t.Fatalf("ping: %v", err)
+	}
+	if err := sb.Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, o, "dies", dir)
+}
+
+// A fresh runtime's Cleanup removes the live sandboxes of another runtime
+// with the same options (what a restarted server finds).
+func TestCleanupLive(t *testing.T) {
+	rt, o := newRuntime(t)
+	sb := start(t, rt, sandbox.Spec{ID: "live"})
+	rt2, err := gvisor.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt2.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sb.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sandbox survived Cleanup")
+	}
+	assertGone(t, o, "live", sandboxDir(o, "live"))
+	if err := sb.Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestCleanupAfterCrash starts a sandbox in a child process, kills that

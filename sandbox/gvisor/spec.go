@@ -24,9 +24,8 @@ type ociProcess struct {
 }
 
 type ociUser struct {
-	UID            uint32   `json:"uid"`
-	GID            uint32   `json:"gid"`
-	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
 }
 
 // ociCapabilities with every set empty: the process has no capabilities.
@@ -62,7 +61,6 @@ type ociLinux struct {
 	GIDMappings []ociIDMapping `json:"gidMappings,omitempty"`
 	CgroupsPath string         `json:"cgroupsPath,omitempty"`
 	Seccomp     *ociSeccomp    `json:"seccomp,omitempty"`
-	MaskedPaths []string       `json:"maskedPaths,omitempty"`
 }
 
 type ociNamespace struct {

@@ -180,6 +180,7 @@ func (h *Host) MakeSandboxDir(id string, uid uint32) (string, error) {
 // left behind.
 func (h *Host) Cleanup() error {
 	h.Cgroups.Cleanup()
+	h.Cgroups.Remove()
 	entries, err := os.ReadDir(h.Dir)
 	if err != nil {
 		return err
@@ -192,4 +193,78 @@ func (h *Host) Cleanup() error {
 		}
 	}
 	return nil
+}
+
+// EtcFiles are the host's /etc entries visible (read-only) in a sandbox:
+// what programs need to run and to reach the network, nothing that
+// describes the host's users or secrets.
+var EtcFiles = []string{
+	"alternatives", "ssl", "ca-certificates", "ca-certificates.conf", "localtime",
+	"mime.types", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf",
+	"host.conf", "protocols", "services", "python3", "python3.11", "bash.bashrc",
+	"inputrc", "magic", "magic.mime", "debian_version", "os-release", "profile",
+}
+
+// PrepareEtc builds the /etc that sandboxes see (read-only, one bind
+// mount): copies of the host entries in etcFiles, plus passwd, group and
+// hosts that name one user, "user" (uid 1000), and nobody else.
+func PrepareEtc(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, name := range append(EtcFiles, "resolv.conf") {
+		if err := copyTree(filepath.Join("/etc", name), filepath.Join(dir, name)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	files := map[string]string{
+		"passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\nuser:x:1000:1000:sandbox user:/tmp:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+		"group":  "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n",
+		"hosts":  "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyTree copies a file, a symlink or a directory tree, keeping symlinks
+// as they are (they resolve inside the sandbox, against its own /usr).
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.Mode()&os.ModeSymlink != 0:
+			link, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		case info.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case info.Mode().IsRegular():
+			if info.Mode().Perm()&0o004 == 0 {
+				return nil // not world-readable on the host: not for sandboxes
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, b, 0o644)
+		}
+		return nil
+	})
 }
