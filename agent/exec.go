@@ -278,9 +278,14 @@ func (x *executor) request(req ExecRequest, nonce string) (line string, cleanup 
 		return string(b) + "\n", func() {}, err
 	}
 	// The script is sourced from a file so that a syntax error in it cannot
-	// derail the shell that reads our own command lines.
-	script := filepath.Join(x.private, "cell-"+nonce+".sh")
-	stdin := filepath.Join(x.private, "stdin-"+nonce)
+	// derail the shell that reads our own command lines; a second sourced
+	// file runs it and writes the markers. Only a short line goes through
+	// the pipe: bash reads a pipe one byte (one system call) at a time, but
+	// a sourced file in buffered blocks, which matters most under gVisor.
+	// (Executions are serialized, so the paths can be fixed.)
+	script := filepath.Join(x.private, "cell.sh")
+	stdin := filepath.Join(x.private, "stdin")
+	runner := filepath.Join(x.private, "run.sh")
 	cleanup = func() { os.Remove(script); os.Remove(stdin) }
 	if err := os.WriteFile(script, []byte(req.Code+"\n"), 0o600); err != nil {
 		return "", cleanup, err
@@ -292,8 +297,12 @@ func (x *executor) request(req ExecRequest, nonce string) (line string, cleanup 
 		}
 		in = stdin
 	}
-	return fmt.Sprintf(". %s <%s 8>&- 9>&-; printf '\\0berth-%s:%%d\\0' $? >&8; printf '\\0berth-%s:\\0' >&9\n",
-		script, in, nonce, nonce), cleanup, nil
+	run := fmt.Sprintf(". %s <%s 8>&- 9>&-; printf '\\0berth-%s:%%d\\0' $? >&8; printf '\\0berth-%s:\\0' >&9\n",
+		script, in, nonce, nonce)
+	if err := os.WriteFile(runner, []byte(run), 0o600); err != nil {
+		return "", cleanup, err
+	}
+	return ". " + runner + "\n", cleanup, nil
 }
 
 // interpreter returns the running interpreter for lang, starting one if
