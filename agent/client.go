@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -45,7 +46,8 @@ func (e *Error) Is(target error) bool {
 // Client talks to one agent. It is safe for concurrent use and keeps
 // connections alive between calls.
 type Client struct {
-	hc *http.Client
+	hc   *http.Client
+	dial func(ctx context.Context) (net.Conn, error)
 }
 
 // NewClient returns a client that reaches the agent through dial, which
@@ -57,7 +59,7 @@ func NewClient(dial func(ctx context.Context) (net.Conn, error)) *Client {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return &Client{hc: &http.Client{Transport: tr}}
+	return &Client{hc: &http.Client{Transport: tr}, dial: dial}
 }
 
 // UnixClient returns a client for an agent listening on a Unix socket.
@@ -201,4 +203,117 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		return nil, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Message}
 	}
 	return resp, nil
+}
+
+// StartService starts a long-running process in the sandbox.
+func (c *Client) StartService(ctx context.Context, spec ServiceSpec) error {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/services", nil, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// WaitService waits until a service exits.
+func (c *Client) WaitService(ctx context.Context, id string) (ServiceExit, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/services/"+url.PathEscape(id)+"/wait", nil, nil)
+	if err != nil {
+		return ServiceExit{}, err
+	}
+	defer resp.Body.Close()
+	var e ServiceExit
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		if ctx.Err() != nil {
+			return e, ctx.Err()
+		}
+		return e, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return e, nil
+}
+
+// ServiceLogs passes a service's recent log lines to fn and, with follow,
+// new ones until the service exits or ctx ends.
+func (c *Client) ServiceLogs(ctx context.Context, id string, follow bool, fn func(LogLine)) error {
+	q := url.Values{}
+	if follow {
+		q.Set("follow", "true")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/services/"+url.PathEscape(id)+"/logs", q, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var l LogLine
+		if err := dec.Decode(&l); err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fn(l)
+	}
+}
+
+// StopService stops a service (SIGTERM, then SIGKILL after grace).
+func (c *Client) StopService(ctx context.Context, id string, grace time.Duration) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/services/"+url.PathEscape(id), url.Values{"grace": {grace.String()}}, nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// DialPort opens a TCP connection to a port inside the sandbox, through
+// the agent (the sandbox needs no network interface for it).
+func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
+	return c.stream(ctx, "/dial?port="+strconv.Itoa(port))
+}
+
+// Attach connects to a stdio service's stdin and stdout.
+func (c *Client) Attach(ctx context.Context, id string) (net.Conn, error) {
+	return c.stream(ctx, "/services/"+url.PathEscape(id)+"/attach")
+}
+
+// stream opens a raw byte stream through the agent with an HTTP upgrade.
+func (c *Client) stream(ctx context.Context, path string) (net.Conn, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	req := "GET " + path + " HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: " + upgradeProto + "\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		var eb ErrorBody
+		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&eb) != nil {
+			eb = ErrorBody{Code: CodeInternal, Message: resp.Status}
+		}
+		return nil, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Message}
+	}
+	_ = conn.SetDeadline(time.Time{})
+	if br.Buffered() > 0 {
+		b, _ := br.Peek(br.Buffered())
+		return &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn)}, nil
+	}
+	return conn, nil
 }

@@ -58,6 +58,12 @@ func Serve(ctx context.Context, ln net.Listener, opts Options, ready func()) err
 	x := newExecutor(p, opts.Workspace, opts.Private, opts.MaxProcs)
 	defer x.close()
 	ws := &workspace{root: root}
+	svc := &services{x: x, m: map[string]*service{}}
+	defer func() {
+		for id := range svc.m {
+			_ = svc.stop(id, time.Second)
+		}
+	}()
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -81,6 +87,7 @@ func Serve(ctx context.Context, ln net.Listener, opts Options, ready func()) err
 		res := x.run(r.Context(), req, send)
 		send(Event{Result: &res})
 	})
+	svc.routes(mux)
 	mux.HandleFunc("POST /reset", func(w http.ResponseWriter, r *http.Request) {
 		x.reset()
 		w.WriteHeader(http.StatusNoContent)
