@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 )
@@ -26,6 +27,10 @@ import (
 // Options configure the handler.
 type Options struct {
 	Pools *pool.Manager
+	// Apps, if set, adds the /v1/apps API.
+	Apps *app.Manager
+	// AppDomain is the domain apps are served under by host name.
+	AppDomain string
 	// Token is the admin token every request must carry as a bearer token.
 	Token string
 	// PublicURL is the base URL of the data plane, used in endpoint URLs.
@@ -54,6 +59,7 @@ func Handler(o Options) http.Handler {
 	handle("DELETE /v1/pools/{name}", c.delete)
 	handle("POST /v1/pools/{name}/credentials", c.credentials)
 	handle("POST /v1/pools/{name}/rotate-key", c.rotate)
+	c.appRoutes(handle)
 	return mux
 }
 

@@ -40,6 +40,20 @@ type Spec struct {
 	// (never to the host's own services). Without it the sandbox has only
 	// loopback.
 	Egress bool
+	// Mounts are host directories to bind into the sandbox (an app's files,
+	// its volumes). Their parents must be traversable by the sandbox's uid.
+	Mounts []Mount
+	// UID, if not zero, is the unprivileged host uid to run as, instead of
+	// one of the sandbox's own: replicas of one app share theirs, so that
+	// they can share a volume.
+	UID uint32
+}
+
+// Mount binds a host directory into a sandbox.
+type Mount struct {
+	Source   string
+	Target   string
+	ReadOnly bool
 }
 
 // Sandbox is one running sandbox.

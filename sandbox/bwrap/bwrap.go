@@ -88,6 +88,9 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	l := withDefaults(spec.Limits)
 	slot := r.host.Slot()
 	uid := r.host.UID(slot)
+	if spec.UID != 0 {
+		uid = spec.UID
+	}
 	sb := &box{id: spec.ID, rt: r, slot: slot, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -129,7 +132,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	defer infoR.Close()
 	defer infoW.Close()
 
-	args := r.args(sb.dir, l, spec.Egress)
+	args := r.args(sb.dir, l, spec)
 	cred := &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}
 	cmd := exec.Command(r.bwrap, args...)
 	if sb.netns != nil {
@@ -221,7 +224,7 @@ func withDefaults(l sandbox.Limits) sandbox.Limits {
 	return l
 }
 
-func (r *Runtime) args(dir string, l sandbox.Limits, egress bool) []string {
+func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) []string {
 	a := []string{
 		"--unshare-all", "--unshare-user", "--disable-userns",
 		"--die-with-parent", "--new-session", "--cap-drop", "ALL",
@@ -233,8 +236,15 @@ func (r *Runtime) args(dir string, l sandbox.Limits, egress bool) []string {
 		"--size", strconv.FormatInt(l.TmpBytes, 10), "--tmpfs", "/tmp",
 		"--ro-bind", filepath.Join(r.host.Dir, "etc"), "/etc",
 	}
-	if egress {
+	if spec.Egress {
 		a = append(a, "--share-net")
+	}
+	for _, m := range spec.Mounts {
+		flag := "--bind"
+		if m.ReadOnly {
+			flag = "--ro-bind"
+		}
+		a = append(a, flag, m.Source, m.Target)
 	}
 	a = append(a,
 		"--bind", filepath.Join(dir, "data"), "/mnt/data",

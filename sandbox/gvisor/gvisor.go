@@ -163,6 +163,9 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	l := withDefaults(spec.Limits)
 	slot := r.host.Slot()
 	uid := r.host.UID(slot)
+	if spec.UID != 0 {
+		uid = spec.UID
+	}
 	sb := &box{id: spec.ID, rt: r, slot: slot, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -189,7 +192,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 			return nil, err
 		}
 	}
-	if err := r.writeBundle(sb.dir, spec.ID, slot, l, sb.netns); err != nil {
+	if err := r.writeBundle(sb.dir, spec, slot, uid, l, sb.netns); err != nil {
 		return nil, fmt.Errorf("sandbox %s: write bundle: %w", spec.ID, err)
 	}
 
@@ -289,7 +292,8 @@ func (r *Runtime) flags(egress bool) []string {
 
 // writeBundle writes the sandbox's OCI bundle: config.json and an empty,
 // read-only root directory holding only mount points and the /usr symlinks.
-func (r *Runtime) writeBundle(dir, id string, slot int, l sandbox.Limits, ns *netns.Namespace) error {
+func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint32, l sandbox.Limits, ns *netns.Namespace) error {
+	id := spec.ID
 	rootfs := filepath.Join(dir, "rootfs")
 	for _, d := range []string{"", "usr", "proc", "dev", "sys", "tmp", "etc", "mnt/data", ".berth/run"} {
 		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
@@ -335,12 +339,18 @@ func (r *Runtime) writeBundle(dir, id string, slot int, l sandbox.Limits, ns *ne
 		bind(filepath.Join(dir, "run"), "/.berth/run", true),
 		bind(r.host.Agent, "/.berth/agent", false),
 	)
+	for _, m := range spec.Mounts {
+		if err := os.MkdirAll(filepath.Join(rootfs, m.Target), 0o755); err != nil {
+			return err
+		}
+		mounts = append(mounts, bind(m.Source, m.Target, !m.ReadOnly))
+	}
 
 	netNS := ociNamespace{Type: "network"}
 	if ns != nil {
 		netNS.Path = filepath.Join("/run/netns", ns.Name)
 	}
-	uid, rootUID := r.host.UID(slot), r.host.UID(slot+rootUIDOffset)
+	rootUID := r.host.UID(slot + rootUIDOffset)
 	ids := []ociIDMapping{{ContainerID: 0, HostID: rootUID, Size: 1}, {ContainerID: sandboxUID, HostID: uid, Size: 1}}
 	nproc := uint64(l.Pids)
 	s := ociSpec{

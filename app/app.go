@@ -1,0 +1,616 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/store"
+)
+
+// Sentinel errors.
+var (
+	ErrNotFound      = errors.New("app not found")
+	ErrLabelNotFound = errors.New("label not found")
+)
+
+// Options configure a Manager.
+type Options struct {
+	Store   *store.Store
+	Runtime sandbox.Runtime
+	// StateDir holds revisions' files and volumes; its parents must be
+	// traversable by unprivileged uids.
+	StateDir string
+	Logger   *slog.Logger
+}
+
+// Manager owns every app.
+type Manager struct {
+	store   *store.Store
+	runtime sandbox.Runtime
+	dir     string
+	log     *slog.Logger
+
+	mu   sync.Mutex
+	apps map[string]*App
+
+	stop      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+// NewManager loads the stored apps and starts their active revisions.
+func NewManager(ctx context.Context, o Options) (*Manager, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
+		return nil, err
+	}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, apps: map[string]*App{}, stop: make(chan struct{})}
+	stored, err := o.Store.ListApps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, sa := range stored {
+		var d Doc
+		if err := json.Unmarshal(sa.Doc, &d); err != nil {
+			return nil, fmt.Errorf("app %q: %w", sa.Name, err)
+		}
+		a := m.newApp(d)
+		m.apps[d.Name] = a
+		a.reconcile()
+	}
+	m.wg.Add(1)
+	go m.janitor()
+	return m, nil
+}
+
+// App is one app.
+type App struct {
+	m    *Manager
+	name string
+	uid  uint32
+	dir  string
+
+	mu       sync.Mutex
+	doc      Doc
+	running  map[string]*revisionRuntime
+	sessions map[string]*session
+
+	logMu   sync.Mutex
+	logs    []LogEntry
+	logSubs map[chan LogEntry]struct{}
+}
+
+type session struct {
+	replica  *Replica
+	lastSeen time.Time
+}
+
+// LogEntry is a line of an app's log.
+type LogEntry struct {
+	Time     time.Time `json:"time"`
+	Revision string    `json:"revision"`
+	Replica  string    `json:"replica,omitempty"`
+	Stream   string    `json:"stream"`
+	Line     string    `json:"line"`
+}
+
+func (m *Manager) newApp(d Doc) *App {
+	h := fnv.New32a()
+	_, _ = io.WriteString(h, m.dir+"/"+d.Name)
+	return &App{
+		m: m, name: d.Name, doc: d, dir: filepath.Join(m.dir, d.Name),
+		// Replicas of an app share one unprivileged uid (so they can share
+		// volumes), apart from pool sandboxes' uids.
+		uid:     900_000 + h.Sum32()%90_000,
+		running: map[string]*revisionRuntime{}, sessions: map[string]*session{},
+		logSubs: map[chan LogEntry]struct{}{},
+	}
+}
+
+// Deploy creates a revision of app name (creating the app if needed) and
+// rolls it out: with the default "latest" traffic mode it takes all new
+// sessions; old revisions keep the sessions they have until they end.
+func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Revision, error) {
+	if err := ValidName(name); err != nil {
+		return Doc{}, Revision{}, err
+	}
+	if err := cfg.Normalize(); err != nil {
+		return Doc{}, Revision{}, err
+	}
+	m.mu.Lock()
+	a := m.apps[name]
+	if a == nil {
+		a = m.newApp(Doc{Name: name, Latest: true, CreatedAt: time.Now().UTC()})
+		m.apps[name] = a
+	}
+	m.mu.Unlock()
+
+	a.mu.Lock()
+	a.doc.Next++
+	revName := fmt.Sprintf("%s--r%d", name, a.doc.Next)
+	if cfg.RevisionSuffix != "" {
+		revName = name + "--" + cfg.RevisionSuffix
+	}
+	if a.doc.revision(revName) != nil {
+		a.doc.Next--
+		a.mu.Unlock()
+		return Doc{}, Revision{}, invalid("revision %s exists already: choose another --revision-suffix", revName)
+	}
+	rev := Revision{Name: revName, Config: cfg, CreatedAt: time.Now().UTC()}
+	if err := a.prepare(rev); err != nil {
+		a.doc.Next--
+		a.mu.Unlock()
+		return Doc{}, Revision{}, err
+	}
+	a.doc.Revisions = append(a.doc.Revisions, rev)
+	if a.doc.Latest || len(a.doc.Traffic) == 0 {
+		a.doc.Latest = true
+		a.doc.Traffic = []TrafficTarget{{Revision: revName, Percent: 100}}
+	}
+	doc := a.doc
+	err := a.save(ctx)
+	a.mu.Unlock()
+	if err != nil {
+		return Doc{}, Revision{}, err
+	}
+	a.logf(revName, "", "revision created")
+	a.reconcile()
+	return doc, rev, nil
+}
+
+// prepare copies the revision's files and makes its volumes.
+func (a *App) prepare(rev Revision) error {
+	files := filepath.Join(a.dir, "revisions", rev.Name)
+	if err := os.MkdirAll(files, 0o755); err != nil {
+		return err
+	}
+	for d := a.dir; d != filepath.Dir(a.m.dir); d = filepath.Dir(d) {
+		_ = os.Chmod(d, 0o711)
+	}
+	_ = os.Chmod(filepath.Join(a.dir, "revisions"), 0o711)
+	if rev.Config.Dir != "" {
+		if err := copyDir(rev.Config.Dir, files); err != nil {
+			return invalid("copy %s into the revision: %v", rev.Config.Dir, err)
+		}
+	}
+	for _, v := range rev.Config.Volumes {
+		p := filepath.Join(a.dir, "volumes", v.Name)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return err
+		}
+		_ = os.Chmod(filepath.Join(a.dir, "volumes"), 0o711)
+		if err := os.Chown(p, int(a.uid), int(a.uid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *App) mounts(rev Revision) []sandbox.Mount {
+	ms := []sandbox.Mount{{Source: filepath.Join(a.dir, "revisions", rev.Name), Target: "/app", ReadOnly: true}}
+	for _, v := range rev.Config.Volumes {
+		ms = append(ms, sandbox.Mount{Source: filepath.Join(a.dir, "volumes", v.Name), Target: v.Path})
+	}
+	return ms
+}
+
+// copyDir copies regular files, directories and symlinks, readable by all.
+func copyDir(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.Mode()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		case info.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case info.Mode().IsRegular():
+			in, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+			out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644|info.Mode().Perm()&0o111)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(out, in); err != nil {
+				out.Close()
+				return err
+			}
+			return out.Close()
+		}
+		return nil
+	})
+}
+
+func (a *App) save(ctx context.Context) error {
+	b, err := json.Marshal(a.doc)
+	if err != nil {
+		return err
+	}
+	return a.m.store.PutApp(ctx, a.name, b)
+}
+
+// reconcile runs the active revisions and stops the others.
+func (a *App) reconcile() {
+	a.mu.Lock()
+	want := map[string]bool{}
+	for _, r := range a.doc.active() {
+		want[r] = true
+		if a.running[r] == nil {
+			if rev := a.doc.revision(r); rev != nil {
+				a.running[r] = newRevisionRuntime(a, *rev)
+			}
+		}
+	}
+	var stop []*revisionRuntime
+	for name, rt := range a.running {
+		if !want[name] && !a.hasSessionsLocked(name) {
+			stop = append(stop, rt)
+			delete(a.running, name)
+		}
+	}
+	a.mu.Unlock()
+	for _, rt := range stop {
+		a.logf(rt.rev.Name, "", "revision deactivated")
+		rt.stop()
+	}
+}
+
+func (a *App) hasSessionsLocked(rev string) bool {
+	for _, s := range a.sessions {
+		if s.replica.Revision() == rev {
+			select {
+			case <-s.replica.gone:
+			default:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Get returns an app.
+func (m *Manager) Get(name string) (*App, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.apps[name]
+	if a == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	return a, nil
+}
+
+// List returns every app by name.
+func (m *Manager) List() []*App {
+	m.mu.Lock()
+	out := make([]*App, 0, len(m.apps))
+	for _, a := range m.apps {
+		out = append(out, a)
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// SetTraffic replaces the traffic split (if not nil) and sets labels
+// (label → revision; an empty revision removes the label).
+func (m *Manager) SetTraffic(ctx context.Context, name string, traffic []TrafficTarget, labels map[string]string) (Doc, error) {
+	a, err := m.Get(name)
+	if err != nil {
+		return Doc{}, err
+	}
+	a.mu.Lock()
+	if traffic != nil {
+		if err := a.doc.validateTraffic(traffic); err != nil {
+			a.mu.Unlock()
+			return Doc{}, err
+		}
+		a.doc.Traffic = traffic
+		latest := a.doc.Revisions[len(a.doc.Revisions)-1].Name
+		a.doc.Latest = len(traffic) == 1 && traffic[0].Revision == latest
+	}
+	for label, rev := range labels {
+		if !nameRE().MatchString(label) {
+			a.mu.Unlock()
+			return Doc{}, invalid("%q is not a valid label", label)
+		}
+		if rev == "" {
+			delete(a.doc.Labels, label)
+			continue
+		}
+		if a.doc.revision(rev) == nil {
+			a.mu.Unlock()
+			return Doc{}, invalid("revision %q does not exist", rev)
+		}
+		if a.doc.Labels == nil {
+			a.doc.Labels = map[string]string{}
+		}
+		a.doc.Labels[label] = rev
+	}
+	doc := a.doc
+	err = a.save(ctx)
+	a.mu.Unlock()
+	if err != nil {
+		return Doc{}, err
+	}
+	a.reconcile()
+	return doc, nil
+}
+
+// Delete stops an app and removes it with its revisions and volumes.
+func (m *Manager) Delete(ctx context.Context, name string) error {
+	a, err := m.Get(name)
+	if err != nil {
+		return err
+	}
+	if err := m.store.DeleteApp(ctx, name); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	m.mu.Lock()
+	delete(m.apps, name)
+	m.mu.Unlock()
+	a.stopAll()
+	return os.RemoveAll(a.dir)
+}
+
+func (a *App) stopAll() {
+	a.mu.Lock()
+	running := a.running
+	a.running = map[string]*revisionRuntime{}
+	a.sessions = map[string]*session{}
+	a.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, rt := range running {
+		wg.Add(1)
+		go func() { defer wg.Done(); rt.stop() }()
+	}
+	wg.Wait()
+}
+
+// Close stops every app's replicas (their state stays stored). It is safe
+// to call more than once.
+func (m *Manager) Close() {
+	m.closeOnce.Do(func() {
+		close(m.stop)
+		m.wg.Wait()
+		var wg sync.WaitGroup
+		for _, a := range m.List() {
+			wg.Add(1)
+			go func() { defer wg.Done(); a.stopAll() }()
+		}
+		wg.Wait()
+	})
+}
+
+// janitor ends MCP sessions that idled out or whose replica is gone, and
+// stops deactivated revisions once their last session has ended.
+func (m *Manager) janitor() {
+	defer m.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		for _, a := range m.List() {
+			a.mu.Lock()
+			for id, s := range a.sessions {
+				idle := s.replica.rev.rev.Config.ScaleDownAfter()
+				select {
+				case <-s.replica.gone:
+					delete(a.sessions, id)
+					continue
+				default:
+				}
+				if time.Since(s.lastSeen) > idle {
+					s.replica.sessions.Add(-1)
+					delete(a.sessions, id)
+				}
+			}
+			a.mu.Unlock()
+			a.reconcile()
+		}
+	}
+}
+
+// Name is the app's name.
+func (a *App) Name() string { return a.name }
+
+// Doc returns the app's stored document.
+func (a *App) Doc() Doc {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	d := a.doc
+	d.Revisions = append([]Revision(nil), a.doc.Revisions...)
+	d.Traffic = append([]TrafficTarget(nil), a.doc.Traffic...)
+	return d
+}
+
+// ReplicaInfo describes a running replica.
+type ReplicaInfo struct {
+	ID       string `json:"id"`
+	Revision string `json:"revision"`
+	Ready    bool   `json:"ready"`
+	InFlight int64  `json:"inFlight"`
+	Sessions int64  `json:"sessions"`
+}
+
+// Replicas lists the running replicas of every active revision.
+func (a *App) Replicas() []ReplicaInfo {
+	a.mu.Lock()
+	rts := make([]*revisionRuntime, 0, len(a.running))
+	for _, rt := range a.running {
+		rts = append(rts, rt)
+	}
+	a.mu.Unlock()
+	var out []ReplicaInfo
+	for _, rt := range rts {
+		for _, r := range rt.Replicas() {
+			out = append(out, ReplicaInfo{ID: r.ID, Revision: rt.rev.Name, Ready: r.ready.Load(), InFlight: r.inflight.Load(), Sessions: r.sessions.Load()})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Config returns the configuration of the revision a replica belongs to.
+func (r *Replica) Config() Config { return r.rev.rev.Config }
+
+// Acquire picks a revision (the label's, or by traffic weight) and one of
+// its replicas for a request that starts no session of its own yet.
+func (a *App) Acquire(ctx context.Context, label string) (*Replica, error) {
+	a.mu.Lock()
+	var rev string
+	if label != "" {
+		rev = a.doc.Labels[label]
+		if rev == "" {
+			a.mu.Unlock()
+			return nil, fmt.Errorf("%w: %q on app %s", ErrLabelNotFound, label, a.name)
+		}
+	} else {
+		n := rand.IntN(100)
+		for _, t := range a.doc.Traffic {
+			if n < t.Percent {
+				rev = t.Revision
+				break
+			}
+			n -= t.Percent
+		}
+	}
+	rt := a.running[rev]
+	a.mu.Unlock()
+	if rt == nil {
+		return nil, fmt.Errorf("%w: revision %q is not running", ErrNoReplica, rev)
+	}
+	return rt.Acquire(ctx)
+}
+
+// Session returns the replica an MCP session is bound to. ok is false if
+// the session is unknown or its replica is gone.
+func (a *App) Session(id string) (*Replica, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.sessions[id]
+	if s == nil {
+		return nil, false
+	}
+	select {
+	case <-s.replica.gone:
+		delete(a.sessions, id)
+		return nil, false
+	default:
+	}
+	s.lastSeen = time.Now()
+	s.replica.inflight.Add(1)
+	s.replica.rev.touch()
+	return s.replica, true
+}
+
+// BindSession records that an MCP session lives on a replica.
+func (a *App) BindSession(id string, r *Replica) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sessions[id] == nil {
+		r.sessions.Add(1)
+	}
+	a.sessions[id] = &session{replica: r, lastSeen: time.Now()}
+}
+
+// EndSession forgets an MCP session.
+func (a *App) EndSession(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s := a.sessions[id]; s != nil {
+		s.replica.sessions.Add(-1)
+		delete(a.sessions, id)
+	}
+}
+
+func (a *App) log(rev, replica string, l agent.LogLine) {
+	a.appendLog(LogEntry{Time: l.Time, Revision: rev, Replica: replica, Stream: l.Stream, Line: l.Line})
+}
+
+func (a *App) logf(rev, replica, format string, args ...any) {
+	a.appendLog(LogEntry{Time: time.Now().UTC(), Revision: rev, Replica: replica, Stream: "system", Line: fmt.Sprintf(format, args...)})
+}
+
+func (a *App) appendLog(e LogEntry) {
+	a.logMu.Lock()
+	defer a.logMu.Unlock()
+	a.logs = append(a.logs, e)
+	if len(a.logs) > 5000 {
+		a.logs = a.logs[len(a.logs)-5000:]
+	}
+	for ch := range a.logSubs {
+		select {
+		case ch <- e:
+		default:
+		}
+	}
+}
+
+// Logs passes the app's recent log lines to fn and, with follow, new ones
+// until ctx ends.
+func (a *App) Logs(ctx context.Context, follow bool, fn func(LogEntry) error) error {
+	ch := make(chan LogEntry, 1024)
+	a.logMu.Lock()
+	past := append([]LogEntry(nil), a.logs...)
+	if follow {
+		a.logSubs[ch] = struct{}{}
+	}
+	a.logMu.Unlock()
+	defer func() {
+		a.logMu.Lock()
+		delete(a.logSubs, ch)
+		a.logMu.Unlock()
+	}()
+	for _, e := range past {
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if !follow {
+		return nil
+	}
+	for {
+		select {
+		case e := <-ch:
+			if err := fn(e); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}

@@ -1,0 +1,253 @@
+// Package app hosts MCP servers ("apps") the way Azure Container Apps
+// hosts a standalone app: each deploy makes an immutable revision; a
+// revision runs replicas in the sandbox runtime, each started with the
+// app's command, probed for readiness, restarted with back-off when it
+// crashes, and scaled between min and max by concurrent requests (down to
+// zero); traffic is split between revisions by weight, and labels pin a URL
+// to one revision. The gateway package routes requests to replicas.
+package app
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Transports.
+const (
+	TransportHTTP  = "http"
+	TransportStdio = "stdio"
+)
+
+// Config is what a deploy asks for; a revision keeps a copy.
+type Config struct {
+	// Command runs with /bin/sh -c in /app (the app's files).
+	Command string `json:"command"`
+	// Dir is the directory on the server's host whose files are copied
+	// into the revision (read-only at /app).
+	Dir       string            `json:"dir,omitempty"`
+	Transport string            `json:"transport"`
+	Port      int               `json:"port"`
+	Path      string            `json:"path"`
+	Env       map[string]string `json:"env,omitempty"`
+	Volumes   []Volume          `json:"volumes,omitempty"`
+	Min       int               `json:"minReplicas"`
+	Max       int               `json:"maxReplicas"`
+	// Concurrency is the target of concurrent requests per replica.
+	Concurrency           int     `json:"concurrency"`
+	ScaleDownAfterSeconds int     `json:"scaleDownAfterSeconds"`
+	MemoryBytes           int64   `json:"memoryBytes"`
+	CPU                   float64 `json:"cpu"`
+	Egress                string  `json:"egress"`
+	RevisionSuffix        string  `json:"revisionSuffix,omitempty"`
+	Probe                 Probe   `json:"probe"`
+}
+
+// Volume is a persistent per-app directory mounted at Path.
+type Volume struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+}
+
+// Probe checks that a replica is ready: "tcp" (the port accepts), "http"
+// (GET Path answers below 500), or "none".
+type Probe struct {
+	Type string `json:"type"`
+	Path string `json:"path,omitempty"`
+}
+
+var (
+	nameRE   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}[a-z0-9]$`) })
+	suffixRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,19}$`) })
+	envRE    = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
+)
+
+// ConfigError is an invalid setting.
+type ConfigError struct{ Message string }
+
+func (e *ConfigError) Error() string { return e.Message }
+
+func invalid(format string, a ...any) error { return &ConfigError{fmt.Sprintf(format, a...)} }
+
+// ValidName checks an app name: it is a DNS label (it becomes a host name)
+// without "---", which separates labels.
+func ValidName(name string) error {
+	if !nameRE().MatchString(name) || strings.Contains(name, "--") {
+		return invalid("%q is not a valid app name: use 2-32 lowercase letters, digits and single dashes, starting with a letter", name)
+	}
+	return nil
+}
+
+// Normalize fills defaults and validates.
+func (c *Config) Normalize() error {
+	if strings.TrimSpace(c.Command) == "" {
+		return invalid("--command is required: the command that starts the MCP server")
+	}
+	if c.Transport == "" {
+		c.Transport = TransportHTTP
+	}
+	if c.Transport != TransportHTTP && c.Transport != TransportStdio {
+		return invalid("transport must be http or stdio, not %q", c.Transport)
+	}
+	if c.Port == 0 {
+		c.Port = 8080
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		return invalid("port must be 1-65535, not %d", c.Port)
+	}
+	if c.Path == "" {
+		c.Path = "/mcp"
+	}
+	if !strings.HasPrefix(c.Path, "/") {
+		return invalid("path must start with /, not %q", c.Path)
+	}
+	for k := range c.Env {
+		if !envRE().MatchString(k) {
+			return invalid("%q is not a valid environment variable name", k)
+		}
+	}
+	seen := map[string]bool{}
+	for _, v := range c.Volumes {
+		if !nameRE().MatchString(v.Name) {
+			return invalid("%q is not a valid volume name", v.Name)
+		}
+		if !strings.HasPrefix(v.Path, "/") || v.Path == "/" || strings.Contains(v.Path, "..") ||
+			v.Path == "/app" || strings.HasPrefix(v.Path, "/proc") || strings.HasPrefix(v.Path, "/usr") || strings.HasPrefix(v.Path, "/.berth") {
+			return invalid("volume %s: %q is not a usable mount path", v.Name, v.Path)
+		}
+		if seen[v.Path] {
+			return invalid("two volumes at %s", v.Path)
+		}
+		seen[v.Path] = true
+	}
+	if c.Max == 0 {
+		c.Max = 10
+	}
+	if c.Min < 0 || c.Max < 1 || c.Min > c.Max || c.Max > 100 {
+		return invalid("replicas: need 0 <= min <= max <= 100, got min %d, max %d", c.Min, c.Max)
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 10
+	}
+	if c.Concurrency < 1 {
+		return invalid("concurrency must be at least 1")
+	}
+	if c.ScaleDownAfterSeconds == 0 {
+		c.ScaleDownAfterSeconds = 300
+	}
+	if c.ScaleDownAfterSeconds < 1 {
+		return invalid("scale-down-after must be at least 1s")
+	}
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = 512 << 20
+	}
+	if c.CPU == 0 {
+		c.CPU = 1
+	}
+	if c.Egress == "" {
+		c.Egress = "disabled"
+	}
+	if c.Egress != "disabled" && c.Egress != "enabled" {
+		return invalid("egress must be disabled or enabled")
+	}
+	if c.RevisionSuffix != "" && !suffixRE().MatchString(c.RevisionSuffix) {
+		return invalid("%q is not a valid revision suffix (lowercase letters, digits, dashes)", c.RevisionSuffix)
+	}
+	if c.Probe.Type == "" {
+		c.Probe.Type = "tcp"
+		if c.Transport == TransportStdio {
+			c.Probe.Type = "none"
+		}
+	}
+	switch c.Probe.Type {
+	case "tcp", "none":
+	case "http":
+		if !strings.HasPrefix(c.Probe.Path, "/") {
+			return invalid("an http probe needs a path starting with /")
+		}
+	default:
+		return invalid("probe must be tcp, http:/PATH or none")
+	}
+	return nil
+}
+
+// ScaleDownAfter is how long a replica stays idle before it may go.
+func (c Config) ScaleDownAfter() time.Duration {
+	return time.Duration(c.ScaleDownAfterSeconds) * time.Second
+}
+
+// Revision is an immutable deploy of an app.
+type Revision struct {
+	Name      string    `json:"name"`
+	Config    Config    `json:"config"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// TrafficTarget gives a revision a share of new sessions.
+type TrafficTarget struct {
+	Revision string `json:"revision"`
+	Percent  int    `json:"percent"`
+}
+
+// Doc is everything stored about an app.
+type Doc struct {
+	Name      string            `json:"name"`
+	Revisions []Revision        `json:"revisions"`
+	Traffic   []TrafficTarget   `json:"traffic"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	// Latest sends all traffic to the newest revision on each deploy; an
+	// explicit traffic split turns it off until the next --set of 100% to
+	// the latest.
+	Latest    bool      `json:"latestRevision"`
+	Next      int       `json:"nextRevision"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+func (d *Doc) revision(name string) *Revision {
+	for i := range d.Revisions {
+		if d.Revisions[i].Name == name {
+			return &d.Revisions[i]
+		}
+	}
+	return nil
+}
+
+// active lists the revisions that must run: those with traffic or a label.
+func (d *Doc) active() []string {
+	set := map[string]bool{}
+	for _, t := range d.Traffic {
+		if t.Percent > 0 {
+			set[t.Revision] = true
+		}
+	}
+	for _, r := range d.Labels {
+		set[r] = true
+	}
+	out := make([]string, 0, len(set))
+	for r := range set {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// validateTraffic checks a split: known revisions, 0-100 each, 100 in all.
+func (d *Doc) validateTraffic(t []TrafficTarget) error {
+	sum := 0
+	for _, x := range t {
+		if d.revision(x.Revision) == nil {
+			return invalid("revision %q does not exist (see berth app revisions %s)", x.Revision, d.Name)
+		}
+		if x.Percent < 0 || x.Percent > 100 {
+			return invalid("traffic for %s must be 0-100%%", x.Revision)
+		}
+		sum += x.Percent
+	}
+	if sum != 100 {
+		return invalid("traffic must add up to 100%%, not %d%%", sum)
+	}
+	return nil
+}

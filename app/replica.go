@@ -1,0 +1,392 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/sandbox"
+)
+
+// ErrNoReplica means no replica became ready in time.
+var ErrNoReplica = errors.New("no replica of the app is ready")
+
+// Replica is one incarnation of a replica: a sandbox running the app's
+// command. A crashed replica is replaced by a new incarnation with a new
+// ID, so sessions bound to the old one end (the gateway answers 404).
+type Replica struct {
+	ID  string
+	rev *revisionRuntime
+	sb  sandbox.Sandbox
+
+	ready    atomic.Bool
+	gone     chan struct{} // closed when this incarnation has ended
+	inflight atomic.Int64
+	sessions atomic.Int64
+	// Transport reaches the app's port through the sandbox's agent.
+	Transport *http.Transport
+	stdioSeq  atomic.Int64
+}
+
+// Revision is the revision this replica runs.
+func (r *Replica) Revision() string { return r.rev.rev.Name }
+
+// Gone is closed once the replica has stopped.
+func (r *Replica) Gone() <-chan struct{} { return r.gone }
+
+// Agent is the replica's sandbox agent.
+func (r *Replica) Agent() *agent.Client { return r.sb.Agent() }
+
+// Done marks the end of a request that Acquire counted.
+func (r *Replica) Done() {
+	r.inflight.Add(-1)
+	r.rev.touch()
+}
+
+// slot keeps one replica running, restarting it with back-off.
+type slot struct {
+	stop    chan struct{}
+	current atomic.Pointer[Replica]
+}
+
+// revisionRuntime runs one active revision's replicas.
+type revisionRuntime struct {
+	app *App
+	rev Revision
+	log *slog.Logger
+	ctx context.Context
+	end context.CancelFunc
+	wg  sync.WaitGroup
+
+	mu       sync.Mutex
+	slots    []*slot
+	seq      int
+	lastBusy time.Time
+	changed  chan struct{} // closed and replaced when a replica's state changes
+	waiting  int           // requests waiting for a replica (scale from zero)
+}
+
+func newRevisionRuntime(a *App, rev Revision) *revisionRuntime {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &revisionRuntime{app: a, rev: rev, ctx: ctx, end: cancel, lastBusy: time.Now(), changed: make(chan struct{}),
+		log: a.m.log.With("app", a.name, "revision", rev.Name)}
+	r.wg.Add(1)
+	go r.autoscale()
+	return r
+}
+
+func (r *revisionRuntime) touch() {
+	r.mu.Lock()
+	r.lastBusy = time.Now()
+	r.mu.Unlock()
+}
+
+func (r *revisionRuntime) notify() {
+	r.mu.Lock()
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// Replicas returns the current incarnations.
+func (r *revisionRuntime) Replicas() []*Replica {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*Replica
+	for _, s := range r.slots {
+		if rep := s.current.Load(); rep != nil {
+			out = append(out, rep)
+		}
+	}
+	return out
+}
+
+// Acquire returns the ready replica with the fewest requests in flight,
+// starting one (and waiting for it) if the revision is at zero. The caller
+// calls Done on it when the request ends.
+func (r *revisionRuntime) Acquire(ctx context.Context) (*Replica, error) {
+	for {
+		r.mu.Lock()
+		var best *Replica
+		for _, s := range r.slots {
+			rep := s.current.Load()
+			if rep == nil || !rep.ready.Load() {
+				continue
+			}
+			if best == nil || rep.inflight.Load() < best.inflight.Load() {
+				best = rep
+			}
+		}
+		if best != nil {
+			best.inflight.Add(1)
+			r.lastBusy = time.Now()
+			r.mu.Unlock()
+			return best, nil
+		}
+		// At zero (or none ready yet): make sure one is coming, and wait.
+		if len(r.slots) == 0 {
+			r.addSlotLocked()
+		}
+		r.waiting++
+		changed := r.changed
+		r.mu.Unlock()
+		select {
+		case <-changed:
+			r.mu.Lock()
+			r.waiting--
+			r.mu.Unlock()
+		case <-ctx.Done():
+			r.mu.Lock()
+			r.waiting--
+			r.mu.Unlock()
+			return nil, fmt.Errorf("%w: %v", ErrNoReplica, ctx.Err())
+		case <-r.ctx.Done():
+			r.mu.Lock()
+			r.waiting--
+			r.mu.Unlock()
+			return nil, fmt.Errorf("%w: the revision was stopped", ErrNoReplica)
+		}
+	}
+}
+
+func (r *revisionRuntime) addSlotLocked() {
+	s := &slot{stop: make(chan struct{})}
+	r.slots = append(r.slots, s)
+	r.wg.Add(1)
+	go r.run(s)
+}
+
+// removeIdleSlotLocked stops one replica that holds no sessions and no
+// requests; it reports whether it found one.
+func (r *revisionRuntime) removeIdleSlotLocked() bool {
+	for i := len(r.slots) - 1; i >= 0; i-- {
+		s := r.slots[i]
+		rep := s.current.Load()
+		if rep != nil && (rep.inflight.Load() > 0 || rep.sessions.Load() > 0) {
+			continue
+		}
+		r.slots = append(r.slots[:i], r.slots[i+1:]...)
+		close(s.stop)
+		return true
+	}
+	return false
+}
+
+// autoscale sets the number of replicas from the load: ceil(requests in
+// flight / concurrency) within [min, max]; it scales down one idle replica
+// at a time, only after ScaleDownAfter without traffic.
+func (r *revisionRuntime) autoscale() {
+	defer r.wg.Done()
+	cfg := r.rev.Config
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		r.mu.Lock()
+		var inflight, sessions int64
+		for _, s := range r.slots {
+			if rep := s.current.Load(); rep != nil {
+				inflight += rep.inflight.Load()
+				sessions += rep.sessions.Load()
+			}
+		}
+		inflight += int64(r.waiting)
+		desired := int((inflight + int64(cfg.Concurrency) - 1) / int64(cfg.Concurrency))
+		desired = min(max(desired, cfg.Min), cfg.Max)
+		switch {
+		case len(r.slots) < desired:
+			for len(r.slots) < desired {
+				r.addSlotLocked()
+			}
+			r.log.Info("scaled up", "replicas", len(r.slots), "inFlight", inflight)
+		case len(r.slots) > desired && time.Since(r.lastBusy) > cfg.ScaleDownAfter():
+			if r.removeIdleSlotLocked() {
+				r.log.Info("scaled down", "replicas", len(r.slots), "sessions", sessions)
+			}
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// run keeps a slot's replica alive until the slot or the revision stops.
+func (r *revisionRuntime) run(s *slot) {
+	defer r.wg.Done()
+	backoff := time.Second
+	for {
+		started := time.Now()
+		err := r.incarnate(s)
+		select {
+		case <-s.stop:
+			return
+		case <-r.ctx.Done():
+			return
+		default:
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		r.app.logf(r.rev.Name, "", "replica failed: %v; restarting in %s", err, backoff)
+		r.log.Warn("replica failed; restarting", "err", err, "backoff", backoff)
+		select {
+		case <-s.stop:
+			return
+		case <-r.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// incarnate runs one replica until it ends, and says why it did.
+func (r *revisionRuntime) incarnate(s *slot) error {
+	cfg := r.rev.Config
+	r.mu.Lock()
+	r.seq++
+	id := fmt.Sprintf("%s-%d", r.rev.Name, r.seq)
+	r.mu.Unlock()
+	sb, err := r.app.m.runtime.Start(r.ctx, sandbox.Spec{
+		ID:     id,
+		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU},
+		Egress: cfg.Egress == "enabled",
+		Mounts: r.app.mounts(r.rev),
+		UID:    r.app.uid,
+	})
+	if err != nil {
+		return fmt.Errorf("start sandbox: %w", err)
+	}
+	rep := &Replica{ID: id, rev: r, sb: sb, gone: make(chan struct{})}
+	rep.Transport = &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return sb.Agent().DialPort(ctx, cfg.Port)
+		},
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	defer func() {
+		rep.ready.Store(false)
+		close(rep.gone)
+		s.current.CompareAndSwap(rep, nil)
+		r.notify()
+		rep.Transport.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := sb.Destroy(ctx); err != nil {
+			r.log.Warn("destroy replica", "replica", id, "err", err)
+		}
+	}()
+	s.current.Store(rep)
+
+	if cfg.Transport == TransportHTTP {
+		env := map[string]string{"PORT": strconv.Itoa(cfg.Port), "BERTH_APP": r.app.name, "BERTH_REVISION": r.rev.Name, "BERTH_REPLICA": id}
+		for k, v := range cfg.Env {
+			env[k] = v
+		}
+		if err := sb.Agent().StartService(r.ctx, agent.ServiceSpec{ID: "app", Command: cfg.Command, Env: env, Dir: "/app"}); err != nil {
+			return fmt.Errorf("start command: %w", err)
+		}
+		logCtx, stopLogs := context.WithCancel(r.ctx)
+		defer stopLogs()
+		go func() {
+			_ = sb.Agent().ServiceLogs(logCtx, "app", true, func(l agent.LogLine) { r.app.log(r.rev.Name, id, l) })
+		}()
+	}
+	exited := make(chan error, 1)
+	if cfg.Transport == TransportHTTP {
+		go func() {
+			e, err := sb.Agent().WaitService(r.ctx, "app")
+			if err == nil {
+				err = fmt.Errorf("the app exited with code %d%s", e.ExitCode, map[bool]string{true: " (" + e.Signal + ")"}[e.Signal != ""])
+			}
+			exited <- err
+		}()
+	}
+	if err := r.probe(rep, exited); err != nil {
+		return err
+	}
+	rep.ready.Store(true)
+	r.app.logf(r.rev.Name, id, "replica ready")
+	r.log.Info("replica ready", "replica", id)
+	r.notify()
+	select {
+	case err := <-exited:
+		return err
+	case <-sb.Done():
+		return errors.New("the sandbox stopped")
+	case <-s.stop:
+		r.app.logf(r.rev.Name, id, "replica stopping (scaled down)")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = sb.Agent().StopService(ctx, "app", 5*time.Second)
+		return nil
+	case <-r.ctx.Done():
+		return nil
+	}
+}
+
+// probe waits until the replica answers its readiness probe.
+func (r *revisionRuntime) probe(rep *Replica, exited <-chan error) error {
+	cfg := r.rev.Config
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var err error
+		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
+		switch cfg.Probe.Type {
+		case "none":
+			cancel()
+			return nil
+		case "tcp":
+			var c net.Conn
+			if c, err = rep.sb.Agent().DialPort(ctx, cfg.Port); err == nil {
+				c.Close()
+			}
+		case "http":
+			var req *http.Request
+			req, err = http.NewRequestWithContext(ctx, http.MethodGet, "http://replica"+cfg.Probe.Path, nil)
+			if err == nil {
+				var resp *http.Response
+				if resp, err = rep.Transport.RoundTrip(req); err == nil {
+					resp.Body.Close()
+					if resp.StatusCode >= 500 {
+						err = fmt.Errorf("probe answered %s", resp.Status)
+					}
+				}
+			}
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after 2m: %v", err)
+		}
+		select {
+		case e := <-exited:
+			return e
+		case <-rep.sb.Done():
+			return errors.New("the sandbox stopped before the app was ready")
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stop ends every replica of the revision.
+func (r *revisionRuntime) stop() {
+	r.end()
+	r.wg.Wait()
+}

@@ -1,0 +1,190 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/internal/httpapi"
+)
+
+func (c *ctl) appRoutes(handle func(string, httpapi.HandlerFunc)) {
+	handle("GET /v1/apps", c.listApps)
+	handle("GET /v1/apps/{name}", c.showApp)
+	handle("POST /v1/apps/{name}/revisions", c.deploy)
+	handle("PUT /v1/apps/{name}/traffic", c.traffic)
+	handle("DELETE /v1/apps/{name}", c.deleteApp)
+	handle("GET /v1/apps/{name}/logs", c.appLogs)
+}
+
+// AppView is an app as the API shows it.
+type AppView struct {
+	app.Doc
+	URLs     AppURLs           `json:"urls"`
+	Replicas []app.ReplicaInfo `json:"replicas"`
+}
+
+// AppURLs are an app's addresses: by host name and by path, and per label.
+type AppURLs struct {
+	Host   string            `json:"host"`
+	Path   string            `json:"path"`
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+func (c *ctl) appView(a *app.App) AppView {
+	d := a.Doc()
+	pub := strings.TrimRight(c.o.PublicURL, "/")
+	scheme, hostport, _ := strings.Cut(pub, "://")
+	_, port, found := strings.Cut(hostport, ":")
+	hostURL := func(host string) string {
+		if found {
+			host += ":" + port
+		}
+		return scheme + "://" + host
+	}
+	mcpPath := "/mcp"
+	if n := len(d.Revisions); n > 0 {
+		mcpPath = d.Revisions[n-1].Config.Path
+	}
+	v := AppView{Doc: d, Replicas: a.Replicas(), URLs: AppURLs{
+		Host: hostURL(d.Name+"."+c.o.AppDomain) + mcpPath,
+		Path: pub + "/apps/" + d.Name + mcpPath,
+	}}
+	for label := range d.Labels {
+		if v.URLs.Labels == nil {
+			v.URLs.Labels = map[string]string{}
+		}
+		v.URLs.Labels[label] = pub + "/apps/" + d.Name + "---" + label + mcpPath
+	}
+	return v
+}
+
+func (c *ctl) apps() (*app.Manager, error) {
+	if c.o.Apps == nil {
+		return nil, httpapi.Errorf(http.StatusNotImplemented, "NoApps", "this server does not host apps")
+	}
+	return c.o.Apps, nil
+}
+
+func (c *ctl) listApps(w http.ResponseWriter, r *http.Request) error {
+	m, err := c.apps()
+	if err != nil {
+		return err
+	}
+	out := []AppView{}
+	for _, a := range m.List() {
+		out = append(out, c.appView(a))
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+	return nil
+}
+
+func (c *ctl) getApp(r *http.Request) (*app.App, error) {
+	m, err := c.apps()
+	if err != nil {
+		return nil, err
+	}
+	a, err := m.Get(r.PathValue("name"))
+	if errors.Is(err, app.ErrNotFound) {
+		return nil, httpapi.Errorf(http.StatusNotFound, "AppNotFound", err.Error())
+	}
+	return a, err
+}
+
+func (c *ctl) showApp(w http.ResponseWriter, r *http.Request) error {
+	a, err := c.getApp(r)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, c.appView(a))
+	return nil
+}
+
+func appError(err error) error {
+	var ce *app.ConfigError
+	if errors.As(err, &ce) {
+		return httpapi.Errorf(http.StatusBadRequest, "InvalidSetting", ce.Message)
+	}
+	if errors.Is(err, app.ErrNotFound) {
+		return httpapi.Errorf(http.StatusNotFound, "AppNotFound", err.Error())
+	}
+	return err
+}
+
+func (c *ctl) deploy(w http.ResponseWriter, r *http.Request) error {
+	m, err := c.apps()
+	if err != nil {
+		return err
+	}
+	var cfg app.Config
+	if err := httpapi.DecodeJSON(w, r, 1<<20, &cfg); err != nil {
+		return err
+	}
+	_, rev, err := m.Deploy(r.Context(), r.PathValue("name"), cfg)
+	if err != nil {
+		return appError(err)
+	}
+	a, err := m.Get(r.PathValue("name"))
+	if err != nil {
+		return appError(err)
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"revision": rev, "app": c.appView(a)})
+	return nil
+}
+
+// TrafficRequest is the body of PUT /v1/apps/{name}/traffic.
+type TrafficRequest struct {
+	Traffic []app.TrafficTarget `json:"traffic,omitempty"`
+	Labels  map[string]string   `json:"labels,omitempty"`
+}
+
+func (c *ctl) traffic(w http.ResponseWriter, r *http.Request) error {
+	m, err := c.apps()
+	if err != nil {
+		return err
+	}
+	var req TrafficRequest
+	if err := httpapi.DecodeJSON(w, r, 64<<10, &req); err != nil {
+		return err
+	}
+	if _, err := m.SetTraffic(r.Context(), r.PathValue("name"), req.Traffic, req.Labels); err != nil {
+		return appError(err)
+	}
+	a, err := m.Get(r.PathValue("name"))
+	if err != nil {
+		return appError(err)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, c.appView(a))
+	return nil
+}
+
+func (c *ctl) deleteApp(w http.ResponseWriter, r *http.Request) error {
+	m, err := c.apps()
+	if err != nil {
+		return err
+	}
+	if err := m.Delete(r.Context(), r.PathValue("name")); err != nil {
+		return appError(err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (c *ctl) appLogs(w http.ResponseWriter, r *http.Request) error {
+	a, err := c.getApp(r)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	rc := http.NewResponseController(w)
+	return a.Logs(r.Context(), r.URL.Query().Get("follow") == "true", func(e app.LogEntry) error {
+		if err := enc.Encode(e); err != nil {
+			return nil // the client went away
+		}
+		_ = rc.Flush()
+		return nil
+	})
+}

@@ -1,0 +1,320 @@
+// Package gateway fronts apps on the public listener. It routes by host
+// (NAME.DOMAIN, NAME---LABEL.DOMAIN) or by path (/apps/NAME/…,
+// /apps/NAME---LABEL/…), picks a revision by traffic weight and a replica by
+// load (starting one if the revision is at zero, holding the request
+// meanwhile), and proxies with httputil.ReverseProxy through the replica's
+// sandbox agent. It understands MCP: a response's Mcp-Session-Id binds the
+// session to its replica, later requests of the session go there, and a
+// session whose replica is gone gets 404 so the client re-initializes.
+// Streams pass through unbuffered and are never cut by a timeout. Every
+// request is counted (Prometheus, with the MCP method and tool as labels)
+// and logged.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/berth-dev/berth/app"
+)
+
+// Options configure a Gateway; the zero value (with Apps) works.
+type Options struct {
+	Apps *app.Manager
+	// Domain apps are served under by host name (default "localhost").
+	Domain string
+	// MaxBodyBytes bounds a request body (default 16 MiB).
+	MaxBodyBytes int64
+	// ColdStartTimeout bounds how long a request waits for a replica when
+	// its revision is at zero (default 2 minutes).
+	ColdStartTimeout time.Duration
+	// Registerer receives the gateway's metrics (default: a new registry,
+	// see Gateway.Registry).
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// Stdio, if set, serves requests of stdio apps.
+	Stdio func(a *app.App, label string) http.Handler
+}
+
+// Gateway is the app router and proxy.
+type Gateway struct {
+	o        Options
+	proxy    *httputil.ReverseProxy
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+type ctxKey struct{}
+
+type target struct {
+	rep  *app.Replica
+	path string
+}
+
+// New builds a gateway.
+func New(o Options) *Gateway {
+	if o.Domain == "" {
+		o.Domain = "localhost"
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = 16 << 20
+	}
+	if o.ColdStartTimeout == 0 {
+		o.ColdStartTimeout = 2 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Registerer == nil {
+		o.Registerer = prometheus.NewRegistry()
+	}
+	g := &Gateway{o: o}
+	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "berth_app_requests_total",
+		Help: "Requests to apps, by app, revision, MCP method, tool and status code.",
+	}, []string{"app", "revision", "method", "tool", "code"})
+	g.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "berth_app_request_duration_seconds",
+		Help:    "Time to the end of the response (streams included), by app, revision and MCP method.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
+	}, []string{"app", "revision", "method"})
+	o.Registerer.MustRegister(g.requests, g.duration)
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			t := pr.In.Context().Value(ctxKey{}).(*target)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "replica"
+			pr.Out.URL.Path = t.path
+			pr.Out.URL.RawPath = ""
+			pr.SetXForwarded()
+			// The Host header stays the client's: the app sees (and can
+			// check, against DNS rebinding) what the client asked for.
+		},
+		Transport: roundTripper(func(req *http.Request) (*http.Response, error) {
+			t := req.Context().Value(ctxKey{}).(*target)
+			return t.rep.Transport.RoundTrip(req)
+		}),
+		FlushInterval: -1, // stream every byte as it comes (SSE)
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			g.o.Logger.Warn("upstream error", "path", r.URL.Path, "err", err)
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			writeError(w, http.StatusBadGateway, "the app's replica did not answer: "+err.Error())
+		},
+	}
+	return g
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// Route says which app (and label) a request is for, and the path the app
+// should see; ok is false if it is not for an app.
+func (g *Gateway) Route(r *http.Request) (name, label, path string, ok bool) {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if sub, found := strings.CutSuffix(strings.ToLower(host), "."+g.o.Domain); found && sub != "" && !strings.Contains(sub, ".") {
+		name, label, _ = strings.Cut(sub, "---")
+		return name, label, r.URL.Path, true
+	}
+	if rest, found := strings.CutPrefix(r.URL.Path, "/apps/"); found {
+		seg, tail, _ := strings.Cut(rest, "/")
+		name, label, _ = strings.Cut(seg, "---")
+		return name, label, "/" + tail, name != ""
+	}
+	return "", "", "", false
+}
+
+// ServeHTTP serves a request routed to an app.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	name, label, path, ok := g.Route(r)
+	if !ok {
+		writeError(w, http.StatusNotFound, "no app here: use NAME."+g.o.Domain+" or /apps/NAME/")
+		return
+	}
+	a, err := g.o.Apps.Get(name)
+	if err != nil {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
+	method, tool := "", ""
+	revision := ""
+	defer func() {
+		g.requests.WithLabelValues(name, revision, method, tool, strconv.Itoa(rec.code)).Inc()
+		g.duration.WithLabelValues(name, revision, method).Observe(time.Since(start).Seconds())
+		g.o.Logger.Info("app request", "app", name, "revision", revision, "method", r.Method, "path", r.URL.Path,
+			"mcpMethod", method, "tool", tool, "status", rec.code, "bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond))
+	}()
+
+	if r.ContentLength > g.o.MaxBodyBytes {
+		writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
+		return
+	}
+	if r.Body != nil && r.Method == http.MethodPost {
+		body, err := io.ReadAll(http.MaxBytesReader(rec, r.Body, g.o.MaxBodyBytes))
+		if err != nil {
+			writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
+			return
+		}
+		method, tool = rpcLabels(body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+
+	if g.o.Stdio != nil && a.Doc().Revisions != nil && isStdio(a) {
+		revision = "stdio"
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = path
+		g.o.Stdio(a, label).ServeHTTP(rec, r2)
+		return
+	}
+
+	sid := r.Header.Get("Mcp-Session-Id")
+	var rep *app.Replica
+	if sid != "" {
+		var found bool
+		if rep, found = a.Session(sid); !found {
+			// The session's replica is gone (or it never existed): the
+			// spec's answer, so the client starts a new session.
+			writeRPCError(rec, http.StatusNotFound, "session not found: initialize a new session")
+			return
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(r.Context(), g.o.ColdStartTimeout)
+		rep, err = a.Acquire(ctx, label)
+		cancel()
+		if err != nil {
+			status := http.StatusServiceUnavailable
+			if errors.Is(err, app.ErrLabelNotFound) {
+				status = http.StatusNotFound
+			}
+			writeError(rec, status, err.Error())
+			return
+		}
+	}
+	defer rep.Done()
+	revision = rep.Revision()
+
+	t := &target{rep: rep, path: path}
+	rw := &sessionWatcher{ResponseWriter: rec, onHeader: func(h http.Header, code int) {
+		switch {
+		case sid == "" && h.Get("Mcp-Session-Id") != "" && code < 300:
+			a.BindSession(h.Get("Mcp-Session-Id"), rep)
+		case sid != "" && r.Method == http.MethodDelete && code < 300:
+			a.EndSession(sid)
+		case sid != "" && code == http.StatusNotFound:
+			a.EndSession(sid)
+		}
+	}}
+	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+}
+
+func isStdio(a *app.App) bool {
+	d := a.Doc()
+	return len(d.Revisions) > 0 && d.Revisions[len(d.Revisions)-1].Config.Transport == app.TransportStdio
+}
+
+// rpcLabels reads the JSON-RPC method and tool name of a request body for
+// the metrics (the first of a batch).
+func rpcLabels(body []byte) (method, tool string) {
+	var msg struct {
+		Method string `json:"method"`
+		Params struct {
+			Name string `json:"name"`
+		} `json:"params"`
+	}
+	b := bytes.TrimSpace(body)
+	if len(b) > 0 && b[0] == '[' {
+		var batch []json.RawMessage
+		if json.Unmarshal(b, &batch) != nil || len(batch) == 0 {
+			return "", ""
+		}
+		b = batch[0]
+	}
+	if json.Unmarshal(b, &msg) != nil {
+		return "", ""
+	}
+	if msg.Method == "tools/call" {
+		tool = msg.Params.Name
+	}
+	if len(msg.Method) > 64 {
+		msg.Method = msg.Method[:64]
+	}
+	if len(tool) > 64 {
+		tool = tool[:64]
+	}
+	return msg.Method, tool
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": http.StatusText(status), "message": msg}})
+}
+
+func writeRPCError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"jsonrpc": "2.0", "id": nil, "error": map[string]any{"code": -32001, "message": msg}})
+}
+
+// recorder notes the status and size of a response.
+type recorder struct {
+	http.ResponseWriter
+	code  int
+	bytes int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// sessionWatcher sees the response headers before they are sent.
+type sessionWatcher struct {
+	http.ResponseWriter
+	onHeader func(http.Header, int)
+	done     bool
+}
+
+func (s *sessionWatcher) WriteHeader(code int) {
+	if !s.done {
+		s.done = true
+		s.onHeader(s.Header(), code)
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *sessionWatcher) Write(p []byte) (int, error) {
+	if !s.done {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *sessionWatcher) Unwrap() http.ResponseWriter { return s.ResponseWriter }
