@@ -262,10 +262,10 @@ func (a *apiClient) stream(ctx context.Context, path string, fn func([]byte) err
 // deployFlags are the flags of app deploy.
 type deployFlags struct {
 	command, dir, transport, path, memory, egress, suffix, probe string
-	port, min, max, concurrency                                 int
-	scaleDown                                                   time.Duration
-	cpu                                                         float64
-	env, volumes                                                multiFlag
+	port, min, max, concurrency                                  int
+	scaleDown                                                    time.Duration
+	cpu                                                          float64
+	env, volumes                                                 multiFlag
 }
 
 func (d *deployFlags) register(fs *flag.FlagSet) {
