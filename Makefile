@@ -6,7 +6,7 @@
 
 up:
 	@scripts/setup.sh
-	.bin/berth up $(ARGS)
+	.bin/berth up --apply examples/tasks/berth.yaml $(ARGS)
 
 test:
 	@scripts/setup.sh --test

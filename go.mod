@@ -9,6 +9,7 @@ require (
 	github.com/prometheus/client_golang v1.23.2
 	golang.org/x/net v0.43.0
 	golang.org/x/sys v0.50.0
+	gopkg.in/yaml.v3 v3.0.1
 	modernc.org/sqlite v1.62.0
 )
 

@@ -120,7 +120,7 @@ func (x *executor) runCommand(ctx context.Context, req ExecRequest, k *sink) Res
 	cmd := exec.Command(req.Argv[0], req.Argv[1:]...)
 	if x.maxProcs > 0 {
 		// Apply the process limit before the program runs.
-		cmd = exec.Command("/bin/sh", append([]string{"-c", `ulimit -u "$BERTH_MAX_PROCS" && exec "$@"`, "sh"}, req.Argv...)...)
+		cmd = exec.Command("/bin/bash", append([]string{"-c", `ulimit -u "$BERTH_MAX_PROCS" && exec "$@"`, "sh"}, req.Argv...)...)
 	}
 	cmd.Dir, cmd.Env = x.workspace, x.env
 	cmd.Stdin = strings.NewReader(req.Stdin)

@@ -119,15 +119,16 @@ func (ss *services) start(spec ServiceSpec) (*service, error) {
 		}
 	}
 	// The limit on processes applies before the command runs.
-	cmd := exec.Command("/bin/sh", "-c", `ulimit -u "$BERTH_MAX_PROCS" 2>/dev/null; exec /bin/sh -c "$BERTH_SERVICE_COMMAND"`)
+	cmd := exec.Command("/bin/sh", "-c", spec.Command)
+	if ss.x.maxProcs > 0 {
+		// bash, not sh: dash has no ulimit -u.
+		cmd = exec.Command("/bin/bash", "-c", `ulimit -u "$BERTH_MAX_PROCS" && exec /bin/sh -c "$BERTH_SERVICE_COMMAND"`)
+	}
 	cmd.Dir = spec.Dir
 	if cmd.Dir == "" {
 		cmd.Dir = ss.x.workspace
 	}
 	cmd.Env = append(append([]string(nil), ss.x.env...), "BERTH_SERVICE_COMMAND="+spec.Command)
-	if ss.x.maxProcs <= 0 {
-		cmd.Env = append(cmd.Env, "BERTH_MAX_PROCS=unlimited")
-	}
 	for k, v := range spec.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -334,7 +335,8 @@ func upgrade(w http.ResponseWriter) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + upgradeProto + "\r\n\r\n"); err == nil {
+	_, err = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + upgradeProto + "\r\n\r\n")
+	if err == nil {
 		err = brw.Flush()
 	}
 	if err != nil {

@@ -62,10 +62,16 @@ func (s *stream) until(ctx context.Context, prefix []byte, emit func([]byte)) ([
 				s.pending = s.pending[len(prefix)+j+1:]
 				return payload, nil
 			}
-		} else if keep := len(prefix) - 1; len(s.pending) > keep {
-			// Hold back what could be the start of a marker split across reads.
-			emit(s.pending[:len(s.pending)-keep])
-			s.pending = s.pending[len(s.pending)-keep:]
+		} else {
+			// Hold back only what could be the start of a marker split
+			// across reads: from a NUL byte (markers start with one) near
+			// the end. Plain output streams out at once.
+			cut := len(s.pending)
+			if i := bytes.LastIndexByte(s.pending, 0); i >= 0 && len(s.pending)-i < len(prefix) {
+				cut = i
+			}
+			emit(s.pending[:cut])
+			s.pending = s.pending[cut:]
 		}
 		select {
 		case chunk, ok := <-s.ch:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -121,7 +122,10 @@ func (r *revisionRuntime) Acquire(ctx context.Context) (*Replica, error) {
 			if rep == nil || !rep.ready.Load() {
 				continue
 			}
-			if best == nil || rep.inflight.Load() < best.inflight.Load() {
+			// Least loaded; on a tie, the one with the fewest sessions, so
+			// that new sessions spread across replicas.
+			if best == nil || rep.inflight.Load() < best.inflight.Load() ||
+				rep.inflight.Load() == best.inflight.Load() && rep.sessions.Load() < best.sessions.Load() {
 				best = rep
 			}
 		}
@@ -389,4 +393,73 @@ func (r *revisionRuntime) probe(rep *Replica, exited <-chan error) error {
 func (r *revisionRuntime) stop() {
 	r.end()
 	r.wg.Wait()
+}
+
+// StdioProcess is a stdio MCP server process in a replica, one per MCP
+// session: its stdin and stdout reach the host through the agent.
+type StdioProcess struct {
+	rep  *Replica
+	id   string
+	conn net.Conn
+	once sync.Once
+}
+
+// Stdin implements stdiobridge.Process.
+func (p *StdioProcess) Stdin() io.WriteCloser { return halfCloser{p.conn} }
+
+// Stdout implements stdiobridge.Process.
+func (p *StdioProcess) Stdout() io.Reader { return p.conn }
+
+// Close stops the process and releases the replica.
+func (p *StdioProcess) Close() error {
+	p.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = p.rep.Agent().StopService(ctx, p.id, 2*time.Second)
+		p.conn.Close()
+		p.rep.sessions.Add(-1)
+		p.rep.Done()
+	})
+	return nil
+}
+
+// halfCloser closes only the writing side of a connection (EOF on stdin).
+type halfCloser struct{ net.Conn }
+
+func (h halfCloser) Close() error {
+	if cw, ok := h.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return h.Conn.Close()
+}
+
+// StartStdio starts the app's command as a stdio MCP server in a replica of
+// the (label's or traffic-picked) revision. The replica counts it as a
+// session and as work in flight until the process is closed.
+func (a *App) StartStdio(ctx context.Context, label string) (*StdioProcess, error) {
+	rep, err := a.Acquire(ctx, label)
+	if err != nil {
+		return nil, err
+	}
+	cfg := rep.Config()
+	id := fmt.Sprintf("stdio-%d", rep.stdioSeq.Add(1))
+	env := map[string]string{"BERTH_APP": a.name, "BERTH_REVISION": rep.Revision(), "BERTH_REPLICA": rep.ID}
+	for k, v := range cfg.Env {
+		env[k] = v
+	}
+	if err := rep.Agent().StartService(ctx, agent.ServiceSpec{ID: id, Command: cfg.Command, Env: env, Dir: "/app", Stdio: true}); err != nil {
+		rep.Done()
+		return nil, fmt.Errorf("start the stdio server: %w", err)
+	}
+	go func() {
+		_ = rep.Agent().ServiceLogs(rep.rev.ctx, id, true, func(l agent.LogLine) { a.log(rep.Revision(), rep.ID+"/"+id, l) })
+	}()
+	conn, err := rep.Agent().Attach(ctx, id)
+	if err != nil {
+		_ = rep.Agent().StopService(context.Background(), id, time.Second)
+		rep.Done()
+		return nil, fmt.Errorf("attach to the stdio server: %w", err)
+	}
+	rep.sessions.Add(1)
+	return &StdioProcess{rep: rep, id: id, conn: conn}, nil
 }

@@ -25,7 +25,7 @@ import (
 
 // berth is a running "berth up".
 type berth struct {
-	t       *testing.T
+	t       testing.TB
 	bin     string
 	dataDir string
 	cmd     *exec.Cmd
@@ -35,7 +35,7 @@ type berth struct {
 }
 
 // runsc returns the project's runsc, which `make test` installs in .bin.
-func runsc(t *testing.T) string {
+func runsc(t testing.TB) string {
 	p := filepath.Join(testutil.ModuleRoot(), ".bin", "runsc")
 	if _, err := os.Stat(p); err != nil {
 		return testutil.RequireTool(t, "runsc")
@@ -45,7 +45,7 @@ func runsc(t *testing.T) string {
 
 // startBerth starts a server on a fresh (or the given) data directory with
 // ephemeral ports.
-func startBerth(t *testing.T, dataDir string) *berth {
+func startBerth(t testing.TB, dataDir string) *berth {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "bwrap")

@@ -21,13 +21,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/stdiobridge"
 )
 
 // Options configure a Gateway; the zero value (with Apps) works.
@@ -44,8 +47,6 @@ type Options struct {
 	// see Gateway.Registry).
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
-	// Stdio, if set, serves requests of stdio apps.
-	Stdio func(a *app.App, label string) http.Handler
 }
 
 // Gateway is the app router and proxy.
@@ -54,6 +55,9 @@ type Gateway struct {
 	proxy    *httputil.ReverseProxy
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+
+	mu      sync.Mutex
+	bridges map[string]*stdiobridge.Handler // stdio apps, by app---label
 }
 
 type ctxKey struct{}
@@ -80,7 +84,7 @@ func New(o Options) *Gateway {
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
 	}
-	g := &Gateway{o: o}
+	g := &Gateway{o: o, bridges: map[string]*stdiobridge.Handler{}}
 	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "berth_app_requests_total",
 		Help: "Requests to apps, by app, revision, MCP method, tool and status code.",
@@ -178,11 +182,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 
-	if g.o.Stdio != nil && a.Doc().Revisions != nil && isStdio(a) {
+	if isStdio(a) {
 		revision = "stdio"
+		// A stdio server has no HTTP side to defend itself against DNS
+		// rebinding: the gateway does it for it.
+		if !g.allowedHost(r.Host) || !g.allowedOrigin(r.Header.Get("Origin")) {
+			writeRPCError(rec, http.StatusForbidden, "forbidden Host or Origin header")
+			return
+		}
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = path
-		g.o.Stdio(a, label).ServeHTTP(rec, r2)
+		g.bridge(a, label).ServeHTTP(rec, r2)
 		return
 	}
 
@@ -211,6 +221,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rep.Done()
 	revision = rep.Revision()
+	rec.Header().Set("Berth-Revision", revision)
 
 	t := &target{rep: rep, path: path}
 	rw := &sessionWatcher{ResponseWriter: rec, onHeader: func(h http.Header, code int) {
@@ -224,6 +235,63 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}}
 	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+}
+
+// bridge returns the stdio bridge of an app (and label): one process per
+// MCP session, started in one of the app's replicas.
+func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
+	key := a.Name() + "---" + label
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if h := g.bridges[key]; h != nil {
+		return h
+	}
+	h := stdiobridge.New(stdiobridge.Options{
+		Start: func(ctx context.Context) (stdiobridge.Process, error) {
+			ctx, cancel := context.WithTimeout(ctx, g.o.ColdStartTimeout)
+			defer cancel()
+			return a.StartStdio(ctx, label)
+		},
+		// The client's Host is an app name under Domain, not loopback:
+		// the gateway has routed it already.
+		DisableLocalhostProtection: true,
+		Logger:                     g.o.Logger,
+	})
+	g.bridges[key] = h
+	return h
+}
+
+// Close ends every stdio session.
+func (g *Gateway) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, h := range g.bridges {
+		_ = h.Close()
+		delete(g.bridges, k)
+	}
+}
+
+// allowedHost accepts loopback addresses, localhost and names under the
+// apps' domain.
+func (g *Gateway) allowedHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	return host == "localhost" || host == g.o.Domain || strings.HasSuffix(host, "."+g.o.Domain)
+}
+
+// allowedOrigin accepts no Origin (not a browser) or an allowed host's.
+func (g *Gateway) allowedOrigin(origin string) bool {
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && g.allowedHost(u.Host)
 }
 
 func isStdio(a *app.App) bool {

@@ -49,6 +49,10 @@ if [ "${1:-}" = "--test" ]; then
 	fi
 fi
 
+# The example app (examples/tasks), static, for `make up` to deploy.
+mkdir -p "$BIN/tasks-app"
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/tasks-app/tasks" ./examples/tasks
+
 # berth itself, static: the same binary is the agent inside every sandbox.
 log "building berth"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o "$BIN/berth" ./cmd/berth

@@ -21,8 +21,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/dataplane"
+	"github.com/berth-dev/berth/gateway"
+	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
@@ -47,6 +53,13 @@ type Options struct {
 	Logger        *slog.Logger
 	// Ready, if set, is called once both listeners accept connections.
 	Ready func(*Server)
+	// AppRuntime is the runtime app replicas run in (default "bwrap").
+	AppRuntime string
+	// AppDomain serves apps at NAME.AppDomain (default "localhost").
+	AppDomain string
+	// AllowedOrigins are browser origins allowed on the pools' MCP
+	// endpoints besides loopback ones and PublicURL ("*" for any).
+	AllowedOrigins []string
 }
 
 // Files in the data directory.
@@ -95,6 +108,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.AppRuntime == "" {
+		o.AppRuntime = "bwrap"
+	}
+	if o.AppDomain == "" {
+		o.AppDomain = "localhost"
 	}
 	log := o.Logger
 	dir, err := filepath.Abs(o.DataDir)
@@ -161,16 +180,54 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
+	mcpHandler, err := mcpserver.New(mcpserver.Options{
+		Pools: pools, Logger: log, Version: o.Version, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
+	})
+	if err != nil {
+		pubLn.Close()
+		admLn.Close()
+		return err
+	}
+	public := http.NewServeMux()
+	public.Handle("/pools/{pool}/mcp", mcpHandler)
+	public.Handle("/", dataplane.Handler(dataplane.Options{Pools: pools, Logger: log}))
+
+	appRuntime := runtimes[o.AppRuntime]
+	if appRuntime == nil {
+		pubLn.Close()
+		admLn.Close()
+		return fmt.Errorf("app runtime %q is not available", o.AppRuntime)
+	}
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log})
+	if err != nil {
+		pubLn.Close()
+		admLn.Close()
+		return err
+	}
+	defer apps.Close()
+	metrics := prometheus.NewRegistry()
+	gw := gateway.New(gateway.Options{Apps: apps, Domain: o.AppDomain, Registerer: metrics, Logger: log})
+	defer gw.Close()
+	publicLogged := accessLog(log, public)
 	pub := &http.Server{
-		Handler:           accessLog(log, dataplane.Handler(dataplane.Options{Pools: pools, Logger: log})),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, _, _, ok := gw.Route(r); ok {
+				gw.ServeHTTP(w, r) // logs its own line, with MCP detail
+				return
+			}
+			publicLogged.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	admin := http.NewServeMux()
+	admin.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	admin.Handle("/", controlplane.Handler(controlplane.Options{
+		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log,
+	}))
 	adm := &http.Server{
-		Handler: accessLog(log, controlplane.Handler(controlplane.Options{
-			Pools: pools, Token: token, PublicURL: publicURL, Version: o.Version, Logger: log,
-		})),
+		Handler:           accessLog(log, admin),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	if !isLoopback(pubLn.Addr()) {
@@ -219,6 +276,8 @@ func Run(ctx context.Context, o Options) error {
 	_ = adm.Shutdown(shutCtx)
 	wg.Wait()
 	log.Info("removing sandboxes")
+	gw.Close()
+	apps.Close()
 	pools.Close()
 	for _, rt := range runtimes {
 		_ = rt.Cleanup(context.Background())

@@ -28,6 +28,7 @@ func commands() []command {
 		{name: "up", summary: "start the Berth server", run: runUp},
 		{name: "pool", summary: "manage session pools", run: runPool},
 		{name: "app", summary: "deploy and manage MCP server apps", run: runApp},
+		{name: "apply", summary: "create or update an app from a YAML manifest (-f FILE)", run: runApply},
 		{name: "bench", summary: "measure sandbox and session latency", run: runBench},
 		{name: "version", summary: "print the version", run: func(context.Context, []string) error {
 			fmt.Println("berth", version)

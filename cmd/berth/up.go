@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/bwrap"
@@ -23,8 +24,22 @@ func runUp(ctx context.Context, args []string) error {
 	publicURL := fs.String("public-url", "", "base URL clients use to reach the public listener (default http://LISTEN)")
 	runsc := fs.String("runsc", "", "gVisor runsc binary for the gvisor runtime (default: runsc next to berth, in .bin, or on $PATH)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var manifests multiFlag
+	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
+	var origins []string
+	fs.Func("allow-origin", "browser origin (scheme://host[:port]) allowed on MCP endpoints besides loopback; repeatable or comma-separated, * for any", func(v string) error {
+		for _, o := range strings.Split(v, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				origins = append(origins, o)
+			}
+		}
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("berth up needs root: every sandbox gets its own cgroup, host uid and namespaces (run it with sudo, or as root)")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -35,11 +50,19 @@ func runUp(ctx context.Context, args []string) error {
 
 	return server.Run(ctx, server.Options{
 		DataDir: *dataDir, Listen: *listen, AdminListen: *admin, PublicURL: *publicURL,
-		Version: version, Logger: log,
+		Version: version, Logger: log, AllowedOrigins: origins,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
 		},
-		Ready: func(s *server.Server) { printWelcome(s) },
+		Ready: func(s *server.Server) {
+			printWelcome(s)
+			for _, f := range manifests {
+				args := []string{"-f", f, "--server", s.Info.AdminURL, "--data-dir", s.DataDir}
+				if err := runApply(ctx, args); err != nil {
+					log.Error("apply manifest", "file", f, "err", err)
+				}
+			}
+		},
 	})
 }
 

@@ -133,7 +133,12 @@ type Group struct {
 
 // Create makes a group with the given limits.
 func (m *Manager) Create(name string, l Limits) (*Group, error) {
-	if _, err := os.Stat(m.dirs[m.anyController()]); os.IsNotExist(err) {
+	if !m.v2 {
+		// Cheap on v1; Remove may have taken the parents.
+		if err := m.ensureParent(); err != nil {
+			return nil, err
+		}
+	} else if _, err := os.Stat(m.dirs["unified"]); os.IsNotExist(err) {
 		if err := m.ensureParent(); err != nil {
 			return nil, err
 		}
@@ -342,11 +347,4 @@ func (m *Manager) Remove() {
 	for _, parent := range m.dirs {
 		removeTree(parent)
 	}
-}
-
-func (m *Manager) anyController() string {
-	if m.v2 {
-		return "unified"
-	}
-	return "pids"
 }

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/pool"
+)
+
+// manifest is an app described the way Azure Container Apps describes one
+// (the parts Berth uses):
+//
+//	name: tasks
+//	properties:
+//	  configuration:
+//	    ingress: {targetPort: 8080, transport: http, path: /mcp,
+//	              traffic: [{revisionName: tasks--v1, weight: 100, label: stable}]}
+//	  template:
+//	    revisionSuffix: v1
+//	    containers:
+//	      - command: ["./tasks", "--db", "/data/tasks.db"]
+//	        dir: ./bin            # relative to this file
+//	        env: [{name: LOG_LEVEL, value: debug}]
+//	        resources: {cpu: 0.5, memory: 512Mi}
+//	        probes: [{type: readiness, httpGet: {path: /healthz}}]
+//	        volumeMounts: [{volumeName: data, mountPath: /data}]
+//	    scale:
+//	      minReplicas: 0
+//	      maxReplicas: 10
+//	      cooldownPeriod: 300
+//	      rules: [{name: http, http: {metadata: {concurrentRequests: "10"}}}]
+//	    volumes: [{name: data}]
+type manifest struct {
+	Name       string `yaml:"name"`
+	Properties struct {
+		Configuration struct {
+			Ingress struct {
+				TargetPort int    `yaml:"targetPort"`
+				Transport  string `yaml:"transport"`
+				Path       string `yaml:"path"`
+				Traffic    []struct {
+					RevisionName   string `yaml:"revisionName"`
+					Weight         int    `yaml:"weight"`
+					Label          string `yaml:"label"`
+					LatestRevision bool   `yaml:"latestRevision"`
+				} `yaml:"traffic"`
+			} `yaml:"ingress"`
+		} `yaml:"configuration"`
+		Template struct {
+			RevisionSuffix string `yaml:"revisionSuffix"`
+			Containers     []struct {
+				Name    string    `yaml:"name"`
+				Command yaml.Node `yaml:"command"`
+				Args    []string  `yaml:"args"`
+				Dir     string    `yaml:"dir"`
+				Env     []struct {
+					Name  string `yaml:"name"`
+					Value string `yaml:"value"`
+				} `yaml:"env"`
+				Resources struct {
+					CPU    float64 `yaml:"cpu"`
+					Memory string  `yaml:"memory"`
+				} `yaml:"resources"`
+				Probes []struct {
+					Type    string `yaml:"type"`
+					HTTPGet *struct {
+						Path string `yaml:"path"`
+					} `yaml:"httpGet"`
+					TCPSocket *struct{} `yaml:"tcpSocket"`
+				} `yaml:"probes"`
+				VolumeMounts []struct {
+					VolumeName string `yaml:"volumeName"`
+					MountPath  string `yaml:"mountPath"`
+				} `yaml:"volumeMounts"`
+			} `yaml:"containers"`
+			Scale struct {
+				MinReplicas    *int `yaml:"minReplicas"`
+				MaxReplicas    int  `yaml:"maxReplicas"`
+				CooldownPeriod int  `yaml:"cooldownPeriod"`
+				Rules          []struct {
+					Name string `yaml:"name"`
+					HTTP struct {
+						Metadata struct {
+							ConcurrentRequests string `yaml:"concurrentRequests"`
+						} `yaml:"metadata"`
+					} `yaml:"http"`
+				} `yaml:"rules"`
+			} `yaml:"scale"`
+			Egress  string `yaml:"egress"`
+			Volumes []struct {
+				Name string `yaml:"name"`
+			} `yaml:"volumes"` // made on first use
+		} `yaml:"template"`
+	} `yaml:"properties"`
+}
+
+func runApply(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	file := fs.String("f", "", "the app manifest (YAML)")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if *file == "" {
+		return usageError("apply needs -f FILE.yaml")
+	}
+	raw, err := os.ReadFile(*file)
+	if err != nil {
+		return err
+	}
+	var m manifest
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&m); err != nil {
+		return fmt.Errorf("%s: %w", *file, err)
+	}
+	cfg, err := m.config(filepath.Dir(*file))
+	if err != nil {
+		return fmt.Errorf("%s: %w", *file, err)
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	// A new revision only if the template differs from the latest one.
+	var cur controlplane.AppView
+	exists := c.call(ctx, http.MethodGet, "/v1/apps/"+m.Name, nil, &cur) == nil
+	changed := true
+	if exists && len(cur.Revisions) > 0 {
+		want := cfg
+		if err := want.Normalize(); err != nil {
+			return err
+		}
+		last := cur.Revisions[len(cur.Revisions)-1].Config
+		last.RevisionSuffix, want.RevisionSuffix = "", ""
+		changed = !reflect.DeepEqual(last, want)
+	}
+	var out controlplane.AppView
+	if changed {
+		var dep struct {
+			Revision app.Revision         `json:"revision"`
+			App      controlplane.AppView `json:"app"`
+		}
+		if err := c.call(ctx, http.MethodPost, "/v1/apps/"+m.Name+"/revisions", cfg, &dep); err != nil {
+			return err
+		}
+		out = dep.App
+		if cf.output != "json" {
+			fmt.Printf("revision %s created\n", dep.Revision.Name)
+		}
+	} else {
+		out = cur
+		if cf.output != "json" {
+			fmt.Println("template unchanged: no new revision")
+		}
+	}
+	if tr := m.traffic(); tr.Traffic != nil || tr.Labels != nil {
+		if err := c.call(ctx, http.MethodPut, "/v1/apps/"+m.Name+"/traffic", tr, &out); err != nil {
+			return err
+		}
+	}
+	if cf.output == "json" {
+		return printJSON(out)
+	}
+	printApp(out)
+	return nil
+}
+
+func (m *manifest) config(base string) (app.Config, error) {
+	t := m.Properties.Template
+	in := m.Properties.Configuration.Ingress
+	if m.Name == "" {
+		return app.Config{}, fmt.Errorf("name is required")
+	}
+	if len(t.Containers) != 1 {
+		return app.Config{}, fmt.Errorf("template.containers must have exactly one container, not %d", len(t.Containers))
+	}
+	ct := t.Containers[0]
+	cmd, err := commandString(ct.Command, ct.Args)
+	if err != nil {
+		return app.Config{}, err
+	}
+	cfg := app.Config{
+		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path,
+		RevisionSuffix: t.RevisionSuffix, CPU: ct.Resources.CPU, Egress: t.Egress,
+		Max: t.Scale.MaxReplicas, ScaleDownAfterSeconds: t.Scale.CooldownPeriod,
+	}
+	if t.Scale.MinReplicas != nil {
+		cfg.Min = *t.Scale.MinReplicas
+	}
+	if ct.Dir != "" {
+		dir := ct.Dir
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(base, dir)
+		}
+		if cfg.Dir, err = filepath.Abs(dir); err != nil {
+			return cfg, err
+		}
+	}
+	if ct.Resources.Memory != "" {
+		if cfg.MemoryBytes, err = pool.ParseBytes(ct.Resources.Memory); err != nil {
+			return cfg, err
+		}
+	}
+	for _, e := range ct.Env {
+		if cfg.Env == nil {
+			cfg.Env = map[string]string{}
+		}
+		cfg.Env[e.Name] = e.Value
+	}
+	for _, v := range ct.VolumeMounts {
+		cfg.Volumes = append(cfg.Volumes, app.Volume{Name: v.VolumeName, Path: v.MountPath})
+	}
+	for _, p := range ct.Probes {
+		if p.Type != "" && !strings.EqualFold(p.Type, "readiness") {
+			continue
+		}
+		switch {
+		case p.HTTPGet != nil:
+			cfg.Probe = app.Probe{Type: "http", Path: p.HTTPGet.Path}
+		case p.TCPSocket != nil:
+			cfg.Probe = app.Probe{Type: "tcp"}
+		}
+	}
+	for _, r := range t.Scale.Rules {
+		if c := r.HTTP.Metadata.ConcurrentRequests; c != "" {
+			if cfg.Concurrency, err = strconv.Atoi(c); err != nil {
+				return cfg, fmt.Errorf("concurrentRequests: %w", err)
+			}
+		}
+	}
+	return cfg, nil
+}
+
+// commandString joins a command given as a list (quoted for sh) or takes
+// it as one string.
+func commandString(n yaml.Node, args []string) (string, error) {
+	var parts []string
+	switch n.Kind {
+	case 0:
+	case yaml.ScalarNode:
+		parts = append(parts, n.Value)
+	case yaml.SequenceNode:
+		var list []string
+		if err := n.Decode(&list); err != nil {
+			return "", err
+		}
+		for _, a := range list {
+			parts = append(parts, shellQuote(a))
+		}
+	default:
+		return "", fmt.Errorf("command must be a string or a list")
+	}
+	for _, a := range args {
+		parts = append(parts, shellQuote(a))
+	}
+	if len(parts) == 0 {
+		return "", fmt.Errorf("the container needs a command")
+	}
+	return strings.Join(parts, " "), nil
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '-' || r == '_' || r == '=' || r == ':' || r == '$' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func (m *manifest) traffic() controlplane.TrafficRequest {
+	var tr controlplane.TrafficRequest
+	for _, t := range m.Properties.Configuration.Ingress.Traffic {
+		if t.RevisionName == "" {
+			continue // latestRevision: the default
+		}
+		if t.Weight > 0 || len(m.Properties.Configuration.Ingress.Traffic) > 1 {
+			tr.Traffic = append(tr.Traffic, app.TrafficTarget{Revision: t.RevisionName, Percent: t.Weight})
+		}
+		if t.Label != "" {
+			if tr.Labels == nil {
+				tr.Labels = map[string]string{}
+			}
+			tr.Labels[t.Label] = t.RevisionName
+		}
+	}
+	return tr
+}

@@ -1,0 +1,162 @@
+package mcpserver
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// corsAllowHeaders are the request headers an MCP client in a browser
+// sends; a preflight's own list is echoed besides (for Mcp-Param-*).
+var corsAllowHeaders = []string{
+	"Content-Type", "Accept", "Authorization", "X-Ms-Apikey",
+	"Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-Id", "Mcp-Method", "Mcp-Name",
+}
+
+// corsExposeHeaders are the response headers a browser client must read.
+const corsExposeHeaders = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate"
+
+// originPolicy validates Origin and Host against DNS rebinding and answers
+// CORS for allowed browser origins.
+type originPolicy struct {
+	any     bool
+	origins map[string]bool // normalized scheme://host:port
+	hosts   map[string]bool // host[:port] accepted in the Host header
+}
+
+func newOriginPolicy(allowed []string, publicURL string) (*originPolicy, error) {
+	op := &originPolicy{origins: map[string]bool{}, hosts: map[string]bool{}}
+	add := func(raw string) error {
+		o, err := normalizeOrigin(raw)
+		if err != nil {
+			return err
+		}
+		u, _ := url.Parse(o)
+		op.origins[o] = true
+		op.hosts[strings.ToLower(u.Host)] = true
+		op.hosts[strings.ToLower(u.Hostname())] = true
+		return nil
+	}
+	for _, a := range allowed {
+		a = strings.TrimSpace(a)
+		switch a {
+		case "":
+		case "*":
+			op.any = true
+		default:
+			if err := add(a); err != nil {
+				return nil, fmt.Errorf("allowed origin %q: %w", a, err)
+			}
+		}
+	}
+	if publicURL != "" {
+		if err := add(publicURL); err != nil {
+			return nil, fmt.Errorf("public URL %q: %w", publicURL, err)
+		}
+	}
+	return op, nil
+}
+
+// normalizeOrigin turns "https://Example.com:443/x" into
+// "https://example.com:443"; the port is made explicit.
+func normalizeOrigin(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", fmt.Errorf("not an origin: use scheme://host[:port], for example https://app.example.com")
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port), nil
+}
+
+// isLoopbackHost reports whether host (with or without a port) is
+// localhost or a loopback address.
+func isLoopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func isLoopbackAddr(addr string) bool { return isLoopbackHost(addr) }
+
+// originAllowed reports whether a browser origin may call the endpoint.
+func (op *originPolicy) originAllowed(origin string) bool {
+	if op.any {
+		return true
+	}
+	o, err := normalizeOrigin(origin)
+	if err != nil {
+		return false // includes "null" (sandboxed frames, file:)
+	}
+	u, _ := url.Parse(o)
+	return isLoopbackHost(u.Hostname()) || op.origins[o]
+}
+
+// hostAllowed applies the DNS rebinding rule to the Host header: on a
+// loopback listener, a request naming a host that is neither loopback nor
+// known (public URL, allowed origins) is refused, since only a rebound DNS
+// name would lead a browser there.
+func (op *originPolicy) hostAllowed(r *http.Request) bool {
+	if op.any || isLoopbackHost(r.Host) {
+		return true
+	}
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok || !isLoopbackAddr(local.String()) {
+		return true
+	}
+	h := strings.ToLower(r.Host)
+	if op.hosts[h] {
+		return true
+	}
+	if hn, _, err := net.SplitHostPort(h); err == nil && op.hosts[hn] {
+		return true
+	}
+	return false
+}
+
+// check validates the request and sets CORS headers for an allowed
+// origin; on refusal it has written a 403.
+func (op *originPolicy) check(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin != "" && !op.originAllowed(origin) {
+		writeError(w, r, http.StatusForbidden, CodeForbidden, fmt.Sprintf(
+			"origin %q is not allowed (DNS rebinding protection): allow it with berth up --allow-origin %s", origin, origin))
+		return false
+	}
+	if !op.hostAllowed(r) {
+		writeError(w, r, http.StatusForbidden, CodeForbidden, fmt.Sprintf(
+			"host %q is not allowed on a loopback listener (DNS rebinding protection): set berth up --public-url or --allow-origin to accept it", r.Host))
+		return false
+	}
+	if origin == "" {
+		return true
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Expose-Headers", corsExposeHeaders)
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		allow := strings.Join(corsAllowHeaders, ", ")
+		if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+			allow += ", " + req
+		}
+		h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", allow)
+		h.Set("Access-Control-Max-Age", "600")
+	}
+	return true
+}
