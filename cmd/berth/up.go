@@ -24,6 +24,8 @@ func runUp(ctx context.Context, args []string) error {
 	publicURL := fs.String("public-url", "", "base URL clients use to reach the public listener (default http://LISTEN)")
 	runsc := fs.String("runsc", "", "gVisor runsc binary for the gvisor runtime (default: runsc next to berth, in .bin, or on $PATH)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	appDomain := fs.String("app-domain", "localhost", "apps are served at NAME.DOMAIN by host name")
+	appRuntime := fs.String("app-runtime", "bwrap", "sandbox runtime of app replicas: bwrap or gvisor")
 	var manifests multiFlag
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
 	var origins []string
@@ -50,7 +52,7 @@ func runUp(ctx context.Context, args []string) error {
 
 	return server.Run(ctx, server.Options{
 		DataDir: *dataDir, Listen: *listen, AdminListen: *admin, PublicURL: *publicURL,
-		Version: version, Logger: log, AllowedOrigins: origins,
+		Version: version, Logger: log, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
 		},
