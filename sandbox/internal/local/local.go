@@ -254,6 +254,9 @@ func copyTree(src, dst string) error {
 			}
 			return os.Symlink(link, target)
 		case info.IsDir():
+			if info.Mode().Perm()&0o005 != 0o005 {
+				return filepath.SkipDir // private on the host (/etc/ssl/private): not for sandboxes
+			}
 			return os.MkdirAll(target, 0o755)
 		case info.Mode().IsRegular():
 			if info.Mode().Perm()&0o004 == 0 {
