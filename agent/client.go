@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -273,8 +275,50 @@ func (c *Client) StopService(ctx context.Context, id string, grace time.Duration
 
 // DialPort opens a TCP connection to a port inside the sandbox, through
 // the agent (the sandbox needs no network interface for it).
+//
+// Where it can, the agent passes the connected socket itself to the host,
+// which then talks to the port directly; otherwise the agent relays the
+// bytes.
 func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
-	return c.stream(ctx, "/dial?port="+strconv.Itoa(port))
+	conn, err := c.stream(ctx, "/dial?pass=fd&port="+strconv.Itoa(port))
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("%w: unexpected connection type %T", ErrUnavailable, conn)
+	}
+	if _, err := uc.Write([]byte{dialReady}); err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	b := make([]byte, 1)
+	oob := make([]byte, syscall.CmsgSpace(4))
+	n, oobn, _, _, err := uc.ReadMsgUnix(b, oob)
+	if err != nil || n != 1 {
+		uc.Close()
+		return nil, fmt.Errorf("%w: dial handshake: %v", ErrUnavailable, err)
+	}
+	if b[0] == dialSplice {
+		return uc, nil
+	}
+	defer uc.Close()
+	msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("%w: no socket passed (%v)", ErrUnavailable, err)
+	}
+	fds, err := syscall.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("%w: no socket passed (%v)", ErrUnavailable, err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "sandbox-tcp")
+	defer f.Close()
+	tc, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return tc, nil
 }
 
 // Attach connects to a stdio service's stdin and stdout.

@@ -322,6 +322,9 @@ func (ss *services) routes(mux *http.ServeMux) {
 			target.Close()
 			return
 		}
+		if r.URL.Query().Get("pass") == "fd" && passConn(conn, target) {
+			return // the host holds the connection itself now
+		}
 		splice(conn, target, nil)
 	})
 }
@@ -386,3 +389,36 @@ type prefixConn struct {
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Markers of the fd-passing handshake on a /dial stream.
+const (
+	dialReady  = 'R' // host → agent: headers read, send the socket
+	dialPassed = 'F' // agent → host: the socket comes with this byte
+	dialSplice = 'S' // agent → host: no socket; bytes flow through here
+)
+
+// passConn hands the connected socket to the host over the Unix socket
+// (SCM_RIGHTS), so the agent is out of the data path; sockets keep their
+// network namespace. It reports false (after telling the host so) where
+// that cannot be done, e.g. under gVisor, and the caller splices instead.
+func passConn(conn net.Conn, target net.Conn) bool {
+	uc, ok := conn.(*net.UnixConn)
+	tc, ok2 := target.(*net.TCPConn)
+	var b [1]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil || b[0] != dialReady {
+		return false
+	}
+	if ok && ok2 {
+		if f, err := tc.File(); err == nil {
+			_, _, err = uc.WriteMsgUnix([]byte{dialPassed}, syscall.UnixRights(int(f.Fd())), nil)
+			f.Close()
+			if err == nil {
+				target.Close()
+				conn.Close()
+				return true
+			}
+		}
+	}
+	_, _ = conn.Write([]byte{dialSplice})
+	return false
+}

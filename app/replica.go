@@ -345,6 +345,9 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 func (r *revisionRuntime) probe(rep *Replica, exited <-chan error) error {
 	cfg := r.rev.Config
 	deadline := time.Now().Add(2 * time.Minute)
+	// Probe often at first: the app is usually up within milliseconds, and
+	// a request may be waiting for this replica (scale from zero).
+	wait := 2 * time.Millisecond
 	for {
 		var err error
 		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
@@ -384,8 +387,9 @@ func (r *revisionRuntime) probe(rep *Replica, exited <-chan error) error {
 			return errors.New("the sandbox stopped before the app was ready")
 		case <-r.ctx.Done():
 			return r.ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(wait*2, 50*time.Millisecond)
 	}
 }
 
