@@ -22,6 +22,23 @@ type Limits struct {
 	TmpBytes int64
 }
 
+// WithDefaults returns l with its zero fields taken from d.
+func (l Limits) WithDefaults(d Limits) Limits {
+	if l.MemoryBytes <= 0 {
+		l.MemoryBytes = d.MemoryBytes
+	}
+	if l.CPU <= 0 {
+		l.CPU = d.CPU
+	}
+	if l.Pids <= 0 {
+		l.Pids = d.Pids
+	}
+	if l.TmpBytes <= 0 {
+		l.TmpBytes = d.TmpBytes
+	}
+	return l
+}
+
 // AgentReservedPids is how much of a sandbox's pids limit is kept for the
 // agent: user code runs under RLIMIT_NPROC = Pids - AgentReservedPids, so
 // that a fork bomb cannot stop the agent from killing it.

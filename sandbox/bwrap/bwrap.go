@@ -85,7 +85,7 @@ func (r *Runtime) Cleanup(ctx context.Context) error {
 
 // Start implements sandbox.Runtime.
 func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbox, err error) {
-	l := withDefaults(spec.Limits)
+	l := spec.Limits.WithDefaults(DefaultLimits)
 	slot := r.host.Slot()
 	uid := r.host.UID(slot)
 	if spec.UID != 0 {
@@ -150,7 +150,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	if err != nil {
 		return nil, err
 	}
-	var stderr tail
+	var stderr local.Tail
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start bwrap: %w", err)
@@ -206,22 +206,6 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	}
 	sb.client = agent.UnixClient(filepath.Join(sb.dir, "run", "agent.sock"))
 	return sb, nil
-}
-
-func withDefaults(l sandbox.Limits) sandbox.Limits {
-	if l.MemoryBytes <= 0 {
-		l.MemoryBytes = DefaultLimits.MemoryBytes
-	}
-	if l.CPU <= 0 {
-		l.CPU = DefaultLimits.CPU
-	}
-	if l.Pids <= 0 {
-		l.Pids = DefaultLimits.Pids
-	}
-	if l.TmpBytes <= 0 {
-		l.TmpBytes = DefaultLimits.TmpBytes
-	}
-	return l
 }
 
 func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) []string {
@@ -282,11 +266,7 @@ func (b *box) Destroy(context.Context) error {
 }
 
 func (b *box) Stats() sandbox.Stats {
-	if b.cg == nil {
-		return sandbox.Stats{}
-	}
-	pids, limit := b.cg.Pids()
-	return sandbox.Stats{OOMKills: b.cg.OOMKills(), MemoryBytes: b.cg.MemoryBytes(), Pids: pids, PidsLimit: limit}
+	return local.Stats(b.cg)
 }
 
 func (b *box) teardown() {
@@ -333,26 +313,4 @@ func memfd(name string, content []byte) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
-}
-
-// tail keeps the last 4 KiB written to it, for error messages.
-type tail struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > 4096 {
-		t.buf = t.buf[len(t.buf)-4096:]
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
 }

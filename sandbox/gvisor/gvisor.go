@@ -204,7 +204,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	if err != nil {
 		return nil, err
 	}
-	var stderr tail
+	var stderr local.Tail
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start runsc: %w", err)
@@ -246,18 +246,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 }
 
 func withDefaults(l sandbox.Limits) sandbox.Limits {
-	if l.MemoryBytes <= 0 {
-		l.MemoryBytes = DefaultLimits.MemoryBytes
-	}
-	if l.CPU <= 0 {
-		l.CPU = DefaultLimits.CPU
-	}
-	if l.Pids <= 0 {
-		l.Pids = DefaultLimits.Pids
-	}
-	if l.TmpBytes <= 0 {
-		l.TmpBytes = DefaultLimits.TmpBytes
-	}
+	l = l.WithDefaults(DefaultLimits)
 	// Every guest process costs the sentry memory, inside the sandbox's
 	// memory limit: a pids limit the memory cannot pay for would let a fork
 	// bomb get the whole sentry OOM-killed. Allow about one process per MiB
@@ -621,10 +610,7 @@ func (b *box) Destroy(context.Context) error {
 // its processes, its tmpfs files and the sentry. An OOM kill is the host
 // kernel killing the sentry, which ends the sandbox.
 func (b *box) Stats() sandbox.Stats {
-	if b.cg == nil {
-		return sandbox.Stats{}
-	}
-	return sandbox.Stats{OOMKills: b.cg.OOMKills(), MemoryBytes: b.cg.MemoryBytes()}
+	return local.Stats(b.cg)
 }
 
 func (b *box) teardown() {
@@ -668,39 +654,4 @@ func (b *box) teardown() {
 		}
 		b.rt.host.Release(b.slot)
 	})
-}
-
-// tail keeps the first and the last 2 KiB written to it, for messages: a
-// Go crash of the agent says why at its start, runsc at its end.
-type tail struct {
-	mu         sync.Mutex
-	head, last []byte
-	cut        bool
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := len(p)
-	if room := 2048 - len(t.head); room > 0 {
-		k := min(room, len(p))
-		t.head = append(t.head, p[:k]...)
-		p = p[k:]
-	}
-	t.last = append(t.last, p...)
-	if len(t.last) > 2048 {
-		t.last = t.last[len(t.last)-2048:]
-		t.cut = true
-	}
-	return n, nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	sep := ""
-	if t.cut {
-		sep = "\n[…]\n"
-	}
-	return strings.TrimSpace(string(t.head) + sep + string(t.last))
 }

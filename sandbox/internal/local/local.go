@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/berth-dev/berth/internal/cgroup"
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // Options configure a local driver. The zero value works for one Berth
@@ -270,4 +271,48 @@ func copyTree(src, dst string) error {
 		}
 		return nil
 	})
+}
+
+// Stats measures a sandbox through its cgroup (zero if it has none).
+func Stats(g *cgroup.Group) sandbox.Stats {
+	if g == nil {
+		return sandbox.Stats{}
+	}
+	pids, limit := g.Pids()
+	return sandbox.Stats{OOMKills: g.OOMKills(), MemoryBytes: g.MemoryBytes(), Pids: pids, PidsLimit: limit}
+}
+
+// Tail keeps the first and the last 2 KiB written to it, for messages: a
+// Go crash of the agent says why at its start, runsc at its end.
+type Tail struct {
+	mu         sync.Mutex
+	head, last []byte
+	cut        bool
+}
+
+func (t *Tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(p)
+	if room := 2048 - len(t.head); room > 0 {
+		k := min(room, len(p))
+		t.head = append(t.head, p[:k]...)
+		p = p[k:]
+	}
+	t.last = append(t.last, p...)
+	if len(t.last) > 2048 {
+		t.last = t.last[len(t.last)-2048:]
+		t.cut = true
+	}
+	return n, nil
+}
+
+func (t *Tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sep := ""
+	if t.cut {
+		sep = "\n[…]\n"
+	}
+	return strings.TrimSpace(string(t.head) + sep + string(t.last))
 }
