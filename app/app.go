@@ -99,6 +99,7 @@ type App struct {
 type session struct {
 	replica  *Replica
 	lastSeen time.Time
+	active   int // requests of the session in flight (an open stream, say)
 }
 
 // LogEntry is a line of an app's log.
@@ -433,7 +434,7 @@ func (m *Manager) janitor() {
 					continue
 				default:
 				}
-				if time.Since(s.lastSeen) > idle {
+				if s.active == 0 && time.Since(s.lastSeen) > idle {
 					s.replica.sessions.Add(-1)
 					delete(a.sessions, id)
 				}
@@ -516,7 +517,8 @@ func (a *App) Acquire(ctx context.Context, label string) (*Replica, error) {
 	return rt.Acquire(ctx)
 }
 
-// Session returns the replica an MCP session is bound to. ok is false if
+// Session returns the replica an MCP session is bound to, counting the
+// request (call Replica.Done and SessionDone when it ends). ok is false if
 // the session is unknown or its replica is gone.
 func (a *App) Session(id string) (*Replica, bool) {
 	a.mu.Lock()
@@ -532,9 +534,21 @@ func (a *App) Session(id string) (*Replica, bool) {
 	default:
 	}
 	s.lastSeen = time.Now()
+	s.active++
 	s.replica.inflight.Add(1)
 	s.replica.rev.touch()
 	return s.replica, true
+}
+
+// SessionDone marks the end of a request that Session counted; the session
+// is idle from now until its next request.
+func (a *App) SessionDone(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s := a.sessions[id]; s != nil && s.active > 0 {
+		s.active--
+		s.lastSeen = time.Now()
+	}
 }
 
 // BindSession records that an MCP session lives on a replica.

@@ -194,7 +194,25 @@ func TestAppScaleFromZero(t *testing.T) {
 		t.Fatalf("TypeScript client through a cold start: %+v", report)
 	}
 	t.Logf("first connect through a cold start took %d ms", report.ConnectMillis)
-	// The client ended its session: after the scale-down delay, zero again.
+
+	// A live session (the go-sdk client holds a GET stream open) keeps its
+	// replica well past the scale-down delay.
+	ctx := context.Background()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: b.info.PublicURL + "/apps/zero/mcp"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := b.waitReplicas("zero", 1).Replicas[0].ID
+	time.Sleep(3 * time.Second)
+	if v := b.appShow("zero"); len(v.Replicas) != 1 || v.Replicas[0].ID != first {
+		t.Fatalf("a replica with a live session was scaled down: %+v", v.Replicas)
+	}
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test_simple_text"}); err != nil {
+		t.Fatalf("the live session broke: %v", err)
+	}
+	cs.Close()
+	// The clients ended their sessions: after the scale-down delay, zero again.
 	deadline := time.Now().Add(30 * time.Second)
 	for len(b.appShow("zero").Replicas) > 0 {
 		if time.Now().After(deadline) {

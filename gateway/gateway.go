@@ -206,6 +206,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeRPCError(rec, http.StatusNotFound, "session not found: initialize a new session")
 			return
 		}
+		defer a.SessionDone(sid)
 	} else {
 		ctx, cancel := context.WithTimeout(r.Context(), g.o.ColdStartTimeout)
 		rep, err = a.Acquire(ctx, label)
