@@ -113,7 +113,6 @@ type ErrorBody struct {
 const (
 	CodeNotFound    = "NotFound"
 	CodeBadRequest  = "BadRequest"
-	CodeTooLarge    = "TooLarge"
 	CodeInternal    = "Internal"
 	CodeUnavailable = "Unavailable"
 )

@@ -445,6 +445,14 @@ func (m *Manager) janitor() {
 	}
 }
 
+// Stdio reports whether the app's latest revision is a stdio server.
+func (a *App) Stdio() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := len(a.doc.Revisions)
+	return n > 0 && a.doc.Revisions[n-1].Config.Transport == TransportStdio
+}
+
 // Name is the app's name.
 func (a *App) Name() string { return a.name }
 

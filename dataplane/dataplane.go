@@ -347,16 +347,23 @@ func fileName(r *http.Request) (string, error) {
 	return name, nil
 }
 
-func (a *api) download(w http.ResponseWriter, r *http.Request) error {
+// fileRequest authorizes a request on one file and returns its session and
+// the file's name (checked before any session is created).
+func (a *api) fileRequest(r *http.Request) (*pool.Session, string, error) {
 	p, err := a.authorize(r)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	name, err := fileName(r)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	s, err := sessionIn(p, r)
+	return s, name, err
+}
+
+func (a *api) download(w http.ResponseWriter, r *http.Request) error {
+	s, name, err := a.fileRequest(r)
 	if err != nil {
 		return err
 	}
@@ -376,15 +383,7 @@ func (a *api) download(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) deleteFile(w http.ResponseWriter, r *http.Request) error {
-	p, err := a.authorize(r)
-	if err != nil {
-		return err
-	}
-	name, err := fileName(r)
-	if err != nil {
-		return err
-	}
-	s, err := sessionIn(p, r)
+	s, name, err := a.fileRequest(r)
 	if err != nil {
 		return err
 	}

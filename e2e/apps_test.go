@@ -482,6 +482,69 @@ func TestAppVolumeLogsAndMetrics(t *testing.T) {
 	}
 }
 
+// TestAppApplyAndDelete: berth apply -f creates an app from a Container
+// Apps-shaped manifest, makes no new revision when nothing changed, and the
+// gateway refuses bodies over its limit; app delete removes the app.
+func TestAppApplyAndDelete(t *testing.T) {
+	dir := everythingServer(t)
+	b := startBerth(t, "")
+	manifest := filepath.Join(t.TempDir(), "app.yaml")
+	write := func(minReplicas int) {
+		y := fmt.Sprintf(`name: declared
+properties:
+  configuration:
+    ingress: {targetPort: 9090, transport: http, path: /mcp}
+  template:
+    containers:
+      - command: ["./everything-server", "-http", "127.0.0.1:$PORT", "-stateless=false"]
+        dir: %s
+        resources: {cpu: 0.5, memory: 256Mi}
+        probes: [{type: readiness, tcpSocket: {}}]
+    scale: {minReplicas: %d, maxReplicas: 2, cooldownPeriod: 60}
+`, dir, minReplicas)
+		if err := os.WriteFile(manifest, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1)
+	if out := b.cli("apply", "-f", manifest); !strings.Contains(out, "revision declared--r1 created") {
+		t.Fatalf("first apply:\n%s", out)
+	}
+	if out := b.cli("apply", "-f", manifest); !strings.Contains(out, "no new revision") {
+		t.Fatalf("second apply of the same manifest:\n%s", out)
+	}
+	write(2)
+	b.cli("apply", "-f", manifest)
+	v := b.waitReplicas("declared", 2)
+	if len(v.Revisions) != 2 || v.Revisions[1].Config.Port != 9090 || v.Revisions[1].Config.Min != 2 || v.Revisions[1].Config.MemoryBytes != 256<<20 {
+		t.Fatalf("applied revisions: %+v", v.Revisions)
+	}
+	url := b.info.PublicURL + "/apps/declared/mcp"
+	initialize(t, url)
+
+	resp, err := http.Post(url, "application/json", bytes.NewReader(make([]byte, 17<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("17 MiB body: HTTP %d, want 413", resp.StatusCode)
+	}
+
+	b.cli("app", "delete", "declared")
+	if _, errOut, code := b.try("app", "show", "declared"); code != 1 || !strings.Contains(errOut, "not found") {
+		t.Fatalf("show after delete: exit %d %s", code, errOut)
+	}
+	resp, err = http.Post(url, "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("request to a deleted app: HTTP %d", resp.StatusCode)
+	}
+}
+
 func grepLines(s, sub string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {

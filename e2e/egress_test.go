@@ -64,22 +64,7 @@ func TestEgress(t *testing.T) {
 	// A service on the host that an egress-enabled sandbox must still not
 	// reach: listening on every host address, including the sandbox's
 	// gateway (the host end of its veth).
-	ln, err := net.Listen("tcp", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Write([]byte("HOST-SERVICE\n"))
-			c.Close()
-		}
-	}()
-	hostPort := ln.Addr().(*net.TCPAddr).Port
+	hostPort := hostService(t, "0.0.0.0:0", "HOST-SERVICE")
 
 	probe := fmt.Sprintf(`python3 - <<'EOF'
 import socket, subprocess

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -44,8 +45,8 @@ func runsc(t testing.TB) string {
 }
 
 // startBerth starts a server on a fresh (or the given) data directory with
-// ephemeral ports.
-func startBerth(t testing.TB, dataDir string) *berth {
+// ephemeral ports, and any extra `berth up` flags.
+func startBerth(t testing.TB, dataDir string, flags ...string) *berth {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "bwrap")
@@ -53,8 +54,8 @@ func startBerth(t testing.TB, dataDir string) *berth {
 		dataDir = t.TempDir()
 	}
 	b := &berth{t: t, bin: testutil.BerthBinary(t), dataDir: dataDir, logs: &bytes.Buffer{}, exited: make(chan struct{})}
-	b.cmd = exec.Command(b.bin, "up", "--data-dir", dataDir, "--listen", "127.0.0.1:0",
-		"--admin-listen", "127.0.0.1:0", "--runsc", runsc(t), "--log-level", "debug")
+	b.cmd = exec.Command(b.bin, append([]string{"up", "--data-dir", dataDir, "--listen", "127.0.0.1:0",
+		"--admin-listen", "127.0.0.1:0", "--runsc", runsc(t), "--log-level", "debug"}, flags...)...)
 	b.cmd.Stdout = b.logs
 	b.cmd.Stderr = b.logs
 	_ = os.Remove(filepath.Join(dataDir, server.InfoFile))
@@ -218,4 +219,26 @@ func (b *berth) executeRaw(poolName, key, id, code string) resp {
 	}})
 	return b.do(http.MethodPost, fmt.Sprintf("/pools/%s/code/execute?identifier=%s", poolName, url.QueryEscape(id)),
 		keyHeader(key), bytes.NewReader(body))
+}
+
+// hostService listens on addr (on the host) and greets every connection
+// with banner: a service that sandboxes must not reach. It returns the port.
+func hostService(t testing.TB, addr, banner string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte(banner + "\n"))
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
 }

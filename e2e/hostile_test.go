@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,22 +18,7 @@ func TestHostileCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A service on the host's loopback that sandboxes must not reach.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Write([]byte("HOST-SERVICE-REACHED\n"))
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := hostService(t, "127.0.0.1:0", "HOST-SERVICE-REACHED")
 
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) {

@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -20,7 +17,6 @@ import (
 	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/berth-dev/berth/mcpserver"
-	"github.com/berth-dev/berth/server"
 )
 
 // mcpKeys adds a pool key to every request of an MCP client; the key can
@@ -303,50 +299,10 @@ func TestMCP(t *testing.T) {
 	})
 }
 
-// startBerthWith is startBerth with extra `berth up` flags.
-func startBerthWith(t *testing.T, flags ...string) *berth {
-	t.Helper()
-	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "bwrap")
-	dataDir := t.TempDir()
-	b := &berth{t: t, bin: testutil.BerthBinary(t), dataDir: dataDir, logs: &bytes.Buffer{}, exited: make(chan struct{})}
-	args := append([]string{"up", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-		"--runsc", runsc(t), "--log-level", "debug"}, flags...)
-	b.cmd = exec.Command(b.bin, args...)
-	b.cmd.Stdout, b.cmd.Stderr = b.logs, b.logs
-	if err := b.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = b.cmd.Wait()
-		close(b.exited)
-	}()
-	t.Cleanup(func() {
-		b.stop()
-		if t.Failed() {
-			t.Logf("server log:\n%s", b.logs.String())
-		}
-	})
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		raw, err := os.ReadFile(filepath.Join(dataDir, server.InfoFile))
-		if err == nil && json.Unmarshal(raw, &b.info) == nil && b.info.PID == b.cmd.Process.Pid {
-			return b
-		}
-		select {
-		case <-b.exited:
-			t.Fatalf("berth up exited early:\n%s", b.logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("berth up did not start:\n%s", b.logs.String())
-		}
-	}
-}
-
 // TestMCPAllowOrigin checks `berth up --allow-origin`: listed browser
 // origins get CORS answers, others 403, and a malformed one stops berth up.
 func TestMCPAllowOrigin(t *testing.T) {
-	b := startBerthWith(t, "--allow-origin", "https://app.example.com,https://b.example:8443", "--allow-origin", "http://c.example")
+	b := startBerth(t, "", "--allow-origin", "https://app.example.com,https://b.example:8443", "--allow-origin", "http://c.example")
 	var cred struct{ APIKey string }
 	b.cliJSON(&cred, "pool", "credentials", "default")
 	post := func(origin string) resp {

@@ -182,7 +182,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 
-	if isStdio(a) {
+	if a.Stdio() {
 		revision = "stdio"
 		// A stdio server has no HTTP side to defend itself against DNS
 		// rebinding: the gateway does it for it.
@@ -293,11 +293,6 @@ func (g *Gateway) allowedOrigin(origin string) bool {
 	}
 	u, err := url.Parse(origin)
 	return err == nil && u.Host != "" && g.allowedHost(u.Host)
-}
-
-func isStdio(a *app.App) bool {
-	d := a.Doc()
-	return len(d.Revisions) > 0 && d.Revisions[len(d.Revisions)-1].Config.Transport == app.TransportStdio
 }
 
 // rpcLabels reads the JSON-RPC method and tool name of a request body for

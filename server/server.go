@@ -67,7 +67,6 @@ const (
 	TokenFile  = "admin.token"
 	InfoFile   = "server.json"
 	lockFile   = "berth.lock"
-	StoreDir   = "."
 	defaultDir = ".berth"
 )
 
