@@ -15,9 +15,13 @@ test:
 build:
 	@scripts/setup.sh
 
+# Sandbox start-up and session latency (berth bench), then the gateway next
+# to direct and Caddy, and the platform's part of a cold start from zero.
 bench:
-	@scripts/setup.sh
+	@scripts/setup.sh --bench
 	.bin/berth bench $(ARGS)
+	go test ./e2e -run '^$$' -bench Gateway -benchtime 16000x -timeout 30m
+	go test ./e2e -run '^$$' -bench ColdStart -benchtime 20x -timeout 30m
 
 clean:
 	rm -rf .bin/berth

@@ -16,6 +16,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -60,6 +61,20 @@ func Handler(o Options) http.Handler {
 	handle("POST /v1/pools/{name}/credentials", c.credentials)
 	handle("POST /v1/pools/{name}/rotate-key", c.rotate)
 	c.appRoutes(handle)
+	// Go's profiler, for operators chasing a slow server (token required).
+	for _, p := range []struct {
+		pattern string
+		h       http.HandlerFunc
+	}{
+		{"GET /debug/pprof/", pprof.Index},
+		{"GET /debug/pprof/profile", pprof.Profile},
+		{"GET /debug/pprof/trace", pprof.Trace},
+	} {
+		handle(p.pattern, func(w http.ResponseWriter, r *http.Request) error {
+			p.h(w, r)
+			return nil
+		})
+	}
 	return mux
 }
 

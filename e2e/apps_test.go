@@ -461,6 +461,8 @@ func TestAppVolumeLogsAndMetrics(t *testing.T) {
 		t.Fatalf("schema resource: %v %+v", err, schema)
 	}
 
+	// The access log has a line per request, with the MCP detail.
+	b.waitLog(`msg="app request"`, "app=tasks", "revision=tasks--r1", "mcpMethod=tools/call", "tool=createTask", "status=200")
 	if logs := b.cli("app", "logs", "tasks"); !strings.Contains(logs, "tasks--r2-1") || !strings.Contains(logs, "replica ready") {
 		t.Fatalf("app logs:\n%s", logs)
 	}

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,8 +32,49 @@ type berth struct {
 	dataDir string
 	cmd     *exec.Cmd
 	info    server.Info
-	logs    *bytes.Buffer
+	logs    *syncBuffer
 	exited  chan struct{}
+}
+
+// syncBuffer is the server's output, written by the exec package while a
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitLog waits until the server has logged a line that contains all of
+// want, and returns it.
+func (b *berth) waitLog(want ...string) string {
+	b.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+	lines:
+		for _, line := range strings.Split(b.logs.String(), "\n") {
+			for _, w := range want {
+				if !strings.Contains(line, w) {
+					continue lines
+				}
+			}
+			return line
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("no log line with %q", want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // runsc returns the project's runsc, which `make test` installs in .bin.
@@ -53,7 +95,7 @@ func startBerth(t testing.TB, dataDir string, flags ...string) *berth {
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
-	b := &berth{t: t, bin: testutil.BerthBinary(t), dataDir: dataDir, logs: &bytes.Buffer{}, exited: make(chan struct{})}
+	b := &berth{t: t, bin: testutil.BerthBinary(t), dataDir: dataDir, logs: &syncBuffer{}, exited: make(chan struct{})}
 	b.cmd = exec.Command(b.bin, append([]string{"up", "--data-dir", dataDir, "--listen", "127.0.0.1:0",
 		"--admin-listen", "127.0.0.1:0", "--runsc", runsc(t), "--log-level", "debug"}, flags...)...)
 	b.cmd.Stdout = b.logs

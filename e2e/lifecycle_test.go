@@ -70,7 +70,7 @@ func TestRestartKeepsPoolsAndKeys(t *testing.T) {
 	}
 	b.stop()
 	if code := b.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("graceful stop exited %d:\n%s", code, b.logs)
+		t.Fatalf("graceful stop exited %d:\n%s", code, b.logs.String())
 	}
 	// A graceful stop leaves nothing behind.
 	if left := sandboxIDs(t, dir); len(left) > 0 {

@@ -43,10 +43,16 @@ type Options struct {
 	// ColdStartTimeout bounds how long a request waits for a replica when
 	// its revision is at zero (default 2 minutes).
 	ColdStartTimeout time.Duration
+	// FlushWindow is how long streamed response bytes may wait to be sent
+	// together (default DefaultFlushWindow; negative: flush every write at
+	// once, as ReverseProxy does).
+	FlushWindow time.Duration
 	// Registerer receives the gateway's metrics (default: a new registry,
 	// see Gateway.Registry).
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+	// AccessLog gets a line per request (default Logger).
+	AccessLog *slog.Logger
 }
 
 // Gateway is the app router and proxy.
@@ -65,6 +71,7 @@ type ctxKey struct{}
 type target struct {
 	rep  *app.Replica
 	path string
+	body []byte // the request body, read whole for the metrics (nil if not read)
 }
 
 // New builds a gateway.
@@ -80,6 +87,12 @@ func New(o Options) *Gateway {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.AccessLog == nil {
+		o.AccessLog = o.Logger
+	}
+	if o.FlushWindow == 0 {
+		o.FlushWindow = DefaultFlushWindow
 	}
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
@@ -108,9 +121,22 @@ func New(o Options) *Gateway {
 		},
 		Transport: roundTripper(func(req *http.Request) (*http.Response, error) {
 			t := req.Context().Value(ctxKey{}).(*target)
+			if t.body != nil {
+				// The body as bytes the Transport recognises: it then
+				// sends headers and body in one write, with a
+				// Content-Length (through ReverseProxy's wrapper it would
+				// flush the headers first, in a write of their own).
+				req = req.WithContext(req.Context())
+				req.ContentLength = int64(len(t.body))
+				req.Body = http.NoBody
+				if len(t.body) > 0 {
+					req.Body = io.NopCloser(bytes.NewReader(t.body))
+				}
+			}
 			return t.rep.Transport.RoundTrip(req)
 		}),
-		FlushInterval: -1, // stream every byte as it comes (SSE)
+		FlushInterval: -1, // stream every byte as it comes (SSE); see coalescer
+		BufferPool:    &bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			g.o.Logger.Warn("upstream error", "path", r.URL.Path, "err", err)
 			if errors.Is(err, context.Canceled) {
@@ -164,7 +190,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		g.requests.WithLabelValues(name, revision, method, tool, strconv.Itoa(rec.code)).Inc()
 		g.duration.WithLabelValues(name, revision, method).Observe(time.Since(start).Seconds())
-		g.o.Logger.Info("app request", "app", name, "revision", revision, "method", r.Method, "path", r.URL.Path,
+		g.o.AccessLog.Info("app request", "app", name, "revision", revision, "method", r.Method, "path", r.URL.Path,
 			"mcpMethod", method, "tool", tool, "status", rec.code, "bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond))
 	}()
 
@@ -172,10 +198,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
 		return
 	}
+	var body []byte
 	if r.Body != nil && r.Method == http.MethodPost {
-		body, err := io.ReadAll(http.MaxBytesReader(rec, r.Body, g.o.MaxBodyBytes))
-		if err != nil {
-			writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
+		if body, err = readBody(rec, r, g.o.MaxBodyBytes); err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
+			} else {
+				writeError(rec, http.StatusBadRequest, "could not read the request body: "+err.Error())
+			}
 			return
 		}
 		method, tool = rpcLabels(body)
@@ -224,8 +255,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	revision = rep.Revision()
 	rec.Header().Set("Berth-Revision", revision)
 
-	t := &target{rep: rep, path: path}
-	rw := &sessionWatcher{ResponseWriter: rec, onHeader: func(h http.Header, code int) {
+	t := &target{rep: rep, path: path, body: body}
+	var out http.ResponseWriter = rec
+	if g.o.FlushWindow > 0 {
+		cw := newCoalescer(rec, g.o.FlushWindow)
+		defer cw.close()
+		out = cw
+	}
+	rw := &sessionWatcher{ResponseWriter: out, onHeader: func(h http.Header, code int) {
 		switch {
 		case sid == "" && h.Get("Mcp-Session-Id") != "" && code < 300:
 			a.BindSession(h.Get("Mcp-Session-Id"), rep)
@@ -293,6 +330,20 @@ func (g *Gateway) allowedOrigin(origin string) bool {
 	}
 	u, err := url.Parse(origin)
 	return err == nil && u.Host != "" && g.allowedHost(u.Host)
+}
+
+// readBody reads a request body whole, up to limit bytes, into a slice of
+// the announced size when there is one.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	src := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength <= 0 {
+		return io.ReadAll(src)
+	}
+	buf := make([]byte, r.ContentLength) // ServeHTTP checked it against limit
+	if _, err := io.ReadFull(src, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
 }
 
 // rpcLabels reads the JSON-RPC method and tool name of a request body for

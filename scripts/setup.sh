@@ -3,11 +3,13 @@
 # berth. Idempotent: a second run installs nothing and only rebuilds berth.
 #   scripts/setup.sh          runtime needs: bubblewrap, nftables, runsc, berth
 #   scripts/setup.sh --test   also the test tools: staticcheck, npm packages
+#   scripts/setup.sh --bench  also Caddy, the gateway benchmark's reference proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 STATICCHECK_VERSION=v0.8.2
+CADDY_VERSION=v2.11.9
 BIN=$PWD/.bin
 mkdir -p "$BIN"
 export DEBIAN_FRONTEND=noninteractive
@@ -46,6 +48,14 @@ if [ "${1:-}" = "--test" ]; then
 	fi
 	if [ -x scripts/install-node-tools.sh ]; then
 		scripts/install-node-tools.sh
+	fi
+fi
+
+if [ "${1:-}" = "--bench" ]; then
+	if [ ! -x "$BIN/caddy" ] || [ "$(cat "$BIN/caddy.version" 2>/dev/null)" != "$CADDY_VERSION" ]; then
+		log "building caddy $CADDY_VERSION (the gateway benchmark's reference; a few minutes the first time)"
+		(cd /tmp && CGO_ENABLED=0 GOBIN="$BIN" go install "github.com/caddyserver/caddy/v2/cmd/caddy@$CADDY_VERSION")
+		echo "$CADDY_VERSION" >"$BIN/caddy.version"
 	fi
 fi
 

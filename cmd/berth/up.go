@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/berth-dev/berth/internal/logbatch"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/bwrap"
 	"github.com/berth-dev/berth/sandbox/gvisor"
@@ -49,10 +50,14 @@ func runUp(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	// Access lines (one per request) reach stderr in batches.
+	batch := logbatch.New(os.Stderr, logbatch.Options{})
+	defer batch.Close()
+	access := slog.New(slog.NewTextHandler(batch, &slog.HandlerOptions{Level: level}))
 
 	return server.Run(ctx, server.Options{
 		DataDir: *dataDir, Listen: *listen, AdminListen: *admin, PublicURL: *publicURL,
-		Version: version, Logger: log, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
+		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
 		},
