@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -30,7 +31,14 @@ import (
 // in its sandbox. "direct" dials the replica's port inside the sandbox's
 // network namespace; "caddy" goes through Caddy's reverse_proxy, run in that
 // namespace next to the app; "berth" goes through Berth's public listener
-// and gateway. Run it with `make bench`, which installs Caddy in .bin:
+// and gateway.
+//
+// It runs twice. "shared": every process on every core, so on a small
+// machine the proxy's CPU time comes straight out of the clients' and the
+// app's. "isolated": the clients and the app on CPU 0, the proxy on the
+// last CPU, as when a proxy is measured on a machine of its own: what is
+// left is the latency the proxy adds. Run it with `make bench`, which
+// installs Caddy in .bin:
 //
 //	go test ./e2e -run '^$' -bench Gateway -benchtime 16000x
 func BenchmarkGateway(b *testing.B) {
@@ -43,7 +51,8 @@ func BenchmarkGateway(b *testing.B) {
 	srv.cli("app", "deploy", "bench", "--dir", dir, "--command", everythingCommand, "--port", "8080",
 		"--min", "1", "--max", "1", "--concurrency", "1000", "--cpu", "2", "--memory", "1Gi")
 	srv.waitReplicas("bench", 1)
-	netns := appNetns(b, "everything-server")
+	app := appProcess(b, "everything-server")
+	netns := fmt.Sprintf("/proc/%d/ns/net", app)
 
 	// Caddy shares the replica's network namespace, as a sidecar would.
 	cfg := `{"admin":{"disabled":true},"logging":{"logs":{"default":{"level":"ERROR"}}},"apps":{"http":{"servers":{"b":{"listen":["127.0.0.1:8081"],"routes":[{"handle":[{"handler":"reverse_proxy","flush_interval":-1,"upstreams":[{"dial":"127.0.0.1:8080"}]}]}]}}}}}`
@@ -77,32 +86,72 @@ func BenchmarkGateway(b *testing.B) {
 	for _, t := range targets {
 		t.connect(b, 16)
 	}
-	b.Run("tools-call", func(b *testing.B) {
-		// The targets take turns, a slice of the calls each, so that
-		// whatever else the machine does weighs on all three alike.
-		const rounds = 8
-		for _, t := range targets {
-			t.reset()
+	b.Run("shared", func(b *testing.B) { benchTurns(b, targets) })
+	b.Run("isolated", func(b *testing.B) {
+		last := runtime.NumCPU() - 1
+		if last < 1 {
+			b.Skip("one CPU: nothing to isolate the proxy on")
 		}
-		b.ResetTimer()
-		for r := 0; r < rounds; r++ {
-			n := b.N / rounds
-			if r < b.N%rounds {
-				n++
-			}
-			for _, t := range targets {
-				t.run(b, n)
-			}
+		all := make([]int, runtime.NumCPU())
+		for i := range all {
+			all[i] = i
 		}
-		b.StopTimer()
-		for _, t := range targets {
-			t.report(b)
+		for _, p := range []struct{ pid, cpu int }{{os.Getpid(), 0}, {app, 0}, {srv.cmd.Process.Pid, last}, {cad.Process.Pid, last}} {
+			pinProcess(b, p.pid, p.cpu)
+			defer pinProcess(b, p.pid, all...)
 		}
-		if d, bt, c := targets[0].rate(), targets[1].rate(), targets[2].rate(); d > 0 && c > 0 {
-			b.ReportMetric(bt/d, "berth/direct")
-			b.ReportMetric(bt/c, "berth/caddy")
-		}
+		benchTurns(b, targets)
 	})
+}
+
+// benchTurns makes b.N calls to each target. The targets take turns, a
+// slice of the calls each, so that whatever else the machine does weighs on
+// all three alike.
+func benchTurns(b *testing.B, targets []*benchTarget) {
+	const rounds = 8
+	for _, t := range targets {
+		t.reset()
+	}
+	b.ResetTimer()
+	for r := 0; r < rounds; r++ {
+		n := b.N / rounds
+		if r < b.N%rounds {
+			n++
+		}
+		for _, t := range targets {
+			t.run(b, n)
+		}
+	}
+	b.StopTimer()
+	for _, t := range targets {
+		t.report(b)
+	}
+	if d, bt, c := targets[0].rate(), targets[1].rate(), targets[2].rate(); d > 0 && c > 0 {
+		b.ReportMetric(bt/d, "berth/direct")
+		b.ReportMetric(bt/c, "berth/caddy")
+	}
+}
+
+// pinProcess sets the CPU affinity of every thread of a process (threads
+// it starts later inherit it).
+func pinProcess(b testing.TB, pid int, cpus ...int) {
+	var set unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	// Twice, for a thread started while the first pass ran.
+	for pass := 0; pass < 2; pass++ {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, t := range tasks {
+			tid, _ := strconv.Atoi(t.Name())
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+				b.Fatalf("pin %d/%d: %v", pid, tid, err)
+			}
+		}
+	}
 }
 
 // benchTarget is one way to reach the benchmark's app, with its clients and
@@ -192,29 +241,29 @@ func (t *benchTarget) report(b *testing.B) {
 	}
 }
 
-// appNetns finds the one process running the named binary in a network
-// namespace other than ours (an app's replica) and returns its namespace.
-func appNetns(b testing.TB, binary string) string {
+// appProcess finds the one process running the named binary in a network
+// namespace other than ours (an app's replica).
+func appProcess(b testing.TB, binary string) int {
 	self, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		b.Fatal(err)
 	}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		exe, err := os.Readlink("/proc/" + e.Name() + "/exe")
 		if err != nil || filepath.Base(exe) != binary {
 			continue
 		}
-		ns := "/proc/" + e.Name() + "/ns/net"
-		if id, err := os.Readlink(ns); err == nil && id != self {
-			return ns
+		if id, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && id != self {
+			return pid
 		}
 	}
 	b.Fatalf("no %s in a sandbox", binary)
-	return ""
+	return 0
 }
 
 // netnsDialer dials TCP from inside a network namespace: the socket is made
