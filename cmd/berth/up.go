@@ -131,6 +131,6 @@ func printWelcome(s *server.Server) {
 	}
 	fmt.Printf("\n  API key:     berth pool credentials default --data-dir %s\n", s.DataDir)
 	fmt.Printf("  Try it:      curl -s -X POST '%s/pools/default/code/execute?identifier=demo-1' \\\n", s.Info.PublicURL)
-	fmt.Printf("                 -H \"x-ms-apikey: $(berth pool credentials default -o json --data-dir %s | jq -r .apiKey)\" \\\n", s.DataDir)
+	fmt.Printf("                 -H \"x-ms-apikey: $(berth pool credentials default --data-dir %s)\" \\\n", s.DataDir)
 	fmt.Printf("                 -H 'content-type: application/json' -d '{\"properties\":{\"code\":\"echo hello from $(hostname)\"}}'\n\n")
 }
