@@ -263,7 +263,17 @@ func (ss *services) routes(mux *http.ServeMux) {
 				_ = enc.Encode(l)
 				_ = rc.Flush()
 			case <-s.exited:
-				return
+				// Every line was logged before exited closed: send
+				// what is still queued, then end the stream.
+				for {
+					select {
+					case l := <-ch:
+						_ = enc.Encode(l)
+					default:
+						_ = rc.Flush()
+						return
+					}
+				}
 			case <-r.Context().Done():
 				return
 			}

@@ -20,6 +20,10 @@ import (
 // ErrNoReplica means no replica became ready in time.
 var ErrNoReplica = errors.New("no replica of the app is ready")
 
+// ErrStartFailed means a replica that a request waited for failed to start
+// (its command exited, or its sandbox did not start, before it was ready).
+var ErrStartFailed = errors.New("the app's replica failed to start")
+
 // Replica is one incarnation of a replica: a sandbox running the app's
 // command. A crashed replica is replaced by a new incarnation with a new
 // ID, so sessions bound to the old one end (the gateway answers 404).
@@ -73,6 +77,11 @@ type revisionRuntime struct {
 	lastBusy time.Time
 	changed  chan struct{} // closed and replaced when a replica's state changes
 	waiting  int           // requests waiting for a replica (scale from zero)
+	// failedStarts counts replicas that ended before they were ready, the
+	// last for lastStartErr: a request waiting for a replica gives up when
+	// one fails rather than wait through the restart back-off.
+	failedStarts uint64
+	lastStartErr error
 }
 
 func newRevisionRuntime(a *App, rev Revision) *revisionRuntime {
@@ -114,6 +123,9 @@ func (r *revisionRuntime) Replicas() []*Replica {
 // starting one (and waiting for it) if the revision is at zero. The caller
 // calls Done on it when the request ends.
 func (r *revisionRuntime) Acquire(ctx context.Context) (*Replica, error) {
+	r.mu.Lock()
+	failed := r.failedStarts
+	r.mu.Unlock()
 	for {
 		r.mu.Lock()
 		var best *Replica
@@ -135,6 +147,11 @@ func (r *revisionRuntime) Acquire(ctx context.Context) (*Replica, error) {
 			r.mu.Unlock()
 			return best, nil
 		}
+		if r.failedStarts != failed {
+			err := r.lastStartErr
+			r.mu.Unlock()
+			return nil, fmt.Errorf("%w: %w", ErrStartFailed, err)
+		}
 		// At zero (or none ready yet): make sure one is coming, and wait.
 		if len(r.slots) == 0 {
 			r.addSlotLocked()
@@ -151,7 +168,7 @@ func (r *revisionRuntime) Acquire(ctx context.Context) (*Replica, error) {
 			r.mu.Lock()
 			r.waiting--
 			r.mu.Unlock()
-			return nil, fmt.Errorf("%w: %v", ErrNoReplica, ctx.Err())
+			return nil, fmt.Errorf("%w: %w", ErrNoReplica, ctx.Err())
 		case <-r.ctx.Done():
 			r.mu.Lock()
 			r.waiting--
@@ -261,6 +278,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 	r.seq++
 	id := fmt.Sprintf("%s-%d", r.rev.Name, r.seq)
 	r.mu.Unlock()
+	t0 := time.Now()
 	sb, err := r.app.m.runtime.Start(r.ctx, sandbox.Spec{
 		ID:     id,
 		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU},
@@ -269,7 +287,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		UID:    r.app.uid,
 	})
 	if err != nil {
-		return fmt.Errorf("start sandbox: %w", err)
+		return r.startFailed(fmt.Errorf("start sandbox: %w", err))
 	}
 	rep := &Replica{ID: id, rev: r, sb: sb, gone: make(chan struct{})}
 	rep.Transport = &http.Transport{
@@ -293,6 +311,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		}
 	}()
 	s.current.Store(rep)
+	t1 := time.Now()
 
 	if cfg.Transport == TransportHTTP {
 		env := map[string]string{"PORT": strconv.Itoa(cfg.Port), "BERTH_APP": r.app.name, "BERTH_REVISION": r.rev.Name, "BERTH_REPLICA": id}
@@ -300,7 +319,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 			env[k] = v
 		}
 		if err := sb.Agent().StartService(r.ctx, agent.ServiceSpec{ID: "app", Command: cfg.Command, Env: env, Dir: "/app"}); err != nil {
-			return fmt.Errorf("start command: %w", err)
+			return r.startFailed(fmt.Errorf("start command: %w", err))
 		}
 		logCtx, stopLogs := context.WithCancel(r.ctx)
 		defer stopLogs()
@@ -308,6 +327,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 			_ = sb.Agent().ServiceLogs(logCtx, "app", true, func(l agent.LogLine) { r.app.log(r.rev.Name, id, l) })
 		}()
 	}
+	t2 := time.Now()
 	exited := make(chan error, 1)
 	if cfg.Transport == TransportHTTP {
 		go func() {
@@ -319,11 +339,13 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		}()
 	}
 	if err := r.probe(rep, exited); err != nil {
-		return err
+		return r.startFailed(err)
 	}
 	rep.ready.Store(true)
 	r.app.logf(r.rev.Name, id, "replica ready")
-	r.log.Info("replica ready", "replica", id)
+	t3 := time.Now()
+	r.log.Info("replica ready", "replica", id, "took", t3.Sub(t0).Round(time.Microsecond),
+		"sandbox", t1.Sub(t0).Round(time.Microsecond), "command", t2.Sub(t1).Round(time.Microsecond), "probe", t3.Sub(t2).Round(time.Microsecond))
 	r.notify()
 	select {
 	case err := <-exited:
@@ -341,13 +363,30 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 	}
 }
 
+// startFailed records that a replica ended before it was ready, which ends
+// the wait of the requests that wait for one, and returns err.
+func (r *revisionRuntime) startFailed(err error) error {
+	if r.ctx.Err() != nil {
+		return err // the revision is stopping: not the app's failure
+	}
+	r.mu.Lock()
+	r.failedStarts++
+	r.lastStartErr = err
+	r.mu.Unlock()
+	r.notify()
+	return err
+}
+
 // probe waits until the replica answers its readiness probe.
 func (r *revisionRuntime) probe(rep *Replica, exited <-chan error) error {
 	cfg := r.rev.Config
 	deadline := time.Now().Add(2 * time.Minute)
-	// Probe often at first: the app is usually up within milliseconds, and
-	// a request may be waiting for this replica (scale from zero).
-	wait := 2 * time.Millisecond
+	// Probe every millisecond at first: the app is usually up within tens
+	// of milliseconds, and a request may be waiting for this replica (scale
+	// from zero), so each millisecond between the app listening and the
+	// probe noticing counts. A slow starter is probed less and less often.
+	start := time.Now()
+	wait := time.Millisecond
 	for {
 		var err error
 		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
@@ -389,7 +428,9 @@ func (r *revisionRuntime) probe(rep *Replica, exited <-chan error) error {
 			return r.ctx.Err()
 		case <-time.After(wait):
 		}
-		wait = min(wait*2, 50*time.Millisecond)
+		if time.Since(start) > 250*time.Millisecond {
+			wait = min(wait*2, 50*time.Millisecond)
+		}
 	}
 }
 

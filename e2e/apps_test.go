@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -563,5 +564,36 @@ func deleteSession(url, sid string) {
 	req.Header.Set("Mcp-Session-Id", sid)
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
+	}
+}
+
+// TestAppThatCannotStart: a request to an app whose command exits before it
+// is ready is answered 503 as soon as the start fails, with a message that
+// says where to look and none of the app's output; the owner finds that
+// output in the app's logs.
+func TestAppThatCannotStart(t *testing.T) {
+	b := startBerth(t, "")
+	b.cli("app", "deploy", "broken", "--command", `echo "bad config: SECRET=hunter2" >&2; exit 3`, "--min", "0")
+	url := b.info.PublicURL + "/apps/broken/mcp"
+	// Well under the gateway's 2-minute wait for a replica: the answer
+	// must come from the failed start, not from that timeout.
+	c := &http.Client{Timeout: 60 * time.Second}
+	for i := 0; i < 2; i++ { // the second waits for the restart after back-off
+		resp, err := c.Post(url, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "berth app logs broken") ||
+			strings.Contains(string(body), "hunter2") {
+			t.Fatalf("request %d: HTTP %d %s", i, resp.StatusCode, body)
+		}
+	}
+	logs := b.cli("app", "logs", "broken")
+	for _, want := range []string{"[stderr] bad config: SECRET=hunter2", "process exited (code 3)", "replica failed: the app exited with code 3"} {
+		if !strings.Contains(logs, want) {
+			t.Fatalf("app logs lack %q:\n%s", want, logs)
+		}
 	}
 }

@@ -243,11 +243,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rep, err = a.Acquire(ctx, label)
 		cancel()
 		if err != nil {
-			status := http.StatusServiceUnavailable
-			if errors.Is(err, app.ErrLabelNotFound) {
-				status = http.StatusNotFound
-			}
-			writeError(rec, status, err.Error())
+			status, msg := g.acquireError(name, err)
+			writeError(rec, status, msg)
 			return
 		}
 	}
@@ -273,6 +270,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}}
 	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+}
+
+// acquireError maps a failure to find a replica to a status and a public
+// message; the cause, which may hold the app's internals, goes to the log.
+func (g *Gateway) acquireError(name string, err error) (int, string) {
+	switch {
+	case errors.Is(err, app.ErrLabelNotFound):
+		return http.StatusNotFound, err.Error()
+	case errors.Is(err, app.ErrStartFailed):
+		g.o.Logger.Warn("request failed: no replica could start", "app", name, "err", err)
+		return http.StatusServiceUnavailable, "the app could not start a replica (its owner sees why with: berth app logs " + name + ")"
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "no replica of the app became ready within " + g.o.ColdStartTimeout.String()
+	default:
+		g.o.Logger.Warn("request failed: no replica", "app", name, "err", err)
+		return http.StatusServiceUnavailable, "no replica of the app is ready"
+	}
 }
 
 // bridge returns the stdio bridge of an app (and label): one process per
