@@ -221,6 +221,36 @@ func TestAppScaleFromZero(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	// A burst at zero: every request is held while a replica starts, and
+	// every one succeeds.
+	var wg sync.WaitGroup
+	errs := make(chan error, 30)
+	for i := 0; i < 30; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"burst","version":"1"}}}`
+			req, _ := http.NewRequest(http.MethodPost, b.info.PublicURL+"/apps/zero/mcp", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			out, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(out), "serverInfo") {
+				errs <- fmt.Errorf("HTTP %d %s", resp.StatusCode, out)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a request of the burst at zero failed: %v", err)
+	}
 }
 
 // initialize opens an MCP session with a raw request and returns its id and
