@@ -77,19 +77,24 @@ type revisionRuntime struct {
 	lastBusy time.Time
 	changed  chan struct{} // closed and replaced when a replica's state changes
 	waiting  int           // requests waiting for a replica (scale from zero)
-	// failedStarts counts replicas that ended before they were ready, the
-	// last for lastStartErr: a request waiting for a replica gives up when
-	// one fails rather than wait through the restart back-off.
+	// starting counts replicas on their way to ready; failedStarts those
+	// that ended before, the last for lastStartErr. A request waiting for
+	// a replica gives up when one failed and none is still starting,
+	// rather than wait through the restart back-off.
+	starting     int
 	failedStarts uint64
 	lastStartErr error
+
+	spares chan spare // hands keepSpare's sandbox to the next replica
 }
 
 func newRevisionRuntime(a *App, rev Revision) *revisionRuntime {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &revisionRuntime{app: a, rev: rev, ctx: ctx, end: cancel, lastBusy: time.Now(), changed: make(chan struct{}),
-		log: a.m.log.With("app", a.name, "revision", rev.Name)}
-	r.wg.Add(1)
+		log: a.m.log.With("app", a.name, "revision", rev.Name), spares: make(chan spare)}
+	r.wg.Add(2)
 	go r.autoscale()
+	go r.keepSpare()
 	return r
 }
 
@@ -147,7 +152,7 @@ func (r *revisionRuntime) Acquire(ctx context.Context) (*Replica, error) {
 			r.mu.Unlock()
 			return best, nil
 		}
-		if r.failedStarts != failed {
+		if r.failedStarts != failed && r.starting == 0 {
 			err := r.lastStartErr
 			r.mu.Unlock()
 			return nil, fmt.Errorf("%w: %w", ErrStartFailed, err)
@@ -275,20 +280,14 @@ func (r *revisionRuntime) run(s *slot) {
 func (r *revisionRuntime) incarnate(s *slot) error {
 	cfg := r.rev.Config
 	r.mu.Lock()
-	r.seq++
-	id := fmt.Sprintf("%s-%d", r.rev.Name, r.seq)
+	r.starting++ // until ready (started) or failed (startFailed)
 	r.mu.Unlock()
 	t0 := time.Now()
-	sb, err := r.app.m.runtime.Start(r.ctx, sandbox.Spec{
-		ID:     id,
-		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU},
-		Egress: cfg.Egress == "enabled",
-		Mounts: r.app.mounts(r.rev),
-		UID:    r.app.uid,
-	})
+	sp, err := r.takeSandbox()
 	if err != nil {
 		return r.startFailed(fmt.Errorf("start sandbox: %w", err))
 	}
+	id, sb := sp.id, sp.sb
 	rep := &Replica{ID: id, rev: r, sb: sb, gone: make(chan struct{})}
 	rep.Transport = &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -322,8 +321,19 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 			return r.startFailed(fmt.Errorf("start command: %w", err))
 		}
 		logCtx, stopLogs := context.WithCancel(r.ctx)
-		defer stopLogs()
+		logsDone := make(chan struct{})
+		defer func() {
+			// An app that exited may have its last lines (the ones that
+			// say why) still on their way: let them arrive, briefly,
+			// before the sandbox goes.
+			select {
+			case <-logsDone:
+			case <-time.After(time.Second):
+			}
+			stopLogs()
+		}()
 		go func() {
+			defer close(logsDone)
 			_ = sb.Agent().ServiceLogs(logCtx, "app", true, func(l agent.LogLine) { r.app.log(r.rev.Name, id, l) })
 		}()
 	}
@@ -341,7 +351,10 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 	if err := r.probe(rep, exited); err != nil {
 		return r.startFailed(err)
 	}
-	rep.ready.Store(true)
+	rep.ready.Store(true) // first: a waiter that sees starting drop finds it
+	r.mu.Lock()
+	r.starting--
+	r.mu.Unlock()
 	r.app.logf(r.rev.Name, id, "replica ready")
 	t3 := time.Now()
 	r.log.Info("replica ready", "replica", id, "took", t3.Sub(t0).Round(time.Microsecond),
@@ -366,12 +379,12 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 // startFailed records that a replica ended before it was ready, which ends
 // the wait of the requests that wait for one, and returns err.
 func (r *revisionRuntime) startFailed(err error) error {
-	if r.ctx.Err() != nil {
-		return err // the revision is stopping: not the app's failure
-	}
 	r.mu.Lock()
-	r.failedStarts++
-	r.lastStartErr = err
+	r.starting--
+	if r.ctx.Err() == nil { // else the revision is stopping: not the app's failure
+		r.failedStarts++
+		r.lastStartErr = err
+	}
 	r.mu.Unlock()
 	r.notify()
 	return err

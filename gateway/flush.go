@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -26,11 +27,12 @@ type coalescer struct {
 	http.ResponseWriter // the client's response
 	window              time.Duration
 
-	mu     sync.Mutex // serialises the timer's flush with the proxy's writes
-	timer  *time.Timer
-	armed  bool // a flush is scheduled
-	closed bool // the handler is returning: the timer must not touch the response
-	flush  func() error
+	mu      sync.Mutex // serialises the timer's flush with the proxy's writes
+	timer   *time.Timer
+	armed   bool // a flush is scheduled
+	flushed bool // something was flushed: the headers are out
+	closed  bool // the handler is returning: the timer must not touch the response
+	flush   func() error
 }
 
 func newCoalescer(w http.ResponseWriter, window time.Duration) *coalescer {
@@ -69,21 +71,52 @@ func (c *coalescer) FlushError() error {
 func (c *coalescer) flushNow() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.armed = false
-	if !c.closed {
+	if c.armed && !c.closed {
+		c.flushed = true
 		_ = c.flush()
 	}
+	c.armed = false
+}
+
+// finish is deferred by the handler that writes through the coalescer.
+// ReverseProxy aborts with a panic (http.ErrAbortHandler) when the replica
+// breaks off a response; what the replica had sent then goes out before
+// the panic goes on.
+func (c *coalescer) finish() {
+	if p := recover(); p != nil {
+		c.close(true)
+		panic(p)
+	}
+	c.close(false)
 }
 
 // close stops any scheduled flush: after it, the response belongs to the
-// server again, which sends what is left as the handler returns.
-func (c *coalescer) close() {
+// server again, which sends what is left as the handler returns. Two cases
+// need a flush now: an aborted handler (the server then drops its buffer
+// and closes the connection, so bytes held back would be lost), and
+// trailers the upstream did not announce (ReverseProxy flushes before
+// adding them to force chunked encoding, without which the server would
+// drop them).
+func (c *coalescer) close(aborted bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	if aborted && c.armed || !c.flushed && hasUnannouncedTrailers(c.ResponseWriter.Header()) {
+		c.flushed = true
+		_ = c.flush()
+	}
+}
+
+func hasUnannouncedTrailers(h http.Header) bool {
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *coalescer) Unwrap() http.ResponseWriter { return c.ResponseWriter }

@@ -61,7 +61,7 @@ func proxyThrough(t *testing.T, upstream http.Handler, window time.Duration) (st
 			return
 		}
 		cw := newCoalescer(w, window)
-		defer cw.close()
+		defer cw.finish()
 		rp.ServeHTTP(cw, r)
 	})}
 	go func() { _ = srv.Serve(cl) }()
@@ -141,5 +141,50 @@ func TestCoalescerKeepsAStreamFlowing(t *testing.T) {
 			close(got)
 		}
 		_, _ = br.ReadString('\n') // the blank line ending the event
+	}
+}
+
+// An upstream that breaks off its response: the client still gets what it
+// had sent (status, event), then an error, as without the coalescer.
+func TestCoalescerSendsWhatCameBeforeAnAbort(t *testing.T) {
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: last words\n\n")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection drops mid-stream
+	})
+	u, _ := proxyThrough(t, upstream, time.Minute)
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("no response at all: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "data: last words") {
+		t.Fatalf("HTTP %d, body %q", resp.StatusCode, body)
+	}
+	if err == nil {
+		t.Fatal("the broken-off stream ended cleanly")
+	}
+}
+
+// Trailers the upstream did not announce still reach the client.
+func TestCoalescerKeepsUnannouncedTrailers(t *testing.T) {
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello")
+		w.(http.Flusher).Flush() // chunked, so that trailers can follow
+		w.Header().Set(http.TrailerPrefix+"X-Sum", "abc")
+	})
+	u, _ := proxyThrough(t, upstream, time.Minute)
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); string(b) != "hello" {
+		t.Fatalf("body %q", b)
+	}
+	if got := resp.Trailer.Get("X-Sum"); got != "abc" {
+		t.Fatalf("trailer X-Sum = %q, want abc (trailers %v)", got, resp.Trailer)
 	}
 }

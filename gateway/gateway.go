@@ -40,6 +40,9 @@ type Options struct {
 	Domain string
 	// MaxBodyBytes bounds a request body (default 16 MiB).
 	MaxBodyBytes int64
+	// BodyTimeout bounds the time to receive a request body (default 1
+	// minute).
+	BodyTimeout time.Duration
 	// ColdStartTimeout bounds how long a request waits for a replica when
 	// its revision is at zero (default 2 minutes).
 	ColdStartTimeout time.Duration
@@ -81,6 +84,9 @@ func New(o Options) *Gateway {
 	}
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 16 << 20
+	}
+	if o.BodyTimeout == 0 {
+		o.BodyTimeout = time.Minute
 	}
 	if o.ColdStartTimeout == 0 {
 		o.ColdStartTimeout = 2 * time.Minute
@@ -124,9 +130,11 @@ func New(o Options) *Gateway {
 			if t.body != nil {
 				// The body as bytes the Transport recognises: it then
 				// sends headers and body in one write, with a
-				// Content-Length (through ReverseProxy's wrapper it would
-				// flush the headers first, in a write of their own).
+				// Content-Length even if the client sent it chunked
+				// (through ReverseProxy's wrapper it would flush the
+				// headers first, in a write of their own).
 				req = req.WithContext(req.Context())
+				req.TransferEncoding = nil
 				req.ContentLength = int64(len(t.body))
 				req.Body = http.NoBody
 				if len(t.body) > 0 {
@@ -147,6 +155,10 @@ func New(o Options) *Gateway {
 	}
 	return g
 }
+
+// statusClientClosed is what the metrics and the access log record for a
+// request whose client left before it was answered (nginx's 499).
+const statusClientClosed = 499
 
 type roundTripper func(*http.Request) (*http.Response, error)
 
@@ -200,7 +212,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var body []byte
 	if r.Body != nil && r.Method == http.MethodPost {
-		if body, err = readBody(rec, r, g.o.MaxBodyBytes); err != nil {
+		// The body must arrive in reasonable time: a client that sends it
+		// a byte at a time cannot hold a connection and its buffer open.
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(g.o.BodyTimeout))
+		body, err = readBody(rec, r, g.o.MaxBodyBytes)
+		_ = rc.SetReadDeadline(time.Time{})
+		if err != nil {
 			var tooLarge *http.MaxBytesError
 			if errors.As(err, &tooLarge) {
 				writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
@@ -243,6 +261,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rep, err = a.Acquire(ctx, label)
 		cancel()
 		if err != nil {
+			if r.Context().Err() != nil {
+				rec.code = statusClientClosed // nobody is there to answer
+				return
+			}
 			status, msg := g.acquireError(name, err)
 			writeError(rec, status, msg)
 			return
@@ -256,7 +278,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var out http.ResponseWriter = rec
 	if g.o.FlushWindow > 0 {
 		cw := newCoalescer(rec, g.o.FlushWindow)
-		defer cw.close()
+		defer cw.finish()
 		out = cw
 	}
 	rw := &sessionWatcher{ResponseWriter: out, onHeader: func(h http.Header, code int) {
@@ -346,18 +368,18 @@ func (g *Gateway) allowedOrigin(origin string) bool {
 	return err == nil && u.Host != "" && g.allowedHost(u.Host)
 }
 
-// readBody reads a request body whole, up to limit bytes, into a slice of
-// the announced size when there is one.
+// readBody reads a request body whole, up to limit bytes. Memory follows
+// the bytes that arrive, not the length a client announces: a client that
+// announces 16 MiB and stalls holds 64 KiB at most.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	src := http.MaxBytesReader(w, r.Body, limit)
-	if r.ContentLength <= 0 {
-		return io.ReadAll(src)
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(min(r.ContentLength, 64<<10)))
 	}
-	buf := make([]byte, r.ContentLength) // ServeHTTP checked it against limit
-	if _, err := io.ReadFull(src, buf); err != nil {
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
 		return nil, err
 	}
-	return buf, nil
+	return buf.Bytes(), nil
 }
 
 // rpcLabels reads the JSON-RPC method and tool name of a request body for

@@ -1,0 +1,97 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/berth-dev/berth/sandbox"
+)
+
+// spare is a started sandbox with nothing running in it yet, made ahead of
+// a revision's next replica: starting the sandbox is most of the platform's
+// part of a cold start (tens of milliseconds), so a request that finds the
+// revision at zero waits for the app's own start and little else. Each
+// running revision keeps one, at the cost of one idle sandbox (a few MiB
+// with bwrap). It also speeds up scaling out and replacing a crashed
+// replica.
+type spare struct {
+	id string
+	sb sandbox.Sandbox
+}
+
+// startSandbox starts a sandbox for one of the revision's replicas.
+func (r *revisionRuntime) startSandbox() (spare, error) {
+	cfg := r.rev.Config
+	r.mu.Lock()
+	r.seq++
+	id := fmt.Sprintf("%s-%d", r.rev.Name, r.seq)
+	r.mu.Unlock()
+	sb, err := r.app.m.runtime.Start(r.ctx, sandbox.Spec{
+		ID:     id,
+		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU},
+		Egress: cfg.Egress == "enabled",
+		Mounts: r.app.mounts(r.rev),
+		UID:    r.app.uid,
+	})
+	return spare{id: id, sb: sb}, err
+}
+
+// takeSandbox returns the spare sandbox if there is a live one, or starts
+// a new one.
+func (r *revisionRuntime) takeSandbox() (spare, error) {
+	for {
+		select {
+		case sp := <-r.spares:
+			select {
+			case <-sp.sb.Done():
+				destroy(r, sp) // it died while it waited
+				continue
+			default:
+				return sp, nil
+			}
+		default:
+			return r.startSandbox()
+		}
+	}
+}
+
+// keepSpare keeps a spare sandbox ready until the revision stops, handing
+// it over through r.spares; it owns the spare until a replica takes it.
+func (r *revisionRuntime) keepSpare() {
+	defer r.wg.Done()
+	backoff := time.Second
+	for {
+		sp, err := r.startSandbox()
+		if err != nil {
+			if r.ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("spare sandbox failed to start", "err", err, "retryIn", backoff)
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		select {
+		case r.spares <- sp:
+		case <-sp.sb.Done():
+			destroy(r, sp)
+		case <-r.ctx.Done():
+			destroy(r, sp)
+			return
+		}
+	}
+}
+
+func destroy(r *revisionRuntime, sp spare) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sp.sb.Destroy(ctx); err != nil {
+		r.log.Warn("destroy sandbox", "sandbox", sp.id, "err", err)
+	}
+}
