@@ -7,36 +7,44 @@ import (
 	"time"
 )
 
-// DefaultFlushWindow is how long the gateway may hold streamed response
-// bytes before it flushes them to the client.
+// DefaultFlushWindow is the longest the gateway holds response bytes back
+// to send them together (see coalescer).
 const DefaultFlushWindow = time.Millisecond
 
 // coalescer stands between httputil.ReverseProxy and the client's response
-// and turns the proxy's flushes into one flush at most a window later.
+// and decides when the proxy's flushes really go out.
 //
-// ReverseProxy flushes an SSE response after every write, and once more,
-// at once, for the headers. An MCP server answers most POSTs with a short
-// SSE stream (the headers, one event, the end of the stream) that it
-// finishes within microseconds, so flushing at every step costs three
-// writes (and as many wake-ups of the client) where one would do. With the
-// coalescer, a response that ends within the window leaves in a single
-// write when the handler returns; a stream that goes on is flushed no later
-// than the window after its bytes arrived, so server-sent events and
-// progress notifications still flow as they come.
+// ReverseProxy flushes an SSE response after every write, and once more, at
+// once, for the headers alone. An MCP server answers a POSTed request with
+// a short SSE stream (the headers, the response's event, the end of the
+// stream) that it finishes within microseconds, so flushing at every step
+// costs three writes (and as many wake-ups of the client) where one does.
+// The coalescer:
+//   - holds the headers until the first bytes of the body, for at most the
+//     window;
+//   - when end is set (the request was a single JSON-RPC request), holds the
+//     event that carries the JSON-RPC response, after which an MCP server
+//     ends the stream, until that end, for at most the window: headers,
+//     event and end of stream then leave in one write, with no delay;
+//   - flushes everything else at once, so notifications, progress and
+//     server-to-client requests flow as they come.
 type coalescer struct {
 	http.ResponseWriter // the client's response
 	window              time.Duration
+	end                 *responseSpotter // nil: no JSON-RPC response to wait for
 
-	mu      sync.Mutex // serialises the timer's flush with the proxy's writes
-	timer   *time.Timer
-	armed   bool // a flush is scheduled
-	flushed bool // something was flushed: the headers are out
-	closed  bool // the handler is returning: the timer must not touch the response
-	flush   func() error
+	mu       sync.Mutex // serialises the timer's flush with the proxy's writes
+	timer    *time.Timer
+	armed    bool // a flush is scheduled
+	wrote    bool // body bytes were written
+	awaitEnd bool // the response's event was written: the stream ends next
+	flushed  bool // something was flushed: the headers are out
+	closed   bool // the handler is returning: the timer must not touch the response
+	flush    func() error
 }
 
-func newCoalescer(w http.ResponseWriter, window time.Duration) *coalescer {
-	return &coalescer{ResponseWriter: w, window: window, flush: http.NewResponseController(w).Flush}
+func newCoalescer(w http.ResponseWriter, window time.Duration, end *responseSpotter) *coalescer {
+	return &coalescer{ResponseWriter: w, window: window, end: end, flush: http.NewResponseController(w).Flush}
 }
 
 func (c *coalescer) WriteHeader(code int) {
@@ -48,15 +56,34 @@ func (c *coalescer) WriteHeader(code int) {
 func (c *coalescer) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ResponseWriter.Write(p)
+	n, err := c.ResponseWriter.Write(p)
+	if n > 0 {
+		c.wrote = true
+		if c.end != nil && !c.awaitEnd && c.end.feed(p[:n]) {
+			c.awaitEnd = true
+		}
+	}
+	return n, err
 }
 
-// FlushError schedules a flush within the window; http.ResponseController
-// (which ReverseProxy flushes through) calls it.
+// FlushError flushes now, or schedules a flush within the window (see
+// coalescer); http.ResponseController, which ReverseProxy flushes through,
+// calls it.
 func (c *coalescer) FlushError() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.armed {
+	if c.closed {
+		return nil
+	}
+	if c.wrote && !c.awaitEnd {
+		if c.armed {
+			c.timer.Stop()
+			c.armed = false
+		}
+		c.flushed = true
+		return c.flush()
+	}
+	if c.armed {
 		return nil
 	}
 	c.armed = true

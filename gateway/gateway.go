@@ -211,6 +211,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body []byte
+	request := false // the body is one JSON-RPC request
 	if r.Body != nil && r.Method == http.MethodPost {
 		// The body must arrive in reasonable time: a client that sends it
 		// a byte at a time cannot hold a connection and its buffer open.
@@ -227,7 +228,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
-		method, tool = rpcLabels(body)
+		method, tool, request = rpcInfo(body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 
@@ -277,7 +278,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := &target{rep: rep, path: path, body: body}
 	var out http.ResponseWriter = rec
 	if g.o.FlushWindow > 0 {
-		cw := newCoalescer(rec, g.o.FlushWindow)
+		var end *responseSpotter
+		if request {
+			end = &responseSpotter{}
+		}
+		cw := newCoalescer(rec, g.o.FlushWindow, end)
 		defer cw.finish()
 		out = cw
 	}
@@ -382,36 +387,40 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return buf.Bytes(), nil
 }
 
-// rpcLabels reads the JSON-RPC method and tool name of a request body for
-// the metrics (the first of a batch).
-func rpcLabels(body []byte) (method, tool string) {
+// rpcInfo reads the JSON-RPC method and tool name of a request body for
+// the metrics (the first of a batch), and whether the body is one request
+// (a method and an id), which the app answers with one response.
+func rpcInfo(body []byte) (method, tool string, request bool) {
 	var msg struct {
-		Method string `json:"method"`
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
 		Params struct {
 			Name string `json:"name"`
 		} `json:"params"`
 	}
 	b := bytes.TrimSpace(body)
-	if len(b) > 0 && b[0] == '[' {
-		var batch []json.RawMessage
-		if json.Unmarshal(b, &batch) != nil || len(batch) == 0 {
-			return "", ""
+	batch := len(b) > 0 && b[0] == '['
+	if batch {
+		var msgs []json.RawMessage
+		if json.Unmarshal(b, &msgs) != nil || len(msgs) == 0 {
+			return "", "", false
 		}
-		b = batch[0]
+		b = msgs[0]
 	}
 	if json.Unmarshal(b, &msg) != nil {
-		return "", ""
+		return "", "", false
 	}
 	if msg.Method == "tools/call" {
 		tool = msg.Params.Name
 	}
+	request = !batch && msg.Method != "" && msg.ID != nil && string(msg.ID) != "null"
 	if len(msg.Method) > 64 {
 		msg.Method = msg.Method[:64]
 	}
 	if len(tool) > 64 {
 		tool = tool[:64]
 	}
-	return msg.Method, tool
+	return msg.Method, tool, request
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

@@ -8,23 +8,26 @@ import (
 	"testing"
 )
 
-func TestRPCLabels(t *testing.T) {
+func TestRPCInfo(t *testing.T) {
 	for _, tc := range []struct {
 		body, method, tool string
+		request            bool
 	}{
-		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"createTask","arguments":{}}}`, "tools/call", "createTask"},
-		{`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, "tools/list", ""},
-		{`{"jsonrpc":"2.0","method":"resources/read","params":{"name":"not a tool"}}`, "resources/read", ""},
-		{` [{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},{"method":"ping"}]`, "tools/call", "a"},
-		{`{"jsonrpc":"2.0","id":1,"result":{}}`, "", ""},
-		{`[]`, "", ""},
-		{`not json`, "", ""},
-		{``, "", ""},
-		{`{"method":"` + strings.Repeat("m", 100) + `"}`, strings.Repeat("m", 64), ""},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"createTask","arguments":{}}}`, "tools/call", "createTask", true},
+		{`{"jsonrpc":"2.0","id":"a","method":"tools/list"}`, "tools/list", "", true},
+		{`{"jsonrpc":"2.0","method":"notifications/initialized"}`, "notifications/initialized", "", false},
+		{`{"jsonrpc":"2.0","id":null,"method":"ping"}`, "ping", "", false},
+		{`{"jsonrpc":"2.0","method":"resources/read","params":{"name":"not a tool"}}`, "resources/read", "", false},
+		{` [{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},{"method":"ping"}]`, "tools/call", "a", false},
+		{`{"jsonrpc":"2.0","id":1,"result":{}}`, "", "", false},
+		{`[]`, "", "", false},
+		{`not json`, "", "", false},
+		{``, "", "", false},
+		{`{"id":1,"method":"` + strings.Repeat("m", 100) + `"}`, strings.Repeat("m", 64), "", true},
 	} {
-		m, tool := rpcLabels([]byte(tc.body))
-		if m != tc.method || tool != tc.tool {
-			t.Errorf("rpcLabels(%.40q) = %q, %q; want %q, %q", tc.body, m, tool, tc.method, tc.tool)
+		m, tool, req := rpcInfo([]byte(tc.body))
+		if m != tc.method || tool != tc.tool || req != tc.request {
+			t.Errorf("rpcInfo(%.40q) = %q, %q, %v; want %q, %q, %v", tc.body, m, tool, req, tc.method, tc.tool, tc.request)
 		}
 	}
 }
