@@ -131,7 +131,7 @@ func (c *coalescer) close(aborted bool) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	if aborted && c.armed || !c.flushed && hasUnannouncedTrailers(c.ResponseWriter.Header()) {
+	if aborted && (c.armed || c.wrote) || !c.flushed && hasUnannouncedTrailers(c.ResponseWriter.Header()) {
 		c.flushed = true
 		_ = c.flush()
 	}
