@@ -85,13 +85,13 @@ type revisionRuntime struct {
 	failedStarts uint64
 	lastStartErr error
 
-	spares chan spare // hands keepSpare's sandbox to the next replica
+	spares chan box // hands keepSpare's sandbox to the next replica
 }
 
 func newRevisionRuntime(a *App, rev Revision) *revisionRuntime {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &revisionRuntime{app: a, rev: rev, ctx: ctx, end: cancel, lastBusy: time.Now(), changed: make(chan struct{}),
-		log: a.m.log.With("app", a.name, "revision", rev.Name), spares: make(chan spare)}
+		log: a.m.log.With("app", a.name, "revision", rev.Name), spares: make(chan box)}
 	r.wg.Add(2)
 	go r.autoscale()
 	go r.keepSpare()
@@ -303,11 +303,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		s.current.CompareAndSwap(rep, nil)
 		r.notify()
 		rep.Transport.CloseIdleConnections()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := sb.Destroy(ctx); err != nil {
-			r.log.Warn("destroy replica", "replica", id, "err", err)
-		}
+		r.destroy(sp)
 	}()
 	s.current.Store(rep)
 	t1 := time.Now()

@@ -8,20 +8,14 @@ import (
 	"github.com/berth-dev/berth/sandbox"
 )
 
-// spare is a started sandbox with nothing running in it yet, made ahead of
-// a revision's next replica: starting the sandbox is most of the platform's
-// part of a cold start (tens of milliseconds), so a request that finds the
-// revision at zero waits for the app's own start and little else. Each
-// running revision keeps one, at the cost of one idle sandbox (a few MiB
-// with bwrap). It also speeds up scaling out and replacing a crashed
-// replica.
-type spare struct {
+// box is one of a revision's sandboxes, with its ID.
+type box struct {
 	id string
 	sb sandbox.Sandbox
 }
 
 // startSandbox starts a sandbox for one of the revision's replicas.
-func (r *revisionRuntime) startSandbox() (spare, error) {
+func (r *revisionRuntime) startSandbox() (box, error) {
 	cfg := r.rev.Config
 	r.mu.Lock()
 	r.seq++
@@ -34,18 +28,18 @@ func (r *revisionRuntime) startSandbox() (spare, error) {
 		Mounts: r.app.mounts(r.rev),
 		UID:    r.app.uid,
 	})
-	return spare{id: id, sb: sb}, err
+	return box{id: id, sb: sb}, err
 }
 
 // takeSandbox returns the spare sandbox if there is a live one, or starts
 // a new one.
-func (r *revisionRuntime) takeSandbox() (spare, error) {
+func (r *revisionRuntime) takeSandbox() (box, error) {
 	for {
 		select {
 		case sp := <-r.spares:
 			select {
 			case <-sp.sb.Done():
-				destroy(r, sp) // it died while it waited
+				r.destroy(sp) // it died while it waited
 				continue
 			default:
 				return sp, nil
@@ -58,6 +52,14 @@ func (r *revisionRuntime) takeSandbox() (spare, error) {
 
 // keepSpare keeps a spare sandbox ready until the revision stops, handing
 // it over through r.spares; it owns the spare until a replica takes it.
+//
+// A spare is a started sandbox with nothing running in it yet, made ahead
+// of the revision's next replica: starting the sandbox is most of the
+// platform's part of a cold start (tens of milliseconds), so a request that
+// finds the revision at zero waits for the app's own start and little
+// else. Each running revision keeps one, at the cost of one idle sandbox
+// (a few MiB with bwrap). It also speeds up scaling out and replacing a
+// crashed replica.
 func (r *revisionRuntime) keepSpare() {
 	defer r.wg.Done()
 	backoff := time.Second
@@ -80,15 +82,16 @@ func (r *revisionRuntime) keepSpare() {
 		select {
 		case r.spares <- sp:
 		case <-sp.sb.Done():
-			destroy(r, sp)
+			r.destroy(sp)
 		case <-r.ctx.Done():
-			destroy(r, sp)
+			r.destroy(sp)
 			return
 		}
 	}
 }
 
-func destroy(r *revisionRuntime, sp spare) {
+// destroy ends one of the revision's sandboxes, a replica's or the spare.
+func (r *revisionRuntime) destroy(sp box) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := sp.sb.Destroy(ctx); err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/internal/testutil"
+	"github.com/berth-dev/berth/server"
 )
 
 var (
@@ -564,7 +565,25 @@ properties:
 		t.Fatalf("17 MiB body: HTTP %d, want 413", resp.StatusCode)
 	}
 
+	// Next to its 2 replicas, the revision keeps a spare sandbox started
+	// (the revision it replaced gave its replicas and spare up).
+	sandboxes := func() []string {
+		abs, _ := filepath.Abs(b.dataDir)
+		dirs, _ := filepath.Glob(filepath.Join("/var/lib/berth", server.Instance(abs), "bwrap", "sb-declared--*"))
+		return dirs
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(sandboxes()) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("sandboxes of the app: %v, want 2 replicas and a spare", sandboxes())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	b.cli("app", "delete", "declared")
+	if dirs := sandboxes(); len(dirs) != 0 {
+		t.Fatalf("sandboxes left after app delete: %v", dirs)
+	}
 	if _, errOut, code := b.try("app", "show", "declared"); code != 1 || !strings.Contains(errOut, "not found") {
 		t.Fatalf("show after delete: exit %d %s", code, errOut)
 	}
