@@ -469,9 +469,11 @@ func TestAppVolumeLogsAndMetrics(t *testing.T) {
 	// A new revision, with new replicas, sees the same volume.
 	deploy()
 	deadline := time.Now().Add(60 * time.Second)
+	var replica string // revision 2's replica
 	for {
 		v := b.appShow("tasks")
 		if len(v.Revisions) == 2 && len(v.Replicas) == 1 && v.Replicas[0].Revision == "tasks--r2" && v.Replicas[0].Ready {
+			replica = v.Replicas[0].ID
 			break
 		}
 		if time.Now().After(deadline) {
@@ -495,7 +497,7 @@ func TestAppVolumeLogsAndMetrics(t *testing.T) {
 
 	// The access log has a line per request, with the MCP detail.
 	b.waitLog(`msg="app request"`, "app=tasks", "revision=tasks--r1", "mcpMethod=tools/call", "tool=createTask", "status=200")
-	if logs := b.cli("app", "logs", "tasks"); !strings.Contains(logs, "tasks--r2-1") || !strings.Contains(logs, "replica ready") {
+	if logs := b.cli("app", "logs", "tasks"); !strings.Contains(logs, replica+" [stderr]") || !strings.Contains(logs, replica+" [system] replica ready") {
 		t.Fatalf("app logs:\n%s", logs)
 	}
 	resp, err := http.Get(b.info.AdminURL + "/metrics")
