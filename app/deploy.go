@@ -47,7 +47,7 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 		return Doc{}, Revision{}, err
 	}
 	defer a.release(rev.Name, seq)
-	if err := a.prepare(rev); err != nil {
+	if err := a.prepare(ctx, rev); err != nil {
 		return Doc{}, Revision{}, err
 	}
 	doc, err := a.update(ctx, func(d *Doc) error {
@@ -167,7 +167,7 @@ func (a *App) revisionsDir() string { return filepath.Join(a.dir, "revisions") }
 // so a deploy killed half-way leaves nothing that a later revision of the
 // same name could pick up (stale staging directories are removed at
 // start).
-func (a *App) prepare(rev Revision) error {
+func (a *App) prepare(ctx context.Context, rev Revision) error {
 	revs := a.revisionsDir()
 	if err := os.MkdirAll(revs, 0o711); err != nil {
 		return err
@@ -180,7 +180,7 @@ func (a *App) prepare(rev Revision) error {
 	if err != nil {
 		return err
 	}
-	if err := a.stage(rev, staging); err != nil {
+	if err := a.stage(ctx, rev, staging); err != nil {
 		_ = os.RemoveAll(staging)
 		return err
 	}
@@ -210,10 +210,13 @@ func (a *App) prepare(rev Revision) error {
 
 // stage fills a staging directory with the revision's files, for the
 // app's uid only.
-func (a *App) stage(rev Revision, staging string) error {
+func (a *App) stage(ctx context.Context, rev Revision, staging string) error {
 	uid := int(a.uid)
 	if rev.Config.Dir != "" {
-		if err := copyTree(rev.Config.Dir, staging, uid); err != nil {
+		if err := copyTree(ctx, rev.Config.Dir, staging, uid); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return invalid("copy %s into the revision: %v", rev.Config.Dir, err)
 		}
 	}
@@ -248,7 +251,7 @@ func (a *App) mounts(rev Revision) []sandbox.Mount {
 // even if the tree changes during the copy. Symlinks are copied as
 // symlinks, never followed; they resolve inside the sandbox, where the
 // host's files are not. Devices, FIFOs and sockets are refused.
-func copyTree(src, dst string, uid int) error {
+func copyTree(ctx context.Context, src, dst string, uid int) error {
 	root, err := os.OpenRoot(src)
 	if err != nil {
 		return err
@@ -257,6 +260,9 @@ func copyTree(src, dst string, uid int) error {
 	return fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err // the deploy was abandoned
 		}
 		if rel == "." {
 			return nil
