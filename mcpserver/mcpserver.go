@@ -84,6 +84,10 @@ type Options struct {
 	// AllowedOrigins lists browser origins (scheme://host[:port]) allowed
 	// besides loopback ones; "*" allows any origin.
 	AllowedOrigins []string
+	// AppDomain is where the gateway serves apps, NAME.AppDomain (default
+	// "localhost"): origins under it are refused even though .localhost
+	// is loopback, so that an app's page cannot drive a pool.
+	AppDomain string
 	// SessionTimeout closes idle MCP sessions (default DefaultSessionTimeout).
 	SessionTimeout time.Duration
 }
@@ -122,7 +126,7 @@ func New(o Options) (*Handler, error) {
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = DefaultSessionTimeout
 	}
-	op, err := newOriginPolicy(o.AllowedOrigins, o.PublicURL)
+	op, err := newOriginPolicy(o.AllowedOrigins, o.PublicURL, o.AppDomain)
 	if err != nil {
 		return nil, err
 	}

@@ -187,7 +187,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	mcpHandler, err := mcpserver.New(mcpserver.Options{
-		Pools: pools, Logger: log, Version: o.Version, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
+		Pools: pools, Logger: log, Version: o.Version, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins, AppDomain: o.AppDomain,
 	})
 	if err != nil {
 		pubLn.Close()
