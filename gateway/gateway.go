@@ -50,6 +50,10 @@ type Options struct {
 	// together (default DefaultFlushWindow; negative: flush every write at
 	// once, as ReverseProxy does).
 	FlushWindow time.Duration
+	// StdioSessionsPerClient bounds the MCP sessions (processes) one client
+	// address may hold open on a stdio app (default 16). An app's sessions
+	// in total are bounded by its revision's max replicas × concurrency.
+	StdioSessionsPerClient int
 	// Registerer receives the gateway's metrics (default: a new registry,
 	// see Gateway.Registry).
 	Registerer prometheus.Registerer
@@ -65,8 +69,19 @@ type Gateway struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 
+	tools toolLabels // the tool names each app's metrics label
+
 	mu      sync.Mutex
-	bridges map[string]*stdiobridge.Handler // stdio apps, by app---label
+	bridges map[string]*bridgeEntry // stdio apps, by app---label
+	closing sync.WaitGroup          // bridges of deleted apps being closed
+}
+
+// bridgeEntry is the stdio bridge of one app (and label). An app deleted
+// and created again under its name is another *app.App: its bridge is
+// another too.
+type bridgeEntry struct {
+	app *app.App
+	h   *stdiobridge.Handler
 }
 
 type ctxKey struct{}
@@ -103,7 +118,10 @@ func New(o Options) *Gateway {
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
 	}
-	g := &Gateway{o: o, bridges: map[string]*stdiobridge.Handler{}}
+	if o.StdioSessionsPerClient == 0 {
+		o.StdioSessionsPerClient = 16
+	}
+	g := &Gateway{o: o, bridges: map[string]*bridgeEntry{}}
 	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "berth_app_requests_total",
 		Help: "Requests to apps, by app, revision, MCP method, tool and status code.",
@@ -200,8 +218,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	method, tool := "", ""
 	revision := ""
 	defer func() {
-		g.requests.WithLabelValues(name, revision, method, tool, strconv.Itoa(rec.code)).Inc()
-		g.duration.WithLabelValues(name, revision, method).Observe(time.Since(start).Seconds())
+		ml := methodLabel(method)
+		g.requests.WithLabelValues(name, revision, ml, g.tools.label(name, tool), strconv.Itoa(rec.code)).Inc()
+		g.duration.WithLabelValues(name, revision, ml).Observe(time.Since(start).Seconds())
 		g.o.AccessLog.Info("app request", "app", name, "revision", revision, "method", r.Method, "path", r.URL.Path,
 			"mcpMethod", method, "tool", tool, "status", rec.code, "bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond))
 	}()
@@ -231,6 +250,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		method, tool, request = rpcInfo(body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
+	var out http.ResponseWriter = rec
+	if method == "tools/list" && request {
+		// The app's answer declares its tools: their names become labels.
+		c := &toolsListCapture{ResponseWriter: rec}
+		out = c
+		defer func() { g.tools.declare(name, c.toolNames()) }()
+	}
 
 	if a.Stdio() {
 		revision = "stdio"
@@ -242,7 +268,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = path
-		g.bridge(a, label).ServeHTTP(rec, r2)
+		g.bridge(a, label).ServeHTTP(out, r2)
 		return
 	}
 
@@ -276,13 +302,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.Header().Set("Berth-Revision", revision)
 
 	t := &target{rep: rep, path: path, body: body}
-	var out http.ResponseWriter = rec
 	if g.o.FlushWindow > 0 {
 		var end *responseSpotter
 		if request {
 			end = &responseSpotter{}
 		}
-		cw := newCoalescer(rec, g.o.FlushWindow, end)
+		cw := newCoalescer(out, g.o.FlushWindow, end)
 		defer cw.finish()
 		out = cw
 	}
@@ -322,8 +347,21 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 	key := a.Name() + "---" + label
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if h := g.bridges[key]; h != nil {
-		return h
+	if e := g.bridges[key]; e != nil && e.app == a {
+		return e.h
+	}
+	// A new app, or one deleted and deployed again: the bridges of apps
+	// that are gone (their processes went with their replicas) go too.
+	for k, e := range g.bridges {
+		if cur, err := g.o.Apps.Get(e.app.Name()); err != nil || cur != e.app {
+			delete(g.bridges, k)
+			g.closing.Go(func() { _ = e.h.Close() })
+		}
+	}
+	maxSessions := 0
+	if d := a.Doc(); len(d.Revisions) > 0 {
+		c := d.Revisions[len(d.Revisions)-1].Config
+		maxSessions = c.Max * c.Concurrency
 	}
 	h := stdiobridge.New(stdiobridge.Options{
 		Start: func(ctx context.Context) (stdiobridge.Process, error) {
@@ -334,20 +372,23 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 		// The client's Host is an app name under Domain, not loopback:
 		// the gateway has routed it already.
 		DisableLocalhostProtection: true,
+		MaxSessions:                maxSessions,
+		MaxSessionsPerClient:       g.o.StdioSessionsPerClient,
 		Logger:                     g.o.Logger,
 	})
-	g.bridges[key] = h
+	g.bridges[key] = &bridgeEntry{app: a, h: h}
 	return h
 }
 
 // Close ends every stdio session.
 func (g *Gateway) Close() {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	for k, h := range g.bridges {
-		_ = h.Close()
+	for k, e := range g.bridges {
 		delete(g.bridges, k)
+		g.closing.Go(func() { _ = e.h.Close() })
 	}
+	g.mu.Unlock()
+	g.closing.Wait()
 }
 
 // allowedHost accepts loopback addresses, localhost and names under the

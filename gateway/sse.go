@@ -91,6 +91,21 @@ func eventEnd(b []byte, from int) (end, next int, ok bool) {
 // isResponse says whether an SSE event's data is a JSON-RPC response: an
 // id, a result or an error, and no method.
 func isResponse(ev []byte) bool {
+	data := eventData(ev)
+	var msg struct {
+		ID     json.RawMessage `json:"id"`
+		Method *string         `json:"method"`
+		Result json.RawMessage `json:"result"`
+		Error  json.RawMessage `json:"error"`
+	}
+	if len(data) == 0 || json.Unmarshal(data, &msg) != nil {
+		return false
+	}
+	return msg.Method == nil && msg.ID != nil && (msg.Result != nil || msg.Error != nil)
+}
+
+// eventData is the data of an SSE event: its data lines, joined.
+func eventData(ev []byte) []byte {
 	var data []byte
 	for len(ev) > 0 {
 		line := ev
@@ -106,14 +121,5 @@ func isResponse(ev []byte) bool {
 			data = append(data, bytes.TrimPrefix(v, []byte(" "))...)
 		}
 	}
-	var msg struct {
-		ID     json.RawMessage `json:"id"`
-		Method *string         `json:"method"`
-		Result json.RawMessage `json:"result"`
-		Error  json.RawMessage `json:"error"`
-	}
-	if len(data) == 0 || json.Unmarshal(data, &msg) != nil {
-		return false
-	}
-	return msg.Method == nil && msg.ID != nil && (msg.Result != nil || msg.Error != nil)
+	return data
 }
