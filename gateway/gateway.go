@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/stdiobridge"
 )
 
@@ -40,6 +41,9 @@ type Options struct {
 	Domain string
 	// MaxBodyBytes bounds a request body (default 16 MiB).
 	MaxBodyBytes int64
+	// Bodies is the server-wide budget of request bodies held in memory
+	// (nil: none). A request that finds it spent gets 503 with Retry-After.
+	Bodies *bodymem.Budget
 	// BodyTimeout bounds the time to receive a request body (default 1
 	// minute).
 	BodyTimeout time.Duration
@@ -51,8 +55,9 @@ type Options struct {
 	// once, as ReverseProxy does).
 	FlushWindow time.Duration
 	// StdioSessionsPerClient bounds the MCP sessions (processes) one client
-	// address may hold open on a stdio app (default 16). An app's sessions
-	// in total are bounded by its revision's max replicas × concurrency.
+	// address may hold open on a stdio app (default: half the app's cap).
+	// An app's sessions in total are bounded by its revision's max
+	// replicas × concurrency.
 	StdioSessionsPerClient int
 	// Registerer receives the gateway's metrics (default: a new registry,
 	// see Gateway.Registry).
@@ -117,9 +122,6 @@ func New(o Options) *Gateway {
 	}
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
-	}
-	if o.StdioSessionsPerClient == 0 {
-		o.StdioSessionsPerClient = 16
 	}
 	g := &Gateway{o: o, bridges: map[string]*bridgeEntry{}}
 	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -236,11 +238,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a byte at a time cannot hold a connection and its buffer open.
 		rc := http.NewResponseController(w)
 		_ = rc.SetReadDeadline(time.Now().Add(g.o.BodyTimeout))
-		body, err = readBody(rec, r, g.o.MaxBodyBytes)
+		var reserved int64
+		body, reserved, err = readBody(rec, r, g.o.MaxBodyBytes, g.o.Bodies)
+		defer g.o.Bodies.Release(reserved)
 		_ = rc.SetReadDeadline(time.Time{})
 		if err != nil {
 			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
+			if errors.Is(err, bodymem.ErrBusy) {
+				rec.Header().Set("Retry-After", bodymem.RetryAfter)
+				writeError(rec, http.StatusServiceUnavailable, err.Error())
+			} else if errors.As(err, &tooLarge) {
 				writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
 			} else {
 				writeError(rec, http.StatusBadRequest, "could not read the request body: "+err.Error())
@@ -358,10 +365,13 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 			g.closing.Go(func() { _ = e.h.Close() })
 		}
 	}
-	maxSessions := 0
+	maxSessions, perClient := 0, g.o.StdioSessionsPerClient
 	if d := a.Doc(); len(d.Revisions) > 0 {
 		c := d.Revisions[len(d.Revisions)-1].Config
 		maxSessions = c.Max * c.Concurrency
+	}
+	if perClient == 0 {
+		perClient = max(1, maxSessions/2)
 	}
 	h := stdiobridge.New(stdiobridge.Options{
 		Start: func(ctx context.Context) (stdiobridge.Process, error) {
@@ -373,7 +383,7 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 		// the gateway has routed it already.
 		DisableLocalhostProtection: true,
 		MaxSessions:                maxSessions,
-		MaxSessionsPerClient:       g.o.StdioSessionsPerClient,
+		MaxSessionsPerClient:       perClient,
 		Logger:                     g.o.Logger,
 	})
 	g.bridges[key] = &bridgeEntry{app: a, h: h}
@@ -414,18 +424,41 @@ func (g *Gateway) allowedOrigin(origin string) bool {
 	return err == nil && u.Host != "" && g.allowedHost(u.Host)
 }
 
-// readBody reads a request body whole, up to limit bytes. Memory follows
-// the bytes that arrive, not the length a client announces: a client that
-// announces 16 MiB and stalls holds 64 KiB at most.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(min(r.ContentLength, 64<<10)))
+// readBody reads a request body whole, up to limit bytes, and reserves the
+// memory it takes from budget (give back reserved when the body is no
+// longer held, also on error). Memory follows the bytes that arrive, not
+// the length a client announces: a client that announces 16 MiB and stalls
+// holds 64 KiB at most; and all clients together hold at most the budget:
+// beyond it, readBody fails with bodymem.ErrBusy.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, budget *bodymem.Budget) (body []byte, reserved int64, err error) {
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	size := int64(4 << 10)
+	if r.ContentLength >= 0 {
+		// One byte more than announced: the read that sees the end
+		// needs no larger buffer.
+		size = min(r.ContentLength, 64<<10) + 1
 	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
-		return nil, err
+	var buf []byte
+	for {
+		if len(buf) == cap(buf) {
+			next := max(min(max(size, 2*int64(cap(buf))), limit+1), int64(cap(buf))+1)
+			if !budget.Reserve(next - int64(cap(buf))) {
+				return nil, reserved, bodymem.ErrBusy
+			}
+			reserved = next
+			nb := make([]byte, len(buf), next)
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, reserved, nil
+		}
+		if err != nil {
+			return nil, reserved, err
+		}
 	}
-	return buf.Bytes(), nil
 }
 
 // rpcInfo reads the JSON-RPC method and tool name of a request body for
