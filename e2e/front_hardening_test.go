@@ -270,7 +270,7 @@ func TestListenerLimits(t *testing.T) {
 	}
 	var open atomic.Int32
 	var wg sync.WaitGroup
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(2 * time.Second)
 	for _, c := range mine {
 		wg.Go(func() {
 			_ = c.SetReadDeadline(deadline)
@@ -400,11 +400,12 @@ func TestGatewayBodyMemoryBound(t *testing.T) {
 	time.Sleep(2 * time.Second) // the server reads what was sent
 	peak := rssBytes(t, b.cmd.Process.Pid)
 	t.Logf("server RSS: %d MiB before, %d MiB with %d stalled bodies (%d MiB sent)", before>>20, peak>>20, len(stalls), (48*15+48*4+48*11)<<20>>20)
-	// What the clients sent is 1.4 GiB. The heap holds the budget's bytes,
-	// and may grow to about twice what it holds before the GC collects
-	// (buffers outgrown, bodies refused).
-	if grew := peak - before; grew > 3*budget {
-		t.Errorf("the server grew by %d MiB while clients stalled mid-body; want it bounded by the %d MiB body budget (3× at most)", grew>>20, budget>>20)
+	// What the clients sent is 1.4 GiB (without a budget the server grows
+	// by about as much). The heap holds the budget's bytes, and may grow
+	// to about twice what it holds before the GC collects (buffers
+	// outgrown, bodies refused), and readers' own buffers come on top.
+	if grew := peak - before; grew > 4*budget {
+		t.Errorf("the server grew by %d MiB while clients stalled mid-body; want it bounded by the %d MiB body budget (4× at most)", grew>>20, budget>>20)
 	}
 	// A request now gets through, or a clear 503.
 	resp, body := mcpPost(t, &http.Client{Timeout: 30 * time.Second}, b.info.PublicURL+"/apps/mem/mcp", initializeBody)
