@@ -352,9 +352,12 @@ func (g *Gateway) acquireError(name string, err error) (int, string) {
 // MCP session, started in one of the app's replicas.
 func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 	key := a.Name() + "---" + label
+	maxSessions, perClient := g.stdioLimits(a)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if e := g.bridges[key]; e != nil && e.app == a {
+		// A new revision may have changed the app's max or concurrency.
+		e.h.SetLimits(maxSessions, perClient)
 		return e.h
 	}
 	// A new app, or one deleted and deployed again: the bridges of apps
@@ -364,14 +367,6 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 			delete(g.bridges, k)
 			g.closing.Go(func() { _ = e.h.Close() })
 		}
-	}
-	maxSessions, perClient := 0, g.o.StdioSessionsPerClient
-	if d := a.Doc(); len(d.Revisions) > 0 {
-		c := d.Revisions[len(d.Revisions)-1].Config
-		maxSessions = c.Max * c.Concurrency
-	}
-	if perClient == 0 {
-		perClient = max(1, maxSessions/2)
 	}
 	h := stdiobridge.New(stdiobridge.Options{
 		Start: func(ctx context.Context) (stdiobridge.Process, error) {
@@ -388,6 +383,20 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 	})
 	g.bridges[key] = &bridgeEntry{app: a, h: h}
 	return h
+}
+
+// stdioLimits are the session caps of a stdio app: its latest revision's
+// max replicas × concurrency, and a share of that per client address.
+func (g *Gateway) stdioLimits(a *app.App) (maxSessions, perClient int) {
+	if d := a.Doc(); len(d.Revisions) > 0 {
+		c := d.Revisions[len(d.Revisions)-1].Config
+		maxSessions = c.Max * c.Concurrency
+	}
+	perClient = g.o.StdioSessionsPerClient
+	if perClient == 0 {
+		perClient = max(1, maxSessions/2)
+	}
+	return maxSessions, perClient
 }
 
 // Close ends every stdio session.

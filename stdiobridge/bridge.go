@@ -150,6 +150,14 @@ func New(o Options) *Handler {
 	return &Handler{o: o, log: log, sessions: make(map[string]*session), perClient: make(map[string]int)}
 }
 
+// SetLimits changes MaxSessions and MaxSessionsPerClient; sessions beyond
+// new, lower limits live on, and new ones wait for room.
+func (h *Handler) SetLimits(maxSessions, perClient int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.o.MaxSessions, h.o.MaxSessionsPerClient = maxSessions, perClient
+}
+
 // Sessions returns the number of live sessions.
 func (h *Handler) Sessions() int {
 	h.mu.Lock()

@@ -530,4 +530,10 @@ func TestSessionCapsAndInitTimeout(t *testing.T) {
 	if resp := post(t, b.url, "", initializeBody, nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("initialize after the flood's sessions ended: %s", resp.Status)
 	}
+	// The client is at its cap again, until the caps are raised.
+	refused(post(t, b.url, "", initializeBody, nil), http.StatusTooManyRequests)
+	b.SetLimits(4, 3)
+	if resp := post(t, b.url, "", initializeBody, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("initialize after SetLimits raised the caps: %s", resp.Status)
+	}
 }
