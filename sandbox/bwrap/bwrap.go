@@ -204,7 +204,12 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	case <-time.After(30 * time.Second):
 		return nil, fmt.Errorf("sandbox %s: agent not ready after 30s: %s", spec.ID, stderr.String())
 	}
-	sb.client = agent.UnixClient(filepath.Join(sb.dir, "run", "agent.sock"))
+	// Only the agent has run so far: pin its socket now, before any
+	// code of the sandbox's can touch the name.
+	if sb.ep, err = local.OpenEndpoint(filepath.Join(sb.dir, "run"), "agent.sock", uid); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	}
+	sb.client = agent.NewClient(sb.ep.Dial)
 	return sb, nil
 }
 
@@ -252,6 +257,7 @@ type box struct {
 	cg     *cgroup.Group
 	netns  *netns.Namespace
 	cmd    *exec.Cmd
+	ep     *local.Endpoint
 	client *agent.Client
 	done   chan struct{}
 	once   sync.Once
@@ -273,6 +279,9 @@ func (b *box) teardown() {
 	b.once.Do(func() {
 		if b.client != nil {
 			b.client.Close()
+		}
+		if b.ep != nil {
+			b.ep.Close()
 		}
 		if b.cg != nil {
 			b.cg.Kill()
