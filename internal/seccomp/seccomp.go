@@ -4,6 +4,12 @@
 // modules, mounts, namespaces, tracing, keyrings, clock changes, reboots…).
 // Denied calls fail with EPERM rather than killing the process, so tools
 // that probe for features degrade gracefully.
+//
+// The list only means something for the host's own system call ABI: on
+// x86-64 a process can also make i386 calls (int 0x80) and x32 calls
+// (numbers with bit 30 set), whose numbers are different. The filter
+// therefore refuses every call made through any other ABI than the native
+// one (ENOSYS): the i386 ABI, the x32 ABI, and on arm64 the 32-bit one.
 package seccomp
 
 import (
@@ -11,6 +17,7 @@ import (
 	"sync"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/elastic/go-seccomp-bpf/arch"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -66,11 +73,37 @@ var (
 	progErr error
 )
 
+// errnoENOSYS is the answer to a call made through a foreign ABI.
+const errnoENOSYS = uint32(seccomp.ActionErrno) | uint32(unix.ENOSYS)
+
+// Instructions returns the filter as BPF instructions: a check that the
+// call uses the native ABI, then the policy.
+//
+// go-seccomp-bpf's own program checks the architecture too, but sends a
+// foreign one to the policy's default action, which for a deny list is
+// "allow": every call of the i386 ABI would pass. (It does refuse x32
+// numbers, with ENOSYS, which this keeps.)
+func Instructions() ([]bpf.Instruction, error) {
+	native, err := arch.GetInfo("")
+	if err != nil {
+		return nil, err
+	}
+	insns, err := Policy().Assemble()
+	if err != nil {
+		return nil, err
+	}
+	return append([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 4, Size: 4}, // seccomp_data.arch
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(native.ID), SkipTrue: 1},
+		bpf.RetConstant{Val: errnoENOSYS},
+	}, insns...), nil
+}
+
 // Program returns the filter as raw struct sock_filter instructions, the
 // format bubblewrap's --seccomp FD reads. It is assembled once.
 func Program() ([]byte, error) {
 	once.Do(func() {
-		insns, err := Policy().Assemble()
+		insns, err := Instructions()
 		if err != nil {
 			progErr = err
 			return
