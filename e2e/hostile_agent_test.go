@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -82,4 +83,82 @@ func randomTag(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return "m" + hex.EncodeToString(b)
+}
+
+// abiProbe makes system calls through the i386 ABI (int 0x80) and the x32
+// ABI (syscall with bit 30 set in the number) from a 64-bit process, with
+// machine code run through ctypes. It prints "ABI NR RESULT".
+const abiProbe = `cat > /tmp/abi.py <<'PY'
+import ctypes, mmap, struct, sys
+def call(code, nr):
+    m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    m.write(code(nr))
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    return ctypes.CFUNCTYPE(ctypes.c_int)(addr)()
+# push rbx; mov eax, nr; xor ebx,ebx; xor ecx,ecx; xor edx,edx; int 0x80; pop rbx; ret
+i386 = lambda nr: b"\x53\xb8" + struct.pack("<I", nr) + b"\x31\xdb\x31\xc9\x31\xd2\xcd\x80\x5b\xc3"
+# mov eax, nr|0x40000000; xor edi,edi; xor esi,esi; xor edx,edx; syscall; ret
+x32 = lambda nr: b"\xb8" + struct.pack("<I", nr | 0x40000000) + b"\x31\xff\x31\xf6\x31\xd2\x0f\x05\xc3"
+abi, nr = sys.argv[1], int(sys.argv[2])
+print(abi, nr, call(i386 if abi == "i386" else x32, nr), flush=True)
+PY
+# i386: getpid, ptrace(TRACEME), keyctl, userfaultfd, io_uring_setup; x32: getpid, ptrace
+for c in "i386 20" "i386 26" "i386 288" "i386 374" "i386 425" "x32 39" "x32 521"; do
+  python3 /tmp/abi.py $c 2>/dev/null || echo "$c killed"
+done
+python3 -c 'import os; print("native", os.getpid() > 0)'`
+
+// TestHostileSandboxSurface: what code in a session can learn or reach of
+// the host beyond its own sandbox, on each runtime: system calls through
+// other ABIs than the native one, host paths and the sandbox's name, and
+// file descriptors inherited from the host or the agent.
+func TestHostileSandboxSurface(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the probes are x86-64 machine code")
+	}
+	b := startBerth(t, "")
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			name := "surface-" + rt
+			key := b.createPool(name, "--runtime", rt, "--ready", "0", "--timeout", "20s")
+
+			t.Run("foreign syscall ABIs", func(t *testing.T) {
+				r := b.execute(name, key, "abi-probe", abiProbe)
+				lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+				if len(lines) != 8 || lines[7] != "native True" {
+					t.Fatalf("probe: %+v", r)
+				}
+				for _, l := range lines[:7] {
+					f := strings.Fields(l)
+					// ENOSYS, EPERM, or the process killed: never a call
+					// that reached the kernel.
+					if len(f) != 3 || (f[2] != "-38" && f[2] != "-1" && f[2] != "killed") {
+						t.Errorf("a system call through another ABI was not refused: %q", l)
+					}
+				}
+			})
+
+			t.Run("host paths and names", func(t *testing.T) {
+				probe := "cat /proc/1/cmdline /proc/2/cmdline /proc/self/cmdline /proc/$$/cmdline; echo; cat /proc/1/environ /proc/$$/environ; echo; hostname"
+				if rt != "bwrap" {
+					// bubblewrap's bind mounts show their host source
+					// paths in mountinfo (see SECURITY.md).
+					probe += "; cat /proc/self/mountinfo /proc/1/mountinfo"
+				}
+				r := b.execute(name, key, "path-probe", probe)
+				for _, leak := range []string{"/var/lib/berth", b.dataDir, name} {
+					if strings.Contains(r.Stdout, leak) {
+						t.Errorf("the sandbox sees %q:\n%s", leak, r.Stdout)
+					}
+				}
+			})
+
+			t.Run("file descriptors", func(t *testing.T) {
+				r := b.execute(name, key, "fd-probe", "ls /proc/self/fd | tr '\\n' ' '; echo; python3 -c 'import os; print(sorted(int(f) for f in os.listdir(\"/proc/self/fd\")))'")
+				if r.Stdout != "0 1 2 3 \n[0, 1, 2, 3]\n" {
+					t.Errorf("user code inherits file descriptors: %q", r.Stdout)
+				}
+			})
+		})
+	}
 }

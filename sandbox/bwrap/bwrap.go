@@ -132,7 +132,15 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	defer infoR.Close()
 	defer infoW.Close()
 
-	args := r.args(sb.dir, l, spec)
+	// bubblewrap reads its arguments from fd 6, so that its command line
+	// (which the sandbox sees as /proc/1/cmdline) names no host path.
+	opts, command := r.args(sb.dir, l, spec)
+	argsFile, err := memfd("berth-bwrap-args", []byte(strings.Join(opts, "\x00")+"\x00"))
+	if err != nil {
+		return nil, err
+	}
+	defer argsFile.Close()
+	args := append([]string{"--args", "6", "--"}, command...)
 	cred := &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}
 	cmd := exec.Command(r.bwrap, args...)
 	if sb.netns != nil {
@@ -144,7 +152,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		cred = nil
 	}
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
-	cmd.ExtraFiles = []*os.File{seccompFile, blockR, infoW} // fds 3, 4 and 5
+	cmd.ExtraFiles = []*os.File{seccompFile, blockR, infoW, argsFile} // fds 3, 4, 5 and 6
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setsid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -213,7 +221,8 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	return sb, nil
 }
 
-func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) []string {
+// args returns bubblewrap's options and the command it runs.
+func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) (opts, command []string) {
 	a := []string{
 		"--unshare-all", "--unshare-user", "--disable-userns",
 		"--die-with-parent", "--new-session", "--cap-drop", "ALL",
@@ -242,10 +251,9 @@ func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) []string
 		"--chdir", "/mnt/data",
 		"--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
 		"--seccomp", "3", "--block-fd", "4", "--info-fd", "5",
-		"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
-		"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10),
 	)
-	return a
+	return a, []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
+		"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10)}
 }
 
 // box is one bubblewrap sandbox.
