@@ -65,19 +65,20 @@ func TestClientAgainstHostileAgent(t *testing.T) {
 		agent http.HandlerFunc
 		call  func(*Client) error
 		// check, if set, judges a call that succeeded.
-		check func(t *testing.T, c *Client)
+		check func(c *Client) error
 	}{
-		{name: "24 MiB of output is cut at the cap", agent: flood(24<<20, false), check: func(t *testing.T, c *Client) {
+		{name: "24 MiB of output is cut at the cap", agent: flood(24<<20, false), check: func(c *Client) error {
 			var streamed int
 			long := req
 			long.TimeoutMillis = 20000
 			out, err := c.Exec(context.Background(), long, func(e Event) { streamed += len(e.Stdout) })
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
 			if len(out.Stdout) != DefaultMaxOutputBytes || !out.StdoutTruncated || streamed != DefaultMaxOutputBytes {
-				t.Fatalf("kept %d bytes (streamed %d), truncated=%v", len(out.Stdout), streamed, out.StdoutTruncated)
+				return fmt.Errorf("kept %d bytes (streamed %d), truncated=%v", len(out.Stdout), streamed, out.StdoutTruncated)
 			}
+			return nil
 		}},
 		{name: "endless output", agent: flood(-1, true), call: func(c *Client) error {
 			_, err := c.Exec(context.Background(), req, nil)
@@ -133,11 +134,12 @@ func TestClientAgainstHostileAgent(t *testing.T) {
 				w.Header().Set(fmt.Sprintf("X-%d", i), strings.Repeat("h", 4<<10))
 			}
 			w.WriteHeader(http.StatusOK)
-		}, check: func(t *testing.T, c *Client) {
+		}, check: func(c *Client) error {
 			// Go's transport refuses them (the agent is unavailable).
 			if err := c.Ping(context.Background()); !errors.Is(err, ErrUnavailable) {
-				t.Fatalf("ping: %v", err)
+				return fmt.Errorf("ping: %v", err)
 			}
+			return nil
 		}},
 		{name: "giant file list", agent: func(w http.ResponseWriter, r *http.Request) {
 			bw := bufio.NewWriter(w)
@@ -185,22 +187,24 @@ func TestClientAgainstHostileAgent(t *testing.T) {
 		{name: "huge error body", agent: func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusNotFound)
 			_ = json.NewEncoder(w).Encode(ErrorBody{Code: CodeNotFound, Message: strings.Repeat("m", 1<<20)})
-		}, check: func(t *testing.T, c *Client) {
+		}, check: func(c *Client) error {
 			err := c.Remove(context.Background(), "f")
 			var ae *Error
 			if !errors.As(err, &ae) || len(ae.Message) > 4<<10 {
-				t.Fatalf("error: %T, %d bytes", err, len(fmt.Sprint(err)))
+				return fmt.Errorf("error: %T, %d bytes", err, len(fmt.Sprint(err)))
 			}
+			return nil
 		}},
 		{name: "an error message with a long valid JSON body", agent: func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusBadRequest)
 			_ = json.NewEncoder(w).Encode(ErrorBody{Code: CodeBadRequest, Message: strings.Repeat("é", 10<<10)})
-		}, check: func(t *testing.T, c *Client) {
+		}, check: func(c *Client) error {
 			err := c.Remove(context.Background(), "f")
 			var ae *Error
 			if !errors.As(err, &ae) || len(ae.Message) > 4<<10 || !errors.Is(err, ErrBadRequest) {
-				t.Fatalf("error: %v", err)
+				return fmt.Errorf("error: %.200v", err)
 			}
+			return nil
 		}},
 		{name: "an endless log line", agent: func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, `{"line":"`)
@@ -214,28 +218,34 @@ func TestClientAgainstHostileAgent(t *testing.T) {
 		}},
 		{name: "an upgrade that stalls", agent: func(w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
-		}, check: func(t *testing.T, c *Client) {
+		}, check: func(c *Client) error {
 			if _, err := c.Attach(context.Background(), "x"); !errors.Is(err, ErrUnavailable) {
-				t.Fatalf("attach: %v", err)
+				return fmt.Errorf("attach: %v", err)
 			}
+			return nil
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			client := fakeAgent(t, c.agent)
-			done := make(chan struct{})
+			done := make(chan error, 1)
 			go func() {
-				defer close(done)
 				if c.check != nil {
-					c.check(t, client)
+					done <- c.check(client)
 					return
 				}
 				err := c.call(client)
 				if !errors.Is(err, ErrProtocol) || !errors.Is(err, ErrUnavailable) {
-					t.Errorf("want a protocol violation, got %v", err)
+					err = fmt.Errorf("want a protocol violation, got %.200v", err)
+				} else {
+					err = nil
 				}
+				done <- err
 			}()
 			select {
-			case <-done:
+			case err := <-done:
+				if err != nil {
+					t.Error(err)
+				}
 			case <-time.After(30 * time.Second):
 				t.Fatal("the client did not give up on the agent")
 			}
