@@ -142,7 +142,7 @@ func TestHostileSandboxSurface(t *testing.T) {
 				probe := "cat /proc/1/cmdline /proc/2/cmdline /proc/self/cmdline /proc/$$/cmdline; echo; cat /proc/1/environ /proc/$$/environ; echo; hostname"
 				if rt != "bwrap" {
 					// bubblewrap's bind mounts show their host source
-					// paths in mountinfo (see SECURITY.md).
+					// paths in mountinfo (see README.md, Sandboxes).
 					probe += "; cat /proc/self/mountinfo /proc/1/mountinfo"
 				}
 				r := b.execute(name, key, "path-probe", probe)
