@@ -64,6 +64,7 @@ func TestFilterABIs(t *testing.T) {
 		{"x86-64 ptrace", x86, nr(arch.X86_64, "ptrace"), 0, eperm},
 		{"x86-64 io_uring_setup", x86, nr(arch.X86_64, "io_uring_setup"), 0, eperm},
 		{"x86-64 clone", x86, nr(arch.X86_64, "clone"), 0x11, allow},
+		{"x86-64 clone thread", x86, nr(arch.X86_64, "clone"), 0x50f00, allow},
 		{"x86-64 clone newuser", x86, nr(arch.X86_64, "clone"), 0x10000000, eperm},
 		{"x86-64 clone3", x86, nr(arch.X86_64, "clone3"), 0, enosys},
 		{"i386 ptrace", i386, nr(arch.I386, "ptrace"), 0, enosys},
@@ -75,6 +76,12 @@ func TestFilterABIs(t *testing.T) {
 		{"x32 read", x86, nr(arch.X32, "read") | 0x40000000, 0, enosys},
 		{"x32 keyctl", x86, nr(arch.X32, "keyctl") | 0x40000000, 0, enosys},
 		{"unknown arch", 0x12345678, 0, 0, enosys},
+		{"x86-64 openat", x86, nr(arch.X86_64, "openat"), 0, allow},
+		{"x86-64 mmap", x86, nr(arch.X86_64, "mmap"), 0, allow},
+		{"x86-64 socket", x86, nr(arch.X86_64, "socket"), 0, allow},
+		{"x86-64 sethostname", x86, nr(arch.X86_64, "sethostname"), 0, eperm},
+		{"x86-64 keyctl", x86, nr(arch.X86_64, "keyctl"), 0, eperm},
+		{"x86-64 call newer than the table", x86, 1000, 0, enosys},
 	} {
 		if got := run(t, vm, c.arch, c.nr, c.arg0); got != c.want {
 			t.Errorf("%s: got %#x, want %#x", c.name, got, c.want)
