@@ -139,16 +139,22 @@ func TestHostileSandboxSurface(t *testing.T) {
 			})
 
 			t.Run("host paths and names", func(t *testing.T) {
-				probe := "cat /proc/1/cmdline /proc/2/cmdline /proc/self/cmdline /proc/$$/cmdline; echo; cat /proc/1/environ /proc/$$/environ; echo; hostname"
-				if rt != "bwrap" {
-					// bubblewrap's bind mounts show their host source
-					// paths in mountinfo (see README.md, Sandboxes).
-					probe += "; cat /proc/self/mountinfo /proc/1/mountinfo"
-				}
-				r := b.execute(name, key, "path-probe", probe)
+				r := b.execute(name, key, "path-probe", "cat /proc/1/cmdline /proc/2/cmdline /proc/self/cmdline /proc/$$/cmdline; echo; cat /proc/1/environ /proc/$$/environ; echo; hostname")
 				for _, leak := range []string{"/var/lib/berth", b.dataDir, name} {
 					if strings.Contains(r.Stdout, leak) {
 						t.Errorf("the sandbox sees %q:\n%s", leak, r.Stdout)
+					}
+				}
+				leaks := []string{b.dataDir, name}
+				if rt != "bwrap" {
+					// bubblewrap's bind mounts show the state directory
+					// in mountinfo (see README.md, Sandboxes).
+					leaks = append(leaks, "/var/lib/berth")
+				}
+				r = b.execute(name, key, "path-probe", "cat /proc/self/mountinfo /proc/1/mountinfo")
+				for _, leak := range leaks {
+					if strings.Contains(r.Stdout, leak) {
+						t.Errorf("the sandbox's mounts show %q:\n%s", leak, r.Stdout)
 					}
 				}
 			})

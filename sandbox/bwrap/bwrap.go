@@ -8,6 +8,7 @@ package bwrap
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -98,7 +99,10 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		}
 	}()
 
-	if sb.dir, err = r.host.MakeSandboxDir(spec.ID, uid); err != nil {
+	// The directory is not named after the sandbox: its path shows in the
+	// sandbox's mountinfo (bind mount sources), and the sandbox has no
+	// business knowing its name.
+	if sb.dir, err = r.host.MakeSandboxDir(rand.Text()[:16], uid); err != nil {
 		return nil, err
 	}
 	if sb.cg, err = r.host.Cgroups.Create(spec.ID, cgroup.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPU: l.CPU}); err != nil {
