@@ -159,6 +159,19 @@ func TestHostileSandboxSurface(t *testing.T) {
 				}
 			})
 
+			t.Run("the agent's process", func(t *testing.T) {
+				// Code runs as the agent's uid: the agent must still be out
+				// of its reach (its memory, its descriptors).
+				r := b.execute(name, key, "agent-probe", `p=$(pgrep -x agent | head -1); echo "pid=${p:+found}"
+ls -l /proc/$p/fd/ 2>/dev/null | grep -q -- '->' && echo FDS-VISIBLE
+head -c1 /proc/$p/environ >/dev/null 2>&1 && echo ENVIRON-READABLE
+python3 -c "open('/proc/$p/mem', 'r+b')" 2>/dev/null && echo MEM-WRITABLE
+echo checked`)
+				if r.Stdout != "pid=found\nchecked\n" {
+					t.Errorf("user code reaches the agent's process: %q", r.Stdout)
+				}
+			})
+
 			t.Run("file descriptors", func(t *testing.T) {
 				r := b.execute(name, key, "fd-probe", "ls /proc/self/fd | tr '\\n' ' '; echo; python3 -c 'import os; print(sorted(int(f) for f in os.listdir(\"/proc/self/fd\")))'")
 				if r.Stdout != "0 1 2 3 \n[0, 1, 2, 3]\n" {
