@@ -374,13 +374,25 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		if ctx.Err() != nil {
 			return nil, c.ctxErr(ctx)
 		}
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, dialError(err)
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
 		return nil, errorFrom(resp)
 	}
 	return resp, nil
+}
+
+// dialError is the error for a failed call. A refused connection means
+// that nothing listens on the agent's socket any more: the agent never
+// closes it while it lives, so the agent is gone although the sandbox may
+// not be (its code may keep it alive); nothing can be trusted to answer
+// there again.
+func dialError(err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return protocolErrorf("the agent no longer listens: %v", err)
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
 // errorFrom reads an agent's error answer, bounded, and keeps its message
@@ -563,7 +575,7 @@ func (c *Client) Attach(ctx context.Context, id string) (net.Conn, error) {
 func (c *Client) stream(ctx context.Context, path string) (net.Conn, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, dialError(err)
 	}
 	// The agent answers an upgrade at once: bound the wait, and the size
 	// of what it sends before the stream.

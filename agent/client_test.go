@@ -253,6 +253,26 @@ func TestClientAgainstHostileAgent(t *testing.T) {
 	}
 }
 
+// An agent that stopped listening is a protocol violation: nothing can
+// answer there again.
+func TestClientAgentGone(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	c := UnixClient(sock)
+	defer c.Close()
+	if err := c.Ping(context.Background()); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("ping: %v", err)
+	}
+	if _, err := c.Attach(context.Background(), "x"); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("attach: %v", err)
+	}
+}
+
 // An honest agent's answers pass: a Python result with a large value, and
 // output right at the cap.
 func TestClientHonestAgent(t *testing.T) {

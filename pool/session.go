@@ -180,15 +180,15 @@ func (s *Session) agentError(err error) error {
 	if err == nil {
 		return nil
 	}
+	if errors.Is(err, agent.ErrUnavailable) && s.lost() {
+		return fmt.Errorf("%w: %q; its state is gone, a new request starts a new session", ErrSessionLost, s.ID)
+	}
 	if errors.Is(err, agent.ErrProtocol) {
 		// What answers in the sandbox cannot be trusted any more (it may
 		// be the sandbox's own code posing as the agent): end the session.
 		s.pool.log.Warn("sandbox agent broke the protocol; destroying the session", "session", s.ID, "err", err)
 		s.pool.remove(s, "agent protocol violation")
 		return fmt.Errorf("%w: %q: its sandbox stopped answering as it should and was destroyed; its state is gone, a new request starts a new session", ErrSessionLost, s.ID)
-	}
-	if errors.Is(err, agent.ErrUnavailable) && s.lost() {
-		return fmt.Errorf("%w: %q; its state is gone, a new request starts a new session", ErrSessionLost, s.ID)
 	}
 	return err
 }
