@@ -172,6 +172,24 @@ echo checked`)
 				}
 			})
 
+			t.Run("kill the agent", func(t *testing.T) {
+				// Under bubblewrap the sandbox ends with its agent; under
+				// gVisor the agent is init and survives. Either way the
+				// host answers at once, and the identifier works after.
+				b.execute(name, key, "agent-killer", "echo before > /mnt/data/f")
+				start := time.Now()
+				raw := b.executeRaw(name, key, "agent-killer", "kill -9 $(pgrep -x agent); sleep 1; echo survived")
+				if raw.Status != 200 && raw.Status != 410 {
+					t.Fatalf("after killing the agent: HTTP %d: %s", raw.Status, raw.Body)
+				}
+				if d := time.Since(start); d > 15*time.Second {
+					t.Fatalf("the host took %s to notice", d)
+				}
+				if r := b.execute(name, key, "agent-killer", "echo recovered"); r.Stdout != "recovered\n" {
+					t.Fatalf("the identifier did not recover: %+v", r)
+				}
+			})
+
 			t.Run("file descriptors", func(t *testing.T) {
 				r := b.execute(name, key, "fd-probe", "ls /proc/self/fd | tr '\\n' ' '; echo; python3 -c 'import os; print(sorted(int(f) for f in os.listdir(\"/proc/self/fd\")))'")
 				if r.Stdout != "0 1 2 3 \n[0, 1, 2, 3]\n" {
