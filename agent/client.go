@@ -84,9 +84,9 @@ const (
 	// MaxListEntries and MaxListBytes bound a directory listing.
 	MaxListEntries = 100_000
 	MaxListBytes   = 32 << 20
-	maxSmallBody   = 64 << 10 // errors, file infos, service exits
-	maxMessage     = 2 << 10  // an error message passed on to users
-	maxLogLineWire = 64 << 10 // a service log line as JSON (lines are cut at 16 KiB)
+	maxSmallBody   = 64 << 10  // errors, file infos, service exits
+	maxMessage     = 2 << 10   // an error message passed on to users
+	maxLogLineWire = 128 << 10 // a service log line as JSON (lines are cut at 16 KiB, 6 bytes each at most once escaped)
 )
 
 // errTooLong is the cause of a deadline the host sets on an agent call.
