@@ -1,0 +1,504 @@
+// Package certs provides the certificates for Berth's HTTPS front door.
+//
+// A Manager owns a certmagic cache and serves, through TLSConfig, a
+// certificate for every name that Berth has bound (Bind, BindAsync) and for
+// nothing else: a handshake for an unbound name fails before certmagic looks
+// for a certificate, so nobody can make Berth ask a CA for names it does
+// not serve (the ACME-abuse hole of unrestricted on-demand TLS). Names are
+// managed when they are bound (the certificate is obtained at once and
+// renewed by certmagic's maintenance, OCSP staples included); certmagic's
+// on-demand issuance is also on, gated by the same bound set, so a handshake
+// that arrives before a newly bound name's certificate waits for it instead
+// of failing.
+//
+// Certificates come from one of three sources (Options.Mode):
+//
+//   - internal (the default): Berth's own local CA, as Caddy's. A root
+//     (10 years) and an intermediate (30 days, replaced when a third of its
+//     life is left) are created once in DATADIR/tls/ca (keys 0600); leaves
+//     live 12 hours by default and certmagic renews them when a third of
+//     that is left. Short leaves make revocation unnecessary; the root is
+//     what clients trust (RootPEM, ReadRootPEM, `berth ca export|trust`).
+//     IP addresses (127.0.0.1) get certificates too.
+//   - acme: publicly trusted certificates from an ACME CA (Let's Encrypt by
+//     default) over HTTP-01 (wrap the plain listener's handler with
+//     HTTPChallengeHandler) and TLS-ALPN-01 (served by TLSConfig on the
+//     HTTPS listener). Names no public CA can sign (localhost, *.localhost,
+//     loopback and private addresses, .internal, .local) still get leaves
+//     from the local CA.
+//   - files: only the certificate the user brings (Options.CertFile and
+//     KeyFile, e.g. a wildcard for the app domain); binding a name it does
+//     not cover is an error. The files are reloaded when they change.
+//
+// CertFile and KeyFile may also be given in the other modes: names the
+// file's certificate covers are served from it, the rest are issued.
+//
+// Everything lives under DATADIR/tls: ca/ (the local CA) and certmagic/
+// (certmagic's FileStorage: leaves, keys, ACME account, locks).
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// Mode is where certificates come from.
+type Mode string
+
+// The modes (see the package documentation).
+const (
+	ModeInternal Mode = "internal"
+	ModeACME     Mode = "acme"
+	ModeFiles    Mode = "files"
+)
+
+const (
+	// DefaultLeafLifetime is how long a local CA leaf is valid (Caddy's
+	// choice too); certmagic renews it when a third of it is left.
+	DefaultLeafLifetime = 12 * time.Hour
+	// DefaultFileCheckInterval is how often CertFile and KeyFile are
+	// checked for changes.
+	DefaultFileCheckInterval = time.Minute
+
+	tlsDirName = "tls"
+	fileTag    = "berth-file"
+)
+
+// ErrNotBound is the handshake error for a name that is not bound.
+var ErrNotBound = errors.New("certs: name not bound")
+
+// ACMEOptions configures mode acme.
+type ACMEOptions struct {
+	// Email is the ACME account's contact (recommended: expiry notices).
+	Email string
+	// CA is the ACME directory URL (default: Let's Encrypt production).
+	CA string
+	// CARootFile is a PEM file of roots to trust for the ACME server's own
+	// HTTPS (a private or test CA such as Pebble); default: system roots.
+	CARootFile string
+	// HTTPPort and TLSALPNPort are the ports on which the CA's validation
+	// requests arrive: those of the plain and HTTPS listeners (default 80
+	// and 443). When the port is already served by the front door (the
+	// usual case), challenges are answered by HTTPChallengeHandler and
+	// TLSConfig; otherwise certmagic briefly listens on it itself.
+	HTTPPort, TLSALPNPort int
+	// ListenHost is the interface certmagic's own challenge listeners use
+	// (default: all).
+	ListenHost string
+	// DisableHTTPChallenge and DisableTLSALPNChallenge turn one challenge
+	// type off (both are on by default).
+	DisableHTTPChallenge, DisableTLSALPNChallenge bool
+}
+
+// Options configure a Manager. The zero value (with DataDir) is internal
+// mode with the defaults.
+type Options struct {
+	// DataDir is Berth's data directory (required); state goes to DataDir/tls.
+	DataDir string
+	// Mode is internal (default), acme or files.
+	Mode Mode
+	// LeafLifetime is the local CA's leaf lifetime (default DefaultLeafLifetime).
+	LeafLifetime time.Duration
+	// ACME configures mode acme.
+	ACME ACMEOptions
+	// CertFile and KeyFile are a PEM certificate chain and key the user
+	// brings: required in mode files, optional otherwise.
+	CertFile, KeyFile string
+	// FileCheckInterval is how often the files are checked for changes
+	// (default DefaultFileCheckInterval; negative: never).
+	FileCheckInterval time.Duration
+	// RenewCheckInterval is how often certmagic looks for certificates to
+	// renew (default certmagic's, 10 minutes). It must stay well below a
+	// third of the leaf lifetime.
+	RenewCheckInterval time.Duration
+	// Logger receives certmagic's log (obtain, renew, errors); default slog.Default().
+	Logger *slog.Logger
+}
+
+// Manager serves certificates for the bound names. Its methods are safe for
+// concurrent use.
+type Manager struct {
+	opts   Options
+	log    *slog.Logger
+	cache  *certmagic.Cache
+	local  *source // local CA; nil in mode files
+	public *source // ACME; nil unless mode acme
+	base   *source // the user's file (and lookup only, in mode files)
+	acme   *certmagic.ACMEIssuer
+	ca     *localCA
+	files  *fileCert
+	bound  nameSet
+
+	ctx    context.Context // background issuance and the file watcher
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// source is one issuer's pair of certmagic configurations sharing the
+// cache, storage and issuer: manage (Bind: obtain at once, renew) and
+// handshake (on-demand gated by the bound set). They are separate because
+// certmagic's Manage only defers to the handshake when on-demand is on.
+type source struct {
+	manage, handshake *certmagic.Config
+}
+
+func newSource(cache *certmagic.Cache, tmpl certmagic.Config, onDemand *certmagic.OnDemandConfig) *source {
+	hs := tmpl
+	hs.OnDemand = onDemand
+	return &source{manage: certmagic.New(cache, tmpl), handshake: certmagic.New(cache, hs)}
+}
+
+// New builds a Manager: it creates or loads the local CA (modes internal
+// and acme), and loads CertFile/KeyFile. No name is bound yet.
+func New(opts Options) (*Manager, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	m := &Manager{opts: opts, log: opts.Logger}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	zl := zapToSlog(opts.Logger)
+	m.cache = certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert:   m.configForCert,
+		RenewCheckInterval: opts.RenewCheckInterval,
+		Logger:             zl,
+	})
+	tlsDir := filepath.Join(opts.DataDir, tlsDirName)
+	tmpl := certmagic.Config{
+		Storage: &certmagic.FileStorage{Path: filepath.Join(tlsDir, "certmagic")},
+		Logger:  zl,
+	}
+	if err := m.configure(tmpl, filepath.Join(tlsDir, caDirName)); err != nil {
+		m.cache.Stop()
+		return nil, err
+	}
+	if opts.CertFile != "" {
+		m.files = &fileCert{certFile: opts.CertFile, keyFile: opts.KeyFile, cfg: m.base.manage, cache: m.cache}
+		if _, err := m.files.load(m.ctx); err != nil {
+			m.cache.Stop()
+			return nil, err
+		}
+		if opts.FileCheckInterval > 0 {
+			m.wg.Add(1)
+			go m.watchFiles()
+		}
+	}
+	return m, nil
+}
+
+func (o *Options) defaults() error {
+	if o.DataDir == "" {
+		return errors.New("certs: no data directory")
+	}
+	if o.Mode == "" {
+		o.Mode = ModeInternal
+	}
+	if o.LeafLifetime <= 0 {
+		o.LeafLifetime = DefaultLeafLifetime
+	}
+	if o.FileCheckInterval == 0 {
+		o.FileCheckInterval = DefaultFileCheckInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return errors.New("certs: a certificate file needs its key file and the other way round")
+	}
+	switch o.Mode {
+	case ModeInternal, ModeACME:
+	case ModeFiles:
+		if o.CertFile == "" {
+			return errors.New("certs: mode files needs a certificate and key file")
+		}
+	default:
+		return fmt.Errorf("certs: unknown mode %q (internal, acme or files)", o.Mode)
+	}
+	if o.ACME.HTTPPort == 0 {
+		o.ACME.HTTPPort = 80
+	}
+	if o.ACME.TLSALPNPort == 0 {
+		o.ACME.TLSALPNPort = 443
+	}
+	return nil
+}
+
+// configure makes the certmagic configurations of the mode.
+func (m *Manager) configure(tmpl certmagic.Config, caDir string) error {
+	if m.opts.Mode == ModeFiles {
+		tmpl.Issuers = []certmagic.Issuer{noIssuer{}}
+		m.base = newSource(m.cache, tmpl, nil)
+		return nil
+	}
+	ca, err := loadOrCreateCA(caDir, m.opts.LeafLifetime)
+	if err != nil {
+		return err
+	}
+	m.ca = ca
+	gate := &certmagic.OnDemandConfig{DecisionFunc: m.decide}
+	local := tmpl
+	local.Issuers = []certmagic.Issuer{ca}
+	m.local = newSource(m.cache, local, gate)
+	m.base = m.local
+	if m.opts.Mode == ModeACME {
+		return m.configureACME(tmpl, gate)
+	}
+	return nil
+}
+
+func (m *Manager) configureACME(tmpl certmagic.Config, gate *certmagic.OnDemandConfig) error {
+	o := m.opts.ACME
+	m.public = newSource(m.cache, tmpl, gate)
+	iss := certmagic.ACMEIssuer{
+		CA: o.CA, Email: o.Email, Agreed: true,
+		ListenHost: o.ListenHost, AltHTTPPort: o.HTTPPort, AltTLSALPNPort: o.TLSALPNPort,
+		DisableHTTPChallenge: o.DisableHTTPChallenge, DisableTLSALPNChallenge: o.DisableTLSALPNChallenge,
+		Logger: tmpl.Logger,
+	}
+	if iss.CA == "" {
+		iss.CA = certmagic.LetsEncryptProductionCA
+	} else {
+		iss.TestCA = iss.CA // retries go to the same CA, not Let's Encrypt staging
+	}
+	if o.CARootFile != "" {
+		b, err := os.ReadFile(o.CARootFile)
+		if err != nil {
+			return fmt.Errorf("certs: ACME CA root: %w", err)
+		}
+		iss.TrustedRoots = x509.NewCertPool()
+		if !iss.TrustedRoots.AppendCertsFromPEM(b) {
+			return fmt.Errorf("certs: ACME CA root %s: no PEM certificate", o.CARootFile)
+		}
+	}
+	m.acme = certmagic.NewACMEIssuer(m.public.manage, iss)
+	m.public.manage.Issuers = []certmagic.Issuer{m.acme}
+	m.public.handshake.Issuers = []certmagic.Issuer{m.acme}
+	return nil
+}
+
+// noIssuer refuses to issue (mode files issues nothing).
+type noIssuer struct{}
+
+func (noIssuer) IssuerKey() string { return "berth-none" }
+func (noIssuer) Issue(context.Context, *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
+	return nil, errors.New("certs: mode files issues no certificates")
+}
+
+// sourceFor returns the source that serves name: the user's file when it
+// covers name, ACME for public names in mode acme, the local CA otherwise;
+// nil when nothing can serve it.
+func (m *Manager) sourceFor(name string) *source {
+	switch {
+	case m.files.covers(name):
+		return m.base
+	case m.public != nil && certmagic.SubjectQualifiesForPublicCert(name):
+		return m.public
+	default:
+		return m.local
+	}
+}
+
+// configForCert is certmagic's GetConfigForCert (renewal, OCSP).
+func (m *Manager) configForCert(c certmagic.Certificate) (*certmagic.Config, error) {
+	if m.public != nil && !c.HasTag(fileTag) && len(c.Names) > 0 &&
+		!slices.ContainsFunc(c.Names, func(n string) bool { return !certmagic.SubjectQualifiesForPublicCert(n) }) {
+		return m.public.manage, nil
+	}
+	return m.base.manage, nil
+}
+
+// decide is certmagic's on-demand gate: only bound names.
+func (m *Manager) decide(_ context.Context, name string) error {
+	if m.bound.has(name) {
+		return nil
+	}
+	return fmt.Errorf("%w: %q", ErrNotBound, name)
+}
+
+// prepare normalizes names and checks that each can be served, grouping
+// them by the configuration that obtains their certificates (names the
+// user's file covers need none).
+func (m *Manager) prepare(names []string) (all []string, byCfg map[*certmagic.Config][]string, err error) {
+	byCfg = make(map[*certmagic.Config][]string)
+	for _, raw := range names {
+		n, err := normalizeName(raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		src := m.sourceFor(n)
+		switch {
+		case m.files.covers(n):
+		case src == nil || m.opts.Mode == ModeFiles:
+			return nil, nil, fmt.Errorf("certs: %q is not covered by %s", n, m.opts.CertFile)
+		case src == m.public && n[0] == '*':
+			return nil, nil, fmt.Errorf("certs: %q: wildcard certificates need the DNS-01 challenge, which Berth does not do (bring the certificate with a certificate file)", n)
+		default:
+			byCfg[src.manage] = append(byCfg[src.manage], n)
+		}
+		all = append(all, n)
+	}
+	return all, byCfg, nil
+}
+
+// Bind serves names from now on and obtains their certificates, waiting
+// for them (or for ctx). If a certificate cannot be obtained, the names are
+// unbound again and the error is returned.
+func (m *Manager) Bind(ctx context.Context, names ...string) error {
+	all, byCfg, err := m.prepare(names)
+	if err != nil {
+		return err
+	}
+	m.bound.add(all)
+	for cfg, ns := range byCfg {
+		if err := cfg.ManageSync(ctx, ns); err != nil {
+			m.Unbind(all...)
+			return fmt.Errorf("certs: obtain a certificate for %v: %w", ns, err)
+		}
+	}
+	return nil
+}
+
+// BindAsync serves names from now on and obtains their certificates in the
+// background (retrying with backoff, as certmagic does, until Close); a
+// handshake that comes first obtains or waits for the certificate. Only
+// invalid names are errors.
+func (m *Manager) BindAsync(names ...string) error {
+	all, byCfg, err := m.prepare(names)
+	if err != nil {
+		return err
+	}
+	m.bound.add(all)
+	for cfg, ns := range byCfg {
+		if err := cfg.ManageAsync(m.ctx, ns); err != nil {
+			return fmt.Errorf("certs: manage %v: %w", ns, err)
+		}
+	}
+	return nil
+}
+
+// Unbind stops serving names: handshakes for them fail from now on, and
+// their certificates are no longer renewed (they stay in storage).
+func (m *Manager) Unbind(names ...string) {
+	var ns []string
+	var subj []certmagic.SubjectIssuer
+	for _, raw := range names {
+		if n, err := normalizeName(raw); err == nil {
+			ns = append(ns, n)
+			subj = append(subj, certmagic.SubjectIssuer{Subject: n})
+		}
+	}
+	m.bound.remove(ns)
+	m.cache.RemoveManaged(subj)
+}
+
+// Bound lists the bound names, sorted.
+func (m *Manager) Bound() []string {
+	l := m.bound.list()
+	slices.Sort(l)
+	return l
+}
+
+// TLSConfig is the configuration of an HTTPS listener: certificates by SNI
+// (by local address when the client sends none, as for https://127.0.0.1),
+// ALPN h2, http/1.1 and acme-tls/1 (the TLS-ALPN-01 challenge), TLS 1.2 or
+// later. Each call returns a new *tls.Config.
+func (m *Manager) TLSConfig() *tls.Config {
+	return &tls.Config{
+		GetCertificate: m.getCertificate,
+		NextProtos:     []string{"h2", "http/1.1", "acme-tls/1"},
+		MinVersion:     tls.VersionTLS12,
+	}
+}
+
+func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := handshakeName(hello)
+	if name == "" || !m.bound.has(name) {
+		return nil, fmt.Errorf("%w: %q", ErrNotBound, name)
+	}
+	src := m.sourceFor(name)
+	if src == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotBound, name)
+	}
+	return src.handshake.GetCertificate(hello)
+}
+
+// handshakeName is the name a handshake asks for: the SNI, or the local IP
+// address when there is none.
+func handshakeName(hello *tls.ClientHelloInfo) string {
+	if hello.ServerName != "" {
+		n, err := normalizeName(hello.ServerName)
+		if err != nil {
+			return ""
+		}
+		return n
+	}
+	if hello.Conn == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(hello.Conn.LocalAddr().String())
+	if err != nil {
+		return ""
+	}
+	n, _ := normalizeName(host)
+	return n
+}
+
+// HTTPChallengeHandler wraps the plain listener's handler so that it
+// answers ACME HTTP-01 challenges (in mode acme; otherwise it returns h).
+func (m *Manager) HTTPChallengeHandler(h http.Handler) http.Handler {
+	if m.acme == nil {
+		return h
+	}
+	return m.acme.HTTPChallengeHandler(h)
+}
+
+// RootPEM is the local CA's root certificate (PEM), which clients trust;
+// nil in mode files.
+func (m *Manager) RootPEM() []byte {
+	if m.ca == nil {
+		return nil
+	}
+	return slices.Clone(m.ca.rootPEM)
+}
+
+// Close stops background issuance, renewal and the file watcher.
+func (m *Manager) Close() {
+	m.once.Do(func() {
+		m.cancel()
+		m.wg.Wait()
+		m.cache.Stop()
+	})
+}
+
+func (m *Manager) watchFiles() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.opts.FileCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+			changed, err := m.files.load(m.ctx)
+			switch {
+			case err != nil:
+				m.log.Error("certificate file reload failed; serving the previous one", "file", m.opts.CertFile, "err", err)
+			case changed:
+				m.log.Info("certificate file reloaded", "file", m.opts.CertFile)
+			}
+		}
+	}
+}
