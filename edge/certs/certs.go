@@ -126,6 +126,8 @@ type Options struct {
 	RenewCheckInterval time.Duration
 	// Logger receives certmagic's log (obtain, renew, errors); default slog.Default().
 	Logger *slog.Logger
+
+	retryBase time.Duration // BindAsync's first retry delay (tests shorten it)
 }
 
 // Manager serves certificates for the bound names. Its methods are safe for
@@ -214,6 +216,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.retryBase <= 0 {
+		o.retryBase = time.Minute
 	}
 	if (o.CertFile == "") != (o.KeyFile == "") {
 		return errors.New("certs: a certificate file needs its key file and the other way round")
@@ -372,9 +377,9 @@ func (m *Manager) Bind(ctx context.Context, names ...string) error {
 }
 
 // BindAsync serves names from now on and obtains their certificates in the
-// background (retrying with backoff, as certmagic does, until Close); a
-// handshake that comes first obtains or waits for the certificate. Only
-// invalid names are errors.
+// background, retrying with backoff (1 minute doubling to an hour) while the
+// names stay bound, until Close; a handshake that comes first obtains or
+// waits for the certificate. Only invalid names are errors.
 func (m *Manager) BindAsync(names ...string) error {
 	all, byCfg, err := m.prepare(names)
 	if err != nil {
@@ -382,11 +387,34 @@ func (m *Manager) BindAsync(names ...string) error {
 	}
 	m.bound.add(all)
 	for cfg, ns := range byCfg {
-		if err := cfg.ManageAsync(m.ctx, ns); err != nil {
-			return fmt.Errorf("certs: manage %v: %w", ns, err)
-		}
+		m.wg.Add(1)
+		go m.manageInBackground(cfg, ns)
 	}
 	return nil
+}
+
+// manageInBackground obtains (or loads) the certificates of names until it
+// succeeds, the names are unbound, or the Manager is closed.
+func (m *Manager) manageInBackground(cfg *certmagic.Config, names []string) {
+	defer m.wg.Done()
+	wait := m.opts.retryBase
+	for {
+		names = slices.DeleteFunc(names, func(n string) bool { return !m.bound.has(n) })
+		if len(names) == 0 {
+			return
+		}
+		err := cfg.ManageSync(m.ctx, names)
+		if err == nil || m.ctx.Err() != nil {
+			return
+		}
+		m.log.Error("cannot obtain a certificate; will retry", "names", names, "retry_in", wait, "err", err)
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Hour)
+	}
 }
 
 // Unbind stops serving names: handshakes for them fail from now on, and
