@@ -27,6 +27,11 @@ import (
 // 127.0.0.1 for every name (and no AAAA): Pebble's validation authority
 // resolves the names it validates through it.
 func startDNS(t *testing.T) string {
+	return startDNSWith(t, func(string) net.IP { return net.IPv4(127, 0, 0, 1) })
+}
+
+// startDNSWith answers A queries with addr(name).
+func startDNSWith(t *testing.T, addr func(name string) net.IP) string {
 	t.Helper()
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
@@ -36,7 +41,7 @@ func startDNS(t *testing.T) string {
 			if q.Qtype == dns.TypeA {
 				m.Answer = append(m.Answer, &dns.A{
 					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5},
-					A:   net.IPv4(127, 0, 0, 1),
+					A:   addr(q.Name),
 				})
 			}
 		}
@@ -233,12 +238,71 @@ func TestACMEWithPebble(t *testing.T) {
 }
 
 func TestACMERejectsWildcard(t *testing.T) {
-	m := newManager(t, Options{DataDir: t.TempDir(), Mode: ModeACME, ACME: ACMEOptions{CA: "https://127.0.0.1:1/dir"}})
+	m := newManager(t, Options{DataDir: t.TempDir(), Mode: ModeACME, ACME: ACMEOptions{CA: "https://127.0.0.1:1/dir", Email: "ops@berth.test"}})
 	if err := m.BindAsync("*.customer.example"); err == nil || !strings.Contains(err.Error(), "DNS-01") {
 		t.Fatalf("wildcard in mode acme: %v", err)
 	}
 	// *.localhost is the local CA's, which signs wildcards.
 	if err := m.BindAsync("*.apps.localhost"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestACMEFailuresAndRetries: a name whose validation fails is not bound by
+// Bind (and the names bound before stay bound); BindAsync keeps trying
+// until the validation works.
+func TestACMEFailuresAndRetries(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var fixed atomic.Bool
+	// "late" and "broken" names point at 127.0.0.2, where nothing listens,
+	// until fixed.
+	dnsAddr := startDNSWith(t, func(name string) net.IP {
+		if strings.HasPrefix(name, "broken.") || strings.HasPrefix(name, "late.") && !fixed.Load() {
+			return net.IPv4(127, 0, 0, 2)
+		}
+		return net.IPv4(127, 0, 0, 1)
+	})
+	fd := listenFrontDoor(t)
+	peb := startPebble(t, dnsAddr, port(fd.plain), port(fd.https))
+	dataDir := t.TempDir()
+	m := newManager(t, Options{DataDir: dataDir, Mode: ModeACME, retryBase: 200 * time.Millisecond, ACME: ACMEOptions{
+		CA: peb.dir, CARootFile: peb.tlsRoot, Email: "ops@berth.test", HTTPPort: port(fd.plain), TLSALPNPort: port(fd.https), ListenHost: "127.0.0.1",
+	}})
+	addr := fd.serve(t, m)
+	if err := m.Bind(ctx, "app.berth.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Bind(ctx, "app.berth.test", "broken.customer.example"); err == nil {
+		t.Fatal("Bind of a name that fails validation succeeded")
+	}
+	if got := strings.Join(m.Bound(), ","); got != "app.berth.test" {
+		t.Fatalf("bound after the failed Bind: %s", got)
+	}
+	if _, err := handshake(addr, "broken.customer.example"); err == nil {
+		t.Error("the failed name got a certificate")
+	}
+
+	if err := m.BindAsync("late.customer.example"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // at least one failed attempt
+	stored := filepath.Join(dataDir, "tls", "certmagic", "certificates", "*", "late.customer.example", "late.customer.example.crt")
+	if files, _ := filepath.Glob(stored); len(files) != 0 {
+		t.Fatal("certificate obtained while the name did not resolve to the front door")
+	}
+	fixed.Store(true)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if files, _ := filepath.Glob(stored); len(files) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("BindAsync did not retry")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, _, err := httpsGet(ctx, addr, "late.customer.example", poolOf(t, peb.issuedCA)); err != nil {
 		t.Fatal(err)
 	}
 }

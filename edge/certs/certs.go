@@ -82,7 +82,8 @@ var ErrNotBound = errors.New("certs: name not bound")
 
 // ACMEOptions configures mode acme.
 type ACMEOptions struct {
-	// Email is the ACME account's contact (recommended: expiry notices).
+	// Email is the ACME account's contact (required: without one, certmagic
+	// would prompt on the terminal).
 	Email string
 	// CA is the ACME directory URL (default: Let's Encrypt production).
 	CA string
@@ -224,7 +225,11 @@ func (o *Options) defaults() error {
 		return errors.New("certs: a certificate file needs its key file and the other way round")
 	}
 	switch o.Mode {
-	case ModeInternal, ModeACME:
+	case ModeInternal:
+	case ModeACME:
+		if o.ACME.Email == "" {
+			return errors.New("certs: mode acme needs an email address (the ACME account's contact)")
+		}
 	case ModeFiles:
 		if o.CertFile == "" {
 			return errors.New("certs: mode files needs a certificate and key file")
@@ -359,21 +364,36 @@ func (m *Manager) prepare(names []string) (all []string, byCfg map[*certmagic.Co
 }
 
 // Bind serves names from now on and obtains their certificates, waiting
-// for them (or for ctx). If a certificate cannot be obtained, the names are
-// unbound again and the error is returned.
+// for them (or for ctx). If a certificate cannot be obtained, the names this
+// call bound are unbound again and the error is returned.
 func (m *Manager) Bind(ctx context.Context, names ...string) error {
 	all, byCfg, err := m.prepare(names)
 	if err != nil {
 		return err
 	}
-	m.bound.add(all)
+	added := m.bound.add(all)
 	for cfg, ns := range byCfg {
 		if err := cfg.ManageSync(ctx, ns); err != nil {
-			m.Unbind(all...)
+			m.Unbind(added...)
 			return fmt.Errorf("certs: obtain a certificate for %v: %w", ns, err)
 		}
+		m.dropUnbound(ns)
 	}
 	return nil
+}
+
+// dropUnbound stops managing those of names that were unbound while their
+// certificates were being obtained.
+func (m *Manager) dropUnbound(names []string) {
+	var gone []certmagic.SubjectIssuer
+	for _, n := range names {
+		if !m.bound.has(n) {
+			gone = append(gone, certmagic.SubjectIssuer{Subject: n})
+		}
+	}
+	if len(gone) > 0 {
+		m.cache.RemoveManaged(gone)
+	}
 }
 
 // BindAsync serves names from now on and obtains their certificates in the
@@ -404,7 +424,11 @@ func (m *Manager) manageInBackground(cfg *certmagic.Config, names []string) {
 			return
 		}
 		err := cfg.ManageSync(m.ctx, names)
-		if err == nil || m.ctx.Err() != nil {
+		if err == nil {
+			m.dropUnbound(names)
+			return
+		}
+		if m.ctx.Err() != nil {
 			return
 		}
 		m.log.Error("cannot obtain a certificate; will retry", "names", names, "retry_in", wait, "err", err)

@@ -147,7 +147,8 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"files without files", Options{DataDir: t.TempDir(), Mode: ModeFiles}, "needs a certificate"},
 		{"cert without key", Options{DataDir: t.TempDir(), CertFile: certFile}, "key file"},
 		{"key of another cert", Options{DataDir: t.TempDir(), Mode: ModeFiles, CertFile: certFile, KeyFile: otherKey}, "private key does not match"},
-		{"missing ACME root", Options{DataDir: t.TempDir(), Mode: ModeACME, ACME: ACMEOptions{CA: "https://127.0.0.1:1/dir", CARootFile: "/nonexistent"}}, "ACME CA root"},
+		{"missing ACME root", Options{DataDir: t.TempDir(), Mode: ModeACME, ACME: ACMEOptions{CA: "https://127.0.0.1:1/dir", Email: "a@b.test", CARootFile: "/nonexistent"}}, "ACME CA root"},
+		{"ACME without email", Options{DataDir: t.TempDir(), Mode: ModeACME}, "needs an email"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := New(tc.o)

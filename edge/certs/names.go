@@ -45,15 +45,20 @@ type nameSet struct {
 	names map[string]struct{}
 }
 
-func (s *nameSet) add(names []string) {
+// add binds names and returns those that were not bound before.
+func (s *nameSet) add(names []string) (added []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.names == nil {
 		s.names = make(map[string]struct{})
 	}
 	for _, n := range names {
-		s.names[n] = struct{}{}
+		if _, ok := s.names[n]; !ok {
+			s.names[n] = struct{}{}
+			added = append(added, n)
+		}
 	}
+	return added
 }
 
 func (s *nameSet) remove(names []string) {
