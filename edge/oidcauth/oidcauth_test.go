@@ -64,9 +64,9 @@ func TestRefused(t *testing.T) {
 	_ = jsonUnmarshal(b, &payload)
 	payload["sub"] = "admin"
 	tamperedPayload := parts[0] + "." + seg(jsonMarshal(payload)) + "." + parts[2]
-	sig := []byte(parts[2])
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
 	sig[10] ^= 0x01
-	tamperedSig := parts[0] + "." + parts[1] + "." + string(sig)
+	tamperedSig := parts[0] + "." + parts[1] + "." + seg(sig)
 	none := seg([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + seg(jsonMarshal(p.claims(nil))) + "."
 	hs256 := sign(t, jose.HS256, pubPEM, k.id, p.claims(nil))
 	hour := time.Hour
@@ -85,7 +85,7 @@ func TestRefused(t *testing.T) {
 		{"garbage", base, "not-a-jwt", 0, CodeInvalidToken, 401, "malformed"},
 		{"expired (provider token, 2h later)", base, good, 2 * hour, CodeInvalidToken, 401, "expired"},
 		{"expired (signed by the provider key)", base, sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"exp": time.Now().Add(-2 * time.Minute).Unix(), "nbf": nil})), 0, CodeInvalidToken, 401, "expired"},
-		{"not yet valid", base, sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"nbf": time.Now().Add(10 * time.Minute).Unix()})), 0, CodeInvalidToken, 401, "not valid yet"},
+		{"not yet valid", base, sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"nbf": time.Now().Add(2 * time.Minute).Unix()})), 0, CodeInvalidToken, 401, "not valid yet"},
 		{"wrong audience", Options{Issuer: p.issuer, Audience: "https://other.example.test/mcp"}, good, 0, CodeInvalidToken, 401, "another audience"},
 		{"wrong issuer", base, sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"iss": "https://evil.example.test"})), 0, CodeInvalidToken, 401, "another issuer"},
 		{"tampered payload", base, tamperedPayload, 0, CodeInvalidToken, 401, "signature"},
