@@ -18,6 +18,8 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,6 +84,11 @@ type localCA struct {
 	inter        atomic.Pointer[keyPair]
 	leafLifetime time.Duration
 	now          func() time.Time
+	// allow, when set, says which names the CA may sign (the bound ones).
+	allow func(name string) bool
+
+	mu       sync.Mutex    // guards rotating (no I/O under it)
+	rotating chan struct{} // closed when the running rotation ends
 }
 
 var _ certmagic.Issuer = (*localCA)(nil)
@@ -102,11 +109,10 @@ func loadOrCreateCA(dir string, leafLifetime time.Duration) (*localCA, error) {
 	}
 	ca.root = *root
 	ca.rootPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.cert.Raw})
-	inter, err := loadKeyPair(dir, interCertFile, interKeyFile)
-	if err == nil && inter.cert.CheckSignatureFrom(root.cert) == nil {
+	// A missing, unreadable or foreign intermediate is simply replaced:
+	// clients trust the root only.
+	if inter, err := loadKeyPair(dir, interCertFile, interKeyFile); err == nil && inter.cert.CheckSignatureFrom(root.cert) == nil {
 		ca.inter.Store(inter)
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("local CA intermediate: %w", err)
 	}
 	if _, err := ca.intermediate(); err != nil {
 		return nil, err
@@ -141,12 +147,35 @@ func (ca *localCA) createRoot() (*keyPair, error) {
 }
 
 // intermediate returns the current intermediate, replacing it first when
-// it is missing or has less than a third of its life left.
+// it is missing or has less than a third of its life left. One rotation
+// runs at a time (the others wait for it), so the stored key and
+// certificate always belong together.
 func (ca *localCA) intermediate() (*keyPair, error) {
-	now := ca.now()
-	if cur := ca.inter.Load(); cur != nil && now.Before(cur.cert.NotAfter.Add(-intermediateLifetime/3)) {
-		return cur, nil
+	for {
+		if cur := ca.inter.Load(); cur != nil && ca.now().Before(cur.cert.NotAfter.Add(-intermediateLifetime/3)) {
+			return cur, nil
+		}
+		ca.mu.Lock()
+		if ch := ca.rotating; ch != nil {
+			ca.mu.Unlock()
+			<-ch
+			continue
+		}
+		ch := make(chan struct{})
+		ca.rotating = ch
+		ca.mu.Unlock()
+		kp, err := ca.rotate()
+		ca.mu.Lock()
+		ca.rotating = nil
+		ca.mu.Unlock()
+		close(ch)
+		return kp, err
 	}
+}
+
+// rotate makes, stores and installs a new intermediate.
+func (ca *localCA) rotate() (*keyPair, error) {
+	now := ca.now()
 	tmpl := &x509.Certificate{
 		Subject:               pkix.Name{CommonName: "Berth Local Authority - ECC Intermediate", Organization: []string{"Berth"}},
 		NotBefore:             now.Add(-time.Hour),
@@ -182,6 +211,13 @@ func (ca *localCA) Issue(_ context.Context, csr *x509.CertificateRequest) (*cert
 	}
 	if len(csr.DNSNames)+len(csr.IPAddresses) == 0 {
 		return nil, errors.New("local CA: CSR has no names")
+	}
+	if ca.allow != nil {
+		for _, n := range csrNames(csr) {
+			if !ca.allow(n) {
+				return nil, fmt.Errorf("local CA: %q is not bound", n)
+			}
+		}
 	}
 	inter, err := ca.intermediate()
 	if err != nil {
@@ -219,6 +255,14 @@ func (ca *localCA) Issue(_ context.Context, csr *x509.CertificateRequest) (*cert
 // a minute, less for very short test lifetimes.
 func backdate(lifetime time.Duration) time.Duration {
 	return min(time.Minute, lifetime/10)
+}
+
+func csrNames(csr *x509.CertificateRequest) []string {
+	names := slices.Clone(csr.DNSNames)
+	for _, ip := range csr.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return names
 }
 
 func firstName(csr *x509.CertificateRequest) string {

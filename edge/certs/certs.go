@@ -257,6 +257,7 @@ func (m *Manager) configure(tmpl certmagic.Config, caDir string) error {
 	if err != nil {
 		return err
 	}
+	ca.allow = m.bound.has
 	m.ca = ca
 	gate := &certmagic.OnDemandConfig{DecisionFunc: m.decide}
 	local := tmpl

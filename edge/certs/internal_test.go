@@ -2,11 +2,16 @@ package certs
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -165,6 +170,18 @@ func TestInternalIntermediateRotates(t *testing.T) {
 	if err := second.cert.CheckSignatureFrom(ca.root.cert); err != nil {
 		t.Fatal(err)
 	}
+	// Rotations racing each other leave a matching key and certificate.
+	ca.now = func() time.Time { return time.Now().Add(50 * 24 * time.Hour) }
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if _, err := ca.intermediate(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	second = ca.inter.Load()
 	// The replacement is stored: a reload uses it.
 	again, err := loadOrCreateCA(filepath.Join(dir, "ca"), time.Hour)
 	if err != nil {
@@ -172,6 +189,36 @@ func TestInternalIntermediateRotates(t *testing.T) {
 	}
 	if !again.inter.Load().cert.Equal(second.cert) {
 		t.Fatal("the replaced intermediate was not stored")
+	}
+	// A damaged intermediate is replaced; the root stays.
+	if err := os.WriteFile(filepath.Join(dir, "ca", interKeyFile), []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	third, err := loadOrCreateCA(filepath.Join(dir, "ca"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if third.inter.Load().cert.Equal(second.cert) || !third.root.cert.Equal(ca.root.cert) {
+		t.Fatal("damaged intermediate not replaced, or root changed")
+	}
+}
+
+func TestLocalCASignsOnlyBoundNames(t *testing.T) {
+	m := newManager(t, Options{DataDir: t.TempDir()})
+	if err := m.BindAsync("localhost"); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, tc := range []struct {
+		names []string
+		ok    bool
+	}{{[]string{"localhost"}, true}, {[]string{"localhost", "evil.example"}, false}, {[]string{"evil.example"}, false}} {
+		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: tc.names}, key)
+		csr, _ := x509.ParseCertificateRequest(der)
+		_, err := m.ca.Issue(context.Background(), csr)
+		if (err == nil) != tc.ok {
+			t.Errorf("Issue(%v): %v", tc.names, err)
+		}
 	}
 }
 

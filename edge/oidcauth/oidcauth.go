@@ -233,8 +233,12 @@ func (v *Verifier) discover() (*oidc.IDTokenVerifier, error) {
 	if err := p.Claims(&meta); err != nil || meta.JWKSURL == "" {
 		return nil, fmt.Errorf("oidcauth: discovery of %s: no jwks_uri", v.opts.Issuer)
 	}
+	ju, err := url.Parse(meta.JWKSURL)
+	if err != nil || (ju.Scheme != "https" && !(ju.Scheme == "http" && isLoopback(ju.Hostname()))) {
+		return nil, fmt.Errorf("oidcauth: discovery of %s: jwks_uri %q is not https", v.opts.Issuer, meta.JWKSURL)
+	}
 	jwks := &http.Client{Timeout: v.client.Timeout, Transport: &throttle{
-		next: transportOf(v.client), url: meta.JWKSURL, every: v.opts.KeyRefreshInterval, now: v.now,
+		next: transportOf(v.client), url: ju.String(), every: v.opts.KeyRefreshInterval, now: v.now,
 	}}
 	keys := oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), jwks), meta.JWKSURL)
 	return oidc.NewVerifier(v.opts.Issuer, keys, &oidc.Config{
