@@ -1,15 +1,34 @@
 // Package certs provides the certificates for Berth's HTTPS front door.
 //
 // A Manager owns a certmagic cache and serves, through TLSConfig, a
-// certificate for every name that Berth has bound (Bind, BindAsync) and for
-// nothing else: a handshake for an unbound name fails before certmagic looks
-// for a certificate, so nobody can make Berth ask a CA for names it does
-// not serve (the ACME-abuse hole of unrestricted on-demand TLS). Names are
-// managed when they are bound (the certificate is obtained at once and
-// renewed by certmagic's maintenance, OCSP staples included); certmagic's
-// on-demand issuance is also on, gated by the same bound set, so a handshake
-// that arrives before a newly bound name's certificate waits for it instead
-// of failing.
+// certificate for every name that Berth has bound and for nothing else: a
+// handshake for an unbound name fails before certmagic looks for a
+// certificate, so nobody can make Berth ask a CA for names it does not serve
+// (the ACME-abuse hole of unrestricted on-demand TLS), and the local CA
+// refuses to sign an unbound name as well.
+//
+// Names are managed when they are bound: Bind obtains the certificates and
+// returns the CA's error if there is one (for `berth app hostname add`),
+// BindAsync obtains them in the background and retries (for names bound at
+// start-up, or whose DNS is not ready yet). certmagic renews them in the
+// background (and staples OCSP where the CA offers it). Its on-demand
+// issuance is on as well, gated by the same bound set, only so that a
+// handshake arriving before a freshly bound name's certificate waits for it
+// instead of failing. Issuing at bind time rather than on demand keeps slow
+// ACME orders and their failures out of the clients' handshakes.
+//
+// The front door uses a Manager like this:
+//
+//	m, err := certs.New(certs.Options{DataDir: dir, Mode: certs.ModeACME, ACME: …})
+//	defer m.Close()
+//	m.BindAsync("localhost", "127.0.0.1", "tasks.apps.example.com")
+//	https := tls.NewListener(ln, m.TLSConfig())          // h2, http/1.1, acme-tls/1
+//	plain := m.HTTPChallengeHandler(redirectToHTTPS)      // ACME HTTP-01
+//	m.Bind(ctx, "mcp.customer.example")                   // a custom domain
+//	m.Unbind("mcp.customer.example")
+//
+// A handshake without SNI (https://127.0.0.1) is served the certificate of
+// the local address it arrived on, if that address is bound.
 //
 // Certificates come from one of three sources (Options.Mode):
 //
@@ -90,11 +109,12 @@ type ACMEOptions struct {
 	// CARootFile is a PEM file of roots to trust for the ACME server's own
 	// HTTPS (a private or test CA such as Pebble); default: system roots.
 	CARootFile string
-	// HTTPPort and TLSALPNPort are the ports on which the CA's validation
-	// requests arrive: those of the plain and HTTPS listeners (default 80
-	// and 443). When the port is already served by the front door (the
-	// usual case), challenges are answered by HTTPChallengeHandler and
-	// TLSConfig; otherwise certmagic briefly listens on it itself.
+	// HTTPPort and TLSALPNPort are the local ports on which the CA's
+	// validation requests (sent to public ports 80 and 443) arrive: those
+	// of the plain and HTTPS listeners (default 80 and 443). When the front
+	// door already listens there (the usual case), the challenges are
+	// answered by HTTPChallengeHandler and TLSConfig; otherwise certmagic
+	// briefly listens on them itself.
 	HTTPPort, TLSALPNPort int
 	// ListenHost is the interface certmagic's own challenge listeners use
 	// (default: all).
