@@ -11,11 +11,12 @@
 // returns the CA's error if there is one (for `berth app hostname add`),
 // BindAsync obtains them in the background and retries (for names bound at
 // start-up, or whose DNS is not ready yet). certmagic renews them in the
-// background (and staples OCSP where the CA offers it). Its on-demand
-// issuance is on as well, gated by the same bound set, only so that a
-// handshake arriving before a freshly bound name's certificate waits for it
-// instead of failing. Issuing at bind time rather than on demand keeps slow
-// ACME orders and their failures out of the clients' handshakes.
+// background (and staples OCSP where the CA offers it). certmagic's
+// on-demand issuance is off: a handshake never starts an order. One that
+// arrives while a bound name's first certificate is being obtained waits for
+// it (at most Options.HandshakeWait). Issuing at bind time keeps slow ACME
+// orders, their retries and their failures out of the clients' handshakes,
+// and leaves one path that obtains certificates.
 //
 // The front door uses a Manager like this:
 //
@@ -68,6 +69,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,6 +93,9 @@ const (
 	// DefaultFileCheckInterval is how often CertFile and KeyFile are
 	// checked for changes.
 	DefaultFileCheckInterval = time.Minute
+	// DefaultHandshakeWait is how long a handshake waits for a certificate
+	// being obtained.
+	DefaultHandshakeWait = 30 * time.Second
 
 	tlsDirName = "tls"
 	fileTag    = "berth-file"
@@ -145,6 +150,9 @@ type Options struct {
 	// renew (default certmagic's, 10 minutes). It must stay well below a
 	// third of the leaf lifetime.
 	RenewCheckInterval time.Duration
+	// HandshakeWait is how long a handshake waits for a bound name's first
+	// certificate while it is being obtained (default DefaultHandshakeWait).
+	HandshakeWait time.Duration
 	// Logger receives certmagic's log (obtain, renew, errors); default slog.Default().
 	Logger *slog.Logger
 
@@ -157,32 +165,21 @@ type Manager struct {
 	opts   Options
 	log    *slog.Logger
 	cache  *certmagic.Cache
-	local  *source // local CA; nil in mode files
-	public *source // ACME; nil unless mode acme
-	base   *source // the user's file (and lookup only, in mode files)
+	local  *certmagic.Config // local CA; nil in mode files
+	public *certmagic.Config // ACME; nil unless mode acme
+	base   *certmagic.Config // the user's file (and lookup only, in mode files)
 	acme   *certmagic.ACMEIssuer
 	ca     *localCA
 	files  *fileCert
 	bound  nameSet
 
+	pmu     sync.Mutex               // guards pending (no I/O under it)
+	pending map[string]chan struct{} // names whose first certificate is on its way
+
 	ctx    context.Context // background issuance and the file watcher
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
-}
-
-// source is one issuer's pair of certmagic configurations sharing the
-// cache, storage and issuer: manage (Bind: obtain at once, renew) and
-// handshake (on-demand gated by the bound set). They are separate because
-// certmagic's Manage only defers to the handshake when on-demand is on.
-type source struct {
-	manage, handshake *certmagic.Config
-}
-
-func newSource(cache *certmagic.Cache, tmpl certmagic.Config, onDemand *certmagic.OnDemandConfig) *source {
-	hs := tmpl
-	hs.OnDemand = onDemand
-	return &source{manage: certmagic.New(cache, tmpl), handshake: certmagic.New(cache, hs)}
 }
 
 // New builds a Manager: it creates or loads the local CA (modes internal
@@ -209,7 +206,7 @@ func New(opts Options) (*Manager, error) {
 		return nil, err
 	}
 	if opts.CertFile != "" {
-		m.files = &fileCert{certFile: opts.CertFile, keyFile: opts.KeyFile, cfg: m.base.manage, cache: m.cache}
+		m.files = &fileCert{certFile: opts.CertFile, keyFile: opts.KeyFile, cfg: m.base, cache: m.cache}
 		if _, err := m.files.load(m.ctx); err != nil {
 			m.cache.Stop()
 			return nil, err
@@ -231,6 +228,9 @@ func (o *Options) defaults() error {
 	}
 	if o.LeafLifetime <= 0 {
 		o.LeafLifetime = DefaultLeafLifetime
+	}
+	if o.HandshakeWait <= 0 {
+		o.HandshakeWait = DefaultHandshakeWait
 	}
 	if o.FileCheckInterval == 0 {
 		o.FileCheckInterval = DefaultFileCheckInterval
@@ -270,7 +270,7 @@ func (o *Options) defaults() error {
 func (m *Manager) configure(tmpl certmagic.Config, caDir string) error {
 	if m.opts.Mode == ModeFiles {
 		tmpl.Issuers = []certmagic.Issuer{noIssuer{}}
-		m.base = newSource(m.cache, tmpl, nil)
+		m.base = certmagic.New(m.cache, tmpl)
 		return nil
 	}
 	ca, err := loadOrCreateCA(caDir, m.opts.LeafLifetime)
@@ -279,20 +279,19 @@ func (m *Manager) configure(tmpl certmagic.Config, caDir string) error {
 	}
 	ca.allow = m.bound.has
 	m.ca = ca
-	gate := &certmagic.OnDemandConfig{DecisionFunc: m.decide}
 	local := tmpl
 	local.Issuers = []certmagic.Issuer{ca}
-	m.local = newSource(m.cache, local, gate)
+	m.local = certmagic.New(m.cache, local)
 	m.base = m.local
 	if m.opts.Mode == ModeACME {
-		return m.configureACME(tmpl, gate)
+		return m.configureACME(tmpl)
 	}
 	return nil
 }
 
-func (m *Manager) configureACME(tmpl certmagic.Config, gate *certmagic.OnDemandConfig) error {
+func (m *Manager) configureACME(tmpl certmagic.Config) error {
 	o := m.opts.ACME
-	m.public = newSource(m.cache, tmpl, gate)
+	m.public = certmagic.New(m.cache, tmpl)
 	iss := certmagic.ACMEIssuer{
 		CA: o.CA, Email: o.Email, Agreed: true,
 		ListenHost: o.ListenHost, AltHTTPPort: o.HTTPPort, AltTLSALPNPort: o.TLSALPNPort,
@@ -314,9 +313,8 @@ func (m *Manager) configureACME(tmpl certmagic.Config, gate *certmagic.OnDemandC
 			return fmt.Errorf("certs: ACME CA root %s: no PEM certificate", o.CARootFile)
 		}
 	}
-	m.acme = certmagic.NewACMEIssuer(m.public.manage, iss)
-	m.public.manage.Issuers = []certmagic.Issuer{m.acme}
-	m.public.handshake.Issuers = []certmagic.Issuer{m.acme}
+	m.acme = certmagic.NewACMEIssuer(m.public, iss)
+	m.public.Issuers = []certmagic.Issuer{m.acme}
 	return nil
 }
 
@@ -328,10 +326,10 @@ func (noIssuer) Issue(context.Context, *x509.CertificateRequest) (*certmagic.Iss
 	return nil, errors.New("certs: mode files issues no certificates")
 }
 
-// sourceFor returns the source that serves name: the user's file when it
-// covers name, ACME for public names in mode acme, the local CA otherwise;
-// nil when nothing can serve it.
-func (m *Manager) sourceFor(name string) *source {
+// configFor returns the configuration that serves name: the user's file
+// when it covers name, ACME for public names in mode acme, the local CA
+// otherwise; nil when nothing can serve it.
+func (m *Manager) configFor(name string) *certmagic.Config {
 	switch {
 	case m.files.covers(name):
 		return m.base
@@ -346,17 +344,9 @@ func (m *Manager) sourceFor(name string) *source {
 func (m *Manager) configForCert(c certmagic.Certificate) (*certmagic.Config, error) {
 	if m.public != nil && !c.HasTag(fileTag) && len(c.Names) > 0 &&
 		!slices.ContainsFunc(c.Names, func(n string) bool { return !certmagic.SubjectQualifiesForPublicCert(n) }) {
-		return m.public.manage, nil
+		return m.public, nil
 	}
-	return m.base.manage, nil
-}
-
-// decide is certmagic's on-demand gate: only bound names.
-func (m *Manager) decide(_ context.Context, name string) error {
-	if m.bound.has(name) {
-		return nil
-	}
-	return fmt.Errorf("%w: %q", ErrNotBound, name)
+	return m.base, nil
 }
 
 // prepare normalizes names and checks that each can be served, grouping
@@ -369,15 +359,15 @@ func (m *Manager) prepare(names []string) (all []string, byCfg map[*certmagic.Co
 		if err != nil {
 			return nil, nil, err
 		}
-		src := m.sourceFor(n)
+		cfg := m.configFor(n)
 		switch {
 		case m.files.covers(n):
-		case src == nil || m.opts.Mode == ModeFiles:
+		case cfg == nil || m.opts.Mode == ModeFiles:
 			return nil, nil, fmt.Errorf("certs: %q is not covered by %s", n, m.opts.CertFile)
-		case src == m.public && n[0] == '*':
+		case cfg == m.public && n[0] == '*':
 			return nil, nil, fmt.Errorf("certs: %q: wildcard certificates need the DNS-01 challenge, which Berth does not do (bring the certificate with a certificate file)", n)
 		default:
-			byCfg[src.manage] = append(byCfg[src.manage], n)
+			byCfg[cfg] = append(byCfg[cfg], n)
 		}
 		all = append(all, n)
 	}
@@ -394,11 +384,55 @@ func (m *Manager) Bind(ctx context.Context, names ...string) error {
 	}
 	added := m.bound.add(all)
 	for cfg, ns := range byCfg {
-		if err := cfg.ManageSync(ctx, ns); err != nil {
+		m.markPending(ns)
+		err := cfg.ManageSync(ctx, ns)
+		m.donePending(ns)
+		if err != nil {
 			m.Unbind(added...)
 			return fmt.Errorf("certs: obtain a certificate for %v: %w", ns, err)
 		}
 		m.dropUnbound(ns)
+	}
+	return nil
+}
+
+// markPending records that names' certificates are on their way, so that
+// handshakes for them wait.
+func (m *Manager) markPending(names []string) {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	if m.pending == nil {
+		m.pending = make(map[string]chan struct{})
+	}
+	for _, n := range names {
+		if _, ok := m.pending[n]; !ok {
+			m.pending[n] = make(chan struct{})
+		}
+	}
+}
+
+// donePending wakes the handshakes waiting for names.
+func (m *Manager) donePending(names []string) {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	for _, n := range names {
+		if ch, ok := m.pending[n]; ok {
+			close(ch)
+			delete(m.pending, n)
+		}
+	}
+}
+
+// pendingFor returns the channel closed when name's certificate (or that
+// of the wildcard that covers it) has been obtained, or nil.
+func (m *Manager) pendingFor(name string) <-chan struct{} {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	if ch, ok := m.pending[name]; ok {
+		return ch
+	}
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		return m.pending["*"+name[i:]]
 	}
 	return nil
 }
@@ -428,6 +462,7 @@ func (m *Manager) BindAsync(names ...string) error {
 	}
 	m.bound.add(all)
 	for cfg, ns := range byCfg {
+		m.markPending(ns)
 		m.wg.Add(1)
 		go m.manageInBackground(cfg, ns)
 	}
@@ -438,21 +473,22 @@ func (m *Manager) BindAsync(names ...string) error {
 // succeeds, the names are unbound, or the Manager is closed.
 func (m *Manager) manageInBackground(cfg *certmagic.Config, names []string) {
 	defer m.wg.Done()
+	defer m.donePending(names)
 	wait := m.opts.retryBase
 	for {
-		names = slices.DeleteFunc(names, func(n string) bool { return !m.bound.has(n) })
-		if len(names) == 0 {
+		todo := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return !m.bound.has(n) })
+		if len(todo) == 0 {
 			return
 		}
-		err := cfg.ManageSync(m.ctx, names)
+		err := cfg.ManageSync(m.ctx, todo)
 		if err == nil {
-			m.dropUnbound(names)
+			m.dropUnbound(todo)
 			return
 		}
 		if m.ctx.Err() != nil {
 			return
 		}
-		m.log.Error("cannot obtain a certificate; will retry", "names", names, "retry_in", wait, "err", err)
+		m.log.Error("cannot obtain a certificate; will retry", "names", todo, "retry_in", wait, "err", err)
 		select {
 		case <-m.ctx.Done():
 			return
@@ -474,6 +510,7 @@ func (m *Manager) Unbind(names ...string) {
 		}
 	}
 	m.bound.remove(ns)
+	m.donePending(ns)
 	m.cache.RemoveManaged(subj)
 }
 
@@ -501,11 +538,29 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	if name == "" || !m.bound.has(name) {
 		return nil, fmt.Errorf("%w: %q", ErrNotBound, name)
 	}
-	src := m.sourceFor(name)
-	if src == nil {
+	cfg := m.configFor(name)
+	if cfg == nil {
 		return nil, fmt.Errorf("%w: %q", ErrNotBound, name)
 	}
-	return src.handshake.GetCertificate(hello)
+	cert, err := cfg.GetCertificate(hello)
+	if err == nil {
+		return cert, nil
+	}
+	// The first certificate may be on its way: wait for it.
+	ch := m.pendingFor(name)
+	if ch == nil {
+		return nil, err
+	}
+	t := time.NewTimer(m.opts.HandshakeWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return cfg.GetCertificate(hello)
+	case <-t.C:
+	case <-hello.Context().Done():
+	case <-m.ctx.Done():
+	}
+	return nil, err
 }
 
 // handshakeName is the name a handshake asks for: the SNI, or the local IP
