@@ -202,13 +202,13 @@ func New(opts Options) (*Manager, error) {
 		Logger:  zl,
 	}
 	if err := m.configure(tmpl, filepath.Join(tlsDir, caDirName)); err != nil {
-		m.cache.Stop()
+		m.Close()
 		return nil, err
 	}
 	if opts.CertFile != "" {
 		m.files = &fileCert{certFile: opts.CertFile, keyFile: opts.KeyFile, cfg: m.base, cache: m.cache}
 		if _, err := m.files.load(m.ctx); err != nil {
-			m.cache.Stop()
+			m.Close()
 			return nil, err
 		}
 		if opts.FileCheckInterval > 0 {
@@ -453,8 +453,8 @@ func (m *Manager) dropUnbound(names []string) {
 
 // BindAsync serves names from now on and obtains their certificates in the
 // background, retrying with backoff (1 minute doubling to an hour) while the
-// names stay bound, until Close; a handshake that comes first obtains or
-// waits for the certificate. Only invalid names are errors.
+// names stay bound, until Close; a handshake that comes first waits for the
+// certificate (at most Options.HandshakeWait). Only invalid names are errors.
 func (m *Manager) BindAsync(names ...string) error {
 	all, byCfg, err := m.prepare(names)
 	if err != nil {
@@ -602,7 +602,8 @@ func (m *Manager) RootPEM() []byte {
 	return slices.Clone(m.ca.rootPEM)
 }
 
-// Close stops background issuance, renewal and the file watcher.
+// Close stops background issuance, renewal and the file watcher, and waits
+// for them. The Manager must not be used afterwards.
 func (m *Manager) Close() {
 	m.once.Do(func() {
 		m.cancel()
