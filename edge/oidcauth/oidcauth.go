@@ -25,6 +25,16 @@
 // an unknown kid (or a bad signature) happens at most every
 // Options.KeyRefreshInterval, so forged tokens cannot make Berth hammer the
 // issuer.
+//
+// A token that verified is remembered (by its SHA-256) until its exp, for
+// at most Options.CacheTTL: a client that sends the same token on every
+// call pays for the signature once (about 1.5 µs per call instead of
+// 100-200 µs for RS256 on the machine this was measured on). The TTL is
+// also how long a token stays accepted after its key leaves the JWKS.
+//
+// Not checked: the JWT "typ" header (RFC 9068 wants "at+jwt", which many
+// providers do not send); an ID token is refused unless its aud is the
+// audience, i.e. unless the resource's URL is also an OAuth client id.
 package oidcauth
 
 import (
