@@ -1,14 +1,15 @@
-// Package gateway fronts apps on the public listener. It routes by host
-// (NAME.DOMAIN, NAME---LABEL.DOMAIN) or by path (/apps/NAME/…,
-// /apps/NAME---LABEL/…), picks a revision by traffic weight and a replica by
+// Package gateway serves apps behind the front door (package edge), which
+// routes a request to an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN) or
+// by path (/apps/NAME/…, /apps/NAME---LABEL/…). The gateway picks a
+// revision by traffic weight and a replica by
 // load (starting one if the revision is at zero, holding the request
 // meanwhile), and proxies with httputil.ReverseProxy through the replica's
 // sandbox agent. It understands MCP: a response's Mcp-Session-Id binds the
 // session to its replica, later requests of the session go there, and a
 // session whose replica is gone gets 404 so the client re-initializes.
 // Streams pass through unbuffered and are never cut by a timeout. Every
-// request is counted (Prometheus, with the MCP method and tool as labels)
-// and logged.
+// request is counted (Prometheus, with the MCP method and tool as labels),
+// and the edge's access line gets the revision, method and tool.
 package gateway
 
 import (
@@ -18,18 +19,16 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/stdiobridge"
 )
@@ -63,8 +62,6 @@ type Options struct {
 	// see Gateway.Registry).
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
-	// AccessLog gets a line per request (default Logger).
-	AccessLog *slog.Logger
 }
 
 // Gateway is the app router and proxy.
@@ -113,9 +110,6 @@ func New(o Options) *Gateway {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
-	}
-	if o.AccessLog == nil {
-		o.AccessLog = o.Logger
 	}
 	if o.FlushWindow == 0 {
 		o.FlushWindow = DefaultFlushWindow
@@ -166,11 +160,10 @@ func New(o Options) *Gateway {
 		FlushInterval: -1, // stream every byte as it comes (SSE); see coalescer
 		BufferPool:    &bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			g.o.Logger.Warn("upstream error", "path", r.URL.Path, "err", err)
 			if errors.Is(err, context.Canceled) {
 				return
 			}
-			writeError(w, http.StatusBadGateway, "the app's replica did not answer: "+err.Error())
+			edge.WriteError(w, r, &edge.Error{Status: http.StatusBadGateway, Message: "the app's replica did not answer", Cause: err})
 		},
 	}
 	return g
@@ -184,51 +177,35 @@ type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// Route says which app (and label) a request is for, and the path the app
-// should see; ok is false if it is not for an app.
-func (g *Gateway) Route(r *http.Request) (name, label, path string, ok bool) {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if sub, found := strings.CutSuffix(strings.ToLower(host), "."+g.o.Domain); found && sub != "" && !strings.Contains(sub, ".") {
-		name, label, _ = strings.Cut(sub, "---")
-		return name, label, r.URL.Path, true
-	}
-	if rest, found := strings.CutPrefix(r.URL.Path, "/apps/"); found {
-		seg, tail, _ := strings.Cut(rest, "/")
-		name, label, _ = strings.Cut(seg, "---")
-		return name, label, "/" + tail, name != ""
-	}
-	return "", "", "", false
-}
-
-// ServeHTTP serves a request routed to an app.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	name, label, path, ok := g.Route(r)
-	if !ok {
-		writeError(w, http.StatusNotFound, "no app here: use NAME."+g.o.Domain+" or /apps/NAME/")
-		return
-	}
+// AppKind says whether an app exists and whether it is a stdio app (the
+// edge applies the DNS rebinding rule for stdio apps, which cannot).
+func (g *Gateway) AppKind(name string) (stdio, found bool) {
 	a, err := g.o.Apps.Get(name)
 	if err != nil {
-		writeError(w, http.StatusNotFound, err.Error())
+		return false, false
+	}
+	return a.Stdio(), true
+}
+
+// ServeApp serves a request the edge routed to an app, and tells the edge
+// the revision, JSON-RPC method and tool for the access line.
+func (g *Gateway) ServeApp(w http.ResponseWriter, r *http.Request, req *edge.AppRequest) {
+	start := time.Now()
+	name, label, path := req.Name, req.Label, req.Path
+	a, err := g.o.Apps.Get(name)
+	if err != nil {
+		edge.WriteError(w, r, &edge.Error{Status: http.StatusNotFound, Message: err.Error()})
 		return
 	}
 	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
-	method, tool := "", ""
-	revision := ""
 	defer func() {
-		ml := methodLabel(method)
-		g.requests.WithLabelValues(name, revision, ml, g.tools.label(name, tool), strconv.Itoa(rec.code)).Inc()
-		g.duration.WithLabelValues(name, revision, ml).Observe(time.Since(start).Seconds())
-		g.o.AccessLog.Info("app request", "app", name, "revision", revision, "method", r.Method, "path", r.URL.Path,
-			"mcpMethod", method, "tool", tool, "status", rec.code, "bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond))
+		ml := methodLabel(req.MCPMethod)
+		g.requests.WithLabelValues(name, req.Revision, ml, g.tools.label(name, req.Tool), strconv.Itoa(rec.code)).Inc()
+		g.duration.WithLabelValues(name, req.Revision, ml).Observe(time.Since(start).Seconds())
 	}()
 
 	if r.ContentLength > g.o.MaxBodyBytes {
-		writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
+		edge.WriteError(rec, r, errTooLarge)
 		return
 	}
 	var body []byte
@@ -243,22 +220,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer g.o.Bodies.Release(reserved)
 		_ = rc.SetReadDeadline(time.Time{})
 		if err != nil {
-			var tooLarge *http.MaxBytesError
-			if errors.Is(err, bodymem.ErrBusy) {
-				rec.Header().Set("Retry-After", bodymem.RetryAfter)
-				writeError(rec, http.StatusServiceUnavailable, err.Error())
-			} else if errors.As(err, &tooLarge) {
-				writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
-			} else {
-				writeError(rec, http.StatusBadRequest, "could not read the request body: "+err.Error())
-			}
+			edge.WriteError(rec, r, bodyError(err))
 			return
 		}
-		method, tool, request = rpcInfo(body)
+		req.MCPMethod, req.Tool, request = rpcInfo(body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	var out http.ResponseWriter = rec
-	if method == "tools/list" && request {
+	if req.MCPMethod == "tools/list" && request {
 		// The app's answer declares its tools: their names become labels.
 		c := &toolsListCapture{ResponseWriter: rec}
 		out = c
@@ -266,13 +235,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if a.Stdio() {
-		revision = "stdio"
-		// A stdio server has no HTTP side to defend itself against DNS
-		// rebinding: the gateway does it for it.
-		if !g.allowedHost(r.Host) || !g.allowedOrigin(r.Header.Get("Origin")) {
-			writeRPCError(rec, http.StatusForbidden, "forbidden Host or Origin header")
-			return
-		}
+		req.Revision = "stdio"
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = path
 		g.bridge(a, label).ServeHTTP(out, r2)
@@ -286,7 +249,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rep, found = a.Session(sid); !found {
 			// The session's replica is gone (or it never existed): the
 			// spec's answer, so the client starts a new session.
-			writeRPCError(rec, http.StatusNotFound, "session not found: initialize a new session")
+			edge.WriteError(rec, r, errNoSession)
 			return
 		}
 		defer a.SessionDone(sid)
@@ -297,16 +260,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			if r.Context().Err() != nil {
 				rec.code = statusClientClosed // nobody is there to answer
+				req.Status = statusClientClosed
 				return
 			}
-			status, msg := g.acquireError(name, err)
-			writeError(rec, status, msg)
+			edge.WriteError(rec, r, g.acquireError(name, err))
 			return
 		}
 	}
 	defer rep.Done()
-	revision = rep.Revision()
-	rec.Header().Set("Berth-Revision", revision)
+	req.Revision = rep.Revision()
+	rec.Header().Set("Berth-Revision", req.Revision)
 
 	t := &target{rep: rep, path: path, body: body}
 	if g.o.FlushWindow > 0 {
@@ -331,20 +294,37 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
 }
 
+// Errors the gateway answers with.
+var (
+	errTooLarge  = &edge.Error{Status: http.StatusRequestEntityTooLarge, Message: "the request body is larger than the gateway's limit"}
+	errNoSession = &edge.Error{Status: http.StatusNotFound, RPCCode: edge.CodeUnauthorized, Message: "session not found: initialize a new session"}
+)
+
+// bodyError is the public form of a failure to read a request body.
+func bodyError(err error) *edge.Error {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.Is(err, bodymem.ErrBusy):
+		return &edge.Error{Status: http.StatusServiceUnavailable, Message: err.Error(), RetryAfter: bodymem.RetryAfter}
+	case errors.As(err, &tooLarge):
+		return errTooLarge
+	}
+	return &edge.Error{Status: http.StatusBadRequest, Message: "could not read the request body", Cause: err}
+}
+
 // acquireError maps a failure to find a replica to a status and a public
 // message; the cause, which may hold the app's internals, goes to the log.
-func (g *Gateway) acquireError(name string, err error) (int, string) {
+func (g *Gateway) acquireError(name string, err error) *edge.Error {
 	switch {
 	case errors.Is(err, app.ErrLabelNotFound):
-		return http.StatusNotFound, err.Error()
+		return &edge.Error{Status: http.StatusNotFound, Message: err.Error()}
 	case errors.Is(err, app.ErrStartFailed):
-		g.o.Logger.Warn("request failed: no replica could start", "app", name, "err", err)
-		return http.StatusServiceUnavailable, "the app could not start a replica (its owner sees why with: berth app logs " + name + ")"
+		return &edge.Error{Status: http.StatusServiceUnavailable, Cause: err,
+			Message: "the app could not start a replica (its owner sees why with: berth app logs " + name + ")"}
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, "no replica of the app became ready within " + g.o.ColdStartTimeout.String()
+		return &edge.Error{Status: http.StatusServiceUnavailable, Message: "no replica of the app became ready within " + g.o.ColdStartTimeout.String()}
 	default:
-		g.o.Logger.Warn("request failed: no replica", "app", name, "err", err)
-		return http.StatusServiceUnavailable, "no replica of the app is ready"
+		return &edge.Error{Status: http.StatusServiceUnavailable, Message: "no replica of the app is ready", Cause: err}
 	}
 }
 
@@ -375,7 +355,7 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 			return a.StartStdio(ctx, label)
 		},
 		// The client's Host is an app name under Domain, not loopback:
-		// the gateway has routed it already.
+		// the edge has routed it and applied the DNS rebinding rule.
 		DisableLocalhostProtection: true,
 		MaxSessions:                maxSessions,
 		MaxSessionsPerClient:       perClient,
@@ -408,29 +388,6 @@ func (g *Gateway) Close() {
 	}
 	g.mu.Unlock()
 	g.closing.Wait()
-}
-
-// allowedHost accepts loopback addresses, localhost and names under the
-// apps' domain.
-func (g *Gateway) allowedHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.ToLower(strings.Trim(host, "[]"))
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.IsLoopback()
-	}
-	return host == "localhost" || host == g.o.Domain || strings.HasSuffix(host, "."+g.o.Domain)
-}
-
-// allowedOrigin accepts no Origin (not a browser) or an allowed host's.
-func (g *Gateway) allowedOrigin(origin string) bool {
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	return err == nil && u.Host != "" && g.allowedHost(u.Host)
 }
 
 // readBody reads a request body whole, up to limit bytes, and reserves the
@@ -504,18 +461,6 @@ func rpcInfo(body []byte) (method, tool string, request bool) {
 		tool = tool[:64]
 	}
 	return msg.Method, tool, request
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": http.StatusText(status), "message": msg}})
-}
-
-func writeRPCError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"jsonrpc": "2.0", "id": nil, "error": map[string]any{"code": -32001, "message": msg}})
 }
 
 // recorder notes the status and size of a response.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
@@ -29,7 +30,7 @@ type env struct {
 	h   *mcpserver.Handler
 }
 
-func newEnv(tb testing.TB, o mcpserver.Options) *env {
+func newEnv(tb testing.TB, o mcpserver.Options, allowedOrigins ...string) *env {
 	tb.Helper()
 	testutil.RequireRoot(tb)
 	testutil.RequireTool(tb, "bwrap")
@@ -57,9 +58,23 @@ func newEnv(tb testing.TB, o mcpserver.Options) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/pools/{pool}/mcp", e.h)
-	e.srv = httptest.NewServer(mux)
+	// The handler is served behind the front door, as berth up serves it:
+	// the edge checks Origin, Host and the pool's key.
+	front, err := edge.New(edge.Options{
+		AllowedOrigins: allowedOrigins,
+		Pools: edge.PoolsFunc(func(name string) (edge.Pool, bool) {
+			if p, err := e.mgr.Get(name); err == nil {
+				return p, true
+			}
+			return nil, false
+		}),
+		PoolMCP:   e.h,
+		DataPlane: http.NotFoundHandler(),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.srv = httptest.NewServer(front)
 	tb.Cleanup(e.srv.Close)
 	return e
 }

@@ -10,19 +10,14 @@
 // 2025-06-18 and 2025-11-25 use stateful sessions (Mcp-Session-Id, DELETE
 // to end one); requests carrying MCP-Protocol-Version 2026-07-28 or later
 // (the sessionless revision, SEP-2575) are served by a stateless handler.
-// Around the SDK, this package checks on every request, in order:
-//
-//   - the Origin and Host headers (DNS rebinding protection): a browser
-//     origin that is not loopback, the public URL or in the allow-list gets
-//     403, and allowed origins get CORS headers and preflight answers;
-//   - that the pool exists and has MCP enabled (404 otherwise);
-//   - the pool's API key, in x-ms-apikey or Authorization: Bearer, unless
-//     the pool's mcpAuth is "none" (401 otherwise).
-//
-// These checks read the pool's current settings and key on every request,
-// so rotating a key or turning MCP off takes effect at once, even for
-// established MCP sessions. Errors at this layer are JSON-RPC error bodies
-// with a null id.
+// The front door (package edge) checks every request's Origin and Host
+// (DNS rebinding), answers CORS and checks the pool's key before this
+// handler sees it; this handler then checks that the pool exists and has
+// MCP enabled (404 otherwise). These checks read the pool's current
+// settings and key on every request, so rotating a key or turning MCP off
+// takes effect at once, even for established MCP sessions. Errors at this
+// layer are JSON-RPC error bodies (edge.WriteError); the handler is only
+// ever served behind an edge.
 //
 // An environment is a pool session whose identifier is the environmentId
 // (see tools.go): the data plane sees it under ?identifier=environmentId,
@@ -32,11 +27,8 @@ package mcpserver
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -45,8 +37,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/internal/bodymem"
-	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 )
 
@@ -59,9 +51,9 @@ const statelessVersion = "2026-07-28"
 
 // JSON-RPC error codes of the HTTP layer (the server error range).
 const (
-	CodeUnauthorized = -32001
-	CodeForbidden    = -32003
-	CodeNotFound     = -32004
+	CodeUnauthorized = edge.CodeUnauthorized
+	CodeForbidden    = edge.CodeForbidden
+	CodeNotFound     = edge.CodeNotFound
 )
 
 // Limits.
@@ -79,16 +71,6 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is Berth's version, reported as serverInfo.version.
 	Version string
-	// PublicURL is how clients reach the public listener; its origin and
-	// host are always allowed.
-	PublicURL string
-	// AllowedOrigins lists browser origins (scheme://host[:port]) allowed
-	// besides loopback ones; "*" allows any origin.
-	AllowedOrigins []string
-	// AppDomain is where the gateway serves apps, NAME.AppDomain (default
-	// "localhost"): origins under it are refused even though .localhost
-	// is loopback, so that an app's page cannot drive a pool.
-	AppDomain string
 	// Bodies is the server-wide budget of request bodies held in memory
 	// (nil: none; each body is still bounded by MaxRequestBytes).
 	Bodies *bodymem.Budget
@@ -104,12 +86,10 @@ type Handler struct {
 	log     *slog.Logger
 	version string
 	timeout time.Duration
-	origins *originPolicy
 	bodies  *bodymem.Budget
 
 	mu      sync.Mutex
 	servers map[string]*poolServer
-	warned  map[string]bool
 }
 
 // poolServer is the MCP server of one pool, with its two transports.
@@ -120,7 +100,7 @@ type poolServer struct {
 	stateless *mcp.StreamableHTTPHandler
 }
 
-// New returns the handler; it fails if an allowed origin is malformed.
+// New returns the handler.
 func New(o Options) (*Handler, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -131,52 +111,24 @@ func New(o Options) (*Handler, error) {
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = DefaultSessionTimeout
 	}
-	op, err := newOriginPolicy(o.AllowedOrigins, o.PublicURL, o.AppDomain)
-	if err != nil {
-		return nil, err
-	}
 	return &Handler{
 		pools: o.Pools, log: o.Logger.With("component", "mcp"), version: o.Version,
-		timeout: o.SessionTimeout, origins: op, bodies: o.Bodies,
-		servers: map[string]*poolServer{}, warned: map[string]bool{},
+		timeout: o.SessionTimeout, bodies: o.Bodies,
+		servers: map[string]*poolServer{},
 	}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := poolName(r)
-	if !h.origins.check(w, r) {
-		return
-	}
-	if r.Method == http.MethodOptions {
-		// A CORS preflight carries no credentials: answer it before the key
-		// check (check has set the CORS headers for an allowed origin).
-		w.Header().Set("Allow", "GET, POST, DELETE, OPTIONS")
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
 	p, err := h.pools.Get(name)
 	if err != nil {
-		writeError(w, r, http.StatusNotFound, CodeNotFound, fmt.Sprintf("pool %q not found", name))
+		edge.WriteError(w, r, &edge.Error{Status: http.StatusNotFound, RPCCode: CodeNotFound, Message: fmt.Sprintf("pool %q not found", name)})
 		return
 	}
-	cfg := p.Config()
-	if !cfg.MCP {
-		writeError(w, r, http.StatusNotFound, CodeNotFound, fmt.Sprintf(
-			"the MCP endpoint of pool %q is disabled; enable it with: berth pool update %s --mcp=true", name, name))
+	if !p.Config().MCP {
+		edge.WriteError(w, r, &edge.Error{Status: http.StatusNotFound, RPCCode: CodeNotFound, Message: fmt.Sprintf(
+			"the MCP endpoint of pool %q is disabled; enable it with: berth pool update %s --mcp=true", name, name)})
 		return
-	}
-	if cfg.MCPAuth == pool.MCPAuthNone {
-		h.warnNoAuth(r, name)
-	} else {
-		key := httpapi.APIKey(r)
-		if key == "" {
-			unauthorized(w, r, "missing API key: send x-ms-apikey: KEY or Authorization: Bearer KEY (the key is shown by: berth pool credentials "+name+")")
-			return
-		}
-		if !p.Authenticate(key) {
-			unauthorized(w, r, fmt.Sprintf("invalid API key for pool %q (was it rotated? berth pool credentials %s shows the current one)", name, name))
-			return
-		}
 	}
 	ps := h.serverFor(p)
 	ew := &errorWriter{ResponseWriter: w, r: r}
@@ -252,7 +204,7 @@ func (e *errorWriter) finish() {
 	if e.status == http.StatusNotFound && strings.Contains(msg, "session not found") {
 		msg = "MCP session not found: it ended (DELETE, idle timeout or server restart); initialize a new session"
 	}
-	writeError(e.ResponseWriter, e.r, e.status, code, msg)
+	edge.WriteError(e.ResponseWriter, e.r, &edge.Error{Status: e.status, RPCCode: code, Message: msg})
 }
 
 // poolName reads the pool from the route, or from the path if the handler
@@ -290,7 +242,7 @@ func (h *Handler) serverFor(p *pool.Pool) *poolServer {
 			Logger:                     sdkLogger(h.log),
 			SessionTimeout:             h.timeout,
 			MaxRequestBodyBytes:        MaxRequestBytes,
-			DisableLocalhostProtection: true, // originPolicy does it, with an allow-list
+			DisableLocalhostProtection: true, // the edge does it, with an allow-list
 		}
 	}
 	ps := &poolServer{
@@ -328,64 +280,3 @@ func closeSessions(s *mcp.Server) {
 	}
 }
 
-// warnNoAuth warns once per pool when an unauthenticated MCP endpoint is
-// reached on an address beyond loopback.
-func (h *Handler) warnNoAuth(r *http.Request, name string) {
-	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok || isLoopbackAddr(a.String()) {
-		return
-	}
-	h.mu.Lock()
-	first := !h.warned[name]
-	h.warned[name] = true
-	h.mu.Unlock()
-	if first {
-		h.log.Warn("pool's MCP endpoint has no authentication (mcpAuth none) and is served beyond loopback",
-			"pool", name, "addr", a.String())
-	}
-}
-
-func unauthorized(w http.ResponseWriter, r *http.Request, msg string) {
-	w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
-	writeError(w, r, http.StatusUnauthorized, CodeUnauthorized, msg)
-}
-
-// writeError writes a JSON-RPC error response. Its id is the request's
-// when the body is a single request whose id can be read (clients match
-// errors to calls by id), else null.
-func writeError(w http.ResponseWriter, r *http.Request, status, code int, msg string) {
-	type rpcError struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}
-	body, _ := json.Marshal(struct {
-		JSONRPC string          `json:"jsonrpc"`
-		ID      json.RawMessage `json:"id"`
-		Error   rpcError        `json:"error"`
-	}{"2.0", requestID(r), rpcError{code, msg}})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
-}
-
-// maxPeek bounds how much of a refused request's body is read for its id.
-const maxPeek = 1 << 20
-
-// requestID returns the JSON-RPC id of a refused POST, or null.
-func requestID(r *http.Request) json.RawMessage {
-	null := json.RawMessage("null")
-	if r == nil || r.Method != http.MethodPost || r.Body == nil {
-		return null
-	}
-	var msg struct {
-		ID json.RawMessage `json:"id"`
-	}
-	if err := json.NewDecoder(io.LimitReader(r.Body, maxPeek)).Decode(&msg); err != nil || len(msg.ID) == 0 {
-		return null
-	}
-	if c := msg.ID[0]; c != '"' && c != '-' && (c < '0' || c > '9') {
-		return null
-	}
-	return msg.ID
-}

@@ -75,7 +75,7 @@ func do(t *testing.T, method, url string, hdr map[string]string, body string) ra
 
 // TestTransport checks the Streamable HTTP MUSTs on the wire.
 func TestTransport(t *testing.T) {
-	e := newEnv(t, mcpserver.Options{AllowedOrigins: []string{"https://app.example.com"}})
+	e := newEnv(t, mcpserver.Options{}, "https://app.example.com")
 	key := e.create(t, pool.Config{Name: "p", Ready: 0})
 	u := e.url("p")
 	auth := map[string]string{"X-Ms-Apikey": key}

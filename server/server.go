@@ -27,6 +27,7 @@ import (
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/dataplane"
+	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/gateway"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/listen"
@@ -226,18 +227,12 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
-	mcpHandler, err := mcpserver.New(mcpserver.Options{
-		Pools: pools, Logger: log, Version: o.Version, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins, AppDomain: o.AppDomain,
-		Bodies: bodies,
-	})
+	mcpHandler, err := mcpserver.New(mcpserver.Options{Pools: pools, Logger: log, Version: o.Version, Bodies: bodies})
 	if err != nil {
 		pubLn.Close()
 		admLn.Close()
 		return err
 	}
-	public := http.NewServeMux()
-	public.Handle("/pools/{pool}/mcp", mcpHandler)
-	public.Handle("/", dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies}))
 
 	appRuntime := runtimes[o.AppRuntime]
 	if appRuntime == nil {
@@ -253,17 +248,22 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer apps.Close()
 	metrics := prometheus.NewRegistry()
-	gw := gateway.New(gateway.Options{Apps: apps, Domain: o.AppDomain, Bodies: bodies, Registerer: metrics, Logger: log, AccessLog: o.AccessLog})
+	gw := gateway.New(gateway.Options{Apps: apps, Domain: o.AppDomain, Bodies: bodies, Registerer: metrics, Logger: log})
 	defer gw.Close()
-	publicLogged := accessLog(o.AccessLog, public)
+	front, err := edge.New(edge.Options{
+		AppDomain: o.AppDomain, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
+		Apps: gw, Pools: edgePools(pools),
+		PoolMCP:   mcpHandler,
+		DataPlane: dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies}),
+		Logger:    log, AccessLog: o.AccessLog,
+	})
+	if err != nil {
+		pubLn.Close()
+		admLn.Close()
+		return err
+	}
 	pub := &http.Server{
-		Handler: listen.Guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if _, _, _, ok := gw.Route(r); ok {
-				gw.ServeHTTP(w, r) // logs its own line, with MCP detail
-				return
-			}
-			publicLogged.ServeHTTP(w, r)
-		})),
+		Handler:           listen.Guard(front),
 		ConnContext:       listen.ConnContext,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
@@ -404,7 +404,18 @@ func isLoopback(a net.Addr) bool {
 	return ok && ta.IP.IsLoopback()
 }
 
-// accessLog logs one line per request.
+// edgePools is the pool manager as the front door sees it.
+func edgePools(pools *pool.Manager) edge.Pools {
+	return edge.PoolsFunc(func(name string) (edge.Pool, bool) {
+		if p, err := pools.Get(name); err == nil {
+			return p, true
+		}
+		return nil, false
+	})
+}
+
+// accessLog logs one line per request of the control listener (the
+// public listener's come from its edge).
 func accessLog(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()

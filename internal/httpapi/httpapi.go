@@ -1,13 +1,12 @@
-// Package httpapi is the one place where Berth's HTTP handlers' errors
-// become responses: handlers return errors, and Handle maps them to a status
-// and a JSON body {"error":{"code","message"}} with a message a person can
-// act on, while the underlying cause goes to the log with a request id.
+// Package httpapi adapts handlers that return errors: Classify maps the
+// domain's errors (pool, agent, JSON decoding) to an edge.Error with a
+// status and a message a person can act on, and edge.WriteError, the one
+// place errors become responses, writes it {"error":{"code","message",
+// "requestId"}} while the cause goes to the log with the request id.
 package httpapi
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -15,42 +14,19 @@ import (
 	"net/http"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/pool"
 )
 
-// Error is an error with an HTTP status and a public message.
-type Error struct {
-	Status  int
-	Code    string
-	Message string
-	Cause   error
-	// RetryAfter, if set, is sent as the Retry-After header (seconds).
-	RetryAfter string
-}
-
-func (e *Error) Error() string {
-	if e.Cause != nil {
-		return e.Message + ": " + e.Cause.Error()
-	}
-	return e.Message
-}
-
-func (e *Error) Unwrap() error { return e.Cause }
+// Error is an error with an HTTP status and a public message (the edge's).
+type Error = edge.Error
 
 // Errorf builds an *Error.
-func Errorf(status int, code, message string) *Error {
-	return &Error{Status: status, Code: code, Message: message}
-}
+func Errorf(status int, code, message string) *Error { return edge.Errorf(status, code, message) }
 
 // Body is the JSON error document.
-type Body struct {
-	Error struct {
-		Code      string `json:"code"`
-		Message   string `json:"message"`
-		RequestID string `json:"requestId,omitempty"`
-	} `json:"error"`
-}
+type Body = edge.Body
 
 // HandlerFunc is an HTTP handler that returns an error.
 type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
@@ -121,22 +97,10 @@ func publicAgentMessage(err error) string {
 	return err.Error()
 }
 
-// WriteError writes err as a JSON error response and logs its cause.
+// WriteError writes err as an error response (edge.WriteError, which logs
+// its cause with the request id).
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	e := Classify(err)
-	id := newID()
-	level := slog.LevelInfo
-	if e.Status >= 500 {
-		level = slog.LevelError
-	}
-	log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path,
-		"status", e.Status, "code", e.Code, "requestId", id, "err", err)
-	var b Body
-	b.Error.Code, b.Error.Message, b.Error.RequestID = e.Code, e.Message, id
-	if e.RetryAfter != "" {
-		w.Header().Set("Retry-After", e.RetryAfter)
-	}
-	WriteJSON(w, e.Status, b)
+	edge.WriteErrorLog(w, r, log, Classify(err))
 }
 
 // WriteJSON writes v as a JSON response.
@@ -168,20 +132,3 @@ func DecodeJSONWithin(w http.ResponseWriter, r *http.Request, limit int64, budge
 	return nil
 }
 
-func newID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// APIKey extracts a key from x-ms-apikey or Authorization: Bearer.
-func APIKey(r *http.Request) string {
-	if k := r.Header.Get("x-ms-apikey"); k != "" {
-		return k
-	}
-	const prefix = "Bearer "
-	if a := r.Header.Get("Authorization"); len(a) > len(prefix) && (a[:len(prefix)] == prefix || a[:len(prefix)] == "bearer ") {
-		return a[len(prefix):]
-	}
-	return ""
-}

@@ -1,4 +1,4 @@
-package mcpserver
+package edge
 
 import (
 	"fmt"
@@ -14,6 +14,8 @@ var corsAllowHeaders = []string{
 	"Content-Type", "Accept", "Authorization", "X-Ms-Apikey",
 	"Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-Id", "Mcp-Method", "Mcp-Name",
 }
+
+var corsAllowList = strings.Join(corsAllowHeaders, ", ")
 
 // corsExposeHeaders are the response headers a browser client must read.
 const corsExposeHeaders = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate"
@@ -151,28 +153,26 @@ func (op *originPolicy) hostAllowed(r *http.Request) bool {
 }
 
 // check validates the request and sets CORS headers for an allowed
-// origin; on refusal it has written a 403.
-func (op *originPolicy) check(w http.ResponseWriter, r *http.Request) bool {
+// origin; a refusal is a 403 error.
+func (op *originPolicy) check(w http.ResponseWriter, r *http.Request) *Error {
 	origin := r.Header.Get("Origin")
 	if origin != "" && !op.originAllowed(origin) {
-		writeError(w, r, http.StatusForbidden, CodeForbidden, fmt.Sprintf(
-			"origin %q is not allowed (DNS rebinding protection): allow it with berth up --allow-origin %s", origin, origin))
-		return false
+		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: fmt.Sprintf(
+			"origin %q is not allowed (DNS rebinding protection): allow it with berth up --allow-origin %s", origin, origin)}
 	}
 	if !op.hostAllowed(r) {
-		writeError(w, r, http.StatusForbidden, CodeForbidden, fmt.Sprintf(
-			"host %q is not allowed on a loopback listener (DNS rebinding protection): set berth up --public-url or --allow-origin to accept it", r.Host))
-		return false
+		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: fmt.Sprintf(
+			"host %q is not allowed on a loopback listener (DNS rebinding protection): set berth up --public-url or --allow-origin to accept it", r.Host)}
 	}
 	if origin == "" {
-		return true
+		return nil
 	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Add("Vary", "Origin")
 	h.Set("Access-Control-Expose-Headers", corsExposeHeaders)
 	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-		allow := strings.Join(corsAllowHeaders, ", ")
+		allow := corsAllowList
 		if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
 			allow += ", " + req
 		}
@@ -180,5 +180,34 @@ func (op *originPolicy) check(w http.ResponseWriter, r *http.Request) bool {
 		h.Set("Access-Control-Allow-Headers", allow)
 		h.Set("Access-Control-Max-Age", "600")
 	}
-	return true
+	return nil
+}
+
+// appHostPolicy is the DNS rebinding rule for apps that cannot apply it
+// themselves (stdio apps, which have no HTTP side): the Host must be
+// loopback, localhost or a name under the apps' domain, and a browser
+// Origin must be one of those hosts'.
+type appHostPolicy struct{ domain string }
+
+func (p appHostPolicy) check(_ http.ResponseWriter, r *http.Request) *Error {
+	if !p.allowedHost(r.Host) || !p.allowedOrigin(r.Header.Get("Origin")) {
+		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: "forbidden Host or Origin header"}
+	}
+	return nil
+}
+
+func (p appHostPolicy) allowedHost(hostport string) bool {
+	host := hostName(hostport)
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	return host == "localhost" || host == p.domain || strings.HasSuffix(host, "."+p.domain)
+}
+
+func (p appHostPolicy) allowedOrigin(origin string) bool {
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && p.allowedHost(u.Host)
 }

@@ -1,0 +1,238 @@
+// Package edge is Berth's front door: every request on the public listener
+// passes through one Edge, in this order:
+//
+//   - (TLS termination: to come, on a TLS listener in front of the same
+//     handler; see edge/certs);
+//   - host routing: an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN) or by
+//     path (/apps/NAME/…), a pool's MCP endpoint (/pools/{pool}/mcp), and
+//     the data plane (every other path);
+//   - Origin validation (the MCP spec's DNS rebinding rule: 403) and CORS
+//     (preflights, Allow- and Expose- headers), by the route's policy: the
+//     server-wide allow-list for pools' MCP endpoints, the apps' domain for
+//     stdio apps (HTTP apps see the client's Host and Origin themselves);
+//   - authentication, by the route's authenticator: the pool's key
+//     (x-ms-apikey or Authorization: Bearer) for the data plane and a pool's
+//     MCP endpoint unless the pool's mcpAuth is none; none for apps;
+//   - a request id and one access line per request (with the app,
+//     revision, JSON-RPC method and tool for app routes);
+//   - the handler: the data plane, the pools' MCP server or the gateway.
+//
+// Errors carry their own status and public message (Error) and are written
+// by WriteError, the one place they become responses, in the format of the
+// route: JSON for the data plane, a JSON-RPC error body for MCP. Handlers
+// return or write *Error; the edge adds the request id and logs the cause.
+//
+// The edge needs no real app or pool manager: it sees them through the
+// small interfaces Apps and Pools.
+package edge
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Kind is the kind of a route.
+type Kind uint8
+
+// Route kinds.
+const (
+	KindDataPlane Kind = iota // the pools' REST API (and anything unrouted)
+	KindPoolMCP               // /pools/{pool}/mcp
+	KindApp                   // an app, by host or by /apps/NAME/
+)
+
+func (k Kind) String() string {
+	return [...]string{"data plane", "pool MCP", "app"}[k]
+}
+
+// Route is where a request goes.
+type Route struct {
+	Kind Kind
+	// Name is the app's or the pool's ("" if the path names no pool).
+	Name string
+	// Label is the app's label (NAME---LABEL).
+	Label string
+	// Path is the path the app sees (apps only).
+	Path string
+}
+
+// AppRequest is what the edge tells the gateway about a request for an
+// app, and what the gateway tells the access line back.
+type AppRequest struct {
+	Name, Label, Path string
+	// Set by the gateway for the access line.
+	Revision, MCPMethod, Tool string
+	// Status, if set, is logged when no response was written (499: the
+	// client left first).
+	Status int
+}
+
+// Apps is the gateway as the edge sees it.
+type Apps interface {
+	// AppKind says whether an app exists and whether it is a stdio app.
+	AppKind(name string) (stdio, found bool)
+	// ServeApp serves a request routed to an app.
+	ServeApp(w http.ResponseWriter, r *http.Request, a *AppRequest)
+}
+
+// Pools finds the pools the data plane and MCP routes name.
+type Pools interface {
+	Pool(name string) (Pool, bool)
+}
+
+// Pool is what the edge needs of a pool to authenticate a request.
+type Pool interface {
+	// Authenticate checks an API key.
+	Authenticate(key string) bool
+	// MCPEndpoint says whether the pool's MCP endpoint is on, and whether
+	// it needs the key (mcpAuth other than none).
+	MCPEndpoint() (enabled, keyed bool)
+}
+
+// Options configure an Edge.
+type Options struct {
+	// AppDomain serves apps at NAME.AppDomain (default "localhost").
+	AppDomain string
+	// PublicURL is how clients reach the listener; its origin is allowed.
+	PublicURL string
+	// AllowedOrigins are browser origins allowed on the pools' MCP
+	// endpoints besides loopback ones and PublicURL ("*" for any).
+	AllowedOrigins []string
+
+	Apps    Apps
+	Pools   Pools
+	PoolMCP http.Handler
+	// DataPlane serves the pools' REST API, and every path no other route
+	// takes.
+	DataPlane http.Handler
+
+	Logger *slog.Logger
+	// AccessLog gets the access line of every request (default Logger).
+	AccessLog *slog.Logger
+}
+
+// Edge is the front door; it is an http.Handler.
+type Edge struct {
+	o       Options
+	log     *slog.Logger
+	access  *slog.Logger
+	domain  string
+	pools   *originPolicy // pools' MCP endpoints
+	stdio   appHostPolicy // stdio apps
+	noAuthW warnOnce
+}
+
+// New builds an edge; it fails if an allowed origin or the public URL is
+// malformed.
+func New(o Options) (*Edge, error) {
+	if o.AppDomain == "" {
+		o.AppDomain = "localhost"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.AccessLog == nil {
+		o.AccessLog = o.Logger
+	}
+	op, err := newOriginPolicy(o.AllowedOrigins, o.PublicURL, o.AppDomain)
+	if err != nil {
+		return nil, err
+	}
+	d := strings.ToLower(strings.Trim(o.AppDomain, "."))
+	return &Edge{o: o, log: o.Logger, access: o.AccessLog, domain: d, pools: op, stdio: appHostPolicy{domain: d}}, nil
+}
+
+// Route says where a request goes.
+func (e *Edge) Route(r *http.Request) Route {
+	if name, label, ok := e.appHost(r.Host); ok {
+		return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path}
+	}
+	p := r.URL.Path
+	if rest, ok := strings.CutPrefix(p, "/apps/"); ok {
+		seg, tail, _ := strings.Cut(rest, "/")
+		name, label, _ := strings.Cut(seg, "---")
+		if name != "" {
+			return Route{Kind: KindApp, Name: name, Label: label, Path: "/" + tail}
+		}
+	}
+	if rest, ok := strings.CutPrefix(p, "/pools/"); ok {
+		name, tail, _ := strings.Cut(rest, "/")
+		if tail == "mcp" && name != "" {
+			return Route{Kind: KindPoolMCP, Name: name}
+		}
+		return Route{Kind: KindDataPlane, Name: name}
+	}
+	return Route{Kind: KindDataPlane}
+}
+
+// appHost reads NAME[---LABEL] from a host under the apps' domain.
+func (e *Edge) appHost(host string) (name, label string, ok bool) {
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		host = host[:i]
+	}
+	if len(host) <= len(e.domain)+1 || host[len(host)-len(e.domain)-1] != '.' ||
+		!strings.EqualFold(host[len(host)-len(e.domain):], e.domain) {
+		return "", "", false
+	}
+	sub := strings.ToLower(host[:len(host)-len(e.domain)-1])
+	if strings.Contains(sub, ".") {
+		return "", "", false
+	}
+	name, label, _ = strings.Cut(sub, "---")
+	return name, label, true
+}
+
+// ServeHTTP passes a request through the edge to its handler.
+func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := &state{ResponseWriter: w, edge: e, route: e.Route(r), id: newID(), status: http.StatusOK}
+	defer st.access(r, start)
+	if err := e.serve(st, r); err != nil {
+		WriteError(st, r, err)
+	}
+}
+
+func (e *Edge) serve(st *state, r *http.Request) *Error {
+	switch st.route.Kind {
+	case KindApp:
+		stdio, found := e.o.Apps.AppKind(st.route.Name)
+		if found && stdio {
+			// A stdio server has no HTTP side to defend itself against
+			// DNS rebinding: the edge does it for it.
+			if err := e.stdio.check(st, r); err != nil {
+				return err
+			}
+		}
+		st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
+		e.o.Apps.ServeApp(st, r, &st.app)
+	case KindPoolMCP:
+		if err := e.pools.check(st, r); err != nil {
+			return err
+		}
+		if r.Method == http.MethodOptions {
+			// A CORS preflight carries no credentials: it is answered
+			// before the key check (check has set the CORS headers).
+			st.Header().Set("Allow", "GET, POST, DELETE, OPTIONS")
+			st.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+		if err := e.authMCP(r, st.route.Name); err != nil {
+			return err
+		}
+		e.o.PoolMCP.ServeHTTP(st, r)
+	default:
+		if err := e.authDataPlane(r, st.route.Name); err != nil {
+			return err
+		}
+		e.o.DataPlane.ServeHTTP(st, r)
+	}
+	return nil
+}
+
+// PoolsFunc adapts a function to Pools.
+type PoolsFunc func(name string) (Pool, bool)
+
+// Pool calls f.
+func (f PoolsFunc) Pool(name string) (Pool, bool) { return f(name) }
