@@ -285,7 +285,7 @@ func TestAccessLine(t *testing.T) {
 		}
 		var l struct {
 			Msg, Method, Path, RequestID, App, Revision, McpMethod, Tool string
-			Status                                                    int
+			Status                                                       int
 		}
 		if err := json.Unmarshal([]byte(lines[0]), &l); err != nil {
 			t.Fatal(err)

@@ -279,4 +279,3 @@ func closeSessions(s *mcp.Server) {
 		_ = ss.Close()
 	}
 }
-

@@ -131,4 +131,3 @@ func DecodeJSONWithin(w http.ResponseWriter, r *http.Request, limit int64, budge
 	}
 	return nil
 }
-
