@@ -36,8 +36,6 @@ import (
 // Options configure a Gateway; the zero value (with Apps) works.
 type Options struct {
 	Apps *app.Manager
-	// Domain apps are served under by host name (default "localhost").
-	Domain string
 	// MaxBodyBytes bounds a request body (default 16 MiB).
 	MaxBodyBytes int64
 	// Bodies is the server-wide budget of request bodies held in memory
@@ -96,9 +94,6 @@ type target struct {
 
 // New builds a gateway.
 func New(o Options) *Gateway {
-	if o.Domain == "" {
-		o.Domain = "localhost"
-	}
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 16 << 20
 	}
@@ -354,7 +349,7 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 			defer cancel()
 			return a.StartStdio(ctx, label)
 		},
-		// The client's Host is an app name under Domain, not loopback:
+		// The client's Host is an app name under the apps' domain, not loopback:
 		// the edge has routed it and applied the DNS rebinding rule.
 		DisableLocalhostProtection: true,
 		MaxSessions:                maxSessions,

@@ -248,7 +248,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer apps.Close()
 	metrics := prometheus.NewRegistry()
-	gw := gateway.New(gateway.Options{Apps: apps, Domain: o.AppDomain, Bodies: bodies, Registerer: metrics, Logger: log})
+	gw := gateway.New(gateway.Options{Apps: apps, Bodies: bodies, Registerer: metrics, Logger: log})
 	defer gw.Close()
 	front, err := edge.New(edge.Options{
 		AppDomain: o.AppDomain, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
