@@ -23,7 +23,7 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 	r.mu.Unlock()
 	sb, err := r.app.m.runtime.Start(r.ctx, sandbox.Spec{
 		ID:     id,
-		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU},
+		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU, DiskBytes: cfg.DiskBytes},
 		Egress: cfg.Egress == "enabled",
 		Mounts: r.app.mounts(r.rev),
 		UID:    r.app.uid,

@@ -58,6 +58,9 @@ func (m *Manager) Load(ctx context.Context) error {
 		if err := json.Unmarshal(sp.Config, &cfg); err != nil {
 			return fmt.Errorf("pool %q: stored config: %w", sp.Name, err)
 		}
+		if cfg.DiskBytes == 0 { // stored before pools had a disk limit
+			cfg.DiskBytes = DefaultDisk
+		}
 		rt, ok := m.runtimes[cfg.Runtime]
 		if !ok {
 			m.log.Error("pool's runtime is not available; the pool is not served", "pool", cfg.Name, "runtime", cfg.Runtime)

@@ -221,7 +221,7 @@ func (p *Pool) startSandbox(ctx context.Context) (sandbox.Sandbox, error) {
 	_, _ = rand.Read(b)
 	sb, err := p.rt.Start(ctx, sandbox.Spec{
 		ID:     cfg.Name + "-" + hex.EncodeToString(b),
-		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU},
+		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU, DiskBytes: cfg.DiskBytes},
 		Egress: cfg.Egress == "enabled",
 	})
 	if err != nil {

@@ -40,7 +40,7 @@ type Options struct {
 }
 
 // Defaults applied to zero limits.
-var DefaultLimits = sandbox.Limits{MemoryBytes: 512 << 20, CPU: 1, Pids: 256, TmpBytes: 256 << 20}
+var DefaultLimits = sandbox.Limits{MemoryBytes: 512 << 20, CPU: 1, Pids: 256, TmpBytes: 256 << 20, DiskBytes: sandbox.DefaultDiskBytes}
 
 // Runtime is the bubblewrap driver.
 type Runtime struct {
@@ -100,6 +100,9 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 
 	if sb.dir, err = r.host.MakeSandboxDir(spec.ID, uid); err != nil {
 		return nil, err
+	}
+	if sb.disk, err = local.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	if sb.cg, err = r.host.Cgroups.Create(spec.ID, cgroup.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPU: l.CPU}); err != nil {
 		return nil, err
@@ -217,7 +220,6 @@ func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) []string
 		"--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
 		"--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
 		"--proc", "/proc", "--dev", "/dev",
-		"--size", strconv.FormatInt(l.TmpBytes, 10), "--tmpfs", "/tmp",
 		"--ro-bind", filepath.Join(r.host.Dir, "etc"), "/etc",
 	}
 	if spec.Egress {
@@ -231,7 +233,9 @@ func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) []string
 		a = append(a, flag, m.Source, m.Target)
 	}
 	a = append(a,
-		"--bind", filepath.Join(dir, "data"), "/mnt/data",
+		// The workspace and /tmp: the sandbox's own disk (local.MakeDisk).
+		"--bind", filepath.Join(dir, "disk", local.DataDir), "/mnt/data",
+		"--bind", filepath.Join(dir, "disk", local.TmpDir), "/tmp",
 		"--bind", filepath.Join(dir, "run"), "/.berth/run",
 		"--ro-bind", r.host.Agent, "/.berth/agent",
 		"--chdir", "/mnt/data",
@@ -249,6 +253,7 @@ type box struct {
 	rt     *Runtime
 	slot   int
 	dir    string
+	disk   *local.Disk
 	cg     *cgroup.Group
 	netns  *netns.Namespace
 	cmd    *exec.Cmd
@@ -266,7 +271,7 @@ func (b *box) Destroy(context.Context) error {
 }
 
 func (b *box) Stats() sandbox.Stats {
-	return local.Stats(b.cg)
+	return local.DiskStats(local.Stats(b.cg), b.disk)
 }
 
 func (b *box) teardown() {
@@ -289,6 +294,7 @@ func (b *box) teardown() {
 				b.rt.log.Warn("remove network namespace", "sandbox", b.id, "err", err)
 			}
 		}
+		b.disk.Unmount()
 		if b.dir != "" {
 			if err := os.RemoveAll(b.dir); err != nil {
 				b.rt.log.Warn("remove sandbox directory", "sandbox", b.id, "err", err)

@@ -158,14 +158,15 @@ func (h *Host) UID(slot int) uint32 { return h.uidBase + uint32(slot) }
 // SandboxDir is where a sandbox's files live on the host.
 func (h *Host) SandboxDir(id string) string { return filepath.Join(h.Dir, "sb-"+id) }
 
-// MakeSandboxDir creates a sandbox's directory with a workspace ("data")
-// and a socket directory ("run") owned by uid and private to it.
+// MakeSandboxDir creates a sandbox's directory with a socket directory
+// ("run") owned by uid and private to it. (Its workspace and /tmp are in
+// its disk: see MakeDisk.)
 func (h *Host) MakeSandboxDir(id string, uid uint32) (string, error) {
 	dir := h.SandboxDir(id)
 	if err := os.Mkdir(dir, 0o711); err != nil {
 		return "", err
 	}
-	for _, sub := range []string{"data", "run"} {
+	for _, sub := range []string{"run"} {
 		p := filepath.Join(dir, sub)
 		if err := os.Mkdir(p, 0o700); err != nil {
 			return "", err
@@ -178,10 +179,12 @@ func (h *Host) MakeSandboxDir(id string, uid uint32) (string, error) {
 }
 
 // Cleanup removes every sandbox directory and cgroup this host's instance
-// left behind.
+// left behind, unmounting their disks and detaching their loop devices
+// first.
 func (h *Host) Cleanup() error {
 	h.Cgroups.Cleanup()
 	h.Cgroups.Remove()
+	cleanupDisks(h.Dir)
 	entries, err := os.ReadDir(h.Dir)
 	if err != nil {
 		return err
