@@ -35,6 +35,18 @@ type Options struct {
 	// traversable by unprivileged uids.
 	StateDir string
 	Logger   *slog.Logger
+	// Capacity, if set, is what the host admits (see sandbox/admit): a
+	// deploy whose replicas could never run on it is refused.
+	Capacity Capacity
+}
+
+// Capacity is the host's budget for sandboxes.
+type Capacity interface {
+	// Fits reports whether n sandboxes of mem and disk bytes could ever
+	// run at once.
+	Fits(mem, disk int64, n int) error
+	// Freed is closed the next time a sandbox gives its share back.
+	Freed() <-chan struct{}
 }
 
 // Manager owns every app.
@@ -43,6 +55,7 @@ type Manager struct {
 	runtime sandbox.Runtime
 	dir     string
 	log     *slog.Logger
+	cap     Capacity
 
 	mu   sync.Mutex
 	apps map[string]*App
@@ -60,7 +73,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, apps: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, apps: map[string]*App{}, stop: make(chan struct{})}
 	stored, err := o.Store.ListApps(ctx)
 	if err != nil {
 		return nil, err
@@ -133,6 +146,12 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 	}
 	if err := cfg.Normalize(); err != nil {
 		return Doc{}, Revision{}, err
+	}
+	if m.cap != nil {
+		// Its minimum replicas and the revision's spare sandbox.
+		if err := m.cap.Fits(cfg.MemoryBytes, cfg.DiskBytes, cfg.Min+1); err != nil {
+			return Doc{}, Revision{}, invalid("app %s: %v; lower --memory, --disk or --min, or raise berth up --memory-overcommit/--disk-overcommit", name, err)
+		}
 	}
 	m.mu.Lock()
 	a := m.apps[name]

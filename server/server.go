@@ -31,6 +31,7 @@ import (
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/store"
 )
 
@@ -64,6 +65,9 @@ type Options struct {
 	// AllowedOrigins are browser origins allowed on the pools' MCP
 	// endpoints besides loopback ones and PublicURL ("*" for any).
 	AllowedOrigins []string
+	// Admission is what the host admits of sandboxes' memory and disk
+	// (zero fields: measured, with the default overcommit ratios).
+	Admission admit.Options
 }
 
 // Files in the data directory.
@@ -147,6 +151,21 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
+	// One budget for every sandbox, of pools and apps alike, measured once
+	// the cleanup has freed what an earlier run held.
+	ao := o.Admission
+	if ao.DiskPath == "" {
+		ao.DiskPath = filepath.Join("/var/lib/berth", instance)
+	}
+	budget, err := admit.New(ao)
+	if err != nil {
+		return fmt.Errorf("sandbox admission: %w", err)
+	}
+	for name, rt := range runtimes {
+		runtimes[name] = budget.Runtime(rt, sandbox.Limits{MemoryBytes: pool.DefaultMemory, DiskBytes: pool.DefaultDisk})
+	}
+	log.Info("sandboxes are admitted within the host's capacity", "budget", budget.String())
+
 	st, err := store.Open(dir)
 	if err != nil {
 		return err
@@ -157,7 +176,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log})
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}
@@ -204,7 +223,7 @@ func Run(ctx context.Context, o Options) error {
 		admLn.Close()
 		return fmt.Errorf("app runtime %q is not available", o.AppRuntime)
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget})
 	if err != nil {
 		pubLn.Close()
 		admLn.Close()

@@ -11,7 +11,9 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/internal/logbatch"
+	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/sandbox/bwrap"
 	"github.com/berth-dev/berth/sandbox/gvisor"
 	"github.com/berth-dev/berth/server"
@@ -27,6 +29,11 @@ func runUp(ctx context.Context, args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	appDomain := fs.String("app-domain", "localhost", "apps are served at NAME.DOMAIN by host name")
 	appRuntime := fs.String("app-runtime", "bwrap", "sandbox runtime of app replicas: bwrap or gvisor")
+	var ao admit.Options
+	fs.Float64Var(&ao.MemoryOvercommit, "memory-overcommit", admit.DefaultMemoryOvercommit, "admit sandboxes whose memory limits add up to this many times the host's memory")
+	fs.Float64Var(&ao.DiskOvercommit, "disk-overcommit", admit.DefaultDiskOvercommit, "admit sandboxes whose disks add up to this many times the free space of /var/lib/berth")
+	memCap := fs.String("memory-capacity", "", "the host's memory for admission (default: MemTotal, or Berth's cgroup limit if lower)")
+	diskCap := fs.String("disk-capacity", "", "the disk space for sandboxes, for admission (default: free space of /var/lib/berth at start)")
 	var manifests multiFlag
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
 	var origins []string
@@ -40,6 +47,20 @@ func runUp(ctx context.Context, args []string) error {
 	})
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
+	}
+	for _, c := range []struct {
+		flag string
+		v    *string
+		dst  *int64
+	}{{"memory-capacity", memCap, &ao.MemoryCapacity}, {"disk-capacity", diskCap, &ao.DiskCapacity}} {
+		if *c.v == "" {
+			continue
+		}
+		n, err := pool.ParseBytes(*c.v)
+		if err != nil || n <= 0 {
+			return usageError(fmt.Sprintf("--%s: %q is not a size (examples: 16Gi, 500Gi)", c.flag, *c.v))
+		}
+		*c.dst = n
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("berth up needs root: every sandbox gets its own cgroup, host uid and namespaces (run it with sudo, or as root)")
@@ -58,6 +79,7 @@ func runUp(ctx context.Context, args []string) error {
 	return server.Run(ctx, server.Options{
 		DataDir: *dataDir, Listen: *listen, AdminListen: *admin, PublicURL: *publicURL,
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
+		Admission: ao,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
 		},

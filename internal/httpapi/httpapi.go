@@ -13,9 +13,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 
 	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/pool"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/admit"
 )
 
 // Error is an error with an HTTP status and a public message.
@@ -24,6 +27,8 @@ type Error struct {
 	Code    string
 	Message string
 	Cause   error
+	// RetryAfter, if set, is sent as Retry-After (seconds).
+	RetryAfter int
 }
 
 func (e *Error) Error() string {
@@ -82,6 +87,10 @@ func Classify(err error) *Error {
 		return &Error{Status: http.StatusNotFound, Code: "PoolNotFound", Message: err.Error(), Cause: err}
 	case errors.Is(err, pool.ErrPoolExists):
 		return &Error{Status: http.StatusConflict, Code: "PoolExists", Message: err.Error(), Cause: err}
+	case errors.Is(err, sandbox.ErrNoCapacity):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "HostAtCapacity", Message: noCapacityMessage(err), Cause: err, RetryAfter: 10}
+	case errors.Is(err, pool.ErrPoolUnusable):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "PoolUnusable", Message: err.Error() + " (its administrator can change it with berth pool update)", Cause: err}
 	case errors.Is(err, pool.ErrPoolFull):
 		return &Error{Status: http.StatusTooManyRequests, Code: "SessionLimitReached", Message: err.Error(), Cause: err}
 	case errors.Is(err, pool.ErrBadIdentifier):
@@ -108,6 +117,16 @@ func Classify(err error) *Error {
 	return &Error{Status: http.StatusInternalServerError, Code: "InternalError", Message: "internal error; the server log has details", Cause: err}
 }
 
+// noCapacityMessage is the admission's own message, without what wraps it
+// ("start sandbox: …").
+func noCapacityMessage(err error) string {
+	var ae *admit.Error
+	if errors.As(err, &ae) {
+		return ae.Error()
+	}
+	return sandbox.ErrNoCapacity.Error() + ": try again later"
+}
+
 func publicAgentMessage(err error) string {
 	var ae *agent.Error
 	if errors.As(err, &ae) {
@@ -128,6 +147,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		"status", e.Status, "code", e.Code, "requestId", id, "err", err)
 	var b Body
 	b.Error.Code, b.Error.Message, b.Error.RequestID = e.Code, e.Message, id
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
 	WriteJSON(w, e.Status, b)
 }
 
