@@ -156,9 +156,6 @@ func (e *Error) Unwrap() error {
 func (b *Budget) Reserve(mem, disk int64) (release func(), err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := b.check(mem, disk, 1); err != nil {
-		return nil, err
-	}
 	if b.memUsed+mem > b.mem.limit() {
 		return nil, &Error{Resource: b.mem.name, Need: mem, Used: b.memUsed, Limit: b.mem.describe()}
 	}
