@@ -101,7 +101,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	if sb.dir, err = r.host.MakeSandboxDir(spec.ID, uid); err != nil {
 		return nil, err
 	}
-	if sb.disk, err = local.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
+	if sb.disk, err = r.host.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	if sb.cg, err = r.host.Cgroups.Create(spec.ID, cgroup.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPU: l.CPU}); err != nil {

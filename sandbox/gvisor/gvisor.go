@@ -179,7 +179,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	if sb.dir, err = r.host.MakeSandboxDir(spec.ID, uid); err != nil {
 		return nil, err
 	}
-	if sb.disk, err = local.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
+	if sb.disk, err = r.host.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	// runsc finds the group made (and limited) here and runs the sandbox in

@@ -46,6 +46,8 @@ type Host struct {
 	mu   sync.Mutex
 	free []int
 	next int
+
+	templates sync.Mutex // making disk templates
 }
 
 // NewHost prepares the state directory, stages the agent and opens the
