@@ -51,7 +51,9 @@ func TestAdmission(t *testing.T) {
 	}
 	full := func(t *testing.T, r resp, what string) {
 		t.Helper()
-		var e struct{ Error struct{ Code, Message string } }
+		var e struct {
+			Error struct{ Code, Message string }
+		}
 		_ = json.Unmarshal(r.Body, &e)
 		if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
 			t.Fatalf("%s at capacity: %d (Retry-After %q) %s", what, r.Status, r.Header.Get("Retry-After"), r.Body)
