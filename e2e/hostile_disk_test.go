@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +64,18 @@ func TestHostileDisk(t *testing.T) {
 					}
 				})
 			}
+			t.Run("upload", func(t *testing.T) {
+				r := b.upload(name, key, "filler", "big.bin", io.LimitReader(zeros{}, 100<<20))
+				if r.Status != http.StatusInsufficientStorage || r.errorCode() != "DiskFull" || !strings.Contains(string(r.Body), "disk is full") {
+					t.Fatalf("a 100 MiB upload to a 64 MiB disk: %d %s", r.Status, r.Body)
+				}
+				if r := b.execute(name, key, "filler", "ls -A /mnt/data; df -k /mnt/data | tail -1"); strings.Contains(r.Stdout, "berth-upload") {
+					t.Fatalf("the failed upload left a file: %q", r.Stdout)
+				}
+				if r := b.upload(name, key, "filler", "small.bin", strings.NewReader("fits")); r.Status != http.StatusOK {
+					t.Fatalf("upload after a failed one: %d %s", r.Status, r.Body)
+				}
+			})
 			t.Run("files", func(t *testing.T) {
 				// 64 MiB hold 4,096 files.
 				r := b.execute(name, key, "filler", "mkdir -p /mnt/data/many && cd /mnt/data/many && for i in $(seq 1 20000); do : > f$i || exit 1; done")

@@ -105,6 +105,8 @@ func Classify(err error) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: "ShuttingDown", Message: "the server is shutting down", Cause: err}
 	case errors.Is(err, agent.ErrBadRequest):
 		return &Error{Status: http.StatusBadRequest, Code: "BadRequest", Message: publicAgentMessage(err), Cause: err}
+	case errors.Is(err, agent.ErrDiskFull):
+		return &Error{Status: http.StatusInsufficientStorage, Code: "DiskFull", Message: "the session's disk is full (its /mnt/data and /tmp together are at the pool's --disk limit, in bytes or files): delete files and try again", Cause: err}
 	case errors.Is(err, agent.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "FileNotFound", Message: publicAgentMessage(err), Cause: err}
 	case errors.Is(err, agent.ErrUnavailable):
