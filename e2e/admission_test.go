@@ -20,14 +20,14 @@ import (
 // keep working; capacity comes back when sessions end. Settings that could
 // never fit are refused at once.
 func TestAdmission(t *testing.T) {
-	b := startBerth(t, "", "--memory-capacity", "1Gi", "--memory-overcommit", "1")
+	b := startBerth(t, "", "--memory-capacity", "1Gi", "--memory-overcommit", "1", "--disk-capacity", "8Gi", "--disk-overcommit", "1")
 	b.cli("pool", "delete", "default") // its warm sandboxes would hold the whole budget
 	state := filepath.Join("/var/lib/berth", server.Instance(b.dataDir), "bwrap")
 
 	// Never fits: refused with a message that says why.
-	for _, flags := range [][]string{{"--memory", "2Gi"}, {"--memory", "256Mi", "--ready", "5"}} {
+	for _, flags := range [][]string{{"--memory", "2Gi"}, {"--memory", "256Mi", "--ready", "5"}, {"--memory", "256Mi", "--disk", "9Gi"}} {
 		_, errOut, code := b.try(append([]string{"pool", "create", "huge"}, flags...)...)
-		if code != 1 || !strings.Contains(errOut, "cannot run on this host") || !strings.Contains(errOut, "--memory-overcommit") {
+		if code != 1 || !strings.Contains(errOut, "cannot run on this host") || !strings.Contains(errOut, "-overcommit") {
 			t.Fatalf("pool create %v: exit %d: %s", flags, code, errOut)
 		}
 	}
@@ -111,6 +111,19 @@ func TestAdmission(t *testing.T) {
 	b.cli("pool", "delete", "warm")
 	if r := b.execute("adm", key, "sess-4", "echo back"); r.Stdout != "back\n" {
 		t.Fatalf("session once capacity came back: %+v", r)
+	}
+	// A pool stored under a larger budget than the next start's is marked
+	// unusable (logged, 503) without stopping the server, until updated.
+	b.stop()
+	b = startBerth(t, b.dataDir, "--memory-capacity", "200Mi", "--memory-overcommit", "1")
+	b.waitLog("pool cannot run on this host")
+	r = b.executeRaw("adm", key, "sess-5", "echo never")
+	if r.Status != http.StatusServiceUnavailable || r.errorCode() != "PoolUnusable" || !strings.Contains(string(r.Body), "berth pool update") {
+		t.Fatalf("a pool that no longer fits: %d %s", r.Status, r.Body)
+	}
+	b.cli("pool", "update", "adm", "--memory", "128Mi")
+	if r := b.execute("adm", key, "sess-5", "echo fits"); r.Stdout != "fits\n" {
+		t.Fatalf("after the update: %+v", r)
 	}
 	logs := b.logs.String()
 	for _, loop := range []string{"start warm sandbox", "spare sandbox failed to start"} {

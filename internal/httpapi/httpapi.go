@@ -77,6 +77,8 @@ func Classify(err error) *Error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case errors.Is(err, pool.ErrPoolUnusable): // before ConfigError, which it wraps
+		return &Error{Status: http.StatusServiceUnavailable, Code: "PoolUnusable", Message: err.Error() + " (its administrator can change it with berth pool update)", Cause: err}
 	case errors.As(err, &ce):
 		return &Error{Status: http.StatusBadRequest, Code: "InvalidSetting", Message: ce.Message, Cause: err}
 	case errors.As(err, &mbe):
@@ -89,8 +91,6 @@ func Classify(err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: "PoolExists", Message: err.Error(), Cause: err}
 	case errors.Is(err, sandbox.ErrNoCapacity):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "HostAtCapacity", Message: noCapacityMessage(err), Cause: err, RetryAfter: 10}
-	case errors.Is(err, pool.ErrPoolUnusable):
-		return &Error{Status: http.StatusServiceUnavailable, Code: "PoolUnusable", Message: err.Error() + " (its administrator can change it with berth pool update)", Cause: err}
 	case errors.Is(err, pool.ErrPoolFull):
 		return &Error{Status: http.StatusTooManyRequests, Code: "SessionLimitReached", Message: err.Error(), Cause: err}
 	case errors.Is(err, pool.ErrBadIdentifier):
