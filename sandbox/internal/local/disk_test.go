@@ -61,3 +61,31 @@ func BenchmarkMakeDisk(b *testing.B) {
 		})
 	}
 }
+
+// cleanupDisks (run by Cleanup at start) unmounts and detaches the disks a
+// crashed server left mounted.
+func TestCleanupDisks(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	h := &Host{Dir: dir}
+	for _, id := range []string{"a", "b"} {
+		sb := filepath.Join(dir, "sb-"+id)
+		if err := os.Mkdir(sb, 0o711); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.MakeDisk(sb, 32<<20, 1_000_123); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(MountsUnder(dir)) != 2 || len(LoopDevicesUnder(dir)) != 2 {
+		t.Fatalf("mounts %v, loops %v", MountsUnder(dir), LoopDevicesUnder(dir))
+	}
+	cleanupDisks(dir)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(MountsUnder(dir))+len(LoopDevicesUnder(dir)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("left: mounts %v, loops %v", MountsUnder(dir), LoopDevicesUnder(dir))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
