@@ -414,7 +414,7 @@ func (t *tools) fileError(id, name string, err error) error {
 	switch {
 	case errors.Is(err, agent.ErrNotFound):
 		return toolErrorf("%s/%s does not exist in environment %q (listFilesInRemoteEnvironment shows what is there)", workspace, name, id)
-	case errors.Is(err, agent.ErrBadRequest):
+	case errors.Is(err, agent.ErrBadRequest), errors.Is(err, agent.ErrDiskFull):
 		return toolErrorf("%s/%s: %s", workspace, name, httpapi.Classify(err).Message)
 	}
 	return t.execError(id, err)
