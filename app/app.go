@@ -59,6 +59,9 @@ type Manager struct {
 
 	mu   sync.Mutex
 	apps map[string]*App
+	// pending holds apps whose first deploy is in progress: not listed and
+	// not routed until their first revision is stored.
+	pending map[string]*App
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -73,7 +76,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, apps: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	stored, err := o.Store.ListApps(ctx)
 	if err != nil {
 		return nil, err
@@ -83,8 +86,10 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 		if err := json.Unmarshal(sa.Doc, &d); err != nil {
 			return nil, fmt.Errorf("app %q: %w", sa.Name, err)
 		}
-		a := m.newApp(d)
-		m.apps[d.Name] = a
+		m.apps[d.Name] = m.newApp(d)
+	}
+	m.removeStale()
+	for _, a := range m.apps {
 		a.reconcile()
 	}
 	m.wg.Add(1)
@@ -99,10 +104,22 @@ type App struct {
 	uid  uint32
 	dir  string
 
+	// saveMu orders changes to the stored doc (see update); traffic never
+	// takes it. deleted is set under it when the app is deleted.
+	saveMu  sync.Mutex
+	deleted bool
+	// firstDeploys counts the deploys of an app not yet in Manager.apps
+	// (guarded by Manager.mu).
+	firstDeploys int
+
 	mu       sync.Mutex
 	doc      Doc
 	running  map[string]*revisionRuntime
 	sessions map[string]*session
+	// reserved holds the revision names of deploys in progress, seq the
+	// last revision number handed out.
+	reserved map[string]bool
+	seq      int
 
 	logMu   sync.Mutex
 	logs    []LogEntry
@@ -133,150 +150,8 @@ func (m *Manager) newApp(d Doc) *App {
 		// volumes), apart from pool sandboxes' uids.
 		uid:     900_000 + h.Sum32()%90_000,
 		running: map[string]*revisionRuntime{}, sessions: map[string]*session{},
-		logSubs: map[chan LogEntry]struct{}{},
+		reserved: map[string]bool{}, logSubs: map[chan LogEntry]struct{}{},
 	}
-}
-
-// Deploy creates a revision of app name (creating the app if needed) and
-// rolls it out: with the default "latest" traffic mode it takes all new
-// sessions; old revisions keep the sessions they have until they end.
-func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Revision, error) {
-	if err := ValidName(name); err != nil {
-		return Doc{}, Revision{}, err
-	}
-	if err := cfg.Normalize(); err != nil {
-		return Doc{}, Revision{}, err
-	}
-	if m.cap != nil {
-		// Its minimum replicas and the revision's spare sandbox.
-		if err := m.cap.Fits(cfg.MemoryBytes, cfg.DiskBytes, cfg.Min+1); err != nil {
-			return Doc{}, Revision{}, invalid("app %s: %v; lower --memory, --disk or --min, or raise berth up --memory-overcommit/--disk-overcommit", name, err)
-		}
-	}
-	m.mu.Lock()
-	a := m.apps[name]
-	if a == nil {
-		a = m.newApp(Doc{Name: name, Latest: true, CreatedAt: time.Now().UTC()})
-		m.apps[name] = a
-	}
-	m.mu.Unlock()
-
-	a.mu.Lock()
-	a.doc.Next++
-	revName := fmt.Sprintf("%s--r%d", name, a.doc.Next)
-	if cfg.RevisionSuffix != "" {
-		revName = name + "--" + cfg.RevisionSuffix
-	}
-	if a.doc.revision(revName) != nil {
-		a.doc.Next--
-		a.mu.Unlock()
-		return Doc{}, Revision{}, invalid("revision %s exists already: choose another --revision-suffix", revName)
-	}
-	rev := Revision{Name: revName, Config: cfg, CreatedAt: time.Now().UTC()}
-	if err := a.prepare(rev); err != nil {
-		a.doc.Next--
-		a.mu.Unlock()
-		return Doc{}, Revision{}, err
-	}
-	a.doc.Revisions = append(a.doc.Revisions, rev)
-	if a.doc.Latest || len(a.doc.Traffic) == 0 {
-		a.doc.Latest = true
-		a.doc.Traffic = []TrafficTarget{{Revision: revName, Percent: 100}}
-	}
-	doc := a.doc
-	err := a.save(ctx)
-	a.mu.Unlock()
-	if err != nil {
-		return Doc{}, Revision{}, err
-	}
-	a.logf(revName, "", "revision created")
-	a.reconcile()
-	return doc, rev, nil
-}
-
-// prepare copies the revision's files and makes its volumes.
-func (a *App) prepare(rev Revision) error {
-	files := filepath.Join(a.dir, "revisions", rev.Name)
-	if err := os.MkdirAll(files, 0o755); err != nil {
-		return err
-	}
-	for d := a.dir; d != filepath.Dir(a.m.dir); d = filepath.Dir(d) {
-		_ = os.Chmod(d, 0o711)
-	}
-	_ = os.Chmod(filepath.Join(a.dir, "revisions"), 0o711)
-	if rev.Config.Dir != "" {
-		if err := copyDir(rev.Config.Dir, files); err != nil {
-			return invalid("copy %s into the revision: %v", rev.Config.Dir, err)
-		}
-	}
-	for _, v := range rev.Config.Volumes {
-		p := filepath.Join(a.dir, "volumes", v.Name)
-		if err := os.MkdirAll(p, 0o700); err != nil {
-			return err
-		}
-		_ = os.Chmod(filepath.Join(a.dir, "volumes"), 0o711)
-		if err := os.Chown(p, int(a.uid), int(a.uid)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (a *App) mounts(rev Revision) []sandbox.Mount {
-	ms := []sandbox.Mount{{Source: filepath.Join(a.dir, "revisions", rev.Name), Target: "/app", ReadOnly: true}}
-	for _, v := range rev.Config.Volumes {
-		ms = append(ms, sandbox.Mount{Source: filepath.Join(a.dir, "volumes", v.Name), Target: v.Path})
-	}
-	return ms
-}
-
-// copyDir copies regular files, directories and symlinks, readable by all.
-func copyDir(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case info.Mode()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case info.IsDir():
-			return os.MkdirAll(target, 0o755)
-		case info.Mode().IsRegular():
-			in, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer in.Close()
-			out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644|info.Mode().Perm()&0o111)
-			if err != nil {
-				return err
-			}
-			if _, err := io.Copy(out, in); err != nil {
-				out.Close()
-				return err
-			}
-			return out.Close()
-		}
-		return nil
-	})
-}
-
-func (a *App) save(ctx context.Context) error {
-	b, err := json.Marshal(a.doc)
-	if err != nil {
-		return err
-	}
-	return a.m.store.PutApp(ctx, a.name, b)
 }
 
 // reconcile runs the active revisions and stops the others.
@@ -348,37 +223,33 @@ func (m *Manager) SetTraffic(ctx context.Context, name string, traffic []Traffic
 	if err != nil {
 		return Doc{}, err
 	}
-	a.mu.Lock()
-	if traffic != nil {
-		if err := a.doc.validateTraffic(traffic); err != nil {
-			a.mu.Unlock()
-			return Doc{}, err
+	doc, err := a.update(ctx, func(d *Doc) error {
+		if traffic != nil {
+			if err := d.validateTraffic(traffic); err != nil {
+				return err
+			}
+			d.Traffic = traffic
+			latest := d.Revisions[len(d.Revisions)-1].Name
+			d.Latest = len(traffic) == 1 && traffic[0].Revision == latest
 		}
-		a.doc.Traffic = traffic
-		latest := a.doc.Revisions[len(a.doc.Revisions)-1].Name
-		a.doc.Latest = len(traffic) == 1 && traffic[0].Revision == latest
-	}
-	for label, rev := range labels {
-		if !nameRE().MatchString(label) {
-			a.mu.Unlock()
-			return Doc{}, invalid("%q is not a valid label", label)
+		for label, rev := range labels {
+			if !nameRE().MatchString(label) {
+				return invalid("%q is not a valid label", label)
+			}
+			if rev == "" {
+				delete(d.Labels, label)
+				continue
+			}
+			if d.revision(rev) == nil {
+				return invalid("revision %q does not exist", rev)
+			}
+			if d.Labels == nil {
+				d.Labels = map[string]string{}
+			}
+			d.Labels[label] = rev
 		}
-		if rev == "" {
-			delete(a.doc.Labels, label)
-			continue
-		}
-		if a.doc.revision(rev) == nil {
-			a.mu.Unlock()
-			return Doc{}, invalid("revision %q does not exist", rev)
-		}
-		if a.doc.Labels == nil {
-			a.doc.Labels = map[string]string{}
-		}
-		a.doc.Labels[label] = rev
-	}
-	doc := a.doc
-	err = a.save(ctx)
-	a.mu.Unlock()
+		return nil
+	})
 	if err != nil {
 		return Doc{}, err
 	}
@@ -392,14 +263,31 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	a.saveMu.Lock()
+	if a.deleted {
+		a.saveMu.Unlock()
+		return fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
 	if err := m.store.DeleteApp(ctx, name); err != nil && !errors.Is(err, store.ErrNotFound) {
+		a.saveMu.Unlock()
 		return err
 	}
+	a.deleted = true // a deploy in progress now fails instead of storing it again
+	a.saveMu.Unlock()
+	// Move its files aside before the name is free again, so that removing
+	// them cannot race with a new app of the same name.
+	trash := filepath.Join(m.dir, fmt.Sprintf(".deleted-%s-%d", name, time.Now().UnixNano()))
+	if err := os.Rename(a.dir, trash); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.log.Warn("move deleted app's files aside", "app", name, "err", err)
+		trash = a.dir
+	}
 	m.mu.Lock()
-	delete(m.apps, name)
+	if m.apps[name] == a {
+		delete(m.apps, name)
+	}
 	m.mu.Unlock()
 	a.stopAll()
-	return os.RemoveAll(a.dir)
+	return os.RemoveAll(trash)
 }
 
 func (a *App) stopAll() {

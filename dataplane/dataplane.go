@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 )
@@ -43,6 +44,9 @@ const (
 type Options struct {
 	Pools  *pool.Manager
 	Logger *slog.Logger
+	// Bodies is the server-wide budget of request bodies held in memory
+	// (an execute's JSON; uploads stream and hold none). Nil: none.
+	Bodies *bodymem.Budget
 }
 
 // Handler returns the data plane's routes.
@@ -50,7 +54,7 @@ func Handler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	a := &api{pools: o.Pools, log: o.Logger}
+	a := &api{pools: o.Pools, log: o.Logger, bodies: o.Bodies}
 	mux := http.NewServeMux()
 	handle := func(pattern string, h httpapi.HandlerFunc) {
 		mux.Handle(pattern, httpapi.Handle(a.log, h))
@@ -66,8 +70,9 @@ func Handler(o Options) http.Handler {
 }
 
 type api struct {
-	pools *pool.Manager
-	log   *slog.Logger
+	pools  *pool.Manager
+	log    *slog.Logger
+	bodies *bodymem.Budget
 }
 
 // authorize finds the pool named in the path and checks the request's key.
@@ -145,7 +150,7 @@ func (a *api) execute(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req ExecuteRequest
-	if err := httpapi.DecodeJSON(w, r, MaxExecuteBody, &req); err != nil {
+	if err := httpapi.DecodeJSONWithin(w, r, MaxExecuteBody, a.bodies, &req); err != nil {
 		return err
 	}
 	pr := req.Properties

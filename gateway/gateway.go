@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/stdiobridge"
@@ -42,6 +43,9 @@ type Options struct {
 	Domain string
 	// MaxBodyBytes bounds a request body (default 16 MiB).
 	MaxBodyBytes int64
+	// Bodies is the server-wide budget of request bodies held in memory
+	// (nil: none). A request that finds it spent gets 503 with Retry-After.
+	Bodies *bodymem.Budget
 	// BodyTimeout bounds the time to receive a request body (default 1
 	// minute).
 	BodyTimeout time.Duration
@@ -52,6 +56,11 @@ type Options struct {
 	// together (default DefaultFlushWindow; negative: flush every write at
 	// once, as ReverseProxy does).
 	FlushWindow time.Duration
+	// StdioSessionsPerClient bounds the MCP sessions (processes) one client
+	// address may hold open on a stdio app (default: half the app's cap).
+	// An app's sessions in total are bounded by its revision's max
+	// replicas × concurrency.
+	StdioSessionsPerClient int
 	// Registerer receives the gateway's metrics (default: a new registry,
 	// see Gateway.Registry).
 	Registerer prometheus.Registerer
@@ -67,8 +76,19 @@ type Gateway struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 
+	tools toolLabels // the tool names each app's metrics label
+
 	mu      sync.Mutex
-	bridges map[string]*stdiobridge.Handler // stdio apps, by app---label
+	bridges map[string]*bridgeEntry // stdio apps, by app---label
+	closing sync.WaitGroup          // bridges of deleted apps being closed
+}
+
+// bridgeEntry is the stdio bridge of one app (and label). An app deleted
+// and created again under its name is another *app.App: its bridge is
+// another too.
+type bridgeEntry struct {
+	app *app.App
+	h   *stdiobridge.Handler
 }
 
 type ctxKey struct{}
@@ -105,7 +125,7 @@ func New(o Options) *Gateway {
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
 	}
-	g := &Gateway{o: o, bridges: map[string]*stdiobridge.Handler{}}
+	g := &Gateway{o: o, bridges: map[string]*bridgeEntry{}}
 	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "berth_app_requests_total",
 		Help: "Requests to apps, by app, revision, MCP method, tool and status code.",
@@ -202,8 +222,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	method, tool := "", ""
 	revision := ""
 	defer func() {
-		g.requests.WithLabelValues(name, revision, method, tool, strconv.Itoa(rec.code)).Inc()
-		g.duration.WithLabelValues(name, revision, method).Observe(time.Since(start).Seconds())
+		ml := methodLabel(method)
+		g.requests.WithLabelValues(name, revision, ml, g.tools.label(name, tool), strconv.Itoa(rec.code)).Inc()
+		g.duration.WithLabelValues(name, revision, ml).Observe(time.Since(start).Seconds())
 		g.o.AccessLog.Info("app request", "app", name, "revision", revision, "method", r.Method, "path", r.URL.Path,
 			"mcpMethod", method, "tool", tool, "status", rec.code, "bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond))
 	}()
@@ -219,11 +240,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a byte at a time cannot hold a connection and its buffer open.
 		rc := http.NewResponseController(w)
 		_ = rc.SetReadDeadline(time.Now().Add(g.o.BodyTimeout))
-		body, err = readBody(rec, r, g.o.MaxBodyBytes)
+		var reserved int64
+		body, reserved, err = readBody(rec, r, g.o.MaxBodyBytes, g.o.Bodies)
+		defer g.o.Bodies.Release(reserved)
 		_ = rc.SetReadDeadline(time.Time{})
 		if err != nil {
 			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
+			if errors.Is(err, bodymem.ErrBusy) {
+				rec.Header().Set("Retry-After", bodymem.RetryAfter)
+				writeError(rec, http.StatusServiceUnavailable, err.Error())
+			} else if errors.As(err, &tooLarge) {
 				writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
 			} else {
 				writeError(rec, http.StatusBadRequest, "could not read the request body: "+err.Error())
@@ -232,6 +258,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		method, tool, request = rpcInfo(body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	var out http.ResponseWriter = rec
+	if method == "tools/list" && request {
+		// The app's answer declares its tools: their names become labels.
+		c := &toolsListCapture{ResponseWriter: rec}
+		out = c
+		defer func() { g.tools.declare(name, c.toolNames()) }()
 	}
 
 	if a.Stdio() {
@@ -244,7 +277,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = path
-		g.bridge(a, label).ServeHTTP(rec, r2)
+		g.bridge(a, label).ServeHTTP(out, r2)
 		return
 	}
 
@@ -281,13 +314,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.Header().Set("Berth-Revision", revision)
 
 	t := &target{rep: rep, path: path, body: body}
-	var out http.ResponseWriter = rec
 	if g.o.FlushWindow > 0 {
 		var end *responseSpotter
 		if request {
 			end = &responseSpotter{}
 		}
-		cw := newCoalescer(rec, g.o.FlushWindow, end)
+		cw := newCoalescer(out, g.o.FlushWindow, end)
 		defer cw.finish()
 		out = cw
 	}
@@ -331,10 +363,21 @@ func (g *Gateway) acquireError(name string, err error) (int, string) {
 // MCP session, started in one of the app's replicas.
 func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 	key := a.Name() + "---" + label
+	maxSessions, perClient := g.stdioLimits(a)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if h := g.bridges[key]; h != nil {
-		return h
+	if e := g.bridges[key]; e != nil && e.app == a {
+		// A new revision may have changed the app's max or concurrency.
+		e.h.SetLimits(maxSessions, perClient)
+		return e.h
+	}
+	// A new app, or one deleted and deployed again: the bridges of apps
+	// that are gone (their processes went with their replicas) go too.
+	for k, e := range g.bridges {
+		if cur, err := g.o.Apps.Get(e.app.Name()); err != nil || cur != e.app {
+			delete(g.bridges, k)
+			g.closing.Go(func() { _ = e.h.Close() })
+		}
 	}
 	h := stdiobridge.New(stdiobridge.Options{
 		Start: func(ctx context.Context) (stdiobridge.Process, error) {
@@ -345,20 +388,37 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 		// The client's Host is an app name under Domain, not loopback:
 		// the gateway has routed it already.
 		DisableLocalhostProtection: true,
+		MaxSessions:                maxSessions,
+		MaxSessionsPerClient:       perClient,
 		Logger:                     g.o.Logger,
 	})
-	g.bridges[key] = h
+	g.bridges[key] = &bridgeEntry{app: a, h: h}
 	return h
+}
+
+// stdioLimits are the session caps of a stdio app: its latest revision's
+// max replicas × concurrency, and a share of that per client address.
+func (g *Gateway) stdioLimits(a *app.App) (maxSessions, perClient int) {
+	if d := a.Doc(); len(d.Revisions) > 0 {
+		c := d.Revisions[len(d.Revisions)-1].Config
+		maxSessions = c.Max * c.Concurrency
+	}
+	perClient = g.o.StdioSessionsPerClient
+	if perClient == 0 {
+		perClient = max(1, maxSessions/2)
+	}
+	return maxSessions, perClient
 }
 
 // Close ends every stdio session.
 func (g *Gateway) Close() {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	for k, h := range g.bridges {
-		_ = h.Close()
+	for k, e := range g.bridges {
 		delete(g.bridges, k)
+		g.closing.Go(func() { _ = e.h.Close() })
 	}
+	g.mu.Unlock()
+	g.closing.Wait()
 }
 
 // allowedHost accepts loopback addresses, localhost and names under the
@@ -384,18 +444,41 @@ func (g *Gateway) allowedOrigin(origin string) bool {
 	return err == nil && u.Host != "" && g.allowedHost(u.Host)
 }
 
-// readBody reads a request body whole, up to limit bytes. Memory follows
-// the bytes that arrive, not the length a client announces: a client that
-// announces 16 MiB and stalls holds 64 KiB at most.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(min(r.ContentLength, 64<<10)))
+// readBody reads a request body whole, up to limit bytes, and reserves the
+// memory it takes from budget (give back reserved when the body is no
+// longer held, also on error). Memory follows the bytes that arrive, not
+// the length a client announces: a client that announces 16 MiB and stalls
+// holds 64 KiB at most; and all clients together hold at most the budget:
+// beyond it, readBody fails with bodymem.ErrBusy.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, budget *bodymem.Budget) (body []byte, reserved int64, err error) {
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	size := int64(4 << 10)
+	if r.ContentLength >= 0 {
+		// One byte more than announced: the read that sees the end
+		// needs no larger buffer.
+		size = min(r.ContentLength, 64<<10) + 1
 	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
-		return nil, err
+	var buf []byte
+	for {
+		if len(buf) == cap(buf) {
+			next := max(min(max(size, 2*int64(cap(buf))), limit+1), int64(cap(buf))+1)
+			if !budget.Reserve(next - int64(cap(buf))) {
+				return nil, reserved, bodymem.ErrBusy
+			}
+			reserved = next
+			nb := make([]byte, len(buf), next)
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, reserved, nil
+		}
+		if err != nil {
+			return nil, reserved, err
+		}
 	}
-	return buf.Bytes(), nil
 }
 
 // rpcInfo reads the JSON-RPC method and tool name of a request body for

@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/berth-dev/berth/internal/bodymem"
 )
 
 func TestRPCInfo(t *testing.T) {
@@ -50,7 +52,7 @@ func TestReadBody(t *testing.T) {
 			if tc.chunked {
 				r.ContentLength = -1
 			}
-			got, err := readBody(httptest.NewRecorder(), r, tc.limit)
+			got, _, err := readBody(httptest.NewRecorder(), r, tc.limit, nil)
 			var mbe *http.MaxBytesError
 			if tc.tooLarge {
 				if !errors.As(err, &mbe) {
@@ -62,5 +64,34 @@ func TestReadBody(t *testing.T) {
 				t.Fatalf("readBody = %q, %v; want %q", got, err, tc.body)
 			}
 		})
+	}
+}
+
+// TestReadBodyBudget: bodies read whole hold their memory against the
+// server's budget; beyond it, reading fails with bodymem.ErrBusy.
+func TestReadBodyBudget(t *testing.T) {
+	budget := bodymem.New(256 << 10)
+	var held []int64
+	for i := 0; ; i++ {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(strings.Repeat("x", 100<<10)))
+		r.ContentLength = -1 // no announced length: the buffer grows as bytes come
+		_, reserved, err := readBody(httptest.NewRecorder(), r, 16<<20, budget)
+		if errors.Is(err, bodymem.ErrBusy) {
+			budget.Release(reserved)
+			if i == 0 {
+				t.Fatal("the first body was refused")
+			}
+			break
+		}
+		if err != nil || i > 10 {
+			t.Fatalf("body %d: %v (budget used %d)", i, err, budget.Used())
+		}
+		held = append(held, reserved)
+	}
+	for _, n := range held {
+		budget.Release(n)
+	}
+	if budget.Used() != 0 {
+		t.Fatalf("budget used after every body was released: %d", budget.Used())
 	}
 }

@@ -45,6 +45,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 )
@@ -84,6 +85,13 @@ type Options struct {
 	// AllowedOrigins lists browser origins (scheme://host[:port]) allowed
 	// besides loopback ones; "*" allows any origin.
 	AllowedOrigins []string
+	// AppDomain is where the gateway serves apps, NAME.AppDomain (default
+	// "localhost"): origins under it are refused even though .localhost
+	// is loopback, so that an app's page cannot drive a pool.
+	AppDomain string
+	// Bodies is the server-wide budget of request bodies held in memory
+	// (nil: none; each body is still bounded by MaxRequestBytes).
+	Bodies *bodymem.Budget
 	// SessionTimeout closes idle MCP sessions (default DefaultSessionTimeout).
 	SessionTimeout time.Duration
 }
@@ -97,6 +105,7 @@ type Handler struct {
 	version string
 	timeout time.Duration
 	origins *originPolicy
+	bodies  *bodymem.Budget
 
 	mu      sync.Mutex
 	servers map[string]*poolServer
@@ -122,13 +131,13 @@ func New(o Options) (*Handler, error) {
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = DefaultSessionTimeout
 	}
-	op, err := newOriginPolicy(o.AllowedOrigins, o.PublicURL)
+	op, err := newOriginPolicy(o.AllowedOrigins, o.PublicURL, o.AppDomain)
 	if err != nil {
 		return nil, err
 	}
 	return &Handler{
 		pools: o.Pools, log: o.Logger.With("component", "mcp"), version: o.Version,
-		timeout: o.SessionTimeout, origins: op,
+		timeout: o.SessionTimeout, origins: op, bodies: o.Bodies,
 		servers: map[string]*poolServer{}, warned: map[string]bool{},
 	}, nil
 }
@@ -172,6 +181,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ps := h.serverFor(p)
 	ew := &errorWriter{ResponseWriter: w, r: r}
 	defer ew.finish()
+	if r.Body != nil && r.Body != http.NoBody {
+		// The SDK reads a body whole: its bytes count against the
+		// server's budget until the request is done.
+		br := h.bodies.NewReader(r.Body)
+		defer br.Release()
+		r.Body, ew.body1 = br, br
+	}
 	if v := r.Header.Get("Mcp-Protocol-Version"); v >= statelessVersion {
 		ps.stateless.ServeHTTP(ew, r)
 		return
@@ -188,9 +204,16 @@ type errorWriter struct {
 	status  int
 	capture bool
 	body    bytes.Buffer
+	body1   *bodymem.Reader // the request's body, if any
 }
 
 func (e *errorWriter) WriteHeader(status int) {
+	if status >= 400 && e.body1 != nil && e.body1.Busy() {
+		// The SDK could not read the body: the server's budget is spent.
+		e.Header().Set("Content-Type", "text/plain")
+		e.Header().Set("Retry-After", bodymem.RetryAfter)
+		status = http.StatusServiceUnavailable
+	}
 	if status >= 400 && strings.HasPrefix(e.Header().Get("Content-Type"), "text/plain") {
 		e.status, e.capture = status, true
 		return
@@ -223,6 +246,9 @@ func (e *errorWriter) finish() {
 		code = CodeForbidden
 	}
 	msg := strings.TrimSpace(e.body.String())
+	if e.body1 != nil && e.body1.Busy() {
+		msg = bodymem.ErrBusy.Error()
+	}
 	if e.status == http.StatusNotFound && strings.Contains(msg, "session not found") {
 		msg = "MCP session not found: it ended (DELETE, idle timeout or server restart); initialize a new session"
 	}

@@ -21,13 +21,20 @@ const corsExposeHeaders = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticat
 // originPolicy validates Origin and Host against DNS rebinding and answers
 // CORS for allowed browser origins.
 type originPolicy struct {
-	any     bool
-	origins map[string]bool // normalized scheme://host:port
-	hosts   map[string]bool // host[:port] accepted in the Host header
+	any bool
+	// appDomain is where the gateway serves apps (NAME.appDomain): a page
+	// of an app must not drive a pool, so hosts under it are not loopback
+	// ones, even under .localhost.
+	appDomain string
+	origins   map[string]bool // normalized scheme://host:port
+	hosts     map[string]bool // host[:port] accepted in the Host header
 }
 
-func newOriginPolicy(allowed []string, publicURL string) (*originPolicy, error) {
-	op := &originPolicy{origins: map[string]bool{}, hosts: map[string]bool{}}
+func newOriginPolicy(allowed []string, publicURL, appDomain string) (*originPolicy, error) {
+	if appDomain == "" {
+		appDomain = "localhost"
+	}
+	op := &originPolicy{appDomain: strings.ToLower(strings.Trim(appDomain, ".")), origins: map[string]bool{}, hosts: map[string]bool{}}
 	add := func(raw string) error {
 		o, err := normalizeOrigin(raw)
 		if err != nil {
@@ -76,19 +83,34 @@ func normalizeOrigin(raw string) (string, error) {
 	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port), nil
 }
 
-// isLoopbackHost reports whether host (with or without a port) is
-// localhost or a loopback address.
-func isLoopbackHost(host string) bool {
+// hostName lowers a host (with or without a port) to its bare name.
+func hostName(host string) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return strings.ToLower(strings.TrimSuffix(host, "."))
+}
+
+// isLoopbackHost reports whether host (with or without a port) is
+// localhost or a loopback address.
+func isLoopbackHost(host string) bool {
+	host = hostName(host)
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// isAppHost reports whether host is one the gateway serves apps at.
+func (op *originPolicy) isAppHost(host string) bool {
+	return strings.HasSuffix(hostName(host), "."+op.appDomain)
+}
+
+// trustedLoopback reports whether host is a loopback one that is no app's.
+func (op *originPolicy) trustedLoopback(host string) bool {
+	return isLoopbackHost(host) && !op.isAppHost(host)
 }
 
 func isLoopbackAddr(addr string) bool { return isLoopbackHost(addr) }
@@ -103,7 +125,7 @@ func (op *originPolicy) originAllowed(origin string) bool {
 		return false // includes "null" (sandboxed frames, file:)
 	}
 	u, _ := url.Parse(o)
-	return isLoopbackHost(u.Hostname()) || op.origins[o]
+	return op.origins[o] || op.trustedLoopback(u.Hostname())
 }
 
 // hostAllowed applies the DNS rebinding rule to the Host header: on a
@@ -111,7 +133,7 @@ func (op *originPolicy) originAllowed(origin string) bool {
 // known (public URL, allowed origins) is refused, since only a rebound DNS
 // name would lead a browser there.
 func (op *originPolicy) hostAllowed(r *http.Request) bool {
-	if op.any || isLoopbackHost(r.Host) {
+	if op.any || op.trustedLoopback(r.Host) {
 		return true
 	}
 	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)

@@ -131,12 +131,18 @@ func TestTransport(t *testing.T) {
 	// Origin: loopback, the allow-list and no Origin pass; others get 403
 	// with a JSON-RPC error body.
 	for origin, want := range map[string]int{
-		"http://localhost:5173":   200,
-		"http://127.0.0.1:9":      200,
-		"https://app.example.com": 200,
-		"https://evil.example":    403,
-		"http://app.example.com":  403, // scheme matters
-		"null":                    403,
+		"http://localhost:5173": 200,
+		"http://127.0.0.1:9":    200,
+		"http://[::1]:9":        200,
+		// Apps are served at NAME.localhost (the default app domain):
+		// an app's page must not drive a pool.
+		"http://evil.localhost:5173": 403,
+		"http://tasks.localhost":     403,
+		"http://a.b.localhost:80":    403,
+		"https://app.example.com":    200,
+		"https://evil.example":       403,
+		"http://app.example.com":     403, // scheme matters
+		"null":                       403,
 	} {
 		r := do(t, "POST", u, with(map[string]string{"Origin": origin}), fmt.Sprintf(initBody, "2025-11-25"))
 		if r.status != want {

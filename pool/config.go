@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // Types of pool.
@@ -133,6 +135,27 @@ func (c *Config) Normalize() error {
 		return invalid("mcpAuth", "mcpAuth must be %q or %q, not %q", MCPAuthKey, MCPAuthNone, c.MCPAuth)
 	}
 	return nil
+}
+
+// shape is what a sandbox is made with: every setting that is baked into a
+// sandbox when it starts. A warm sandbox is only handed out while its shape
+// is the pool's, so an update that changes one of these (egress, memory,
+// cpu, …) replaces the warm sandboxes at once; live sessions keep theirs.
+// Settings read at each request (timeout, cooldown, max, MCP) are not part
+// of it. A new sandbox setting goes here, and startSandbox takes it from
+// here.
+type shape struct {
+	Type   string
+	Limits sandbox.Limits
+	Egress bool
+}
+
+func (c Config) shape() shape {
+	return shape{
+		Type:   c.Type,
+		Limits: sandbox.Limits{MemoryBytes: c.MemoryBytes, CPU: c.CPU, DiskBytes: c.DiskBytes},
+		Egress: c.Egress == "enabled",
+	}
 }
 
 // Cooldown is the idle time after which a session is destroyed.

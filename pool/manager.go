@@ -185,8 +185,13 @@ func (m *Manager) List() []*Pool {
 	return out
 }
 
-// Update changes a pool's settings. Name, type and runtime cannot change;
-// running sessions keep the limits they started with.
+// Update changes a pool's settings. Name, type and runtime cannot change.
+// A change to what a sandbox is made with (egress, memory, cpu: the
+// sandbox shape) applies to every session created after Update returns:
+// warm sandboxes of the old shape are never handed out and are replaced in
+// the background. Live sessions keep the sandbox they have until they end
+// (destroying it would lose their state); per-request settings such as the
+// timeout apply to them at once.
 func (m *Manager) Update(ctx context.Context, name string, change func(*Config)) (*Pool, error) {
 	p, err := m.Get(name)
 	if err != nil {

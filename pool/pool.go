@@ -55,7 +55,7 @@ type Pool struct {
 
 	mu       sync.Mutex
 	sessions map[string]*Session
-	warm     []sandbox.Sandbox
+	warm     []warmSandbox
 	starting int
 	closed   bool
 }
@@ -201,17 +201,22 @@ func (p *Pool) session(id string) (s *Session, created bool, err error) {
 	s = &Session{ID: id, pool: p, ready: make(chan struct{}), created: time.Now()}
 	s.touch()
 	p.sessions[id] = s
-	// Take a warm sandbox, dropping any that died while waiting.
+	// Take a warm sandbox, dropping any that died while waiting or that
+	// were made before an update changed the sandbox shape.
 	for len(p.warm) > 0 {
-		sb := p.warm[len(p.warm)-1]
+		w := p.warm[len(p.warm)-1]
 		p.warm = p.warm[:len(p.warm)-1]
 		select {
-		case <-sb.Done():
-			p.destroyLater(sb)
+		case <-w.sb.Done():
+			p.destroyLater(w.sb)
 			continue
 		default:
 		}
-		s.sb = sb
+		if w.shape != cfg.shape() {
+			p.destroyLater(w.sb)
+			continue
+		}
+		s.sb = w.sb
 		break
 	}
 	p.poke()
@@ -224,7 +229,7 @@ func (p *Pool) start(s *Session) {
 	if s.sb == nil {
 		// Start on the pool's context, not the request's: another request
 		// for the same identifier may be waiting on it too.
-		sb, err := p.startSandbox(p.ctx)
+		sb, err := p.startSandbox(p.ctx, p.Config().shape())
 		if err != nil {
 			s.err = fmt.Errorf("start sandbox: %w", err)
 			p.mu.Lock()
@@ -240,14 +245,15 @@ func (p *Pool) start(s *Session) {
 	close(s.ready)
 }
 
-func (p *Pool) startSandbox(ctx context.Context) (sandbox.Sandbox, error) {
-	cfg := p.Config()
+// startSandbox starts a sandbox of the given shape (the pool's current one,
+// read by the caller, which keeps it to compare later).
+func (p *Pool) startSandbox(ctx context.Context, sh shape) (sandbox.Sandbox, error) {
 	b := make([]byte, 5)
 	_, _ = rand.Read(b)
 	sb, err := p.rt.Start(ctx, sandbox.Spec{
-		ID:     cfg.Name + "-" + hex.EncodeToString(b),
-		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU, DiskBytes: cfg.DiskBytes},
-		Egress: cfg.Egress == "enabled",
+		ID:     p.Name() + "-" + hex.EncodeToString(b),
+		Limits: sh.Limits,
+		Egress: sh.Egress,
 	})
 	if err != nil {
 		return nil, err
@@ -255,7 +261,7 @@ func (p *Pool) startSandbox(ctx context.Context) (sandbox.Sandbox, error) {
 	// Start the pool's interpreter now, so the first execution of a session
 	// does not pay for it.
 	lang, code := agent.Shell, ":"
-	if cfg.Type == TypePython {
+	if sh.Type == TypePython {
 		lang, code = agent.Python, "None"
 	}
 	if _, err := sb.Agent().Exec(ctx, agent.ExecRequest{Language: lang, Code: code, TimeoutMillis: 30000}, nil); err != nil {
@@ -265,7 +271,9 @@ func (p *Pool) startSandbox(ctx context.Context) (sandbox.Sandbox, error) {
 	return sb, nil
 }
 
-// keepWarm keeps min(Ready, Max-sessions) sandboxes warm.
+// keepWarm keeps min(Ready, Max-sessions) sandboxes of the current shape
+// warm. Warm sandboxes of an older shape (made before an update) are
+// destroyed and replaced.
 func (p *Pool) keepWarm() {
 	defer p.wg.Done()
 	backoff := time.Duration(0)
@@ -273,6 +281,8 @@ func (p *Pool) keepWarm() {
 	for {
 		p.mu.Lock()
 		cfg := p.Config()
+		sh := cfg.shape()
+		p.drainLocked(sh)
 		target := min(cfg.Ready, cfg.Max-len(p.sessions))
 		if p.Unusable() != nil {
 			target = 0
@@ -280,7 +290,7 @@ func (p *Pool) keepWarm() {
 		need := target - len(p.warm) - p.starting
 		// Too many warm (the pool shrank): destroy the surplus.
 		for len(p.warm) > max(target, 0) {
-			p.destroyLater(p.warm[len(p.warm)-1])
+			p.destroyLater(p.warm[len(p.warm)-1].sb)
 			p.warm = p.warm[:len(p.warm)-1]
 		}
 		if need > 0 && !p.closed && backoff == 0 && full == nil {
@@ -290,7 +300,7 @@ func (p *Pool) keepWarm() {
 			}
 			p.starting++
 			p.mu.Unlock()
-			sb, err := p.startSandbox(p.ctx)
+			sb, err := p.startSandbox(p.ctx, sh)
 			p.mu.Lock()
 			p.starting--
 			switch {
@@ -307,7 +317,9 @@ func (p *Pool) keepWarm() {
 			case p.closed:
 				p.destroyLater(sb)
 			default:
-				p.warm = append(p.warm, sb)
+				// If the shape changed while it started, the next round
+				// drains it.
+				p.warm = append(p.warm, warmSandbox{sb: sb, shape: sh})
 			}
 			p.mu.Unlock()
 			continue
@@ -326,6 +338,26 @@ func (p *Pool) keepWarm() {
 		case <-time.After(wait):
 			backoff, full = 0, nil
 		}
+	}
+}
+
+// drainLocked destroys the warm sandboxes whose shape is not sh: they were
+// made before an update changed what a sandbox is (its egress, say), and no
+// new session may get one. Live sessions keep theirs until they end.
+func (p *Pool) drainLocked(sh shape) {
+	kept, drained := p.warm[:0], 0
+	for _, w := range p.warm {
+		if w.shape == sh {
+			kept = append(kept, w)
+			continue
+		}
+		p.destroyLater(w.sb)
+		drained++
+	}
+	clear(p.warm[len(kept):])
+	p.warm = kept
+	if drained > 0 {
+		p.log.Info("warm sandboxes of the old shape destroyed after an update", "count", drained)
 	}
 }
 
@@ -464,8 +496,14 @@ func (p *Pool) close() {
 		<-s.ready
 		p.remove(s, "pool closed")
 	}
-	for _, sb := range warm {
-		p.destroyLater(sb)
+	for _, w := range warm {
+		p.destroyLater(w.sb)
 	}
 	p.wg.Wait()
+}
+
+// warmSandbox is a warm sandbox with the shape it was made with.
+type warmSandbox struct {
+	sb    sandbox.Sandbox
+	shape shape
 }

@@ -294,3 +294,37 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestUpdateDrainsWarm: after an update that changes what a sandbox is
+// (egress), no session gets a warm sandbox of the old shape, and the pool
+// refills with the new one.
+func TestUpdateDrainsWarm(t *testing.T) {
+	e := newEnv(t)
+	p, _ := e.create(t, pool.Config{Name: "drain", Ready: 2, Egress: "enabled"})
+	waitWarm := func() {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for st := p.Stats(); st.Warm != 2 || st.Starting != 0; st = p.Stats() {
+			if time.Now().After(deadline) {
+				t.Fatalf("warm: %+v", st)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	ifaces := func(id string) string {
+		x := sh(t, session(t, p, id), `tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ,`)
+		return x.Stdout
+	}
+	waitWarm()
+	if _, err := e.mgr.Update(context.Background(), "drain", func(c *pool.Config) { c.Egress = "disabled" }); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range []string{"new-1", "new-2", "new-3", "new-4"} {
+		if got := ifaces(id); got != "lo," {
+			t.Fatalf("session %d after the update: interfaces %q, want only lo", i+1, got)
+		}
+		if i == 1 {
+			waitWarm()
+		}
+	}
+}

@@ -28,6 +28,8 @@ import (
 	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/dataplane"
 	"github.com/berth-dev/berth/gateway"
+	"github.com/berth-dev/berth/internal/bodymem"
+	"github.com/berth-dev/berth/internal/listen"
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
@@ -68,7 +70,30 @@ type Options struct {
 	// Admission is what the host admits of sandboxes' memory and disk
 	// (zero fields: measured, with the default overcommit ratios).
 	Admission admit.Options
+	// MaxConnections bounds the public listener's open connections
+	// (default: a quarter of the open-file limit, at most 16,384); beyond
+	// it, new connections wait. The control listener has a budget of its
+	// own, so it stays usable.
+	MaxConnections int
+	// MaxConnectionsPerClient bounds one client address's open
+	// connections to the public listener (default 512); beyond it, a new
+	// one is closed at once.
+	MaxConnectionsPerClient int
+	// IdleTimeout closes keep-alive connections idle this long, on both
+	// listeners (default 2 minutes).
+	IdleTimeout time.Duration
+	// BodyMemory bounds the request bodies held in memory at once, server
+	// wide (default bodymem.DefaultBytes); beyond it, requests get 503.
+	BodyMemory int64
 }
+
+// Connection limits of the control listener, apart from the public one's.
+const (
+	adminMaxConnections          = 1024
+	adminMaxConnectionsPerClient = 256
+	defaultConnectionsPerClient  = 512
+	readHeaderTimeout            = 10 * time.Second
+)
 
 // Files in the data directory.
 const (
@@ -125,7 +150,17 @@ func Run(ctx context.Context, o Options) error {
 	if o.AppDomain == "" {
 		o.AppDomain = "localhost"
 	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
+	if o.MaxConnectionsPerClient <= 0 {
+		o.MaxConnectionsPerClient = defaultConnectionsPerClient
+	}
 	log := o.Logger
+	files := raiseFileLimit()
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = int(min(max(files/4, 64), 16384))
+	}
 	dir, err := filepath.Abs(o.DataDir)
 	if err != nil {
 		return err
@@ -195,6 +230,11 @@ func Run(ctx context.Context, o Options) error {
 	if publicURL == "" {
 		publicURL = "http://" + pubLn.Addr().String()
 	}
+	// Idle connections cannot take every file descriptor: each listener
+	// has its own budget, and one client address a share of the public one.
+	pubLn = listen.Limit(pubLn, listen.Options{MaxConns: o.MaxConnections, MaxConnsPerClient: o.MaxConnectionsPerClient})
+	admLn = listen.Limit(admLn, listen.Options{MaxConns: adminMaxConnections, MaxConnsPerClient: adminMaxConnectionsPerClient})
+	bodies := bodymem.New(o.BodyMemory)
 	info := Info{PID: os.Getpid(), AdminURL: "http://" + admLn.Addr().String(), PublicURL: publicURL, Version: o.Version}
 
 	if !o.NoDefaultPool {
@@ -206,7 +246,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	mcpHandler, err := mcpserver.New(mcpserver.Options{
-		Pools: pools, Logger: log, Version: o.Version, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
+		Pools: pools, Logger: log, Version: o.Version, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins, AppDomain: o.AppDomain,
+		Bodies: bodies,
 	})
 	if err != nil {
 		pubLn.Close()
@@ -215,7 +256,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	public := http.NewServeMux()
 	public.Handle("/pools/{pool}/mcp", mcpHandler)
-	public.Handle("/", dataplane.Handler(dataplane.Options{Pools: pools, Logger: log}))
+	public.Handle("/", dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies}))
 
 	appRuntime := runtimes[o.AppRuntime]
 	if appRuntime == nil {
@@ -231,19 +272,20 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer apps.Close()
 	metrics := prometheus.NewRegistry()
-	gw := gateway.New(gateway.Options{Apps: apps, Domain: o.AppDomain, Registerer: metrics, Logger: log, AccessLog: o.AccessLog})
+	gw := gateway.New(gateway.Options{Apps: apps, Domain: o.AppDomain, Bodies: bodies, Registerer: metrics, Logger: log, AccessLog: o.AccessLog})
 	defer gw.Close()
 	publicLogged := accessLog(o.AccessLog, public)
 	pub := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Handler: listen.Guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if _, _, _, ok := gw.Route(r); ok {
 				gw.ServeHTTP(w, r) // logs its own line, with MCP detail
 				return
 			}
 			publicLogged.ServeHTTP(w, r)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		})),
+		ConnContext:       listen.ConnContext,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       o.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	admin := http.NewServeMux()
@@ -252,8 +294,11 @@ func Run(ctx context.Context, o Options) error {
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log,
 	}))
 	adm := &http.Server{
-		Handler:           accessLog(o.AccessLog, admin),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           listen.Guard(accessLog(o.AccessLog, admin)),
+		ConnContext:       listen.ConnContext,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       o.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	if !isLoopback(pubLn.Addr()) {
 		log.Warn("the public listener is reachable beyond this machine; pools are protected by their API keys", "addr", pubLn.Addr().String())
@@ -284,7 +329,8 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}()
 	}
-	log.Info("berth is up", "public", publicURL, "admin", info.AdminURL, "dataDir", dir, "runtimes", pools.RuntimeNames())
+	log.Info("berth is up", "public", publicURL, "admin", info.AdminURL, "dataDir", dir, "runtimes", pools.RuntimeNames(),
+		"openFiles", files, "maxConnections", o.MaxConnections, "maxConnectionsPerClient", o.MaxConnectionsPerClient)
 	if o.Ready != nil {
 		o.Ready(&Server{Info: info, Pools: pools, DataDir: dir, Instance: instance})
 	}
@@ -354,6 +400,22 @@ func lock(path string) (func(), error) {
 		return nil, fmt.Errorf("another berth server is using %s", filepath.Dir(path))
 	}
 	return func() { f.Close() }, nil
+}
+
+// raiseFileLimit raises the soft limit of open files to the hard one (the
+// Go runtime does so too, since 1.19; this keeps it explicit) and returns
+// the limit in force.
+func raiseFileLimit() uint64 {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 1024
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+	return l.Cur
 }
 
 func isLoopback(a net.Addr) bool {

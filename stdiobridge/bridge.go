@@ -52,9 +52,26 @@ type Options struct {
 	// only listen should ping.
 	IdleTimeout time.Duration
 
+	// InitTimeout ends a session that has not got past initialize (no
+	// request of the session after the one that created it, such as
+	// notifications/initialized) after this long (default 30s; negative:
+	// IdleTimeout applies). Clients that flood initialize cannot keep
+	// processes running for IdleTimeout.
+	InitTimeout time.Duration
+
 	// MaxSessions bounds the number of sessions (running processes). An
-	// initialize beyond it gets 503 Service Unavailable. 0 means no limit.
+	// initialize beyond it gets 503 Service Unavailable, with Retry-After
+	// and a JSON-RPC error body. 0 means no limit.
 	MaxSessions int
+
+	// MaxSessionsPerClient bounds the sessions of one client (by ClientKey).
+	// An initialize beyond it gets 429 Too Many Requests, with Retry-After
+	// and a JSON-RPC error body. 0 means no limit.
+	MaxSessionsPerClient int
+
+	// ClientKey names the client of a request for MaxSessionsPerClient
+	// (default: the host part of r.RemoteAddr).
+	ClientKey func(r *http.Request) string
 
 	// EventStore stores server→client messages so that streams can be
 	// resumed with Last-Event-ID and so that messages sent while the client
@@ -77,7 +94,12 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-const defaultIdleTimeout = 10 * time.Minute
+const (
+	defaultIdleTimeout = 10 * time.Minute
+	defaultInitTimeout = 30 * time.Second
+	// retryAfter is what a refused initialize is told to wait, in seconds.
+	retryAfter = "5"
+)
 
 // HTTP header names of the streamable HTTP transport.
 const (
@@ -95,10 +117,11 @@ type Handler struct {
 	o   Options
 	log *slog.Logger
 
-	mu       sync.Mutex
-	sessions map[string]*session
-	starting int // sessions being started, counted against MaxSessions
-	closed   bool
+	mu        sync.Mutex
+	sessions  map[string]*session
+	starting  int            // sessions being started, counted against MaxSessions
+	perClient map[string]int // sessions (started or starting) by client
+	closed    bool
 
 	relays sync.WaitGroup // relay goroutines of all sessions
 }
@@ -111,14 +134,28 @@ func New(o Options) *Handler {
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = defaultIdleTimeout
 	}
+	if o.InitTimeout == 0 {
+		o.InitTimeout = defaultInitTimeout
+	}
 	if o.MaxRequestBodyBytes == 0 {
 		o.MaxRequestBodyBytes = mcp.DefaultMaxRequestBodyBytes
+	}
+	if o.ClientKey == nil {
+		o.ClientKey = remoteHost
 	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{o: o, log: log, sessions: make(map[string]*session)}
+	return &Handler{o: o, log: log, sessions: make(map[string]*session), perClient: make(map[string]int)}
+}
+
+// SetLimits changes MaxSessions and MaxSessionsPerClient; sessions beyond
+// new, lower limits live on, and new ones wait for room.
+func (h *Handler) SetLimits(maxSessions, perClient int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.o.MaxSessions, h.o.MaxSessionsPerClient = maxSessions, perClient
 }
 
 // Sessions returns the number of live sessions.
@@ -189,6 +226,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request) *session {
 	if !h.checkVersion(w, r, s.negotiatedVersion()) {
 		return nil
 	}
+	s.establish()
 	return s
 }
 
@@ -322,10 +360,13 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 
 	s, status, err := h.startSession(r, req.ID)
 	if err != nil {
-		h.log.Error("stdiobridge: starting session", "error", err)
-		if status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "5")
+		if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+			h.log.Warn("stdiobridge: initialize refused", "client", h.o.ClientKey(r), "error", err)
+			w.Header().Set("Retry-After", retryAfter)
+			writeJSONRPCError(w, status, req.ID, &jsonrpc.Error{Code: codeServerBusy, Message: err.Error()})
+			return
 		}
+		h.log.Error("stdiobridge: starting session", "error", err)
 		http.Error(w, err.Error(), status)
 		return
 	}
@@ -360,11 +401,16 @@ func requestedModernVersion(r *http.Request, req *jsonrpc.Request) string {
 	return ""
 }
 
-var errClosed = errors.New("stdiobridge: handler closed")
+var errClosed = errors.New("the MCP server is shutting down")
+
+// codeServerBusy is the JSON-RPC error code of a refused initialize (in the
+// range JSON-RPC leaves to servers).
+const codeServerBusy = -32000
 
 // startSession starts a process and a session for an initialize request
 // with the given ID. On error it returns the HTTP status to answer with.
 func (h *Handler) startSession(r *http.Request, initID jsonrpc.ID) (*session, int, error) {
+	client := h.o.ClientKey(r)
 	h.mu.Lock()
 	switch {
 	case h.closed:
@@ -372,15 +418,20 @@ func (h *Handler) startSession(r *http.Request, initID jsonrpc.ID) (*session, in
 		return nil, http.StatusServiceUnavailable, errClosed
 	case h.o.MaxSessions > 0 && len(h.sessions)+h.starting >= h.o.MaxSessions:
 		h.mu.Unlock()
-		return nil, http.StatusServiceUnavailable, fmt.Errorf("stdiobridge: too many sessions (%d)", h.o.MaxSessions)
+		return nil, http.StatusServiceUnavailable, fmt.Errorf("the MCP server has as many sessions as it may run (%d): try again later", h.o.MaxSessions)
+	case h.o.MaxSessionsPerClient > 0 && h.perClient[client] >= h.o.MaxSessionsPerClient:
+		h.mu.Unlock()
+		return nil, http.StatusTooManyRequests, fmt.Errorf("this client has as many sessions of the MCP server as it may open (%d): end one (DELETE) or try again later", h.o.MaxSessionsPerClient)
 	}
 	h.starting++
+	h.perClient[client]++
 	h.mu.Unlock()
 	registered := false
 	defer func() {
 		if !registered {
 			h.mu.Lock()
 			h.starting--
+			h.releaseClientLocked(client)
 			h.mu.Unlock()
 		}
 	}()
@@ -413,6 +464,7 @@ func (h *Handler) startSession(r *http.Request, initID jsonrpc.ID) (*session, in
 	s := &session{
 		h:         h,
 		id:        id,
+		client:    client,
 		log:       h.log.With("session", id),
 		ctx:       ctx,
 		cancel:    cancel,
@@ -425,14 +477,15 @@ func (h *Handler) startSession(r *http.Request, initID jsonrpc.ID) (*session, in
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
 	}
-	if h.o.IdleTimeout > 0 {
-		s.timer = time.AfterFunc(h.o.IdleTimeout, func() { s.close("idle") })
+	if d := s.idleTimeout(); d > 0 {
+		s.timer = time.AfterFunc(d, func() { s.close("idle") })
 	}
 
 	h.mu.Lock()
 	h.starting--
 	registered = true
 	if h.closed {
+		h.releaseClientLocked(client)
 		h.mu.Unlock()
 		s.close("bridge closed")
 		return nil, http.StatusServiceUnavailable, errClosed
@@ -450,8 +503,23 @@ func (h *Handler) remove(s *session) {
 	h.mu.Lock()
 	if h.sessions[s.id] == s {
 		delete(h.sessions, s.id)
+		h.releaseClientLocked(s.client)
 	}
 	h.mu.Unlock()
+}
+
+func (h *Handler) releaseClientLocked(client string) {
+	if h.perClient[client]--; h.perClient[client] <= 0 {
+		delete(h.perClient, client)
+	}
+}
+
+// remoteHost is the default ClientKey: the client's IP address.
+func remoteHost(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }
 
 // accepts reports whether Accept header values admit application/json and

@@ -3,7 +3,9 @@ package stdiobridge
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -478,5 +480,60 @@ func TestStartFailure(t *testing.T) {
 	resp := post(t, srv.URL, "", initializeBody, nil)
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("initialize: %s, want 502", resp.Status)
+	}
+}
+
+// TestSessionCapsAndInitTimeout: a client that floods initialize is held
+// to its share of sessions (429, JSON-RPC error, Retry-After), the bridge
+// to its total (503, the same), and sessions that never get past
+// initialize end after InitTimeout, while a session in use lives on.
+func TestSessionCapsAndInitTimeout(t *testing.T) {
+	// Clients are told apart by a header here (by address by default).
+	b := newBridge(t, Options{MaxSessions: 3, MaxSessionsPerClient: 2, InitTimeout: 500 * time.Millisecond,
+		ClientKey: func(r *http.Request) string { return r.Header.Get("X-Client") }})
+	cs := b.connect(t, nil) // initialize, then notifications/initialized
+	if resp := post(t, b.url, "", initializeBody, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("second initialize of the client: %s", resp.Status)
+	}
+	refused := func(resp *http.Response, status int) {
+		t.Helper()
+		body, _ := io.ReadAll(resp.Body)
+		var msg struct {
+			ID    any `json:"id"`
+			Error struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if resp.StatusCode != status || resp.Header.Get("Retry-After") == "" || json.Unmarshal(body, &msg) != nil || msg.Error.Message == "" {
+			t.Fatalf("initialize beyond a cap: %s, Retry-After %q, body %s; want %d with a JSON-RPC error", resp.Status, resp.Header.Get("Retry-After"), body, status)
+		}
+	}
+	refused(post(t, b.url, "", initializeBody, nil), http.StatusTooManyRequests)
+
+	// Another client (another key) gets the last session; then the bridge is full.
+	other := map[string]string{"X-Client": "other"}
+	if resp := post(t, b.url, "", initializeBody, other); resp.StatusCode != http.StatusOK {
+		t.Fatalf("initialize of another client: %s", resp.Status)
+	}
+	refused(post(t, b.url, "", initializeBody, other), http.StatusServiceUnavailable)
+
+	// The two sessions that stopped after initialize end; the one in use stays.
+	eventually(t, "the sessions that never got past initialize to end", func() bool { return b.Sessions() == 1 })
+	if err := cs.Ping(context.Background(), nil); err != nil {
+		t.Fatalf("ping in the established session: %v", err)
+	}
+	time.Sleep(time.Second)
+	if err := cs.Ping(context.Background(), nil); err != nil || b.Sessions() != 1 {
+		t.Fatalf("the established session after InitTimeout: %v, %d sessions", err, b.Sessions())
+	}
+	if resp := post(t, b.url, "", initializeBody, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("initialize after the flood's sessions ended: %s", resp.Status)
+	}
+	// The client is at its cap again, until the caps are raised.
+	refused(post(t, b.url, "", initializeBody, nil), http.StatusTooManyRequests)
+	b.SetLimits(4, 3)
+	if resp := post(t, b.url, "", initializeBody, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("initialize after SetLimits raised the caps: %s", resp.Status)
 	}
 }

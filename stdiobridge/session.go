@@ -17,9 +17,10 @@ import (
 // A session is one MCP session: one process of the stdio server, the
 // go-sdk's streamable transport for its HTTP side, and two relay goroutines.
 type session struct {
-	h   *Handler
-	id  string
-	log *slog.Logger
+	h      *Handler
+	id     string
+	client string // ClientKey of the request that created it
+	log    *slog.Logger
 
 	ctx    context.Context // cancelled after the session has ended
 	cancel context.CancelFunc
@@ -32,6 +33,7 @@ type session struct {
 
 	mu          sync.Mutex
 	initialized bool   // the server answered initialize with a result
+	established bool   // a request of the session came after initialize
 	version     string // the protocol version it answered with
 	// pending holds the IDs of client requests the server has not answered,
 	// so that they can be failed if the process ends.
@@ -56,6 +58,25 @@ func (s *session) negotiatedVersion() string {
 	return s.version
 }
 
+// idleTimeout is how long the session may idle now: InitTimeout until the
+// client has come back after initialize, IdleTimeout after.
+func (s *session) idleTimeout() time.Duration {
+	if s.established || s.h.o.InitTimeout < 0 {
+		return s.h.o.IdleTimeout
+	}
+	if s.h.o.IdleTimeout > 0 {
+		return min(s.h.o.InitTimeout, s.h.o.IdleTimeout)
+	}
+	return s.h.o.InitTimeout
+}
+
+// establish records that the client came back with the session's id.
+func (s *session) establish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.established = true
+}
+
 // startRequest pauses the idle timer while a POST is in progress.
 func (s *session) startRequest() {
 	s.mu.Lock()
@@ -78,7 +99,9 @@ func (s *session) endRequest() {
 	}
 	s.refs--
 	if s.refs == 0 {
-		s.timer.Reset(s.h.o.IdleTimeout)
+		if d := s.idleTimeout(); d > 0 {
+			s.timer.Reset(d)
+		}
 	}
 }
 

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/logbatch"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
@@ -34,6 +36,10 @@ func runUp(ctx context.Context, args []string) error {
 	fs.Float64Var(&ao.DiskOvercommit, "disk-overcommit", admit.DefaultDiskOvercommit, "admit sandboxes whose disks add up to this many times the free space of /var/lib/berth")
 	memCap := fs.String("memory-capacity", "", "the host's memory for admission (default: MemTotal, or Berth's cgroup limit if lower)")
 	diskCap := fs.String("disk-capacity", "", "the disk space for sandboxes, for admission (default: free space of /var/lib/berth at start)")
+	maxConns := fs.Int("max-connections", 0, "open connections of the public listener (default: a quarter of the open-file limit, at most 16384)")
+	maxConnsPerClient := fs.Int("max-connections-per-client", 512, "open connections of one client address to the public listener")
+	idleTimeout := fs.Duration("idle-timeout", 2*time.Minute, "close keep-alive connections idle this long (both listeners)")
+	bodyMemory := fs.String("body-memory", pool.FormatBytes(bodymem.DefaultBytes), "request bodies held in memory at once, server-wide (503 beyond)")
 	var manifests multiFlag
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
 	var origins []string
@@ -65,6 +71,10 @@ func runUp(ctx context.Context, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("berth up needs root: every sandbox gets its own cgroup, host uid and namespaces (run it with sudo, or as root)")
 	}
+	bodyBytes, err := pool.ParseBytes(*bodyMemory)
+	if err != nil || bodyBytes <= 0 {
+		return usageError("--body-memory: a size such as 256Mi")
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return usageError("--log-level: " + err.Error())
@@ -79,7 +89,8 @@ func runUp(ctx context.Context, args []string) error {
 	return server.Run(ctx, server.Options{
 		DataDir: *dataDir, Listen: *listen, AdminListen: *admin, PublicURL: *publicURL,
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
-		Admission: ao,
+		Admission:      ao,
+		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
 		},

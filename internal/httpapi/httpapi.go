@@ -13,9 +13,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/admit"
@@ -27,8 +27,8 @@ type Error struct {
 	Code    string
 	Message string
 	Cause   error
-	// RetryAfter, if set, is sent as Retry-After (seconds).
-	RetryAfter int
+	// RetryAfter, if set, is sent as the Retry-After header (seconds).
+	RetryAfter string
 }
 
 func (e *Error) Error() string {
@@ -81,6 +81,8 @@ func Classify(err error) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: "PoolUnusable", Message: err.Error() + " (its administrator can change it with berth pool update)", Cause: err}
 	case errors.As(err, &ce):
 		return &Error{Status: http.StatusBadRequest, Code: "InvalidSetting", Message: ce.Message, Cause: err}
+	case errors.Is(err, bodymem.ErrBusy):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "ServerBusy", Message: err.Error(), Cause: err, RetryAfter: bodymem.RetryAfter}
 	case errors.As(err, &mbe):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "PayloadTooLarge", Message: "the request body is larger than the limit", Cause: err}
 	case errors.As(err, &syn), errors.As(err, &typ), errors.Is(err, io.ErrUnexpectedEOF):
@@ -90,7 +92,7 @@ func Classify(err error) *Error {
 	case errors.Is(err, pool.ErrPoolExists):
 		return &Error{Status: http.StatusConflict, Code: "PoolExists", Message: err.Error(), Cause: err}
 	case errors.Is(err, sandbox.ErrNoCapacity):
-		return &Error{Status: http.StatusServiceUnavailable, Code: "HostAtCapacity", Message: noCapacityMessage(err), Cause: err, RetryAfter: 10}
+		return &Error{Status: http.StatusServiceUnavailable, Code: "HostAtCapacity", Message: noCapacityMessage(err), Cause: err, RetryAfter: "10"}
 	case errors.Is(err, pool.ErrPoolFull):
 		return &Error{Status: http.StatusTooManyRequests, Code: "SessionLimitReached", Message: err.Error(), Cause: err}
 	case errors.Is(err, pool.ErrBadIdentifier):
@@ -149,8 +151,8 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		"status", e.Status, "code", e.Code, "requestId", id, "err", err)
 	var b Body
 	b.Error.Code, b.Error.Message, b.Error.RequestID = e.Code, e.Message, id
-	if e.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	if e.RetryAfter != "" {
+		w.Header().Set("Retry-After", e.RetryAfter)
 	}
 	WriteJSON(w, e.Status, b)
 }
@@ -167,11 +169,18 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 
 // DecodeJSON reads a JSON body of at most limit bytes into v.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	return DecodeJSONWithin(w, r, limit, nil, v)
+}
+
+// DecodeJSONWithin is DecodeJSON for bodies that may be large: the bytes
+// read, which the decoder holds, count against budget until it returns.
+func DecodeJSONWithin(w http.ResponseWriter, r *http.Request, limit int64, budget *bodymem.Budget, v any) error {
 	if r.Body == nil || r.ContentLength == 0 {
 		return Errorf(http.StatusBadRequest, "MissingBody", "the request needs a JSON body")
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	if err := dec.Decode(v); err != nil {
+	br := budget.NewReader(http.MaxBytesReader(w, r.Body, limit))
+	defer br.Release()
+	if err := json.NewDecoder(br).Decode(v); err != nil {
 		return err
 	}
 	return nil

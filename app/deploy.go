@@ -1,0 +1,406 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/sandbox"
+)
+
+// stagingPrefix names the directories a deploy copies a revision's files
+// into before it renames them into place.
+const stagingPrefix = ".staging-"
+
+// Deploy creates a revision of app name (creating the app if needed) and
+// rolls it out: with the default "latest" traffic mode it takes all new
+// sessions; old revisions keep the sessions they have until they end.
+//
+// The slow part (copying --dir, writing the store) holds no lock that
+// traffic needs: requests to the app's current revisions go on meanwhile.
+// The revision becomes the app's only once its files and the store say so;
+// a deploy that fails leaves the app as it was, and a failed first deploy
+// leaves no app.
+func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Revision, error) {
+	if err := ValidName(name); err != nil {
+		return Doc{}, Revision{}, err
+	}
+	if err := cfg.Normalize(); err != nil {
+		return Doc{}, Revision{}, err
+	}
+	if m.cap != nil {
+		// Its minimum replicas and the revision's spare sandbox.
+		if err := m.cap.Fits(cfg.MemoryBytes, cfg.DiskBytes, cfg.Min+1); err != nil {
+			return Doc{}, Revision{}, invalid("app %s: %v; lower --memory, --disk or --min, or raise berth up --memory-overcommit/--disk-overcommit", name, err)
+		}
+	}
+	a, first := m.appForDeploy(name)
+	ok := false
+	if first {
+		defer func() { m.endFirstDeploy(a, ok) }()
+	}
+	rev, seq, err := a.reserve(cfg)
+	if err != nil {
+		return Doc{}, Revision{}, err
+	}
+	defer a.release(rev.Name, seq)
+	if err := a.prepare(ctx, rev); err != nil {
+		return Doc{}, Revision{}, err
+	}
+	doc, err := a.update(ctx, func(d *Doc) error {
+		if d.revision(rev.Name) != nil {
+			return invalid("revision %s exists already: choose another --revision-suffix", rev.Name)
+		}
+		d.Next = max(d.Next, seq)
+		d.Revisions = append(d.Revisions, rev)
+		if d.Latest || len(d.Traffic) == 0 {
+			d.Latest = true
+			d.Traffic = []TrafficTarget{{Revision: rev.Name, Percent: 100}}
+		}
+		return nil
+	})
+	if err != nil {
+		a.discard(rev.Name)
+		return Doc{}, Revision{}, err
+	}
+	ok = true
+	a.logf(rev.Name, "", "revision created")
+	a.reconcile()
+	return doc, rev, nil
+}
+
+// appForDeploy returns the app to deploy to: the existing one, or one that
+// stays out of m.apps (not listed, not routed) until its first revision is
+// stored; concurrent first deploys share it.
+func (m *Manager) appForDeploy(name string) (a *App, first bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a := m.apps[name]; a != nil {
+		return a, false
+	}
+	a = m.pending[name]
+	if a == nil {
+		a = m.newApp(Doc{Name: name, Latest: true, CreatedAt: time.Now().UTC()})
+		m.pending[name] = a
+	}
+	a.firstDeploys++
+	return a, true
+}
+
+// endFirstDeploy publishes a new app once a first deploy has stored it.
+func (m *Manager) endFirstDeploy(a *App, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ok && m.apps[a.name] == nil {
+		m.apps[a.name] = a
+	}
+	if a.firstDeploys--; a.firstDeploys == 0 && m.pending[a.name] == a {
+		delete(m.pending, a.name)
+	}
+}
+
+// reserve picks the new revision's name and number and holds the name for
+// this deploy until release.
+func (a *App) reserve(cfg Config) (Revision, int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.seq = max(a.seq, a.doc.Next) + 1
+	revName := fmt.Sprintf("%s--r%d", a.name, a.seq)
+	if cfg.RevisionSuffix != "" {
+		revName = a.name + "--" + cfg.RevisionSuffix
+	}
+	if a.doc.revision(revName) != nil || a.reserved[revName] {
+		a.seq--
+		return Revision{}, 0, invalid("revision %s exists already: choose another --revision-suffix", revName)
+	}
+	a.reserved[revName] = true
+	return Revision{Name: revName, Config: cfg, CreatedAt: time.Now().UTC()}, a.seq, nil
+}
+
+// release ends a reservation; a deploy that stored nothing gives its
+// number back if no later one took the next.
+func (a *App) release(revName string, seq int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.reserved, revName)
+	if a.doc.revision(revName) == nil && a.seq == seq {
+		a.seq--
+	}
+}
+
+// update changes the app's stored doc: fn edits a copy, the copy is
+// written to the store, and only then does it become the app's. saveMu
+// orders updates (so the store always ends with the newest doc); a.mu is
+// held only to copy and to swap, never across the store write.
+func (a *App) update(ctx context.Context, fn func(*Doc) error) (Doc, error) {
+	a.saveMu.Lock()
+	defer a.saveMu.Unlock()
+	if a.deleted {
+		return Doc{}, fmt.Errorf("%w: %q (it was deleted)", ErrNotFound, a.name)
+	}
+	d := a.Doc()
+	d.Labels = maps.Clone(d.Labels)
+	if err := fn(&d); err != nil {
+		return Doc{}, err
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return Doc{}, err
+	}
+	if err := a.m.store.PutApp(ctx, a.name, b); err != nil {
+		return Doc{}, err
+	}
+	a.mu.Lock()
+	a.doc = d
+	a.mu.Unlock()
+	return a.Doc(), nil
+}
+
+// revisionsDir holds the app's revisions' files.
+func (a *App) revisionsDir() string { return filepath.Join(a.dir, "revisions") }
+
+// prepare copies the revision's files and makes its volumes. The copy is
+// staged in a fresh directory and renamed into place only when complete,
+// so a deploy killed half-way leaves nothing that a later revision of the
+// same name could pick up (stale staging directories are removed at
+// start).
+func (a *App) prepare(ctx context.Context, rev Revision) error {
+	revs := a.revisionsDir()
+	if err := os.MkdirAll(revs, 0o711); err != nil {
+		return err
+	}
+	// Traversable, not listable, by the sandbox's uid.
+	for d := revs; d != filepath.Dir(a.m.dir); d = filepath.Dir(d) {
+		_ = os.Chmod(d, 0o711)
+	}
+	staging, err := os.MkdirTemp(revs, stagingPrefix)
+	if err != nil {
+		return err
+	}
+	if err := a.stage(ctx, rev, staging); err != nil {
+		_ = os.RemoveAll(staging)
+		return err
+	}
+	final := filepath.Join(revs, rev.Name)
+	// A directory of this name is what a crashed deploy left: no stored
+	// revision has the name (it is reserved).
+	if err := os.RemoveAll(final); err != nil {
+		_ = os.RemoveAll(staging)
+		return err
+	}
+	if err := os.Rename(staging, final); err != nil {
+		_ = os.RemoveAll(staging)
+		return err
+	}
+	for _, v := range rev.Config.Volumes {
+		p := filepath.Join(a.dir, "volumes", v.Name)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return err
+		}
+		_ = os.Chmod(filepath.Join(a.dir, "volumes"), 0o711)
+		if err := os.Chown(p, int(a.uid), int(a.uid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stage fills a staging directory with the revision's files, for the
+// app's uid only.
+func (a *App) stage(ctx context.Context, rev Revision, staging string) error {
+	uid := int(a.uid)
+	if rev.Config.Dir != "" {
+		if err := copyTree(ctx, rev.Config.Dir, staging, uid); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return invalid("copy %s into the revision: %v", rev.Config.Dir, err)
+		}
+	}
+	if err := os.Chown(staging, uid, uid); err != nil {
+		return err
+	}
+	return os.Chmod(staging, 0o700)
+}
+
+// discard removes the files of a revision that was not stored.
+func (a *App) discard(revName string) {
+	if err := os.RemoveAll(filepath.Join(a.revisionsDir(), revName)); err != nil {
+		a.m.log.Warn("remove files of a failed deploy", "app", a.name, "revision", revName, "err", err)
+	}
+}
+
+func (a *App) mounts(rev Revision) []sandbox.Mount {
+	ms := []sandbox.Mount{{Source: filepath.Join(a.revisionsDir(), rev.Name), Target: "/app", ReadOnly: true}}
+	for _, v := range rev.Config.Volumes {
+		ms = append(ms, sandbox.Mount{Source: filepath.Join(a.dir, "volumes", v.Name), Target: v.Path})
+	}
+	return ms
+}
+
+// copyTree copies the tree at src into dst, an existing empty directory,
+// for a sandbox that runs as uid: everything is owned by uid, with no
+// permission for group or others, so the sandbox can read it (through a
+// read-only mount) and no other local user can. A file keeps its owner's
+// permission bits, plus read.
+//
+// The source is read through os.Root: nothing outside src is ever opened,
+// even if the tree changes during the copy. Symlinks are copied as
+// symlinks, never followed; they resolve inside the sandbox, where the
+// host's files are not. Devices, FIFOs and sockets are refused.
+func copyTree(ctx context.Context, src, dst string, uid int) error {
+	root, err := os.OpenRoot(src)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err // the deploy was abandoned
+		}
+		if rel == "." {
+			return nil
+		}
+		target := filepath.Join(dst, filepath.FromSlash(rel))
+		switch t := d.Type(); {
+		case t&fs.ModeSymlink != 0:
+			link, err := root.Readlink(rel)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(link, target); err != nil {
+				return err
+			}
+			return os.Lchown(target, uid, uid)
+		case t.IsDir():
+			if err := os.Mkdir(target, 0o700); err != nil {
+				return err
+			}
+			return os.Chown(target, uid, uid)
+		case t.IsRegular():
+			return copyFile(root, rel, target, uid)
+		default:
+			return fmt.Errorf("%s is not a regular file, directory or symlink (%s): remove it from the directory", rel, strings.TrimLeft(t.String(), "-"))
+		}
+	})
+}
+
+// copyFile copies one regular file of root to target, owned by uid.
+func copyFile(root *os.Root, rel, target string, uid int) error {
+	// O_NONBLOCK: if a FIFO took the file's place since it was listed,
+	// opening it must not wait for a writer.
+	in, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	info, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file any more", rel)
+	}
+	out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Chown(uid, uid)
+	}
+	if err == nil {
+		err = out.Chmod(info.Mode().Perm()&0o700 | 0o400)
+	}
+	return errors.Join(err, out.Close())
+}
+
+// removeStale removes what crashed deploys and deletes left in the state
+// dir: directories of apps that are not stored (a first deploy or a
+// delete that did not finish), staging directories, and revision
+// directories that no stored revision names. It makes older revisions'
+// files private to their app.
+func (m *Manager) removeStale() {
+	entries, err := os.ReadDir(m.dir)
+	if err != nil {
+		m.log.Warn("list app state", "err", err)
+		return
+	}
+	for _, e := range entries {
+		a := m.apps[e.Name()]
+		if a == nil {
+			m.removeStalePath(filepath.Join(m.dir, e.Name()))
+			continue
+		}
+		revs, _ := os.ReadDir(a.revisionsDir())
+		for _, r := range revs {
+			p := filepath.Join(a.revisionsDir(), r.Name())
+			if a.doc.revision(r.Name()) == nil {
+				m.removeStalePath(p)
+				continue
+			}
+			if err := makePrivate(p, int(a.uid)); err != nil {
+				m.log.Warn("make a revision's files private to its app", "path", p, "err", err)
+			}
+		}
+	}
+}
+
+// makePrivate gives the files of a revision copied by an earlier version
+// of Berth (owned by root, readable by all) the owner and modes that
+// copyTree gives them. A revision already done is left alone.
+func makePrivate(dir string, uid int) error {
+	info, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid && info.Mode().Perm() == 0o700 {
+		return nil
+	}
+	// The top directory last: it marks the revision done.
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		if err := os.Lchown(p, uid, uid); err != nil {
+			return err
+		}
+		switch t := d.Type(); {
+		case t.IsDir():
+			return os.Chmod(p, 0o700)
+		case t.IsRegular():
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			return os.Chmod(p, info.Mode().Perm()&0o700|0o400)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := os.Chown(dir, uid, uid); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+func (m *Manager) removeStalePath(p string) {
+	m.log.Info("removing what an interrupted deploy or delete left", "path", p)
+	if err := os.RemoveAll(p); err != nil {
+		m.log.Warn("remove stale app files", "path", p, "err", err)
+	}
+}

@@ -1,0 +1,159 @@
+package app
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestCopyTree(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chown)")
+	}
+	const uid = 901234
+	type entry struct {
+		mode fs.FileMode // of the copy; 0 for a symlink
+		link string      // a symlink's target
+	}
+	tests := []struct {
+		name    string
+		make    func(t *testing.T, src string)
+		want    map[string]entry
+		wantErr string
+	}{{
+		name: "modes",
+		make: func(t *testing.T, src string) {
+			write(t, filepath.Join(src, "secret"), 0o600)
+			write(t, filepath.Join(src, "public"), 0o644)
+			write(t, filepath.Join(src, "tool"), 0o755)
+			write(t, filepath.Join(src, "writeonly"), 0o200)
+			mkdir(t, filepath.Join(src, "sub"), 0o777)
+			write(t, filepath.Join(src, "sub", "x"), 0o666)
+		},
+		want: map[string]entry{
+			"secret": {mode: 0o600}, "public": {mode: 0o600}, "tool": {mode: 0o700},
+			"writeonly": {mode: 0o600}, "sub": {mode: fs.ModeDir | 0o700}, "sub/x": {mode: 0o600},
+		},
+	}, {
+		name: "symlinks stay symlinks",
+		make: func(t *testing.T, src string) {
+			symlink(t, "/etc/shadow", filepath.Join(src, "shadow"))
+			symlink(t, "../../..", filepath.Join(src, "up"))
+			symlink(t, "/etc", filepath.Join(src, "etcdir"))
+		},
+		want: map[string]entry{
+			"shadow": {link: "/etc/shadow"}, "up": {link: "../../.."}, "etcdir": {link: "/etc"},
+		},
+	}, {
+		name: "fifo refused",
+		make: func(t *testing.T, src string) {
+			if err := syscall.Mkfifo(filepath.Join(src, "pipe"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		},
+		wantErr: "pipe is not a regular file, directory or symlink",
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := t.TempDir(), t.TempDir()
+			tc.make(t, src)
+			err := copyTree(context.Background(), src, dst, uid)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, want := range tc.want {
+				info, err := os.Lstat(filepath.Join(dst, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st := info.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != uid {
+					t.Errorf("%s: owner %d:%d, want %d", name, st.Uid, st.Gid, uid)
+				}
+				if want.link != "" {
+					if got, err := os.Readlink(filepath.Join(dst, name)); err != nil || got != want.link {
+						t.Errorf("%s: link %q %v, want %q", name, got, err, want.link)
+					}
+					continue
+				}
+				if info.Mode() != want.mode {
+					t.Errorf("%s: mode %v, want %v", name, info.Mode(), want.mode)
+				}
+			}
+			// Nothing else: no directory behind a link was copied.
+			n := -1
+			_ = filepath.WalkDir(dst, func(string, fs.DirEntry, error) error { n++; return nil })
+			if n != len(tc.want) {
+				t.Errorf("%d entries copied, want %d", n, len(tc.want))
+			}
+		})
+	}
+}
+
+func write(t *testing.T, p string, mode fs.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte("data"), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mkdir(t *testing.T, p string, mode fs.FileMode) {
+	t.Helper()
+	if err := os.Mkdir(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlink(t *testing.T, target, p string) {
+	t.Helper()
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMakePrivate: a revision copied by an older Berth (root's, readable
+// by all) is made the app's own, as copyTree makes it.
+func TestMakePrivate(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chown)")
+	}
+	const uid = 901235
+	dir := filepath.Join(t.TempDir(), "app--r1")
+	mkdir(t, dir, 0o755)
+	write(t, filepath.Join(dir, "secret"), 0o644)
+	mkdir(t, filepath.Join(dir, "bin"), 0o755)
+	write(t, filepath.Join(dir, "bin", "tool"), 0o755)
+	symlink(t, "/etc/passwd", filepath.Join(dir, "link"))
+	if err := makePrivate(dir, uid); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]fs.FileMode{
+		".": fs.ModeDir | 0o700, "secret": 0o600, "bin": fs.ModeDir | 0o700, "bin/tool": 0o700, "link": fs.ModeSymlink | 0o777,
+	} {
+		info, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := info.Sys().(*syscall.Stat_t); st.Uid != uid || info.Mode() != want {
+			t.Errorf("%s: owner %d, mode %v; want %d, %v", name, st.Uid, info.Mode(), uid, want)
+		}
+	}
+	if info, _ := os.Stat("/etc/passwd"); info.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Fatal("the link was followed")
+	}
+}
