@@ -155,3 +155,18 @@ func waitSandboxes(t *testing.T, pattern string, n int) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A host too small for the default pool (sessions of 512Mi) starts without
+// it and says why, instead of refusing to start.
+func TestAdmissionDefaultPoolTooLarge(t *testing.T) {
+	b := startBerth(t, "", "--memory-capacity", "384Mi", "--memory-overcommit", "1")
+	b.waitLog("the default pool was not created", "cannot run on this host")
+	if _, errOut, code := b.try("pool", "show", "default"); code != 1 || !strings.Contains(errOut, "not found") {
+		t.Fatalf("pool show default: exit %d: %s", code, errOut)
+	}
+	// A pool that fits works.
+	key := b.createPool("small", "--memory", "128Mi", "--ready", "1")
+	if r := b.execute("small", key, "sess-1", "echo ok"); r.Stdout != "ok\n" {
+		t.Fatalf("%+v", r)
+	}
+}

@@ -238,7 +238,12 @@ func Run(ctx context.Context, o Options) error {
 	info := Info{PID: os.Getpid(), AdminURL: "http://" + admLn.Addr().String(), PublicURL: publicURL, Version: o.Version}
 
 	if !o.NoDefaultPool {
-		if err := ensureDefaultPool(ctx, st, pools); err != nil {
+		var ce *pool.ConfigError
+		if err := ensureDefaultPool(ctx, st, pools); errors.As(err, &ce) {
+			// The host cannot back it (too little memory or disk): serve
+			// without it, and try again at the next start.
+			log.Error("the default pool was not created", "err", err)
+		} else if err != nil {
 			pubLn.Close()
 			admLn.Close()
 			return err
