@@ -68,6 +68,22 @@ type Manager struct {
 	wg        sync.WaitGroup
 }
 
+// checkCapacity logs the active revisions of a stored app that the host
+// cannot back (deployed under a larger budget): their replicas will be
+// refused with 503 until the app is redeployed or the budget raised.
+func (m *Manager) checkCapacity(d Doc) {
+	if m.cap == nil {
+		return
+	}
+	for _, name := range d.active() {
+		if rev := d.revision(name); rev != nil {
+			if err := m.cap.Fits(rev.Config.MemoryBytes, rev.Config.DiskBytes, rev.Config.Min+1); err != nil {
+				m.log.Error("app revision cannot run on this host; its replicas are refused until it is redeployed smaller", "app", d.Name, "revision", name, "err", err)
+			}
+		}
+	}
+}
+
 // NewManager loads the stored apps and starts their active revisions.
 func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if o.Logger == nil {
@@ -87,6 +103,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 			return nil, fmt.Errorf("app %q: %w", sa.Name, err)
 		}
 		m.apps[d.Name] = m.newApp(d)
+		m.checkCapacity(d)
 	}
 	m.removeStale()
 	for _, a := range m.apps {

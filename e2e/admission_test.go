@@ -117,6 +117,7 @@ func TestAdmission(t *testing.T) {
 	b.stop()
 	b = startBerth(t, b.dataDir, "--memory-capacity", "200Mi", "--memory-overcommit", "1")
 	b.waitLog("pool cannot run on this host")
+	b.waitLog("app revision cannot run on this host", "app=web")
 	r = b.executeRaw("adm", key, "sess-5", "echo never")
 	if r.Status != http.StatusServiceUnavailable || r.errorCode() != "PoolUnusable" || !strings.Contains(string(r.Body), "berth pool update") {
 		t.Fatalf("a pool that no longer fits: %d %s", r.Status, r.Body)
