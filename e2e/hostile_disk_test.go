@@ -90,6 +90,14 @@ func TestHostileDisk(t *testing.T) {
 				}
 			})
 
+			t.Run("no other writable space", func(t *testing.T) {
+				// Only the disk (and /dev/shm, in memory) takes writes: the
+				// root and /dev would be space beyond the quota.
+				r := b.execute(name, key, "filler", "for d in / /dev /etc /usr /var /.berth; do touch $d/x 2>/dev/null && echo WROTE $d; mkdir $d/y 2>/dev/null && echo MKDIR $d; done; echo done")
+				if r.Stdout != "done\n" {
+					t.Fatalf("writable outside the disk: %q", r.Stdout)
+				}
+			})
 			t.Run("teardown", func(t *testing.T) {
 				if len(mountsUnder(sessionDirs)) == 0 || len(loopsUnder(sessionDirs)) == 0 {
 					t.Fatalf("no disk mounted for the live sessions (mounts %v, loops %v)", mountsUnder(sessionDirs), loopsUnder(sessionDirs))

@@ -220,6 +220,9 @@ func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) []string
 		"--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
 		"--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
 		"--proc", "/proc", "--dev", "/dev",
+		// /dev/shm (POSIX shared memory, semaphores) is the one writable
+		// place in memory, bounded as gVisor's is.
+		"--size", strconv.FormatInt(l.TmpBytes, 10), "--tmpfs", "/dev/shm",
 		"--ro-bind", filepath.Join(r.host.Dir, "etc"), "/etc",
 	}
 	if spec.Egress {
@@ -240,6 +243,9 @@ func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) []string
 		"--ro-bind", r.host.Agent, "/.berth/agent",
 		"--chdir", "/mnt/data",
 		"--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
+		// Nothing else is writable: the root and /dev tmpfs would be
+		// writable space outside the disk's quota.
+		"--remount-ro", "/dev", "--remount-ro", "/",
 		"--seccomp", "3", "--block-fd", "4", "--info-fd", "5",
 		"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
 		"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10),
