@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // Error is an error reported by the agent.
@@ -49,6 +50,52 @@ func (e *Error) Is(target error) bool {
 	return false
 }
 
+// ErrProtocol means the agent broke the protocol: an answer that is
+// malformed, larger than the protocol allows, or that does not come in
+// time. The agent runs inside the sandbox, so its answers are untrusted
+// input: such an agent may be the sandbox's code posing as one, and the
+// sandbox should be destroyed. Errors that match ErrProtocol also match
+// ErrUnavailable.
+var ErrProtocol = errors.New("sandbox agent broke the protocol")
+
+type protocolError struct{ msg string }
+
+func (e *protocolError) Error() string { return "agent: protocol violation: " + e.msg }
+
+func (e *protocolError) Is(target error) bool {
+	return target == ErrProtocol || target == ErrUnavailable
+}
+
+func protocolErrorf(format string, args ...any) error {
+	return &protocolError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Time the host gives an agent (variables for tests).
+var (
+	// ExecGrace is how long past an execution's timeout the host waits for
+	// the agent's result before it gives up on the agent.
+	ExecGrace = 10 * time.Second
+	// AnswerTimeout bounds every other call that does not stream: the
+	// agent must answer (headers and body) within it.
+	AnswerTimeout = 60 * time.Second
+)
+
+// Bounds on what the host reads from an agent.
+const (
+	// MaxEventBytes bounds one line of an execution's stream (a result
+	// with a large Python value is the longest).
+	MaxEventBytes = 16 << 20
+	// MaxListEntries and MaxListBytes bound a directory listing.
+	MaxListEntries = 100_000
+	MaxListBytes   = 32 << 20
+	maxSmallBody   = 64 << 10  // errors, file infos, service exits
+	maxMessage     = 2 << 10   // an error message passed on to users
+	maxLogLineWire = 128 << 10 // a service log line as JSON (lines are cut at 16 KiB, 6 bytes each at most once escaped)
+)
+
+// errTooLong is the cause of a deadline the host sets on an agent call.
+var errTooLong = errors.New("the agent did not answer in time")
+
 // Client talks to one agent. It is safe for concurrent use and keeps
 // connections alive between calls.
 type Client struct {
@@ -60,10 +107,11 @@ type Client struct {
 // decides the transport (a Unix socket locally, something else elsewhere).
 func NewClient(dial func(ctx context.Context) (net.Conn, error)) *Client {
 	tr := &http.Transport{
-		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-		MaxIdleConnsPerHost: 8,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
+		DialContext:            func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		MaxIdleConnsPerHost:    8,
+		IdleConnTimeout:        90 * time.Second,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: maxSmallBody,
 	}
 	return &Client{hc: &http.Client{Transport: tr}, dial: dial}
 }
@@ -86,102 +134,234 @@ type Output struct {
 
 // Exec runs req and returns its output. If onEvent is not nil, it sees each
 // chunk of output as it arrives.
+//
+// The host enforces the execution's bounds itself: at most MaxOutputBytes
+// of each stream are kept (and passed to onEvent), lines are bounded, and
+// the result must come within the timeout plus ExecGrace; an agent that
+// breaks these gets an error that matches ErrProtocol.
 func (c *Client) Exec(ctx context.Context, req ExecRequest, onEvent func(Event)) (*Output, error) {
+	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	limit := req.MaxOutputBytes
+	if limit <= 0 {
+		limit = DefaultMaxOutputBytes
+	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout+ExecGrace, errTooLong)
+	defer cancel()
 	resp, err := c.do(ctx, http.MethodPost, "/exec", nil, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	// What an honest agent can send: each stream's output, JSON-escaped
+	// (at most 6 bytes a byte) and cut into events, and one result.
+	budget := 2*6*limit + 2*MaxEventBytes
+	ev := &eventReader{r: bufio.NewReaderSize(io.LimitReader(resp.Body, budget+1), 64<<10), budget: budget}
 	var out Output
-	var stdout, stderr strings.Builder
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
+	var col collector
+	col.limit = limit
+	for {
+		line, err := ev.next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, c.ctxErr(ctx)
+			}
+			return nil, err
+		}
 		var e Event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return nil, fmt.Errorf("agent: malformed event: %w", err)
+		if err := json.Unmarshal(line, &e); err != nil {
+			return nil, protocolErrorf("malformed execution event: %v", err)
 		}
 		if e.Result != nil {
 			out.Result = *e.Result
-			out.Stdout, out.Stderr = stdout.String(), stderr.String()
+			out.Stdout, out.Stderr = col.out[0].String(), col.out[1].String()
+			out.StdoutTruncated = out.StdoutTruncated || col.truncated[0]
+			out.StderrTruncated = out.StderrTruncated || col.truncated[1]
 			return &out, nil
 		}
-		stdout.WriteString(e.Stdout)
-		stderr.WriteString(e.Stderr)
-		if onEvent != nil {
+		e.Stdout, e.Stderr = col.add(0, e.Stdout), col.add(1, e.Stderr)
+		if onEvent != nil && (e.Stdout != "" || e.Stderr != "") {
 			onEvent(e)
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+}
+
+// collector keeps at most limit bytes of each of two streams.
+type collector struct {
+	limit     int64
+	out       [2]strings.Builder
+	truncated [2]bool
+}
+
+// add keeps what fits of s in stream i and returns it.
+func (c *collector) add(i int, s string) string {
+	room := c.limit - int64(c.out[i].Len())
+	if int64(len(s)) > room {
+		c.truncated[i] = true
+		cut := int(max(room, 0))
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
 	}
-	return nil, fmt.Errorf("%w: the execution stream ended without a result (%v)", ErrUnavailable, sc.Err())
+	c.out[i].WriteString(s)
+	return s
+}
+
+// eventReader reads the lines of an execution stream, each at most
+// MaxEventBytes, and budget bytes in all.
+type eventReader struct {
+	r      *bufio.Reader
+	budget int64
+	read   int64
+	line   []byte
+}
+
+func (e *eventReader) next() ([]byte, error) {
+	e.line = e.line[:0]
+	for {
+		chunk, err := e.r.ReadSlice('\n')
+		e.read += int64(len(chunk))
+		if e.read > e.budget {
+			return nil, protocolErrorf("the execution stream is longer than its output limit allows")
+		}
+		if len(e.line)+len(chunk) > MaxEventBytes {
+			return nil, protocolErrorf("an execution event is longer than %d bytes", MaxEventBytes)
+		}
+		e.line = append(e.line, chunk...)
+		switch {
+		case err == nil:
+			return e.line, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			return nil, protocolErrorf("the execution stream ended without a result")
+		default:
+			return nil, fmt.Errorf("%w: reading the execution stream: %v", ErrUnavailable, err)
+		}
+	}
+}
+
+// ctxErr is the error for a call whose context ended: the caller's own
+// error, or a protocol violation if it was the deadline the client set.
+func (c *Client) ctxErr(ctx context.Context) error {
+	if errors.Is(context.Cause(ctx), errTooLong) {
+		return protocolErrorf("no answer in time")
+	}
+	return ctx.Err()
+}
+
+// call is do for calls that answer at once: the agent has AnswerTimeout
+// (plus extra) to answer, body included; cancel releases it once the body
+// has been read.
+func (c *Client) call(ctx context.Context, extra time.Duration, method, path string, q url.Values, body io.Reader) (*http.Response, context.Context, context.CancelFunc, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, AnswerTimeout+extra, errTooLong)
+	resp, err := c.do(ctx, method, path, q, body)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return resp, ctx, cancel, nil
+}
+
+// decodeSmall decodes a bounded JSON answer.
+func (c *Client) decode(ctx context.Context, resp *http.Response, limit int64, v any) error {
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return c.ctxErr(ctx)
+		}
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if int64(len(b)) > limit {
+		return protocolErrorf("an answer is longer than %d bytes", limit)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return protocolErrorf("malformed answer: %v", err)
+	}
+	return nil
 }
 
 // List lists a directory of the workspace ("" for its top).
 func (c *Client) List(ctx context.Context, dir string) ([]FileInfo, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/files", url.Values{"path": {dir}}, nil)
+	resp, ctx, cancel, err := c.call(ctx, 0, http.MethodGet, "/files", url.Values{"path": {dir}}, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer cancel()
 	var list []FileInfo
-	return list, json.NewDecoder(resp.Body).Decode(&list)
+	if err := c.decode(ctx, resp, MaxListBytes, &list); err != nil {
+		return nil, err
+	}
+	if len(list) > MaxListEntries {
+		return nil, protocolErrorf("a listing of %d entries (at most %d)", len(list), MaxListEntries)
+	}
+	return list, nil
 }
 
 // Open returns a reader for a file's content and its size. The caller closes it.
+//
+// The agent must declare the size, and the reader ends after that many
+// bytes (an error if fewer come).
 func (c *Client) Open(ctx context.Context, name string) (io.ReadCloser, int64, error) {
 	resp, err := c.do(ctx, http.MethodGet, "/files/content", url.Values{"name": {name}}, nil)
 	if err != nil {
 		return nil, 0, err
+	}
+	if resp.ContentLength < 0 {
+		resp.Body.Close()
+		return nil, 0, protocolErrorf("a file's content came without its length")
 	}
 	return resp.Body, resp.ContentLength, nil
 }
 
 // Write stores the content of r as name.
 func (c *Client) Write(ctx context.Context, name string, r io.Reader) (FileInfo, error) {
-	resp, err := c.do(ctx, http.MethodPut, "/files/content", url.Values{"name": {name}}, r)
+	resp, ctx, cancel, err := c.call(ctx, 10*time.Minute, http.MethodPut, "/files/content", url.Values{"name": {name}}, r)
 	if err != nil {
 		return FileInfo{}, err
 	}
-	defer resp.Body.Close()
+	defer cancel()
 	var info FileInfo
-	return info, json.NewDecoder(resp.Body).Decode(&info)
+	return info, c.decode(ctx, resp, maxSmallBody, &info)
 }
 
 // Remove deletes a file (or a directory tree).
 func (c *Client) Remove(ctx context.Context, name string) error {
-	resp, err := c.do(ctx, http.MethodDelete, "/files/content", url.Values{"name": {name}}, nil)
+	resp, _, cancel, err := c.call(ctx, 0, http.MethodDelete, "/files/content", url.Values{"name": {name}}, nil)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	return nil
+	defer cancel()
+	return drain(resp)
 }
 
 // Reset kills every process in the sandbox but the agent; the shell and
 // Python interpreters start afresh on next use.
 func (c *Client) Reset(ctx context.Context) error {
-	resp, err := c.do(ctx, http.MethodPost, "/reset", nil, nil)
+	resp, _, cancel, err := c.call(ctx, 0, http.MethodPost, "/reset", nil, nil)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	return nil
+	defer cancel()
+	return drain(resp)
 }
 
 // Ping checks that the agent answers.
 func (c *Client) Ping(ctx context.Context) error {
-	resp, err := c.do(ctx, http.MethodGet, "/healthz", nil, nil)
+	resp, _, cancel, err := c.call(ctx, 0, http.MethodGet, "/healthz", nil, nil)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	return nil
+	defer cancel()
+	return drain(resp)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Response, error) {
@@ -196,19 +376,45 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, c.ctxErr(ctx)
 		}
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, dialError(err)
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
-		var eb ErrorBody
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&eb); err != nil {
-			eb = ErrorBody{Code: CodeInternal, Message: resp.Status}
-		}
-		return nil, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Message}
+		return nil, errorFrom(resp)
 	}
 	return resp, nil
+}
+
+// dialError is the error for a failed call. A refused connection means
+// that nothing listens on the agent's socket any more: the agent never
+// closes it while it lives, so the agent is gone although the sandbox may
+// not be (its code may keep it alive); nothing can be trusted to answer
+// there again.
+func dialError(err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return protocolErrorf("the agent no longer listens: %v", err)
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
+// errorFrom reads an agent's error answer, bounded, and keeps its message
+// short and printable: it may reach users.
+func errorFrom(resp *http.Response) error {
+	var eb ErrorBody
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxSmallBody)).Decode(&eb); err != nil {
+		eb = ErrorBody{Code: CodeInternal, Message: resp.Status}
+	}
+	msg := strings.ToValidUTF8(eb.Message, "?")
+	if len(msg) > maxMessage {
+		cut := maxMessage
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	return &Error{Status: resp.StatusCode, Code: eb.Code, Message: msg}
 }
 
 // StartService starts a long-running process in the sandbox.
@@ -217,11 +423,22 @@ func (c *Client) StartService(ctx context.Context, spec ServiceSpec) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.do(ctx, http.MethodPost, "/services", nil, bytes.NewReader(b))
+	resp, _, cancel, err := c.call(ctx, 0, http.MethodPost, "/services", nil, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
+	defer cancel()
+	return drain(resp)
+}
+
+// drain reads and closes an answer whose body does not matter, which must
+// be small.
+func drain(resp *http.Response) error {
+	defer resp.Body.Close()
+	n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, maxSmallBody+1))
+	if n > maxSmallBody {
+		return protocolErrorf("an answer is longer than %d bytes", maxSmallBody)
+	}
 	return nil
 }
 
@@ -233,7 +450,14 @@ func (c *Client) WaitService(ctx context.Context, id string) (ServiceExit, error
 	}
 	defer resp.Body.Close()
 	var e ServiceExit
-	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSmallBody+1))
+	if err == nil && len(b) > maxSmallBody {
+		return e, protocolErrorf("a service's exit is longer than %d bytes", maxSmallBody)
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &e)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return e, ctx.Err()
 		}
@@ -254,27 +478,46 @@ func (c *Client) ServiceLogs(ctx context.Context, id string, follow bool, fn fun
 		return err
 	}
 	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
+	br := bufio.NewReaderSize(resp.Body, 4<<10)
 	for {
-		var l LogLine
-		if err := dec.Decode(&l); err != nil {
+		line, err := readLine(br, maxLogLineWire)
+		if err != nil {
 			if errors.Is(err, io.EOF) || ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
+		var l LogLine
+		if err := json.Unmarshal(line, &l); err != nil {
+			return protocolErrorf("malformed log line: %v", err)
+		}
 		fn(l)
+	}
+}
+
+// readLine reads a line of at most limit bytes.
+func readLine(br *bufio.Reader, limit int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(line)+len(chunk) > limit {
+			return nil, protocolErrorf("a line is longer than %d bytes", limit)
+		}
+		line = append(line, chunk...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return line, err
+		}
 	}
 }
 
 // StopService stops a service (SIGTERM, then SIGKILL after grace).
 func (c *Client) StopService(ctx context.Context, id string, grace time.Duration) error {
-	resp, err := c.do(ctx, http.MethodDelete, "/services/"+url.PathEscape(id), url.Values{"grace": {grace.String()}}, nil)
+	resp, _, cancel, err := c.call(ctx, grace, http.MethodDelete, "/services/"+url.PathEscape(id), url.Values{"grace": {grace.String()}}, nil)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	return nil
+	defer cancel()
+	return drain(resp)
 }
 
 // DialPort opens a TCP connection to a port inside the sandbox, through
@@ -293,6 +536,8 @@ func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("%w: unexpected connection type %T", ErrUnavailable, conn)
 	}
+	_ = uc.SetDeadline(time.Now().Add(AnswerTimeout))
+	defer uc.SetDeadline(time.Time{})
 	if _, err := uc.Write([]byte{dialReady}); err != nil {
 		uc.Close()
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -334,17 +579,21 @@ func (c *Client) Attach(ctx context.Context, id string) (net.Conn, error) {
 func (c *Client) stream(ctx context.Context, path string) (net.Conn, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, dialError(err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
+	// The agent answers an upgrade at once: bound the wait, and the size
+	// of what it sends before the stream.
+	dl := time.Now().Add(AnswerTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
 	}
+	_ = conn.SetDeadline(dl)
 	req := "GET " + path + " HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: " + upgradeProto + "\r\n\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	br := bufio.NewReader(conn)
+	br := bufio.NewReader(io.LimitReader(conn, maxSmallBody))
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		conn.Close()
@@ -352,11 +601,7 @@ func (c *Client) stream(ctx context.Context, path string) (net.Conn, error) {
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		defer conn.Close()
-		var eb ErrorBody
-		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&eb) != nil {
-			eb = ErrorBody{Code: CodeInternal, Message: resp.Status}
-		}
-		return nil, &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Message}
+		return nil, errorFrom(resp)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	if br.Buffered() > 0 {

@@ -22,7 +22,7 @@ import (
 func TestAdmission(t *testing.T) {
 	b := startBerth(t, "", "--memory-capacity", "1Gi", "--memory-overcommit", "1", "--disk-capacity", "8Gi", "--disk-overcommit", "1")
 	b.cli("pool", "delete", "default") // its warm sandboxes would hold the whole budget
-	state := filepath.Join("/var/lib/berth", server.Instance(b.dataDir), "bwrap")
+	instance := server.Instance(b.dataDir)
 
 	// Never fits: refused with a message that says why.
 	for _, flags := range [][]string{{"--memory", "2Gi"}, {"--memory", "256Mi", "--ready", "5"}, {"--memory", "256Mi", "--disk", "9Gi"}} {
@@ -40,7 +40,7 @@ func TestAdmission(t *testing.T) {
 	if r := b.do("GET", "/apps/web/", nil, nil); r.Status != 200 {
 		t.Fatalf("app: %d %s", r.Status, r.Body)
 	}
-	waitSandboxes(t, filepath.Join(state, "sb-web-*"), 2)
+	waitSandboxes(t, instance, "web-*", 2)
 
 	// A pool's sessions take the rest: two of 256Mi.
 	key := b.createPool("adm", "--memory", "256Mi", "--ready", "0", "--max", "10")
@@ -141,12 +141,16 @@ func poolStatus(b *berth, name string) controlplane.PoolView {
 	return v
 }
 
-// waitSandboxes waits until n sandbox directories match pattern.
-func waitSandboxes(t *testing.T, pattern string, n int) {
+// waitSandboxes waits until n bwrap sandboxes of the instance have IDs that
+// match pattern (counted by their cgroups, which are named after them).
+func waitSandboxes(t *testing.T, instance, pattern string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		m, _ := filepath.Glob(pattern)
+		m, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/berth", instance+"-bwrap", pattern)) // v2
+		if len(m) == 0 {
+			m, _ = filepath.Glob(filepath.Join("/sys/fs/cgroup/memory/berth", instance+"-bwrap", pattern)) // v1
+		}
 		if len(m) == n {
 			return
 		}

@@ -569,10 +569,14 @@ properties:
 
 	// Next to its 2 replicas, the revision keeps a spare sandbox started
 	// (the revision it replaced gave its replicas and spare up).
+	// (Counted by their cgroups, which are named after them; their
+	// directories are not.)
 	sandboxes := func() []string {
 		abs, _ := filepath.Abs(b.dataDir)
-		dirs, _ := filepath.Glob(filepath.Join("/var/lib/berth", server.Instance(abs), "bwrap", "sb-declared--*"))
-		return dirs
+		group := filepath.Join("berth", server.Instance(abs)+"-bwrap", "declared--*")
+		v2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", group))
+		v1, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "pids", group))
+		return append(v2, v1...)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(sandboxes()) != 3 {

@@ -13,15 +13,37 @@ import (
 	"github.com/berth-dev/berth/server"
 )
 
-// sandboxIDs lists the sandboxes whose state a server instance has on disk.
-func sandboxIDs(t *testing.T, dataDir string) []string {
+// sandboxDirs lists the sandbox directories a server instance has on disk
+// (bubblewrap's are not named after their sandboxes).
+func sandboxDirs(t *testing.T, dataDir string) []string {
 	t.Helper()
 	abs, _ := filepath.Abs(dataDir)
-	var ids []string
+	var names []string
 	for _, rt := range runtimes {
 		dirs, _ := filepath.Glob(filepath.Join("/var/lib/berth", server.Instance(abs), rt, "sb-*"))
 		for _, d := range dirs {
-			ids = append(ids, strings.TrimPrefix(filepath.Base(d), "sb-"))
+			names = append(names, rt+"/"+filepath.Base(d))
+		}
+	}
+	return names
+}
+
+// sandboxIDs lists the sandboxes a server instance has cgroups for, which
+// are named after them.
+func sandboxIDs(t *testing.T, dataDir string) []string {
+	t.Helper()
+	abs, _ := filepath.Abs(dataDir)
+	seen := map[string]bool{}
+	var ids []string
+	for _, rt := range runtimes {
+		group := filepath.Join("berth", server.Instance(abs)+"-"+rt, "*")
+		v1, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", group))
+		v2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", group))
+		for _, d := range append(v1, v2...) {
+			if info, err := os.Stat(d); err == nil && info.IsDir() && !seen[filepath.Base(d)] {
+				seen[filepath.Base(d)] = true
+				ids = append(ids, filepath.Base(d))
+			}
 		}
 	}
 	return ids
@@ -65,15 +87,15 @@ func TestRestartKeepsPoolsAndKeys(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 	ids := sandboxIDs(t, dir)
-	if len(ids) < 2 {
-		t.Fatalf("expected sandboxes on disk, found %v", ids)
+	if len(ids) < 2 || len(sandboxDirs(t, dir)) < 2 {
+		t.Fatalf("expected sandboxes, found %v, on disk %v", ids, sandboxDirs(t, dir))
 	}
 	b.stop()
 	if code := b.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("graceful stop exited %d:\n%s", code, b.logs.String())
 	}
 	// A graceful stop leaves nothing behind.
-	if left := sandboxIDs(t, dir); len(left) > 0 {
+	if left := sandboxDirs(t, dir); len(left) > 0 {
 		t.Fatalf("sandbox directories left after stop: %v", left)
 	}
 	if p := processesOf(ids); len(p) > 0 {
@@ -111,7 +133,7 @@ func TestCrashLeavesNoOrphans(t *testing.T) {
 		key := b.createPool("crash-"+rt, "--runtime", rt, "--ready", "1")
 		b.execute("crash-"+rt, key, "running", "sleep 1000 & echo started")
 	}
-	ids := sandboxIDs(t, dir)
+	ids, dirs := sandboxIDs(t, dir), sandboxDirs(t, dir)
 	if len(processesOf(ids)) == 0 {
 		t.Fatal("no sandbox processes found before the crash: the test cannot see them")
 	}
@@ -126,9 +148,9 @@ func TestCrashLeavesNoOrphans(t *testing.T) {
 	for {
 		procs, cgs := processesOf(ids), cgroupDirsOf(ids)
 		left := 0
-		for _, id := range sandboxIDs(t, dir) {
-			for _, old := range ids {
-				if id == old {
+		for _, d := range sandboxDirs(t, dir) {
+			for _, old := range dirs {
+				if d == old {
 					left++
 				}
 			}

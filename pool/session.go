@@ -120,9 +120,8 @@ func (s *Session) Exec(ctx context.Context, lang agent.Language, code string, ar
 		before = stats.Stats().OOMKills
 	}
 	// The agent enforces the timeout and kills the process tree; the
-	// request's own deadline is a little later so the agent's answer wins.
-	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
-	defer cancel()
+	// client gives it agent.ExecGrace more to answer, and reports an agent
+	// that does not as a protocol violation (agentError).
 	out, err := s.sb.Agent().Exec(ctx, agent.ExecRequest{
 		Language: lang, Code: code, Argv: argv, Stdin: o.Stdin,
 		TimeoutMillis: timeout.Milliseconds(), MaxOutputBytes: o.MaxOutputBytes,
@@ -205,6 +204,13 @@ func (s *Session) agentError(err error) error {
 	}
 	if errors.Is(err, agent.ErrUnavailable) && s.lost() {
 		return fmt.Errorf("%w: %q; its state is gone, a new request starts a new session", ErrSessionLost, s.ID)
+	}
+	if errors.Is(err, agent.ErrProtocol) {
+		// What answers in the sandbox cannot be trusted any more (it may
+		// be the sandbox's own code posing as the agent): end the session.
+		s.pool.log.Warn("sandbox agent broke the protocol; destroying the session", "session", s.ID, "err", err)
+		s.pool.remove(s, "agent protocol violation")
+		return fmt.Errorf("%w: %q: its sandbox stopped answering as it should and was destroyed; its state is gone, a new request starts a new session", ErrSessionLost, s.ID)
 	}
 	return err
 }

@@ -22,6 +22,9 @@ func runAgent(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
 	}
+	if err := agent.Harden(); err != nil {
+		return fmt.Errorf("harden the agent: %w", err)
+	}
 	// Idle sandboxes are many: keep the agent's heap small.
 	debug.SetGCPercent(50)
 	debug.SetMemoryLimit(16 << 20)

@@ -8,6 +8,7 @@ package bwrap
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -98,7 +99,10 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		}
 	}()
 
-	if sb.dir, err = r.host.MakeSandboxDir(spec.ID, uid); err != nil {
+	// The directory is not named after the sandbox: its path shows in the
+	// sandbox's mountinfo (bind mount sources), and the sandbox has no
+	// business knowing its name.
+	if sb.dir, err = r.host.MakeSandboxDir(rand.Text()[:16], uid); err != nil {
 		return nil, err
 	}
 	if sb.disk, err = r.host.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
@@ -135,7 +139,15 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	defer infoR.Close()
 	defer infoW.Close()
 
-	args := r.args(sb.dir, l, spec)
+	// bubblewrap reads its arguments from fd 6, so that its command line
+	// (which the sandbox sees as /proc/1/cmdline) names no host path.
+	opts, command := r.args(sb.dir, l, spec)
+	argsFile, err := memfd("berth-bwrap-args", []byte(strings.Join(opts, "\x00")+"\x00"))
+	if err != nil {
+		return nil, err
+	}
+	defer argsFile.Close()
+	args := append([]string{"--args", "6", "--"}, command...)
 	cred := &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}
 	cmd := exec.Command(r.bwrap, args...)
 	if sb.netns != nil {
@@ -147,7 +159,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		cred = nil
 	}
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
-	cmd.ExtraFiles = []*os.File{seccompFile, blockR, infoW} // fds 3, 4 and 5
+	cmd.ExtraFiles = []*os.File{seccompFile, blockR, infoW, argsFile} // fds 3, 4, 5 and 6
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setsid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -207,11 +219,17 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	case <-time.After(30 * time.Second):
 		return nil, fmt.Errorf("sandbox %s: agent not ready after 30s: %s", spec.ID, stderr.String())
 	}
-	sb.client = agent.UnixClient(filepath.Join(sb.dir, "run", "agent.sock"))
+	// Only the agent has run so far: pin its socket now, before any
+	// code of the sandbox's can touch the name.
+	if sb.ep, err = local.OpenEndpoint(filepath.Join(sb.dir, "run"), "agent.sock", uid); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	}
+	sb.client = agent.NewClient(sb.ep.Dial)
 	return sb, nil
 }
 
-func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) []string {
+// args returns bubblewrap's options and the command it runs.
+func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) (opts, command []string) {
 	a := []string{
 		"--unshare-all", "--unshare-user", "--disable-userns",
 		"--die-with-parent", "--new-session", "--cap-drop", "ALL",
@@ -247,10 +265,9 @@ func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) []string
 		// writable space outside the disk's quota.
 		"--remount-ro", "/dev", "--remount-ro", "/",
 		"--seccomp", "3", "--block-fd", "4", "--info-fd", "5",
-		"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
-		"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10),
 	)
-	return a
+	return a, []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
+		"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10)}
 }
 
 // box is one bubblewrap sandbox.
@@ -263,6 +280,7 @@ type box struct {
 	cg     *cgroup.Group
 	netns  *netns.Namespace
 	cmd    *exec.Cmd
+	ep     *local.Endpoint
 	client *agent.Client
 	done   chan struct{}
 	once   sync.Once
@@ -284,6 +302,9 @@ func (b *box) teardown() {
 	b.once.Do(func() {
 		if b.client != nil {
 			b.client.Close()
+		}
+		if b.ep != nil {
+			b.ep.Close()
 		}
 		if b.cg != nil {
 			b.cg.Kill()

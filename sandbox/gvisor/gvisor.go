@@ -10,7 +10,10 @@
 //
 // The agent's socket is shared with the host through runsc's --host-uds:
 // the agent listens on /.berth/run/agent.sock inside, a bind mount of the
-// sandbox directory's "run", and the host connects to that file.
+// sandbox directory's "run", and the host opens that file once, when the
+// agent is ready, and connects through the open file ever after (see
+// local.Endpoint): the sandbox can rename or replace the name, not redirect
+// the host.
 //
 // Limits: the memory limit is the host cgroup's and covers the whole
 // sandbox, the sentry included (about 25 MB when idle). A process that
@@ -244,7 +247,12 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	case <-time.After(30 * time.Second):
 		return nil, fmt.Errorf("sandbox %s: agent not ready after 30s: %s", spec.ID, stderr.String())
 	}
-	sb.client = agent.UnixClient(filepath.Join(sb.dir, "run", "agent.sock"))
+	// Only the agent has run so far: pin its socket (which the gofer made
+	// on the host) now, before any code of the sandbox's can touch the name.
+	if sb.ep, err = local.OpenEndpoint(filepath.Join(sb.dir, "run"), "agent.sock", uid, r.host.UID(slot+rootUIDOffset)); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	}
+	sb.client = agent.NewClient(sb.ep.Dial)
 	return sb, nil
 }
 
@@ -596,6 +604,7 @@ type box struct {
 	cg     *cgroup.Group
 	netns  *netns.Namespace
 	cmd    *exec.Cmd // runsc run
+	ep     *local.Endpoint
 	client *agent.Client
 	done   chan struct{}
 	once   sync.Once
@@ -623,6 +632,9 @@ func (b *box) teardown() {
 		b.stopping.Store(true)
 		if b.client != nil {
 			b.client.Close()
+		}
+		if b.ep != nil {
+			b.ep.Close()
 		}
 		if b.cg != nil {
 			// The sentry, the gofer and systrap's stubs are all in the

@@ -157,14 +157,15 @@ func (h *Host) Release(slot int) {
 // UID is the unprivileged host uid of the sandbox in slot.
 func (h *Host) UID(slot int) uint32 { return h.uidBase + uint32(slot) }
 
-// SandboxDir is where a sandbox's files live on the host.
-func (h *Host) SandboxDir(id string) string { return filepath.Join(h.Dir, "sb-"+id) }
+// SandboxDir is where a sandbox's files live on the host; name is the
+// sandbox's ID or, where the sandbox could see it, something else unique.
+func (h *Host) SandboxDir(name string) string { return filepath.Join(h.Dir, "sb-"+name) }
 
 // MakeSandboxDir creates a sandbox's directory with a socket directory
 // ("run") owned by uid and private to it. (Its workspace and /tmp are in
 // its disk: see MakeDisk.)
-func (h *Host) MakeSandboxDir(id string, uid uint32) (string, error) {
-	dir := h.SandboxDir(id)
+func (h *Host) MakeSandboxDir(name string, uid uint32) (string, error) {
+	dir := h.SandboxDir(name)
 	if err := os.Mkdir(dir, 0o711); err != nil {
 		return "", err
 	}
