@@ -30,6 +30,8 @@ import (
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/internal/bodymem"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/stdiobridge"
 )
 
@@ -313,6 +315,12 @@ func (g *Gateway) acquireError(name string, err error) *edge.Error {
 	switch {
 	case errors.Is(err, app.ErrLabelNotFound):
 		return &edge.Error{Status: http.StatusNotFound, Message: err.Error()}
+	case errors.Is(err, sandbox.ErrNoCapacity):
+		msg := sandbox.ErrNoCapacity.Error() + ": try again later"
+		if ae := (*admit.Error)(nil); errors.As(err, &ae) {
+			msg = ae.Error()
+		}
+		return &edge.Error{Status: http.StatusServiceUnavailable, Code: "HostAtCapacity", Message: msg, Cause: err, RetryAfter: "10"}
 	case errors.Is(err, app.ErrStartFailed):
 		return &edge.Error{Status: http.StatusServiceUnavailable, Cause: err,
 			Message: "the app could not start a replica (its owner sees why with: berth app logs " + name + ")"}
