@@ -307,22 +307,30 @@ func TestAccessLine(t *testing.T) {
 }
 
 // BenchmarkEdge is the edge's own work per request (routing, state,
-// request id, access line to a discarding logger) around a no-op app.
+// request id) around a no-op app, with its access line written by a JSON
+// handler to nowhere ("line") and without it ("noLine").
 func BenchmarkEdge(b *testing.B) {
-	e, err := edge.New(edge.Options{
-		AppDomain: "apps.test", Apps: nopApps{}, Pools: edge.PoolsFunc(pools),
-		PoolMCP: http.NotFoundHandler(), DataPlane: http.NotFoundHandler(),
-		AccessLog: slog.New(slog.NewJSONHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := httptest.NewRequest("POST", "/mcp", nil)
-	r.Host = "web.apps.test"
-	w := nopWriter{h: http.Header{}}
-	b.ReportAllocs()
-	for b.Loop() {
-		e.ServeHTTP(w, r)
+	for _, c := range []struct {
+		name string
+		h    slog.Handler
+	}{{"line", slog.NewJSONHandler(io.Discard, nil)}, {"noLine", slog.DiscardHandler}} {
+		b.Run(c.name, func(b *testing.B) {
+			e, err := edge.New(edge.Options{
+				AppDomain: "apps.test", Apps: nopApps{}, Pools: edge.PoolsFunc(pools),
+				PoolMCP: http.NotFoundHandler(), DataPlane: http.NotFoundHandler(),
+				AccessLog: slog.New(c.h),
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := httptest.NewRequest("POST", "/mcp", nil)
+			r.Host = "web.apps.test"
+			w := nopWriter{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				e.ServeHTTP(w, r)
+			}
+		})
 	}
 }
 

@@ -87,7 +87,7 @@ func (s *state) access(r *http.Request, start time.Time) {
 			slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.String("mcpMethod", s.app.MCPMethod), slog.String("tool", s.app.Tool),
 			slog.Int("status", status), slog.Int64("bytes", s.bytes), slog.Duration("duration", d),
-			slog.String("remote", r.RemoteAddr), slog.String("requestId", s.id))
+			slog.String("requestId", s.id))
 		return
 	}
 	s.edge.access.LogAttrs(r.Context(), slog.LevelInfo, "request",
