@@ -366,8 +366,10 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 			writeJSONRPCError(w, status, req.ID, &jsonrpc.Error{Code: codeServerBusy, Message: err.Error()})
 			return
 		}
+		// The cause (the process's start, the sandbox's agent) is for the
+		// log, not for an anonymous client.
 		h.log.Error("stdiobridge: starting session", "error", err)
-		http.Error(w, err.Error(), status)
+		http.Error(w, "the MCP server's process could not be started", status)
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))

@@ -489,7 +489,10 @@ func TestStartFailure(t *testing.T) {
 // initialize end after InitTimeout, while a session in use lives on.
 func TestSessionCapsAndInitTimeout(t *testing.T) {
 	// Clients are told apart by a header here (by address by default).
-	b := newBridge(t, Options{MaxSessions: 3, MaxSessionsPerClient: 2, InitTimeout: 500 * time.Millisecond,
+	// InitTimeout leaves room for the two initializes below (each starts a
+	// process) on a loaded machine: the session made first must still be
+	// there when the bridge is checked full.
+	b := newBridge(t, Options{MaxSessions: 3, MaxSessionsPerClient: 2, InitTimeout: 3 * time.Second,
 		ClientKey: func(r *http.Request) string { return r.Header.Get("X-Client") }})
 	cs := b.connect(t, nil) // initialize, then notifications/initialized
 	if resp := post(t, b.url, "", initializeBody, nil); resp.StatusCode != http.StatusOK {
