@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -273,9 +274,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeRPCError(rec, http.StatusForbidden, "forbidden Host or Origin header")
 			return
 		}
+		h, err := g.bridge(a, label)
+		if err != nil {
+			code, msg := g.acquireError(name, err)
+			writeRPCError(rec, code, msg)
+			return
+		}
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = path
-		g.bridge(a, label).ServeHTTP(out, r2)
+		h.ServeHTTP(out, r2)
 		return
 	}
 
@@ -349,16 +356,23 @@ func (g *Gateway) acquireError(name string, err error) (int, string) {
 }
 
 // bridge returns the stdio bridge of an app (and label): one process per
-// MCP session, started in one of the app's replicas.
-func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
+// MCP session, started in one of the app's replicas. A label the app does
+// not have is an error (app.ErrLabelNotFound): the label comes from the
+// client, and a bridge made for each made-up one would grow the map, and
+// the sessions allowed, without bound.
+func (g *Gateway) bridge(a *app.App, label string) (*stdiobridge.Handler, error) {
+	d := a.Doc()
+	if _, ok := d.Labels[label]; label != "" && !ok {
+		return nil, fmt.Errorf("%w: %q on app %s", app.ErrLabelNotFound, label, a.Name())
+	}
 	key := a.Name() + "---" + label
-	maxSessions, perClient := g.stdioLimits(a)
+	maxSessions, perClient := g.stdioLimits(d)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if e := g.bridges[key]; e != nil && e.app == a {
 		// A new revision may have changed the app's max or concurrency.
 		e.h.SetLimits(maxSessions, perClient)
-		return e.h
+		return e.h, nil
 	}
 	// A new app, or one deleted and deployed again: the bridges of apps
 	// that are gone (their processes went with their replicas) go too.
@@ -382,13 +396,13 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 		Logger:                     g.o.Logger,
 	})
 	g.bridges[key] = &bridgeEntry{app: a, h: h}
-	return h
+	return h, nil
 }
 
 // stdioLimits are the session caps of a stdio app: its latest revision's
 // max replicas × concurrency, and a share of that per client address.
-func (g *Gateway) stdioLimits(a *app.App) (maxSessions, perClient int) {
-	if d := a.Doc(); len(d.Revisions) > 0 {
+func (g *Gateway) stdioLimits(d app.Doc) (maxSessions, perClient int) {
+	if len(d.Revisions) > 0 {
 		c := d.Revisions[len(d.Revisions)-1].Config
 		maxSessions = c.Max * c.Concurrency
 	}
