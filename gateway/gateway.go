@@ -261,9 +261,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var out http.ResponseWriter = rec
 	if method == "tools/list" && request {
 		// The app's answer declares its tools: their names become labels.
-		c := &toolsListCapture{ResponseWriter: rec}
+		c := &toolsListCapture{ResponseWriter: rec, budget: g.o.Bodies}
 		out = c
-		defer func() { g.tools.declare(name, c.toolNames()) }()
+		defer func() {
+			g.tools.declare(name, c.toolNames())
+			c.release()
+		}()
 	}
 
 	if a.Stdio() {
