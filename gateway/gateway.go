@@ -235,24 +235,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body []byte
 	request := false // the body is one JSON-RPC request
 	if r.Body != nil && r.Method == http.MethodPost {
-		// The body must arrive in reasonable time: a client that sends it
-		// a byte at a time cannot hold a connection and its buffer open.
-		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(time.Now().Add(g.o.BodyTimeout))
 		var reserved int64
-		body, reserved, err = readBody(rec, r, g.o.MaxBodyBytes, g.o.Bodies)
+		body, reserved, ok = g.readRequestBody(w, rec, r)
 		defer g.o.Bodies.Release(reserved)
-		_ = rc.SetReadDeadline(time.Time{})
-		if err != nil {
-			var tooLarge *http.MaxBytesError
-			if errors.Is(err, bodymem.ErrBusy) {
-				rec.Header().Set("Retry-After", bodymem.RetryAfter)
-				writeError(rec, http.StatusServiceUnavailable, err.Error())
-			} else if errors.As(err, &tooLarge) {
-				writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
-			} else {
-				writeError(rec, http.StatusBadRequest, "could not read the request body: "+err.Error())
-			}
+		if !ok {
 			return
 		}
 		method, tool, request = rpcInfo(body)
@@ -271,24 +257,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if a.Stdio() {
 		revision = "stdio"
-		// A stdio server has no HTTP side to defend itself against DNS
-		// rebinding: the gateway does it for it.
-		if !g.allowedHost(r.Host) || !g.allowedOrigin(r.Header.Get("Origin")) {
-			writeRPCError(rec, http.StatusForbidden, "forbidden Host or Origin header")
-			return
-		}
-		h, err := g.bridge(a, label)
-		if err != nil {
-			code, msg := g.acquireError(name, err)
-			writeRPCError(rec, code, msg)
-			return
-		}
-		r2 := r.Clone(r.Context())
-		r2.URL.Path = path
-		h.ServeHTTP(out, r2)
+		g.serveStdio(rec, out, r, a, label, path)
 		return
 	}
 
+	g.serveHTTPApp(rec, out, r, a, label, path, body, request, &revision)
+}
+
+// serveHTTPApp proxies a request to a replica of an HTTP app: the one its
+// MCP session is bound to, or one picked for a new session; it sets
+// *revision to the replica's revision. out is rec, or a writer over it;
+// request says that body is one JSON-RPC request.
+func (g *Gateway) serveHTTPApp(rec *recorder, out http.ResponseWriter, r *http.Request, a *app.App, label, path string, body []byte, request bool, revision *string) {
 	sid := r.Header.Get("Mcp-Session-Id")
 	var rep *app.Replica
 	if sid != "" {
@@ -302,6 +282,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer a.SessionDone(sid)
 	} else {
 		ctx, cancel := context.WithTimeout(r.Context(), g.o.ColdStartTimeout)
+		var err error
 		rep, err = a.Acquire(ctx, label)
 		cancel()
 		if err != nil {
@@ -309,14 +290,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				rec.code = statusClientClosed // nobody is there to answer
 				return
 			}
-			status, msg := g.acquireError(name, err)
+			status, msg := g.acquireError(a.Name(), err)
 			writeError(rec, status, msg)
 			return
 		}
 	}
 	defer rep.Done()
-	revision = rep.Revision()
-	rec.Header().Set("Berth-Revision", revision)
+	*revision = rep.Revision()
+	rec.Header().Set("Berth-Revision", *revision)
 
 	t := &target{rep: rep, path: path, body: body}
 	if g.o.FlushWindow > 0 {
@@ -339,6 +320,61 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}}
 	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+}
+
+// readRequestBody reads a POST's body whole, within BodyTimeout, and
+// reserves its memory from the server's budget (give reserved back once
+// the body is no longer held, also when ok is false). If it cannot, it
+// answers the request (rec) and returns ok false.
+func (g *Gateway) readRequestBody(w http.ResponseWriter, rec *recorder, r *http.Request) (body []byte, reserved int64, ok bool) {
+	// The body must arrive in reasonable time: a client that sends it a
+	// byte at a time cannot hold a connection and its buffer open.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(g.o.BodyTimeout))
+	body, reserved, err := readBody(rec, r, g.o.MaxBodyBytes, g.o.Bodies)
+	_ = rc.SetReadDeadline(time.Time{})
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return body, reserved, true
+	case errors.Is(err, bodymem.ErrBusy):
+		rec.Header().Set("Retry-After", bodymem.RetryAfter)
+		writeError(rec, http.StatusServiceUnavailable, err.Error())
+	case errors.As(err, &tooLarge):
+		writeError(rec, http.StatusRequestEntityTooLarge, "the request body is larger than the gateway's limit")
+	case isTimeout(err):
+		writeError(rec, http.StatusBadRequest, "could not read the request body: it did not arrive within "+g.o.BodyTimeout.String())
+	default:
+		// The cause names the server's own address: it stays in the log.
+		g.o.Logger.Debug("reading a request body", "err", err)
+		writeError(rec, http.StatusBadRequest, "could not read the request body")
+	}
+	return nil, reserved, false
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// serveStdio serves a request to a stdio app through its bridge; out is
+// rec, or a writer over it.
+func (g *Gateway) serveStdio(rec *recorder, out http.ResponseWriter, r *http.Request, a *app.App, label, path string) {
+	// A stdio server has no HTTP side to defend itself against DNS
+	// rebinding: the gateway does it for it.
+	if !g.allowedHost(r.Host) || !g.allowedOrigin(r.Header.Get("Origin")) {
+		writeRPCError(rec, http.StatusForbidden, "forbidden Host or Origin header")
+		return
+	}
+	h, err := g.bridge(a, label)
+	if err != nil {
+		code, msg := g.acquireError(a.Name(), err)
+		writeRPCError(rec, code, msg)
+		return
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = path
+	h.ServeHTTP(out, r2)
 }
 
 // acquireError maps a failure to find a replica to a status and a public
