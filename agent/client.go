@@ -32,6 +32,8 @@ func (e *Error) Error() string { return "agent: " + e.Message }
 var (
 	ErrNotFound   = errors.New("not found")
 	ErrBadRequest = errors.New("bad request")
+	// ErrDiskFull means the sandbox's disk had no room left for a write.
+	ErrDiskFull = errors.New("disk full")
 	// ErrUnavailable means the agent could not be reached: the sandbox is gone.
 	ErrUnavailable = errors.New("sandbox agent unavailable")
 )
@@ -42,6 +44,8 @@ func (e *Error) Is(target error) bool {
 		return e.Code == CodeNotFound
 	case ErrBadRequest:
 		return e.Code == CodeBadRequest
+	case ErrDiskFull:
+		return e.Code == CodeDiskFull
 	}
 	return false
 }

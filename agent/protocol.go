@@ -115,4 +115,6 @@ const (
 	CodeBadRequest  = "BadRequest"
 	CodeInternal    = "Internal"
 	CodeUnavailable = "Unavailable"
+	// CodeDiskFull: the sandbox's disk has no room left (ENOSPC, EDQUOT).
+	CodeDiskFull = "DiskFull"
 )

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -168,6 +169,8 @@ func writeError(w http.ResponseWriter, err error) {
 		status, code = http.StatusNotFound, CodeNotFound
 	case errors.Is(err, fs.ErrPermission):
 		status, code = http.StatusForbidden, CodeBadRequest
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		status, code = http.StatusInsufficientStorage, CodeDiskFull
 	}
 	msg := err.Error()
 	var pe *fs.PathError

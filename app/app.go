@@ -35,6 +35,18 @@ type Options struct {
 	// traversable by unprivileged uids.
 	StateDir string
 	Logger   *slog.Logger
+	// Capacity, if set, is what the host admits (see sandbox/admit): a
+	// deploy whose replicas could never run on it is refused.
+	Capacity Capacity
+}
+
+// Capacity is the host's budget for sandboxes.
+type Capacity interface {
+	// Fits reports whether n sandboxes of mem and disk bytes could ever
+	// run at once.
+	Fits(mem, disk int64, n int) error
+	// Freed is closed the next time a sandbox gives its share back.
+	Freed() <-chan struct{}
 }
 
 // Manager owns every app.
@@ -43,6 +55,7 @@ type Manager struct {
 	runtime sandbox.Runtime
 	dir     string
 	log     *slog.Logger
+	cap     Capacity
 
 	mu   sync.Mutex
 	apps map[string]*App
@@ -55,6 +68,22 @@ type Manager struct {
 	wg        sync.WaitGroup
 }
 
+// checkCapacity logs the active revisions of a stored app that the host
+// cannot back (deployed under a larger budget): their replicas will be
+// refused with 503 until the app is redeployed or the budget raised.
+func (m *Manager) checkCapacity(d Doc) {
+	if m.cap == nil {
+		return
+	}
+	for _, name := range d.active() {
+		if rev := d.revision(name); rev != nil {
+			if err := m.cap.Fits(rev.Config.MemoryBytes, rev.Config.DiskBytes, rev.Config.Min+1); err != nil {
+				m.log.Error("app revision cannot run on this host; its replicas are refused until it is redeployed smaller", "app", d.Name, "revision", name, "err", err)
+			}
+		}
+	}
+}
+
 // NewManager loads the stored apps and starts their active revisions.
 func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if o.Logger == nil {
@@ -63,7 +92,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	stored, err := o.Store.ListApps(ctx)
 	if err != nil {
 		return nil, err
@@ -74,6 +103,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 			return nil, fmt.Errorf("app %q: %w", sa.Name, err)
 		}
 		m.apps[d.Name] = m.newApp(d)
+		m.checkCapacity(d)
 	}
 	m.removeStale()
 	for _, a := range m.apps {

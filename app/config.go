@@ -37,13 +37,16 @@ type Config struct {
 	Min       int               `json:"minReplicas"`
 	Max       int               `json:"maxReplicas"`
 	// Concurrency is the target of concurrent requests per replica.
-	Concurrency           int     `json:"concurrency"`
-	ScaleDownAfterSeconds int     `json:"scaleDownAfterSeconds"`
-	MemoryBytes           int64   `json:"memoryBytes"`
-	CPU                   float64 `json:"cpu"`
-	Egress                string  `json:"egress"`
-	RevisionSuffix        string  `json:"revisionSuffix,omitempty"`
-	Probe                 Probe   `json:"probe"`
+	Concurrency           int   `json:"concurrency"`
+	ScaleDownAfterSeconds int   `json:"scaleDownAfterSeconds"`
+	MemoryBytes           int64 `json:"memoryBytes"`
+	// DiskBytes bounds each replica's writable space on disk (/tmp; its
+	// volumes are the app's and not counted).
+	DiskBytes      int64   `json:"diskBytes,omitempty"`
+	CPU            float64 `json:"cpu"`
+	Egress         string  `json:"egress"`
+	RevisionSuffix string  `json:"revisionSuffix,omitempty"`
+	Probe          Probe   `json:"probe"`
 }
 
 // Volume is a persistent per-app directory mounted at Path.
@@ -143,6 +146,12 @@ func (c *Config) Normalize() error {
 	}
 	if c.MemoryBytes == 0 {
 		c.MemoryBytes = 512 << 20
+	}
+	if c.DiskBytes == 0 {
+		c.DiskBytes = 1 << 30
+	}
+	if c.DiskBytes < 16<<20 || c.DiskBytes > 1<<40 {
+		return invalid("disk must be between 16Mi and 1024Gi, not %d bytes", c.DiskBytes)
 	}
 	if c.CPU == 0 {
 		c.CPU = 1

@@ -37,6 +37,12 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 	if err := cfg.Normalize(); err != nil {
 		return Doc{}, Revision{}, err
 	}
+	if m.cap != nil {
+		// Its minimum replicas and the revision's spare sandbox.
+		if err := m.cap.Fits(cfg.MemoryBytes, cfg.DiskBytes, cfg.Min+1); err != nil {
+			return Doc{}, Revision{}, invalid("app %s: %v; lower --memory, --disk or --min, or raise berth up --memory-overcommit/--disk-overcommit", name, err)
+		}
+	}
 	a, first := m.appForDeploy(name)
 	ok := false
 	if first {

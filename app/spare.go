@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,7 +24,7 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 	r.mu.Unlock()
 	sb, err := r.app.m.runtime.Start(r.ctx, sandbox.Spec{
 		ID:     id,
-		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU},
+		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU, DiskBytes: cfg.DiskBytes},
 		Egress: cfg.Egress == "enabled",
 		Mounts: r.app.mounts(r.rev),
 		UID:    r.app.uid,
@@ -64,7 +65,23 @@ func (r *revisionRuntime) keepSpare() {
 	defer r.wg.Done()
 	backoff := time.Second
 	for {
+		var freed <-chan struct{}
+		if r.app.m.cap != nil {
+			freed = r.app.m.cap.Freed() // before the start, so no release is missed
+		}
 		sp, err := r.startSandbox()
+		if errors.Is(err, sandbox.ErrNoCapacity) && freed != nil {
+			// The spare waits for the host's capacity, quietly: a replica
+			// that needs a sandbox meanwhile starts one itself (and is
+			// refused the same way, which its requests are told).
+			r.log.Debug("spare sandbox waits for the host's capacity", "err", err)
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-freed:
+			}
+			continue
+		}
 		if err != nil {
 			if r.ctx.Err() != nil {
 				return

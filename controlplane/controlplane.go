@@ -94,6 +94,7 @@ func (c *ctl) auth(h httpapi.HandlerFunc) httpapi.HandlerFunc {
 type PoolView struct {
 	pool.Config
 	Memory    string     `json:"memory"`
+	Disk      string     `json:"disk"`
 	CreatedAt time.Time  `json:"createdAt"`
 	Endpoints Endpoints  `json:"endpoints"`
 	Status    pool.Stats `json:"status"`
@@ -113,7 +114,7 @@ func View(p *pool.Pool, publicURL string) PoolView {
 	cfg := p.Config()
 	base := strings.TrimRight(publicURL, "/") + "/pools/" + cfg.Name
 	v := PoolView{
-		Config: cfg, Memory: pool.FormatBytes(cfg.MemoryBytes), CreatedAt: p.Created().UTC(),
+		Config: cfg, Memory: pool.FormatBytes(cfg.MemoryBytes), Disk: pool.FormatBytes(cfg.DiskBytes), CreatedAt: p.Created().UTC(),
 		Endpoints: Endpoints{Pool: base, CodeExecute: base + "/code/execute", Files: base + "/files", Sessions: base + "/sessions"},
 		Status:    p.Stats(),
 	}
@@ -166,6 +167,7 @@ type Patch struct {
 	CooldownSeconds *int     `json:"cooldownSeconds"`
 	Egress          *string  `json:"egress"`
 	MemoryBytes     *int64   `json:"memoryBytes"`
+	DiskBytes       *int64   `json:"diskBytes"`
 	CPU             *float64 `json:"cpu"`
 	TimeoutSeconds  *int     `json:"timeoutSeconds"`
 	MCP             *bool    `json:"mcp"`
@@ -179,6 +181,7 @@ func (pt Patch) Apply(cfg *pool.Config) {
 	set(&cfg.CooldownSeconds, pt.CooldownSeconds)
 	set(&cfg.Egress, pt.Egress)
 	set(&cfg.MemoryBytes, pt.MemoryBytes)
+	set(&cfg.DiskBytes, pt.DiskBytes)
 	set(&cfg.CPU, pt.CPU)
 	set(&cfg.TimeoutSeconds, pt.TimeoutSeconds)
 	set(&cfg.MCP, pt.MCP)

@@ -199,6 +199,8 @@ func Result(lang agent.Language, x *pool.Execution) ExecuteResult {
 		res.Error = &ExecError{Type: "OutOfMemory", Message: x.Error}
 	case x.ProcessLimit:
 		res.Error = &ExecError{Type: "ProcessLimit", Message: x.Error}
+	case x.DiskFull:
+		res.Error = &ExecError{Type: "DiskFull", Message: x.Error}
 	case x.Status == agent.StatusTimeout:
 		res.Error = &ExecError{Type: "Timeout", Message: x.Error}
 	case x.Error != "":

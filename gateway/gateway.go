@@ -32,6 +32,8 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/internal/bodymem"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/stdiobridge"
 )
 
@@ -291,6 +293,9 @@ func (g *Gateway) serveHTTPApp(rec *recorder, out http.ResponseWriter, r *http.R
 				return
 			}
 			status, msg := g.acquireError(a.Name(), err)
+			if errors.Is(err, sandbox.ErrNoCapacity) {
+				rec.Header().Set("Retry-After", "10")
+			}
 			writeError(rec, status, msg)
 			return
 		}
@@ -383,6 +388,12 @@ func (g *Gateway) acquireError(name string, err error) (int, string) {
 	switch {
 	case errors.Is(err, app.ErrLabelNotFound):
 		return http.StatusNotFound, err.Error()
+	case errors.Is(err, sandbox.ErrNoCapacity):
+		msg := sandbox.ErrNoCapacity.Error() + ": try again later"
+		if ae := (*admit.Error)(nil); errors.As(err, &ae) {
+			msg = ae.Error()
+		}
+		return http.StatusServiceUnavailable, msg
 	case errors.Is(err, app.ErrStartFailed):
 		g.o.Logger.Warn("request failed: no replica could start", "app", name, "err", err)
 		return http.StatusServiceUnavailable, "the app could not start a replica (its owner sees why with: berth app logs " + name + ")"

@@ -27,7 +27,7 @@ const (
 	}`
 	execErrorSchema = `"error": {
 		"type": "object",
-		"description": "Present when the execution failed beyond a non-zero exit code: type is Timeout, OutOfMemory, ProcessLimit or ExecutionError (for Python, the exception as 'Type: message').",
+		"description": "Present when the execution failed beyond a non-zero exit code: type is Timeout, OutOfMemory, ProcessLimit, DiskFull or ExecutionError (for Python, the exception as 'Type: message').",
 		"properties": {"type": {"type": "string"}, "message": {"type": "string"}},
 		"required": ["type", "message"]
 	}`

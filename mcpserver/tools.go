@@ -22,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/dataplane"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // Tool names. The first three are Azure's; the rest are Berth's.
@@ -200,6 +201,9 @@ func (t *tools) launchShell(ctx context.Context, req *mcp.CallToolRequest) (*mcp
 	if _, err := t.pool.Session(ctx, id); err != nil {
 		if errors.Is(err, pool.ErrPoolFull) {
 			return nil, toolErrorf("cannot launch an environment: %v. Close environments you no longer need with closeRemoteEnvironment.", err)
+		}
+		if errors.Is(err, sandbox.ErrNoCapacity) || errors.Is(err, pool.ErrPoolUnusable) {
+			return nil, toolErrorf("cannot launch an environment: %v", httpapi.Classify(err).Message)
 		}
 		if errors.Is(err, pool.ErrClosed) {
 			return nil, toolErrorf("cannot launch an environment: the server is shutting down")
@@ -410,7 +414,7 @@ func (t *tools) fileError(id, name string, err error) error {
 	switch {
 	case errors.Is(err, agent.ErrNotFound):
 		return toolErrorf("%s/%s does not exist in environment %q (listFilesInRemoteEnvironment shows what is there)", workspace, name, id)
-	case errors.Is(err, agent.ErrBadRequest):
+	case errors.Is(err, agent.ErrBadRequest), errors.Is(err, agent.ErrDiskFull):
 		return toolErrorf("%s/%s: %s", workspace, name, httpapi.Classify(err).Message)
 	}
 	return t.execError(id, err)

@@ -34,10 +34,13 @@ type Config struct {
 	Max int `json:"maxSessions"`
 	// CooldownSeconds is how long a session may be idle before it is
 	// destroyed.
-	CooldownSeconds int     `json:"cooldownSeconds"`
-	Egress          string  `json:"egress"` // "disabled" or "enabled"
-	MemoryBytes     int64   `json:"memoryBytes"`
-	CPU             float64 `json:"cpu"`
+	CooldownSeconds int    `json:"cooldownSeconds"`
+	Egress          string `json:"egress"` // "disabled" or "enabled"
+	MemoryBytes     int64  `json:"memoryBytes"`
+	// DiskBytes bounds each session's writable space on disk (its
+	// workspace and /tmp), in bytes and in files (one per 16 KiB).
+	DiskBytes int64   `json:"diskBytes"`
+	CPU       float64 `json:"cpu"`
 	// TimeoutSeconds bounds each execution.
 	TimeoutSeconds int `json:"timeoutSeconds"`
 	// MCP enables the pool's MCP endpoint; MCPAuth is "key" or "none".
@@ -51,6 +54,9 @@ const (
 	DefaultMax      = 100
 	DefaultCooldown = 300
 	DefaultMemory   = 512 << 20
+	DefaultDisk     = 1 << 30
+	MinDisk         = 16 << 20
+	MaxDisk         = 1 << 40
 	DefaultCPU      = 1.0
 	DefaultTimeout  = 220
 	// MaxMax bounds --max, so that one pool cannot ask for more sandboxes
@@ -104,6 +110,12 @@ func (c *Config) Normalize() error {
 	if c.MemoryBytes < 32<<20 || c.MemoryBytes > 64<<30 {
 		return invalid("memoryBytes", "memory must be between 32Mi and 64Gi, not %s", FormatBytes(c.MemoryBytes))
 	}
+	if c.DiskBytes == 0 {
+		c.DiskBytes = DefaultDisk
+	}
+	if c.DiskBytes < MinDisk || c.DiskBytes > MaxDisk {
+		return invalid("diskBytes", "disk must be between %s and %s, not %s", FormatBytes(MinDisk), FormatBytes(MaxDisk), FormatBytes(c.DiskBytes))
+	}
 	if c.CPU == 0 {
 		c.CPU = DefaultCPU
 	}
@@ -141,7 +153,7 @@ type shape struct {
 func (c Config) shape() shape {
 	return shape{
 		Type:   c.Type,
-		Limits: sandbox.Limits{MemoryBytes: c.MemoryBytes, CPU: c.CPU},
+		Limits: sandbox.Limits{MemoryBytes: c.MemoryBytes, CPU: c.CPU, DiskBytes: c.DiskBytes},
 		Egress: c.Egress == "enabled",
 	}
 }

@@ -8,9 +8,12 @@ import (
 // Sentinel errors; callers test them with errors.Is and map them to HTTP
 // statuses or tool errors.
 var (
-	ErrPoolNotFound    = errors.New("pool not found")
-	ErrPoolExists      = errors.New("pool already exists")
-	ErrPoolFull        = errors.New("pool is at its session limit")
+	ErrPoolNotFound = errors.New("pool not found")
+	ErrPoolExists   = errors.New("pool already exists")
+	ErrPoolFull     = errors.New("pool is at its session limit")
+	// ErrPoolUnusable means the pool's settings cannot run on this host
+	// (for example, a session needs more memory than the host admits).
+	ErrPoolUnusable    = errors.New("pool cannot run on this host")
 	ErrBadIdentifier   = errors.New("invalid session identifier")
 	ErrSessionNotFound = errors.New("session not found")
 	// ErrSessionLost means the session's sandbox stopped (for example, the

@@ -25,6 +25,18 @@ type Options struct {
 	// Runtimes by name ("bwrap", "gvisor"); pools name the one they use.
 	Runtimes map[string]sandbox.Runtime
 	Logger   *slog.Logger
+	// Capacity, if set, is what the host admits (see sandbox/admit): a
+	// pool whose sessions could never run on it is refused.
+	Capacity Capacity
+}
+
+// Capacity is the host's budget for sandboxes.
+type Capacity interface {
+	// Fits reports whether n sandboxes of mem and disk bytes could ever
+	// run at once.
+	Fits(mem, disk int64, n int) error
+	// Freed is closed the next time a sandbox gives its share back.
+	Freed() <-chan struct{}
 }
 
 // Manager owns every pool.
@@ -32,6 +44,7 @@ type Manager struct {
 	store    *store.Store
 	runtimes map[string]sandbox.Runtime
 	log      *slog.Logger
+	capacity Capacity
 
 	mu    sync.RWMutex
 	pools map[string]*Pool
@@ -42,7 +55,7 @@ func NewManager(o Options) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, pools: map[string]*Pool{}}
+	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, pools: map[string]*Pool{}}
 }
 
 // Load starts every stored pool.
@@ -58,14 +71,43 @@ func (m *Manager) Load(ctx context.Context) error {
 		if err := json.Unmarshal(sp.Config, &cfg); err != nil {
 			return fmt.Errorf("pool %q: stored config: %w", sp.Name, err)
 		}
+		if cfg.DiskBytes == 0 { // stored before pools had a disk limit
+			cfg.DiskBytes = DefaultDisk
+		}
 		rt, ok := m.runtimes[cfg.Runtime]
 		if !ok {
 			m.log.Error("pool's runtime is not available; the pool is not served", "pool", cfg.Name, "runtime", cfg.Runtime)
 			continue
 		}
-		m.pools[cfg.Name] = newPool(cfg, sp.KeyHash, sp.CreatedAt, rt, m.log)
+		p := newPool(cfg, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed())
+		if err := m.fits(cfg); err != nil {
+			// Served no sandbox until an update makes it fit; not fatal
+			// for the server and its other pools.
+			m.log.Error("pool cannot run on this host; it starts no sandboxes until it is changed (berth pool update)", "pool", cfg.Name, "err", err)
+			p.setUnusable(err)
+		}
+		m.pools[cfg.Name] = p
 	}
 	return nil
+}
+
+// fits checks a pool's settings against the host's capacity: one session,
+// and its warm sandboxes all at once, must be able to run.
+func (m *Manager) fits(cfg Config) error {
+	if m.capacity == nil {
+		return nil
+	}
+	if err := m.capacity.Fits(cfg.MemoryBytes, cfg.DiskBytes, max(cfg.Ready, 1)); err != nil {
+		return invalid("memoryBytes", "pool %s: %v; lower --memory, --disk or --ready, or raise berth up --memory-overcommit/--disk-overcommit", cfg.Name, err)
+	}
+	return nil
+}
+
+func (m *Manager) freed() func() <-chan struct{} {
+	if m.capacity == nil {
+		return nil
+	}
+	return m.capacity.Freed
 }
 
 // NewKey returns a fresh random API key.
@@ -84,6 +126,9 @@ func (m *Manager) Create(ctx context.Context, cfg Config) (*Pool, string, error)
 	if !ok {
 		return nil, "", invalid("runtime", "runtime %q is not available on this server (available: %v)", cfg.Runtime, m.RuntimeNames())
 	}
+	if err := m.fits(cfg); err != nil {
+		return nil, "", err
+	}
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, "", err
@@ -101,7 +146,7 @@ func (m *Manager) Create(ctx context.Context, cfg Config) (*Pool, string, error)
 	if err != nil {
 		return nil, "", err
 	}
-	p := newPool(cfg, store.HashKey(key), sp.CreatedAt, rt, m.log)
+	p := newPool(cfg, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed())
 	m.pools[cfg.Name] = p
 	m.log.Info("pool created", "pool", cfg.Name, "type", cfg.Type, "runtime", cfg.Runtime)
 	return p, key, nil
@@ -163,6 +208,9 @@ func (m *Manager) Update(ctx context.Context, name string, change func(*Config))
 	if err := cfg.Normalize(); err != nil {
 		return nil, err
 	}
+	if err := m.fits(cfg); err != nil {
+		return nil, err
+	}
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -170,6 +218,7 @@ func (m *Manager) Update(ctx context.Context, name string, change func(*Config))
 	if err := m.store.UpdatePoolConfig(ctx, name, b); err != nil {
 		return nil, err
 	}
+	p.setUnusable(nil)
 	p.setConfig(cfg)
 	return p, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -40,6 +41,11 @@ type Pool struct {
 
 	cfg     atomic.Pointer[Config]
 	keyHash atomic.Pointer[[32]byte]
+	// unusable, if set, says why the pool's settings cannot run on this
+	// host: it starts no sandbox until an update clears it.
+	unusable atomic.Pointer[error]
+	// freed, if set, signals that the host's capacity has room again.
+	freed   func() <-chan struct{}
 	created time.Time
 
 	ctx    context.Context
@@ -54,10 +60,10 @@ type Pool struct {
 	closed   bool
 }
 
-func newPool(cfg Config, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger) *Pool {
+func newPool(cfg Config, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool{
-		rt: rt, log: log.With("pool", cfg.Name), created: created,
+		rt: rt, log: log.With("pool", cfg.Name), created: created, freed: freed,
 		ctx: ctx, cancel: cancel, refill: make(chan struct{}, 1),
 		sessions: map[string]*Session{},
 	}
@@ -93,6 +99,22 @@ func (p *Pool) Authenticate(key string) bool {
 }
 
 func (p *Pool) setKeyHash(h [32]byte) { p.keyHash.Store(&h) }
+
+func (p *Pool) setUnusable(err error) {
+	if err == nil {
+		p.unusable.Store(nil)
+		return
+	}
+	p.unusable.Store(&err)
+}
+
+// Unusable says why the pool cannot run on this host (nil if it can).
+func (p *Pool) Unusable() error {
+	if e := p.unusable.Load(); e != nil {
+		return fmt.Errorf("%w: %w", ErrPoolUnusable, *e)
+	}
+	return nil
+}
 
 func (p *Pool) poke() {
 	select {
@@ -168,6 +190,9 @@ func (p *Pool) session(id string) (s *Session, created bool, err error) {
 	if s := p.sessions[id]; s != nil {
 		s.touch()
 		return s, false, nil
+	}
+	if err := p.Unusable(); err != nil {
+		return nil, false, err
 	}
 	cfg := p.Config()
 	if len(p.sessions) >= cfg.Max {
@@ -252,25 +277,38 @@ func (p *Pool) startSandbox(ctx context.Context, sh shape) (sandbox.Sandbox, err
 func (p *Pool) keepWarm() {
 	defer p.wg.Done()
 	backoff := time.Duration(0)
+	var full <-chan struct{} // set while the host is at capacity
 	for {
 		p.mu.Lock()
 		cfg := p.Config()
 		sh := cfg.shape()
 		p.drainLocked(sh)
 		target := min(cfg.Ready, cfg.Max-len(p.sessions))
+		if p.Unusable() != nil {
+			target = 0
+		}
 		need := target - len(p.warm) - p.starting
 		// Too many warm (the pool shrank): destroy the surplus.
 		for len(p.warm) > max(target, 0) {
 			p.destroyLater(p.warm[len(p.warm)-1].sb)
 			p.warm = p.warm[:len(p.warm)-1]
 		}
-		if need > 0 && !p.closed && backoff == 0 {
+		if need > 0 && !p.closed && backoff == 0 && full == nil {
+			var freed <-chan struct{}
+			if p.freed != nil {
+				freed = p.freed() // before the start, so no release is missed
+			}
 			p.starting++
 			p.mu.Unlock()
 			sb, err := p.startSandbox(p.ctx, sh)
 			p.mu.Lock()
 			p.starting--
 			switch {
+			case errors.Is(err, sandbox.ErrNoCapacity) && freed != nil:
+				// Warm sandboxes stop at the host's capacity: wait until
+				// some is released rather than retry.
+				p.log.Debug("warm sandboxes wait for the host's capacity", "warm", len(p.warm), "err", err)
+				full = freed
 			case err != nil:
 				if p.ctx.Err() == nil {
 					p.log.Error("start warm sandbox", "err", err)
@@ -295,8 +333,10 @@ func (p *Pool) keepWarm() {
 		case <-p.ctx.Done():
 			return
 		case <-p.refill:
+		case <-full:
+			full = nil
 		case <-time.After(wait):
-			backoff = 0
+			backoff, full = 0, nil
 		}
 	}
 }

@@ -100,6 +100,9 @@ type Execution struct {
 	// ProcessLimit is set when the session reached its process limit and
 	// its processes were killed.
 	ProcessLimit bool
+	// DiskFull is set when the execution failed with the session's disk
+	// (its /mnt/data and /tmp) full, in bytes or in files.
+	DiskFull bool
 }
 
 // Exec runs code in the session: lang is agent.Shell, agent.Python or
@@ -144,6 +147,12 @@ func (s *Session) Exec(ctx context.Context, lang agent.Language, code string, ar
 		x.Status = agent.StatusFailure
 		x.Error = oomMsg
 	}
+	if stats != nil && (x.Status != agent.StatusSuccess || x.ExitCode != 0) {
+		if st := stats.Stats(); st.DiskFull() {
+			x.DiskFull = true
+			x.Error = diskFullMessage(st, x.Error)
+		}
+	}
 	// An execution that leaves more than half of the session's process
 	// budget running behind it is a runaway (a fork bomb, a spawn loop): a
 	// session in that state can do nothing useful, so its processes are
@@ -160,6 +169,19 @@ func (s *Session) Exec(ctx context.Context, lang agent.Language, code string, ar
 		x.Error = fmt.Sprintf("runaway processes: %d were left running (the session's limit is %d); all of the session's processes were killed", x.Processes, x.MaxProcs)
 	}
 	return x, nil
+}
+
+// diskFullMessage says that the session's disk is full, and how full.
+func diskFullMessage(st sandbox.Stats, prev string) string {
+	what := fmt.Sprintf("%s of %s used", FormatBytes(st.DiskBytes), FormatBytes(st.DiskLimitBytes))
+	if st.DiskInodesLimit-st.DiskInodes <= max(st.DiskInodesLimit/1000, 1) {
+		what = fmt.Sprintf("%d of %d files used", st.DiskInodes, st.DiskInodesLimit)
+	}
+	msg := fmt.Sprintf("disk full: the session's disk space (/mnt/data and /tmp together) is at its limit (%s); writes fail with \"No space left on device\" until files are deleted", what)
+	if prev != "" {
+		msg += "; " + prev
+	}
+	return msg
 }
 
 // lost reports whether the session's sandbox has stopped, and if so

@@ -18,8 +18,11 @@ type Limits struct {
 	MemoryBytes int64
 	CPU         float64 // cores
 	Pids        int64
-	// TmpBytes bounds the private /tmp.
+	// TmpBytes bounds the in-memory /dev/shm (where a driver has one).
 	TmpBytes int64
+	// DiskBytes bounds the sandbox's writable space on disk: its workspace
+	// (/mnt/data) and /tmp together, in bytes and, in proportion, in files.
+	DiskBytes int64
 }
 
 // WithDefaults returns l with its zero fields taken from d.
@@ -35,6 +38,9 @@ func (l Limits) WithDefaults(d Limits) Limits {
 	}
 	if l.TmpBytes <= 0 {
 		l.TmpBytes = d.TmpBytes
+	}
+	if l.DiskBytes <= 0 {
+		l.DiskBytes = d.DiskBytes
 	}
 	return l
 }
@@ -94,7 +100,28 @@ type Stats struct {
 	// Pids is the number of tasks in the sandbox, PidsLimit its limit
 	// (0 if unknown).
 	Pids, PidsLimit int64
+	// DiskBytes and DiskInodes are the sandbox's disk use (workspace and
+	// /tmp), DiskLimitBytes and DiskInodesLimit its size (0 if unknown).
+	DiskBytes, DiskLimitBytes   int64
+	DiskInodes, DiskInodesLimit int64
 }
+
+// DiskFull reports whether the sandbox's disk has (nearly) no room left,
+// in bytes or in files: a write that failed then failed for want of space.
+func (s Stats) DiskFull() bool {
+	if s.DiskLimitBytes <= 0 {
+		return false
+	}
+	room := s.DiskLimitBytes - s.DiskBytes
+	return room < max(s.DiskLimitBytes/100, 1<<20) || s.DiskInodesLimit-s.DiskInodes <= max(s.DiskInodesLimit/1000, 1)
+}
+
+// DefaultDiskBytes is a sandbox's disk when its limits name none.
+const DefaultDiskBytes = 1 << 30
+
+// ErrNoCapacity means the host cannot take another sandbox of that size
+// now: the sandboxes it runs already hold what it admits. It is temporary.
+var ErrNoCapacity = errors.New("host at capacity")
 
 // StatsReporter is implemented by sandboxes that can measure themselves.
 type StatsReporter interface {

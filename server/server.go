@@ -33,6 +33,7 @@ import (
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/store"
 )
 
@@ -66,6 +67,9 @@ type Options struct {
 	// AllowedOrigins are browser origins allowed on the pools' MCP
 	// endpoints besides loopback ones and PublicURL ("*" for any).
 	AllowedOrigins []string
+	// Admission is what the host admits of sandboxes' memory and disk
+	// (zero fields: measured, with the default overcommit ratios).
+	Admission admit.Options
 	// MaxConnections bounds the public listener's open connections
 	// (default: a quarter of the open-file limit, at most 16,384); beyond
 	// it, new connections wait. The control listener has a budget of its
@@ -152,6 +156,21 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
+	// One budget for every sandbox, of pools and apps alike, measured once
+	// the cleanup has freed what an earlier run held.
+	ao := o.Admission
+	if ao.DiskPath == "" {
+		ao.DiskPath = filepath.Join("/var/lib/berth", instance)
+	}
+	budget, err := admit.New(ao)
+	if err != nil {
+		return fmt.Errorf("sandbox admission: %w", err)
+	}
+	for name, rt := range runtimes {
+		runtimes[name] = budget.Runtime(rt, sandbox.Limits{MemoryBytes: pool.DefaultMemory, DiskBytes: pool.DefaultDisk})
+	}
+	log.Info("sandboxes are admitted within the host's capacity", "budget", budget.String())
+
 	st, err := store.Open(dir)
 	if err != nil {
 		return err
@@ -162,7 +181,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log})
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}
@@ -183,7 +202,12 @@ func Run(ctx context.Context, o Options) error {
 	info := Info{PID: os.Getpid(), AdminURL: "http://" + admLn.Addr().String(), PublicURL: publicURL, Version: o.Version}
 
 	if !o.NoDefaultPool {
-		if err := ensureDefaultPool(ctx, st, pools); err != nil {
+		var ce *pool.ConfigError
+		if err := ensureDefaultPool(ctx, st, pools); errors.As(err, &ce) {
+			// The host cannot back it (too little memory or disk): serve
+			// without it, and try again at the next start.
+			log.Error("the default pool was not created", "err", err)
+		} else if err != nil {
 			return err
 		}
 	}
@@ -203,7 +227,7 @@ func Run(ctx context.Context, o Options) error {
 	if appRuntime == nil {
 		return fmt.Errorf("app runtime %q is not available", o.AppRuntime)
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget})
 	if err != nil {
 		return err
 	}

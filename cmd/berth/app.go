@@ -24,7 +24,7 @@ const appUsage = `Usage: berth app COMMAND [flags]
 Commands:
   deploy NAME --command "CMD ARGS…" [--dir DIR] [--transport http|stdio] [--port 8080]
               [--path /mcp] [--env K=V]… [--volume NAME:/PATH]… [--min 0] [--max 10]
-              [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--cpu 1]
+              [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--disk 1Gi] [--cpu 1]
               [--egress disabled|enabled] [--revision-suffix S] [--probe tcp|http:/PATH|none]
   list
   show NAME
@@ -261,11 +261,11 @@ func (a *apiClient) stream(ctx context.Context, path string, fn func([]byte) err
 
 // deployFlags are the flags of app deploy.
 type deployFlags struct {
-	command, dir, transport, path, memory, egress, suffix, probe string
-	port, min, max, concurrency                                  int
-	scaleDown                                                    time.Duration
-	cpu                                                          float64
-	env, volumes                                                 multiFlag
+	command, dir, transport, path, memory, disk, egress, suffix, probe string
+	port, min, max, concurrency                                        int
+	scaleDown                                                          time.Duration
+	cpu                                                                float64
+	env, volumes                                                       multiFlag
 }
 
 func (d *deployFlags) register(fs *flag.FlagSet) {
@@ -281,6 +281,7 @@ func (d *deployFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&d.concurrency, "concurrency", 10, "target concurrent requests per replica")
 	fs.DurationVar(&d.scaleDown, "scale-down-after", 300*time.Second, "idle time before a replica is removed")
 	fs.StringVar(&d.memory, "memory", "512Mi", "memory per replica")
+	fs.StringVar(&d.disk, "disk", "1Gi", "disk space per replica (its /tmp; files limited in proportion)")
 	fs.Float64Var(&d.cpu, "cpu", 1, "CPU cores per replica")
 	fs.StringVar(&d.egress, "egress", "disabled", "network egress: disabled or enabled")
 	fs.StringVar(&d.suffix, "revision-suffix", "", "the new revision's name is NAME--SUFFIX")
@@ -292,6 +293,10 @@ func (d *deployFlags) config() (app.Config, error) {
 	if err != nil {
 		return app.Config{}, usageError("--memory: " + err.Error())
 	}
+	disk, err := pool.ParseBytes(d.disk)
+	if err != nil {
+		return app.Config{}, usageError("--disk: " + err.Error())
+	}
 	sd, err := seconds("scale-down-after", d.scaleDown)
 	if err != nil {
 		return app.Config{}, err
@@ -299,7 +304,7 @@ func (d *deployFlags) config() (app.Config, error) {
 	cfg := app.Config{
 		Command: d.command, Transport: d.transport, Port: d.port, Path: d.path,
 		Min: d.min, Max: d.max, Concurrency: d.concurrency, ScaleDownAfterSeconds: sd,
-		MemoryBytes: mem, CPU: d.cpu, Egress: d.egress, RevisionSuffix: d.suffix,
+		MemoryBytes: mem, DiskBytes: disk, CPU: d.cpu, Egress: d.egress, RevisionSuffix: d.suffix,
 	}
 	if d.dir != "" {
 		abs, err := filepath.Abs(d.dir)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -33,7 +34,7 @@ import (
 //	      - command: ["./tasks", "--db", "/data/tasks.db"]
 //	        dir: ./bin            # relative to this file
 //	        env: [{name: LOG_LEVEL, value: debug}]
-//	        resources: {cpu: 0.5, memory: 512Mi}
+//	        resources: {cpu: 0.5, memory: 512Mi, disk: 1Gi}
 //	        probes: [{type: readiness, httpGet: {path: /healthz}}]
 //	        volumeMounts: [{volumeName: data, mountPath: /data}]
 //	    scale:
@@ -72,6 +73,10 @@ type manifest struct {
 				Resources struct {
 					CPU    float64 `yaml:"cpu"`
 					Memory string  `yaml:"memory"`
+					// Disk (or Azure's name, ephemeralStorage) is the
+					// replica's disk space.
+					Disk             string `yaml:"disk"`
+					EphemeralStorage string `yaml:"ephemeralStorage"`
 				} `yaml:"resources"`
 				Probes []struct {
 					Type    string `yaml:"type"`
@@ -213,6 +218,11 @@ func (m *manifest) config(base string) (app.Config, error) {
 	if ct.Resources.Memory != "" {
 		if cfg.MemoryBytes, err = pool.ParseBytes(ct.Resources.Memory); err != nil {
 			return cfg, err
+		}
+	}
+	if d := cmp.Or(ct.Resources.Disk, ct.Resources.EphemeralStorage); d != "" {
+		if cfg.DiskBytes, err = pool.ParseBytes(d); err != nil {
+			return cfg, fmt.Errorf("resources.disk: %w", err)
 		}
 	}
 	for _, e := range ct.Env {

@@ -18,7 +18,7 @@ const poolUsage = `Usage: berth pool COMMAND [flags]
 
 Commands:
   create NAME [--type shell|python] [--runtime bwrap|gvisor] [--ready N] [--max N]
-              [--cooldown 300s] [--egress disabled|enabled] [--memory 512Mi]
+              [--cooldown 300s] [--egress disabled|enabled] [--memory 512Mi] [--disk 1Gi]
               [--cpu 1] [--timeout 220s] [--mcp] [--mcp-auth key|none]
   update NAME [any create flag but --type and --runtime]
   list
@@ -149,7 +149,7 @@ func printPool(p controlplane.PoolView) {
 		{"Name", p.Name}, {"Type", p.Type}, {"Runtime", p.Runtime},
 		{"Ready sessions", strconv.Itoa(p.Ready)}, {"Max sessions", strconv.Itoa(p.Max)},
 		{"Cooldown", (time.Duration(p.CooldownSeconds) * time.Second).String()},
-		{"Egress", p.Egress}, {"Memory", p.Memory}, {"CPU", strconv.FormatFloat(p.CPU, 'f', -1, 64)},
+		{"Egress", p.Egress}, {"Memory", p.Memory}, {"Disk", p.Disk}, {"CPU", strconv.FormatFloat(p.CPU, 'f', -1, 64)},
 		{"Timeout", (time.Duration(p.TimeoutSeconds) * time.Second).String()},
 		{"Sessions", fmt.Sprintf("%d live, %d warm", p.Status.Sessions, p.Status.Warm)},
 		{"Execute", p.Endpoints.CodeExecute},
@@ -166,11 +166,11 @@ func printPool(p controlplane.PoolView) {
 
 // poolSettings are the flags of create and update.
 type poolSettings struct {
-	typ, runtime, egress, memory, mcpAuth string
-	ready, max                            int
-	cooldown, timeout                     time.Duration
-	cpu                                   float64
-	mcp                                   bool
+	typ, runtime, egress, memory, disk, mcpAuth string
+	ready, max                                  int
+	cooldown, timeout                           time.Duration
+	cpu                                         float64
+	mcp                                         bool
 }
 
 func (s *poolSettings) register(fs *flag.FlagSet, create bool) {
@@ -183,6 +183,7 @@ func (s *poolSettings) register(fs *flag.FlagSet, create bool) {
 	fs.DurationVar(&s.cooldown, "cooldown", pool.DefaultCooldown*time.Second, "idle time after which a session is destroyed")
 	fs.StringVar(&s.egress, "egress", "disabled", "network egress: disabled or enabled")
 	fs.StringVar(&s.memory, "memory", pool.FormatBytes(pool.DefaultMemory), "memory per session (e.g. 512Mi, 1Gi)")
+	fs.StringVar(&s.disk, "disk", pool.FormatBytes(pool.DefaultDisk), "disk space per session: its /mnt/data and /tmp together (e.g. 1Gi); files are limited in proportion (one per 16Ki)")
 	fs.Float64Var(&s.cpu, "cpu", pool.DefaultCPU, "CPU cores per session")
 	fs.DurationVar(&s.timeout, "timeout", pool.DefaultTimeout*time.Second, "maximum time of one execution")
 	fs.BoolVar(&s.mcp, "mcp", false, "enable the pool's MCP endpoint")
@@ -201,6 +202,10 @@ func (s *poolSettings) config(name string) (pool.Config, error) {
 	if err != nil {
 		return pool.Config{}, usageError("--memory: " + err.Error())
 	}
+	disk, err := pool.ParseBytes(s.disk)
+	if err != nil {
+		return pool.Config{}, usageError("--disk: " + err.Error())
+	}
 	cool, err := seconds("cooldown", s.cooldown)
 	if err != nil {
 		return pool.Config{}, err
@@ -211,7 +216,7 @@ func (s *poolSettings) config(name string) (pool.Config, error) {
 	}
 	return pool.Config{
 		Name: name, Type: s.typ, Runtime: s.runtime, Ready: s.ready, Max: s.max,
-		CooldownSeconds: cool, Egress: s.egress, MemoryBytes: mem, CPU: s.cpu,
+		CooldownSeconds: cool, Egress: s.egress, MemoryBytes: mem, DiskBytes: disk, CPU: s.cpu,
 		TimeoutSeconds: to, MCP: s.mcp, MCPAuth: s.mcpAuth,
 	}, nil
 }
@@ -243,6 +248,10 @@ func (s *poolSettings) patch(fs *flag.FlagSet) (controlplane.Patch, error) {
 			var v int64
 			v, err = pool.ParseBytes(s.memory)
 			p.MemoryBytes = &v
+		case "disk":
+			var v int64
+			v, err = pool.ParseBytes(s.disk)
+			p.DiskBytes = &v
 		case "cpu":
 			p.CPU = &s.cpu
 		case "mcp":

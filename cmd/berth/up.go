@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/internal/logbatch"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/sandbox/bwrap"
 	"github.com/berth-dev/berth/sandbox/gvisor"
 	"github.com/berth-dev/berth/server"
@@ -30,6 +31,11 @@ func runUp(ctx context.Context, args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	appDomain := fs.String("app-domain", "localhost", "apps are served at NAME.DOMAIN by host name")
 	appRuntime := fs.String("app-runtime", "bwrap", "sandbox runtime of app replicas: bwrap or gvisor")
+	var ao admit.Options
+	fs.Float64Var(&ao.MemoryOvercommit, "memory-overcommit", admit.DefaultMemoryOvercommit, "admit sandboxes whose memory limits add up to this many times the host's memory")
+	fs.Float64Var(&ao.DiskOvercommit, "disk-overcommit", admit.DefaultDiskOvercommit, "admit sandboxes whose disks add up to this many times the free space of /var/lib/berth")
+	memCap := fs.String("memory-capacity", "", "the host's memory for admission (default: MemTotal, or Berth's cgroup limit if lower)")
+	diskCap := fs.String("disk-capacity", "", "the disk space for sandboxes, for admission (default: free space of /var/lib/berth at start)")
 	maxConns := fs.Int("max-connections", 0, "open connections of the public listener (default: a quarter of the open-file limit, at most 16384)")
 	maxConnsPerClient := fs.Int("max-connections-per-client", 512, "open connections of one client address to the public listener")
 	idleTimeout := fs.Duration("idle-timeout", 2*time.Minute, "close keep-alive connections idle this long (both listeners)")
@@ -47,6 +53,20 @@ func runUp(ctx context.Context, args []string) error {
 	})
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
+	}
+	for _, c := range []struct {
+		flag string
+		v    *string
+		dst  *int64
+	}{{"memory-capacity", memCap, &ao.MemoryCapacity}, {"disk-capacity", diskCap, &ao.DiskCapacity}} {
+		if *c.v == "" {
+			continue
+		}
+		n, err := pool.ParseBytes(*c.v)
+		if err != nil || n <= 0 {
+			return usageError(fmt.Sprintf("--%s: %q is not a size (examples: 16Gi, 500Gi)", c.flag, *c.v))
+		}
+		*c.dst = n
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("berth up needs root: every sandbox gets its own cgroup, host uid and namespaces (run it with sudo, or as root)")
@@ -69,6 +89,7 @@ func runUp(ctx context.Context, args []string) error {
 	return server.Run(ctx, server.Options{
 		DataDir: *dataDir, Listen: *listen, AdminListen: *admin, PublicURL: *publicURL,
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
+		Admission:      ao,
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)

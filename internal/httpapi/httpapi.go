@@ -17,6 +17,8 @@ import (
 	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/pool"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/admit"
 )
 
 // Error is an error with an HTTP status and a public message.
@@ -75,6 +77,8 @@ func Classify(err error) *Error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case errors.Is(err, pool.ErrPoolUnusable): // before ConfigError, which it wraps
+		return &Error{Status: http.StatusServiceUnavailable, Code: "PoolUnusable", Message: err.Error() + " (its administrator can change it with berth pool update)", Cause: err}
 	case errors.As(err, &ce):
 		return &Error{Status: http.StatusBadRequest, Code: "InvalidSetting", Message: ce.Message, Cause: err}
 	case errors.Is(err, bodymem.ErrBusy):
@@ -87,6 +91,8 @@ func Classify(err error) *Error {
 		return &Error{Status: http.StatusNotFound, Code: "PoolNotFound", Message: err.Error(), Cause: err}
 	case errors.Is(err, pool.ErrPoolExists):
 		return &Error{Status: http.StatusConflict, Code: "PoolExists", Message: err.Error(), Cause: err}
+	case errors.Is(err, sandbox.ErrNoCapacity):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "HostAtCapacity", Message: noCapacityMessage(err), Cause: err, RetryAfter: "10"}
 	case errors.Is(err, pool.ErrPoolFull):
 		return &Error{Status: http.StatusTooManyRequests, Code: "SessionLimitReached", Message: err.Error(), Cause: err}
 	case errors.Is(err, pool.ErrBadIdentifier):
@@ -101,6 +107,8 @@ func Classify(err error) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: "ShuttingDown", Message: "the server is shutting down", Cause: err}
 	case errors.Is(err, agent.ErrBadRequest):
 		return &Error{Status: http.StatusBadRequest, Code: "BadRequest", Message: publicAgentMessage(err), Cause: err}
+	case errors.Is(err, agent.ErrDiskFull):
+		return &Error{Status: http.StatusInsufficientStorage, Code: "DiskFull", Message: "the session's disk is full (its /mnt/data and /tmp together are at the pool's --disk limit, in bytes or files): delete files and try again", Cause: err}
 	case errors.Is(err, agent.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "FileNotFound", Message: publicAgentMessage(err), Cause: err}
 	case errors.Is(err, agent.ErrUnavailable):
@@ -111,6 +119,16 @@ func Classify(err error) *Error {
 		return &Error{Status: 499, Code: "Canceled", Message: "the request was canceled", Cause: err}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: "InternalError", Message: "internal error; the server log has details", Cause: err}
+}
+
+// noCapacityMessage is the admission's own message, without what wraps it
+// ("start sandbox: …").
+func noCapacityMessage(err error) string {
+	var ae *admit.Error
+	if errors.As(err, &ae) {
+		return ae.Error()
+	}
+	return sandbox.ErrNoCapacity.Error() + ": try again later"
 }
 
 func publicAgentMessage(err error) string {

@@ -41,7 +41,7 @@ type Options struct {
 }
 
 // Defaults applied to zero limits.
-var DefaultLimits = sandbox.Limits{MemoryBytes: 512 << 20, CPU: 1, Pids: 256, TmpBytes: 256 << 20}
+var DefaultLimits = sandbox.Limits{MemoryBytes: 512 << 20, CPU: 1, Pids: 256, TmpBytes: 256 << 20, DiskBytes: sandbox.DefaultDiskBytes}
 
 // Runtime is the bubblewrap driver.
 type Runtime struct {
@@ -104,6 +104,9 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	// business knowing its name.
 	if sb.dir, err = r.host.MakeSandboxDir(rand.Text()[:16], uid); err != nil {
 		return nil, err
+	}
+	if sb.disk, err = r.host.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	if sb.cg, err = r.host.Cgroups.Create(spec.ID, cgroup.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPU: l.CPU}); err != nil {
 		return nil, err
@@ -235,7 +238,9 @@ func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) (opts, c
 		"--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
 		"--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
 		"--proc", "/proc", "--dev", "/dev",
-		"--size", strconv.FormatInt(l.TmpBytes, 10), "--tmpfs", "/tmp",
+		// /dev/shm (POSIX shared memory, semaphores) is the one writable
+		// place in memory, bounded as gVisor's is.
+		"--size", strconv.FormatInt(l.TmpBytes, 10), "--tmpfs", "/dev/shm",
 		"--ro-bind", filepath.Join(r.host.Dir, "etc"), "/etc",
 	}
 	if spec.Egress {
@@ -249,11 +254,16 @@ func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) (opts, c
 		a = append(a, flag, m.Source, m.Target)
 	}
 	a = append(a,
-		"--bind", filepath.Join(dir, "data"), "/mnt/data",
+		// The workspace and /tmp: the sandbox's own disk (local.MakeDisk).
+		"--bind", filepath.Join(dir, "disk", local.DataDir), "/mnt/data",
+		"--bind", filepath.Join(dir, "disk", local.TmpDir), "/tmp",
 		"--bind", filepath.Join(dir, "run"), "/.berth/run",
 		"--ro-bind", r.host.Agent, "/.berth/agent",
 		"--chdir", "/mnt/data",
 		"--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
+		// Nothing else is writable: the root and /dev tmpfs would be
+		// writable space outside the disk's quota.
+		"--remount-ro", "/dev", "--remount-ro", "/",
 		"--seccomp", "3", "--block-fd", "4", "--info-fd", "5",
 	)
 	return a, []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
@@ -266,6 +276,7 @@ type box struct {
 	rt     *Runtime
 	slot   int
 	dir    string
+	disk   *local.Disk
 	cg     *cgroup.Group
 	netns  *netns.Namespace
 	cmd    *exec.Cmd
@@ -284,7 +295,7 @@ func (b *box) Destroy(context.Context) error {
 }
 
 func (b *box) Stats() sandbox.Stats {
-	return local.Stats(b.cg)
+	return local.DiskStats(local.Stats(b.cg), b.disk)
 }
 
 func (b *box) teardown() {
@@ -310,6 +321,7 @@ func (b *box) teardown() {
 				b.rt.log.Warn("remove network namespace", "sandbox", b.id, "err", err)
 			}
 		}
+		b.disk.Unmount()
 		if b.dir != "" {
 			if err := os.RemoveAll(b.dir); err != nil {
 				b.rt.log.Warn("remove sandbox directory", "sandbox", b.id, "err", err)

@@ -68,7 +68,7 @@ type Options struct {
 }
 
 // Defaults applied to zero limits.
-var DefaultLimits = sandbox.Limits{MemoryBytes: 512 << 20, CPU: 1, Pids: 256, TmpBytes: 256 << 20}
+var DefaultLimits = sandbox.Limits{MemoryBytes: 512 << 20, CPU: 1, Pids: 256, TmpBytes: 256 << 20, DiskBytes: sandbox.DefaultDiskBytes}
 
 const (
 	// The sandbox's processes are the sentry's tasks, not host processes:
@@ -181,6 +181,9 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	}
 	if sb.dir, err = r.host.MakeSandboxDir(spec.ID, uid); err != nil {
 		return nil, err
+	}
+	if sb.disk, err = r.host.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	// runsc finds the group made (and limited) here and runs the sandbox in
 	// it without touching its settings; it sizes the sentry's memory and
@@ -326,13 +329,14 @@ func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint3
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(l.TmpBytes, 10)}},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(l.TmpBytes, 10)}},
 		bind("/usr", "/usr", false),
 	}
 	// One read-only /etc, prepared once: see local.PrepareEtc.
 	mounts = append(mounts, bind(filepath.Join(r.host.Dir, "etc"), "/etc", false))
 	mounts = append(mounts,
-		bind(filepath.Join(dir, "data"), "/mnt/data", true),
+		// The workspace and /tmp: the sandbox's own disk (local.MakeDisk).
+		bind(filepath.Join(dir, "disk", local.DataDir), "/mnt/data", true),
+		bind(filepath.Join(dir, "disk", local.TmpDir), "/tmp", true),
 		bind(filepath.Join(dir, "run"), "/.berth/run", true),
 		bind(r.host.Agent, "/.berth/agent", false),
 	)
@@ -596,6 +600,7 @@ type box struct {
 	rt     *Runtime
 	slot   int
 	dir    string
+	disk   *local.Disk
 	cg     *cgroup.Group
 	netns  *netns.Namespace
 	cmd    *exec.Cmd // runsc run
@@ -619,7 +624,7 @@ func (b *box) Destroy(context.Context) error {
 // its processes, its tmpfs files and the sentry. An OOM kill is the host
 // kernel killing the sentry, which ends the sandbox.
 func (b *box) Stats() sandbox.Stats {
-	return local.Stats(b.cg)
+	return local.DiskStats(local.Stats(b.cg), b.disk)
 }
 
 func (b *box) teardown() {
@@ -659,6 +664,7 @@ func (b *box) teardown() {
 				b.rt.log.Warn("remove network namespace", "sandbox", b.id, "err", err)
 			}
 		}
+		b.disk.Unmount()
 		if b.dir != "" {
 			if err := os.RemoveAll(b.dir); err != nil {
 				b.rt.log.Warn("remove sandbox directory", "sandbox", b.id, "err", err)

@@ -145,7 +145,7 @@ func TestSmoke(t *testing.T) {
 
 func TestIsolation(t *testing.T) {
 	rt, o := newRuntime(t)
-	sb := start(t, rt, sandbox.Spec{ID: "iso", Limits: sandbox.Limits{TmpBytes: 8 << 20}})
+	sb := start(t, rt, sandbox.Spec{ID: "iso", Limits: sandbox.Limits{TmpBytes: 8 << 20, DiskBytes: 32 << 20}})
 	out := shell(t, sb, "id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status")
 	for _, want := range []string{"1000\n1000\n", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2"} {
 		if !strings.Contains(out.Stdout, want) {
@@ -168,18 +168,22 @@ func TestIsolation(t *testing.T) {
 	if out := shell(t, sb, "grep -c . /etc/passwd; unshare -r true"); strings.TrimSpace(strings.Split(out.Stdout, "\n")[0]) != "3" || out.Status == agent.StatusSuccess {
 		t.Errorf("passwd or unshare: %+v", out)
 	}
-	// The workspace, /tmp and /dev/shm are writable; /tmp is bounded.
+	// The workspace, /tmp and /dev/shm are writable; /tmp and the
+	// workspace share the sandbox's disk, which is bounded.
 	out = shell(t, sb, "echo hi > /mnt/data/a && echo hi > /tmp/b && echo hi > /dev/shm/c && cat /mnt/data/a /tmp/b /dev/shm/c")
 	if out.Stdout != "hi\nhi\nhi\n" {
 		t.Fatalf("%+v", out)
 	}
-	if out := shell(t, sb, "head -c 16M /dev/zero > /tmp/big"); out.Status == agent.StatusSuccess || !strings.Contains(out.Stderr, "No space left") {
+	if out := shell(t, sb, "head -c 40M /dev/zero > /tmp/big"); out.Status == agent.StatusSuccess || !strings.Contains(out.Stderr, "No space left") {
 		t.Errorf("/tmp is not bounded: %+v", out)
+	}
+	if out := shell(t, sb, "rm /tmp/big; head -c 16M /dev/zero > /dev/shm/big"); out.Status == agent.StatusSuccess || !strings.Contains(out.Stderr, "No space left") {
+		t.Errorf("/dev/shm is not bounded: %+v", out)
 	}
 	// The host sees the sandbox's files owned by the sandbox's own
 	// unprivileged uid, neither root nor a host user.
 	dir := sandboxDir(o, "iso")
-	info, err := os.Stat(filepath.Join(dir, "data", "a"))
+	info, err := os.Stat(filepath.Join(dir, "disk", "data", "a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -619,6 +623,13 @@ func assertGone(t *testing.T, o gvisor.Options, id, dir string) {
 	}
 	if d := cgroupDirs(o.Instance, id); len(d) > 0 {
 		t.Errorf("cgroups left: %v", d)
+	}
+	// Its disk: neither its mount nor its loop device outlives it.
+	if m := local.MountsUnder(dir); len(m) > 0 {
+		t.Errorf("mounts left: %v", m)
+	}
+	if l := local.LoopDevicesUnder(o.StateDir); len(l) > 0 {
+		t.Errorf("loop devices left: %v", l)
 	}
 	out, err := exec.Command(o.Runsc, "--root", filepath.Join(o.StateDir, "runsc-root"), "list", "--quiet").CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "" {

@@ -46,6 +46,8 @@ type Host struct {
 	mu   sync.Mutex
 	free []int
 	next int
+
+	templates sync.Mutex // making disk templates
 }
 
 // NewHost prepares the state directory, stages the agent and opens the
@@ -159,14 +161,15 @@ func (h *Host) UID(slot int) uint32 { return h.uidBase + uint32(slot) }
 // sandbox's ID or, where the sandbox could see it, something else unique.
 func (h *Host) SandboxDir(name string) string { return filepath.Join(h.Dir, "sb-"+name) }
 
-// MakeSandboxDir creates a sandbox's directory with a workspace ("data")
-// and a socket directory ("run") owned by uid and private to it.
+// MakeSandboxDir creates a sandbox's directory with a socket directory
+// ("run") owned by uid and private to it. (Its workspace and /tmp are in
+// its disk: see MakeDisk.)
 func (h *Host) MakeSandboxDir(name string, uid uint32) (string, error) {
 	dir := h.SandboxDir(name)
 	if err := os.Mkdir(dir, 0o711); err != nil {
 		return "", err
 	}
-	for _, sub := range []string{"data", "run"} {
+	for _, sub := range []string{"run"} {
 		p := filepath.Join(dir, sub)
 		if err := os.Mkdir(p, 0o700); err != nil {
 			return "", err
@@ -179,10 +182,12 @@ func (h *Host) MakeSandboxDir(name string, uid uint32) (string, error) {
 }
 
 // Cleanup removes every sandbox directory and cgroup this host's instance
-// left behind.
+// left behind, unmounting their disks and detaching their loop devices
+// first.
 func (h *Host) Cleanup() error {
 	h.Cgroups.Cleanup()
 	h.Cgroups.Remove()
+	cleanupDisks(h.Dir)
 	entries, err := os.ReadDir(h.Dir)
 	if err != nil {
 		return err
