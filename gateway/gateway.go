@@ -33,7 +33,6 @@ import (
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/sandbox"
-	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/stdiobridge"
 )
 
@@ -389,11 +388,11 @@ func (g *Gateway) acquireError(name string, err error) (int, string) {
 	case errors.Is(err, app.ErrLabelNotFound):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, sandbox.ErrNoCapacity):
-		msg := sandbox.ErrNoCapacity.Error() + ": try again later"
-		if ae := (*admit.Error)(nil); errors.As(err, &ae) {
-			msg = ae.Error()
-		}
-		return http.StatusServiceUnavailable, msg
+		// The figures (the host's memory and disk, what its sandboxes
+		// hold) are for the log and the app's owner, not for anonymous
+		// clients.
+		g.o.Logger.Warn("request refused: the host cannot start a replica", "app", name, "err", err)
+		return http.StatusServiceUnavailable, sandbox.ErrNoCapacity.Error() + ": the app cannot start a replica now; try again later"
 	case errors.Is(err, app.ErrStartFailed):
 		g.o.Logger.Warn("request failed: no replica could start", "app", name, "err", err)
 		return http.StatusServiceUnavailable, "the app could not start a replica (its owner sees why with: berth app logs " + name + ")"
