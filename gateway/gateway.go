@@ -435,7 +435,15 @@ func (g *Gateway) bridge(a *app.App, label string) (*stdiobridge.Handler, error)
 		Start: func(ctx context.Context) (stdiobridge.Process, error) {
 			ctx, cancel := context.WithTimeout(ctx, g.o.ColdStartTimeout)
 			defer cancel()
-			return a.StartStdio(ctx, label)
+			p, err := a.StartStdio(ctx, label)
+			if errors.Is(err, sandbox.ErrNoCapacity) {
+				// 503 with Retry-After, not 502, and not the figures.
+				return nil, fmt.Errorf("%w: %w", stdiobridge.ErrNoRoom, err)
+			}
+			if err != nil {
+				return nil, err
+			}
+			return p, nil
 		},
 		// The client's Host is an app name under Domain, not loopback:
 		// the gateway has routed it already.

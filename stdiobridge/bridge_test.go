@@ -4,6 +4,7 @@ package stdiobridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -480,6 +481,33 @@ func TestStartFailure(t *testing.T) {
 	resp := post(t, srv.URL, "", initializeBody, nil)
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("initialize: %s, want 502", resp.Status)
+	}
+}
+
+// A Start that finds no room (ErrNoRoom, wrapped) fails initialize with
+// 503, Retry-After and a JSON-RPC error that says only ErrNoRoom's message;
+// any other failure is 502 with a fixed message, the cause in the log.
+func TestStartNoRoom(t *testing.T) {
+	secret := "host figures: 1Gi of 1Gi"
+	for _, tc := range []struct {
+		err    error
+		status int
+	}{
+		{fmt.Errorf("%w: %s", ErrNoRoom, secret), http.StatusServiceUnavailable},
+		{errors.New(secret), http.StatusBadGateway},
+	} {
+		h := New(Options{Start: func(ctx context.Context) (Process, error) { return nil, tc.err }})
+		srv := httptest.NewServer(h)
+		resp := post(t, srv.URL, "", initializeBody, nil)
+		body, _ := io.ReadAll(resp.Body)
+		srv.Close()
+		h.Close()
+		if resp.StatusCode != tc.status || strings.Contains(string(body), secret) {
+			t.Errorf("Start failing with %q: %s %s; want %d without the cause", tc.err, resp.Status, body, tc.status)
+		}
+		if tc.status == http.StatusServiceUnavailable && (resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"jsonrpc":"2.0"`)) {
+			t.Errorf("no room: Retry-After %q, body %s; want a JSON-RPC error with Retry-After", resp.Header.Get("Retry-After"), body)
+		}
 	}
 }
 
