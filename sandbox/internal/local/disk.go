@@ -329,9 +329,7 @@ func DiskStats(s sandbox.Stats, d *Disk) sandbox.Stats {
 // device still bound to an image there (a crash between attaching and
 // mounting).
 func cleanupDisks(dir string) {
-	for _, mp := range mountsUnder(dir) {
-		_ = unix.Unmount(mp, unix.MNT_DETACH)
-	}
+	UnmountUnder(dir)
 	devs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	for _, p := range devs {
 		b, err := os.ReadFile(p)
@@ -359,9 +357,16 @@ func LoopDevicesUnder(dir string) []string {
 	return out
 }
 
-// mountsUnder lists the mount points at or below dir, the deepest (latest)
+// UnmountUnder detaches every mount at or below dir, the deepest first.
+func UnmountUnder(dir string) {
+	for _, mp := range MountsUnder(dir) {
+		_ = unix.Unmount(mp, unix.MNT_DETACH)
+	}
+}
+
+// MountsUnder lists the mount points at or below dir, the deepest (latest)
 // first.
-func mountsUnder(dir string) []string {
+func MountsUnder(dir string) []string {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil
@@ -382,9 +387,6 @@ func mountsUnder(dir string) []string {
 	}
 	return points
 }
-
-// MountsUnder is mountsUnder for tests and drivers.
-func MountsUnder(dir string) []string { return mountsUnder(dir) }
 
 // unescapeMountinfo undoes the octal escapes (\040 for a space) of
 // /proc/self/mountinfo.
