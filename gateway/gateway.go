@@ -459,9 +459,12 @@ func (g *Gateway) bridge(a *app.App, label string) (*stdiobridge.Handler, error)
 // stdioLimits are the session caps of a stdio app: its latest revision's
 // max replicas × concurrency, and a share of that per client address.
 func (g *Gateway) stdioLimits(d app.Doc) (maxSessions, perClient int) {
+	const maxStdioSessions = 1 << 20
 	if len(d.Revisions) > 0 {
 		c := d.Revisions[len(d.Revisions)-1].Config
-		maxSessions = c.Max * c.Concurrency
+		// Concurrency has no upper bound: a product that overflowed to a
+		// negative cap would mean none at all.
+		maxSessions = int(min(int64(c.Max)*int64(min(c.Concurrency, maxStdioSessions)), maxStdioSessions))
 	}
 	perClient = g.o.StdioSessionsPerClient
 	if perClient == 0 {
