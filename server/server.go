@@ -156,20 +156,11 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
-	// One budget for every sandbox, of pools and apps alike, measured once
-	// the cleanup has freed what an earlier run held.
-	ao := o.Admission
-	if ao.DiskPath == "" {
-		ao.DiskPath = filepath.Join("/var/lib/berth", instance)
-	}
-	budget, err := admit.New(ao)
+	// Measured once the cleanup has freed what an earlier run held.
+	budget, err := admitAll(o.Admission, instance, runtimes, log)
 	if err != nil {
-		return fmt.Errorf("sandbox admission: %w", err)
+		return err
 	}
-	for name, rt := range runtimes {
-		runtimes[name] = budget.Runtime(rt, sandbox.Limits{MemoryBytes: pool.DefaultMemory, DiskBytes: pool.DefaultDisk})
-	}
-	log.Info("sandboxes are admitted within the host's capacity", "budget", budget.String())
 
 	st, err := store.Open(dir)
 	if err != nil {
@@ -325,6 +316,23 @@ func lock(path string) (func(), error) {
 		return nil, fmt.Errorf("another berth server is using %s", filepath.Dir(path))
 	}
 	return func() { f.Close() }, nil
+}
+
+// admitAll makes one budget for every sandbox, of pools and apps alike,
+// and wraps each runtime so that its sandboxes hold their share of it.
+func admitAll(ao admit.Options, instance string, runtimes map[string]sandbox.Runtime, log *slog.Logger) (*admit.Budget, error) {
+	if ao.DiskPath == "" {
+		ao.DiskPath = filepath.Join("/var/lib/berth", instance)
+	}
+	budget, err := admit.New(ao)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox admission: %w", err)
+	}
+	for name, rt := range runtimes {
+		runtimes[name] = budget.Runtime(rt, sandbox.Limits{MemoryBytes: pool.DefaultMemory, DiskBytes: pool.DefaultDisk})
+	}
+	log.Info("sandboxes are admitted within the host's capacity", "budget", budget.String())
+	return budget, nil
 }
 
 // serve serves each server on its listener, calls up once all are
