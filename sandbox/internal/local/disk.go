@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -101,10 +102,15 @@ func (h *Host) MakeDisk(dir string, size int64, uid uint32) (*Disk, error) {
 // diskTemplate returns a formatted, unmounted image of size bytes, made
 // on first use.
 func (h *Host) diskTemplate(size int64) (string, error) {
-	h.templates.Lock()
-	defer h.templates.Unlock()
 	dir := filepath.Join(h.Dir, "disk-templates")
 	p := filepath.Join(dir, "ext4-"+strconv.FormatInt(size, 10)+".img")
+	if _, err := os.Stat(p); err == nil {
+		return p, nil // made already (renamed into place whole)
+	}
+	// Starts that need this size wait for one mkfs; others go on.
+	mu, _ := h.templates.LoadOrStore(size, new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
