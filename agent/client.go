@@ -161,7 +161,8 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest, onEvent func(Event))
 	defer resp.Body.Close()
 	// What an honest agent can send: each stream's output, JSON-escaped
 	// (at most 6 bytes a byte) and cut into events, and one result.
-	budget := 2*6*limit + 2*MaxEventBytes
+	// (The cap is bounded so that the product cannot overflow.)
+	budget := 2*6*min(limit, 1<<40) + 2*MaxEventBytes
 	ev := &eventReader{r: bufio.NewReaderSize(io.LimitReader(resp.Body, budget+1), 64<<10), budget: budget}
 	var out Output
 	var col collector

@@ -92,6 +92,14 @@ func TestStdioAppSessionFlood(t *testing.T) {
 		}
 	}
 	flooder := clientFrom("127.0.0.2")
+	// A label the app does not have is 404: not a bridge of its own, with
+	// a session cap of its own, for every name a client makes up.
+	for i := range 3 {
+		u := b.info.PublicURL + "/apps/flood---made-up-" + strconv.Itoa(i) + "/mcp"
+		if resp, body := mcpPost(t, flooder, u, initializeBody); resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("initialize on a made-up label: %s %s, want 404", resp.Status, body)
+		}
+	}
 	for i := range 10 {
 		if resp, body := mcpPost(t, flooder, url, initializeBody); resp.StatusCode != http.StatusOK {
 			t.Fatalf("initialize %d of one client: %s %s", i+1, resp.Status, body)

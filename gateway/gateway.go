@@ -17,8 +17,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
@@ -31,7 +33,6 @@ import (
 	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/sandbox"
-	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/stdiobridge"
 )
 
@@ -208,16 +209,11 @@ func (g *Gateway) ServeApp(w http.ResponseWriter, r *http.Request, req *edge.App
 	var body []byte
 	request := false // the body is one JSON-RPC request
 	if r.Body != nil && r.Method == http.MethodPost {
-		// The body must arrive in reasonable time: a client that sends it
-		// a byte at a time cannot hold a connection and its buffer open.
-		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(time.Now().Add(g.o.BodyTimeout))
 		var reserved int64
-		body, reserved, err = readBody(rec, r, g.o.MaxBodyBytes, g.o.Bodies)
+		var ok bool
+		body, reserved, ok = g.readRequestBody(w, rec, r)
 		defer g.o.Bodies.Release(reserved)
-		_ = rc.SetReadDeadline(time.Time{})
-		if err != nil {
-			edge.WriteError(rec, r, bodyError(err))
+		if !ok {
 			return
 		}
 		req.MCPMethod, req.Tool, request = rpcInfo(body)
@@ -226,19 +222,28 @@ func (g *Gateway) ServeApp(w http.ResponseWriter, r *http.Request, req *edge.App
 	var out http.ResponseWriter = rec
 	if req.MCPMethod == "tools/list" && request {
 		// The app's answer declares its tools: their names become labels.
-		c := &toolsListCapture{ResponseWriter: rec}
+		c := &toolsListCapture{ResponseWriter: rec, budget: g.o.Bodies}
 		out = c
-		defer func() { g.tools.declare(name, c.toolNames()) }()
+		defer func() {
+			g.tools.declare(name, c.toolNames())
+			c.release()
+		}()
 	}
 
 	if a.Stdio() {
 		req.Revision = "stdio"
-		r2 := r.Clone(r.Context())
-		r2.URL.Path = path
-		g.bridge(a, label).ServeHTTP(out, r2)
+		g.serveStdio(rec, out, r, a, label, path)
 		return
 	}
 
+	g.serveHTTPApp(rec, out, r, a, label, path, body, request, req)
+}
+
+// serveHTTPApp proxies a request to a replica of an HTTP app: the one its
+// MCP session is bound to, or one picked for a new session; it sets
+// req.Revision to the replica's revision. out is rec, or a writer over it;
+// request says that body is one JSON-RPC request.
+func (g *Gateway) serveHTTPApp(rec *recorder, out http.ResponseWriter, r *http.Request, a *app.App, label, path string, body []byte, request bool, req *edge.AppRequest) {
 	sid := r.Header.Get("Mcp-Session-Id")
 	var rep *app.Replica
 	if sid != "" {
@@ -252,6 +257,7 @@ func (g *Gateway) ServeApp(w http.ResponseWriter, r *http.Request, req *edge.App
 		defer a.SessionDone(sid)
 	} else {
 		ctx, cancel := context.WithTimeout(r.Context(), g.o.ColdStartTimeout)
+		var err error
 		rep, err = a.Acquire(ctx, label)
 		cancel()
 		if err != nil {
@@ -260,7 +266,7 @@ func (g *Gateway) ServeApp(w http.ResponseWriter, r *http.Request, req *edge.App
 				req.Status = statusClientClosed
 				return
 			}
-			edge.WriteError(rec, r, g.acquireError(name, err))
+			edge.WriteError(rec, r, g.acquireError(a.Name(), err))
 			return
 		}
 	}
@@ -291,36 +297,75 @@ func (g *Gateway) ServeApp(w http.ResponseWriter, r *http.Request, req *edge.App
 	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
 }
 
+// readRequestBody reads a POST's body whole, within BodyTimeout, and
+// reserves its memory from the server's budget (give reserved back once
+// the body is no longer held, also when ok is false). If it cannot, it
+// answers the request (rec) and returns ok false.
+func (g *Gateway) readRequestBody(w http.ResponseWriter, rec *recorder, r *http.Request) (body []byte, reserved int64, ok bool) {
+	// The body must arrive in reasonable time: a client that sends it a
+	// byte at a time cannot hold a connection and its buffer open.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(g.o.BodyTimeout))
+	body, reserved, err := readBody(rec, r, g.o.MaxBodyBytes, g.o.Bodies)
+	_ = rc.SetReadDeadline(time.Time{})
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return body, reserved, true
+	case errors.Is(err, bodymem.ErrBusy):
+		edge.WriteError(rec, r, &edge.Error{Status: http.StatusServiceUnavailable, Message: err.Error(), RetryAfter: bodymem.RetryAfter})
+	case errors.As(err, &tooLarge):
+		edge.WriteError(rec, r, errTooLarge)
+	case isTimeout(err):
+		edge.WriteError(rec, r, &edge.Error{Status: http.StatusBadRequest, Message: "could not read the request body: it did not arrive within " + g.o.BodyTimeout.String()})
+	default:
+		// The cause names the server's own address: it stays in the log.
+		edge.WriteError(rec, r, &edge.Error{Status: http.StatusBadRequest, Message: "could not read the request body", Cause: err})
+	}
+	return nil, reserved, false
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// serveStdio serves a request to a stdio app through its bridge; out is
+// rec, or a writer over it.
+func (g *Gateway) serveStdio(rec *recorder, out http.ResponseWriter, r *http.Request, a *app.App, label, path string) {
+	// The edge has applied the DNS rebinding rule a stdio server, which
+	// has no HTTP side, cannot apply itself.
+	h, err := g.bridge(a, label)
+	if err != nil {
+		e := *g.acquireError(a.Name(), err)
+		e.RPCCode = edge.CodeUnauthorized
+		edge.WriteError(rec, r, &e)
+		return
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = path
+	h.ServeHTTP(out, r2)
+}
+
 // Errors the gateway answers with.
 var (
 	errTooLarge  = &edge.Error{Status: http.StatusRequestEntityTooLarge, Message: "the request body is larger than the gateway's limit"}
 	errNoSession = &edge.Error{Status: http.StatusNotFound, RPCCode: edge.CodeUnauthorized, Message: "session not found: initialize a new session"}
 )
 
-// bodyError is the public form of a failure to read a request body.
-func bodyError(err error) *edge.Error {
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.Is(err, bodymem.ErrBusy):
-		return &edge.Error{Status: http.StatusServiceUnavailable, Message: err.Error(), RetryAfter: bodymem.RetryAfter}
-	case errors.As(err, &tooLarge):
-		return errTooLarge
-	}
-	return &edge.Error{Status: http.StatusBadRequest, Message: "could not read the request body", Cause: err}
-}
-
 // acquireError maps a failure to find a replica to a status and a public
-// message; the cause, which may hold the app's internals, goes to the log.
+// message; the cause, which may hold the app's internals, goes to the log
+// (the edge logs it with the request id).
 func (g *Gateway) acquireError(name string, err error) *edge.Error {
 	switch {
 	case errors.Is(err, app.ErrLabelNotFound):
 		return &edge.Error{Status: http.StatusNotFound, Message: err.Error()}
 	case errors.Is(err, sandbox.ErrNoCapacity):
-		msg := sandbox.ErrNoCapacity.Error() + ": try again later"
-		if ae := (*admit.Error)(nil); errors.As(err, &ae) {
-			msg = ae.Error()
-		}
-		return &edge.Error{Status: http.StatusServiceUnavailable, Code: "HostAtCapacity", Message: msg, Cause: err, RetryAfter: "10"}
+		// The figures (the host's memory and disk, what its sandboxes
+		// hold) are for the log and the app's owner, not for anonymous
+		// clients.
+		return &edge.Error{Status: http.StatusServiceUnavailable, Code: "HostAtCapacity", Cause: err, RetryAfter: "10",
+			Message: sandbox.ErrNoCapacity.Error() + ": the app cannot start a replica now; try again later"}
 	case errors.Is(err, app.ErrStartFailed):
 		return &edge.Error{Status: http.StatusServiceUnavailable, Cause: err,
 			Message: "the app could not start a replica (its owner sees why with: berth app logs " + name + ")"}
@@ -332,16 +377,23 @@ func (g *Gateway) acquireError(name string, err error) *edge.Error {
 }
 
 // bridge returns the stdio bridge of an app (and label): one process per
-// MCP session, started in one of the app's replicas.
-func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
+// MCP session, started in one of the app's replicas. A label the app does
+// not have is an error (app.ErrLabelNotFound): the label comes from the
+// client, and a bridge made for each made-up one would grow the map, and
+// the sessions allowed, without bound.
+func (g *Gateway) bridge(a *app.App, label string) (*stdiobridge.Handler, error) {
+	d := a.Doc()
+	if _, ok := d.Labels[label]; label != "" && !ok {
+		return nil, fmt.Errorf("%w: %q on app %s", app.ErrLabelNotFound, label, a.Name())
+	}
 	key := a.Name() + "---" + label
-	maxSessions, perClient := g.stdioLimits(a)
+	maxSessions, perClient := g.stdioLimits(d)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if e := g.bridges[key]; e != nil && e.app == a {
 		// A new revision may have changed the app's max or concurrency.
 		e.h.SetLimits(maxSessions, perClient)
-		return e.h
+		return e.h, nil
 	}
 	// A new app, or one deleted and deployed again: the bridges of apps
 	// that are gone (their processes went with their replicas) go too.
@@ -355,25 +407,37 @@ func (g *Gateway) bridge(a *app.App, label string) *stdiobridge.Handler {
 		Start: func(ctx context.Context) (stdiobridge.Process, error) {
 			ctx, cancel := context.WithTimeout(ctx, g.o.ColdStartTimeout)
 			defer cancel()
-			return a.StartStdio(ctx, label)
+			p, err := a.StartStdio(ctx, label)
+			if errors.Is(err, sandbox.ErrNoCapacity) {
+				// 503 with Retry-After, not 502, and not the figures.
+				return nil, fmt.Errorf("%w: %w", stdiobridge.ErrNoRoom, err)
+			}
+			if err != nil {
+				return nil, err
+			}
+			return p, nil
 		},
-		// The client's Host is an app name under the apps' domain, not loopback:
-		// the edge has routed it and applied the DNS rebinding rule.
+		// The client's Host is an app name under the apps' domain, not
+		// loopback: the edge has routed it and applied the DNS rebinding
+		// rule.
 		DisableLocalhostProtection: true,
 		MaxSessions:                maxSessions,
 		MaxSessionsPerClient:       perClient,
 		Logger:                     g.o.Logger,
 	})
 	g.bridges[key] = &bridgeEntry{app: a, h: h}
-	return h
+	return h, nil
 }
 
 // stdioLimits are the session caps of a stdio app: its latest revision's
 // max replicas × concurrency, and a share of that per client address.
-func (g *Gateway) stdioLimits(a *app.App) (maxSessions, perClient int) {
-	if d := a.Doc(); len(d.Revisions) > 0 {
+func (g *Gateway) stdioLimits(d app.Doc) (maxSessions, perClient int) {
+	const maxStdioSessions = 1 << 20
+	if len(d.Revisions) > 0 {
 		c := d.Revisions[len(d.Revisions)-1].Config
-		maxSessions = c.Max * c.Concurrency
+		// Concurrency has no upper bound: a product that overflowed to a
+		// negative cap would mean none at all.
+		maxSessions = int(min(int64(c.Max)*int64(min(c.Concurrency, maxStdioSessions)), maxStdioSessions))
 	}
 	perClient = g.o.StdioSessionsPerClient
 	if perClient == 0 {

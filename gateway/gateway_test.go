@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/internal/bodymem"
 )
 
@@ -93,5 +95,27 @@ func TestReadBodyBudget(t *testing.T) {
 	}
 	if budget.Used() != 0 {
 		t.Fatalf("budget used after every body was released: %d", budget.Used())
+	}
+}
+
+// TestStdioLimits: a stdio app's session cap is max replicas ×
+// concurrency, and a share per client; a concurrency large enough to
+// overflow the product still gives a positive cap (a cap of zero or less
+// means none at all).
+func TestStdioLimits(t *testing.T) {
+	g := &Gateway{}
+	for _, tc := range []struct {
+		max, concurrency    int
+		wantMax, wantClient int
+	}{
+		{10, 10, 100, 50},
+		{1, 1, 1, 1},
+		{100, math.MaxInt, 1 << 20, 1 << 19},
+		{3, math.MaxInt / 2, 1 << 20, 1 << 19},
+	} {
+		d := app.Doc{Revisions: []app.Revision{{Config: app.Config{Max: tc.max, Concurrency: tc.concurrency}}}}
+		if m, c := g.stdioLimits(d); m != tc.wantMax || c != tc.wantClient {
+			t.Errorf("max %d × concurrency %d: caps %d, %d per client; want %d, %d", tc.max, tc.concurrency, m, c, tc.wantMax, tc.wantClient)
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+
+	"github.com/berth-dev/berth/internal/bodymem"
 )
 
 // Metric labels come from what clients send, so they are bounded: a
@@ -125,17 +127,35 @@ func (t *toolLabels) declare(app string, names []string) {
 }
 
 // toolsListCapture keeps the start of a tools/list answer as it passes to
-// the client.
+// the client. What it keeps counts against budget (the server's body
+// memory): the answer comes from the app, and clients choose how many
+// tools/list calls are in flight. Once the budget is spent it keeps
+// nothing more of this answer (its names are not learned this time).
 type toolsListCapture struct {
 	http.ResponseWriter
-	buf bytes.Buffer
+	budget   *bodymem.Budget
+	buf      bytes.Buffer
+	reserved int64
+	off      bool
 }
 
 func (c *toolsListCapture) Write(p []byte) (int, error) {
-	if room := maxToolsListCapture - c.buf.Len(); room > 0 {
-		c.buf.Write(p[:min(len(p), room)])
+	if n := int64(min(len(p), maxToolsListCapture-c.buf.Len())); n > 0 && !c.off {
+		if c.budget.Reserve(n) {
+			c.reserved += n
+			c.buf.Write(p[:n])
+		} else {
+			c.off = true
+		}
 	}
 	return c.ResponseWriter.Write(p)
+}
+
+// release gives back what the capture holds.
+func (c *toolsListCapture) release() {
+	c.budget.Release(c.reserved)
+	c.reserved = 0
+	c.buf = bytes.Buffer{}
 }
 
 func (c *toolsListCapture) Unwrap() http.ResponseWriter { return c.ResponseWriter }
@@ -143,6 +163,9 @@ func (c *toolsListCapture) Unwrap() http.ResponseWriter { return c.ResponseWrite
 // toolNames reads the tool names of a tools/list answer: a JSON-RPC
 // response (or batch) as JSON, or the events of an SSE stream.
 func (c *toolsListCapture) toolNames() []string {
+	if c.off {
+		return nil // cut short: the answer's end, and names, are missing
+	}
 	body := c.buf.Bytes()
 	if !strings.HasPrefix(c.Header().Get("Content-Type"), "text/event-stream") {
 		return namesIn(body)

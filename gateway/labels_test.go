@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"slices"
 	"testing"
+
+	"github.com/berth-dev/berth/internal/bodymem"
 )
 
 func TestMethodLabel(t *testing.T) {
@@ -53,5 +55,32 @@ func TestToolLabelsBounded(t *testing.T) {
 	}
 	if got := tl.label("other-app", "made-up-0"); got != "made-up-0" {
 		t.Errorf("another app's label: %q", got)
+	}
+}
+
+// TestToolsListCaptureBudget: what a tools/list capture holds counts
+// against the server's body budget, and is given back; with the budget
+// spent the answer still passes whole, and no names are learned from it.
+func TestToolsListCaptureBudget(t *testing.T) {
+	body := `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"createTask"}]}}`
+	for _, tc := range []struct {
+		budget int64
+		names  []string
+	}{{1 << 20, []string{"createTask"}}, {16, nil}} {
+		b := bodymem.New(tc.budget)
+		rec := httptest.NewRecorder()
+		c := &toolsListCapture{ResponseWriter: rec, budget: b}
+		_, _ = c.Write([]byte(body[:20]))
+		_, _ = c.Write([]byte(body[20:]))
+		if held := b.Used(); tc.names != nil && held != int64(len(body)) {
+			t.Errorf("budget %d: %d bytes reserved while capturing %d", tc.budget, held, len(body))
+		}
+		if names := c.toolNames(); !slices.Equal(names, tc.names) || rec.Body.String() != body {
+			t.Errorf("budget %d: names %q, passed on %q", tc.budget, names, rec.Body.String())
+		}
+		c.release()
+		if b.Used() != 0 {
+			t.Errorf("budget %d: %d bytes still reserved after release", tc.budget, b.Used())
+		}
 	}
 }

@@ -179,7 +179,9 @@ func ParseBytes(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 {
+	// Written so that NaN fails too; past 2^62 (4 EiB) no size is real,
+	// and converting a float beyond int64 gives a machine-dependent value.
+	if v := f * float64(mult); err != nil || !(v >= 0 && v <= 1<<62) {
 		return 0, fmt.Errorf("%q is not a size (examples: 512Mi, 2Gi)", s)
 	}
 	return int64(f * float64(mult)), nil

@@ -130,38 +130,8 @@ func DefaultDataDir() string {
 
 // Run serves until ctx is done, then drains and removes every sandbox.
 func Run(ctx context.Context, o Options) error {
-	if o.DataDir == "" {
-		o.DataDir = DefaultDataDir()
-	}
-	if o.Listen == "" {
-		o.Listen = "127.0.0.1:8080"
-	}
-	if o.AdminListen == "" {
-		o.AdminListen = "127.0.0.1:8081"
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	if o.AccessLog == nil {
-		o.AccessLog = o.Logger
-	}
-	if o.AppRuntime == "" {
-		o.AppRuntime = "bwrap"
-	}
-	if o.AppDomain == "" {
-		o.AppDomain = "localhost"
-	}
-	if o.IdleTimeout <= 0 {
-		o.IdleTimeout = 2 * time.Minute
-	}
-	if o.MaxConnectionsPerClient <= 0 {
-		o.MaxConnectionsPerClient = defaultConnectionsPerClient
-	}
+	files := o.setDefaults()
 	log := o.Logger
-	files := raiseFileLimit()
-	if o.MaxConnections <= 0 {
-		o.MaxConnections = int(min(max(files/4, 64), 16384))
-	}
 	dir, err := filepath.Abs(o.DataDir)
 	if err != nil {
 		return err
@@ -187,20 +157,11 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
-	// One budget for every sandbox, of pools and apps alike, measured once
-	// the cleanup has freed what an earlier run held.
-	ao := o.Admission
-	if ao.DiskPath == "" {
-		ao.DiskPath = filepath.Join("/var/lib/berth", instance)
-	}
-	budget, err := admit.New(ao)
+	// Measured once the cleanup has freed what an earlier run held.
+	budget, err := admitAll(o.Admission, instance, runtimes, log)
 	if err != nil {
-		return fmt.Errorf("sandbox admission: %w", err)
+		return err
 	}
-	for name, rt := range runtimes {
-		runtimes[name] = budget.Runtime(rt, sandbox.Limits{MemoryBytes: pool.DefaultMemory, DiskBytes: pool.DefaultDisk})
-	}
-	log.Info("sandboxes are admitted within the host's capacity", "budget", budget.String())
 
 	st, err := store.Open(dir)
 	if err != nil {
@@ -218,23 +179,17 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer pools.Close()
 
-	pubLn, err := net.Listen("tcp", o.Listen)
+	pubLn, admLn, err := listeners(o)
 	if err != nil {
-		return fmt.Errorf("public listener: %w", err)
+		return err
 	}
-	admLn, err := net.Listen("tcp", o.AdminListen)
-	if err != nil {
-		pubLn.Close()
-		return fmt.Errorf("control listener: %w", err)
-	}
+	// Shutdown closes them; this is for the returns before it.
+	defer pubLn.Close()
+	defer admLn.Close()
 	publicURL := o.PublicURL
 	if publicURL == "" {
 		publicURL = "http://" + pubLn.Addr().String()
 	}
-	// Idle connections cannot take every file descriptor: each listener
-	// has its own budget, and one client address a share of the public one.
-	pubLn = listen.Limit(pubLn, listen.Options{MaxConns: o.MaxConnections, MaxConnsPerClient: o.MaxConnectionsPerClient})
-	admLn = listen.Limit(admLn, listen.Options{MaxConns: adminMaxConnections, MaxConnsPerClient: adminMaxConnectionsPerClient})
 	bodies := bodymem.New(o.BodyMemory)
 	info := Info{PID: os.Getpid(), AdminURL: "http://" + admLn.Addr().String(), PublicURL: publicURL, Version: o.Version}
 
@@ -245,29 +200,21 @@ func Run(ctx context.Context, o Options) error {
 			// without it, and try again at the next start.
 			log.Error("the default pool was not created", "err", err)
 		} else if err != nil {
-			pubLn.Close()
-			admLn.Close()
 			return err
 		}
 	}
 
 	mcpHandler, err := mcpserver.New(mcpserver.Options{Pools: pools, Logger: log, Version: o.Version, Bodies: bodies})
 	if err != nil {
-		pubLn.Close()
-		admLn.Close()
 		return err
 	}
 
 	appRuntime := runtimes[o.AppRuntime]
 	if appRuntime == nil {
-		pubLn.Close()
-		admLn.Close()
 		return fmt.Errorf("app runtime %q is not available", o.AppRuntime)
 	}
 	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget})
 	if err != nil {
-		pubLn.Close()
-		admLn.Close()
 		return err
 	}
 	defer apps.Close()
@@ -282,29 +229,15 @@ func Run(ctx context.Context, o Options) error {
 		Logger:    log, AccessLog: o.AccessLog,
 	})
 	if err != nil {
-		pubLn.Close()
-		admLn.Close()
 		return err
 	}
-	pub := &http.Server{
-		Handler:           listen.Guard(front),
-		ConnContext:       listen.ConnContext,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       o.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+	pub := newHTTPServer(front, o.IdleTimeout, log)
 	admin := http.NewServeMux()
 	admin.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	admin.Handle("/", controlplane.Handler(controlplane.Options{
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log,
 	}))
-	adm := &http.Server{
-		Handler:           listen.Guard(accessLog(o.AccessLog, admin)),
-		ConnContext:       listen.ConnContext,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       o.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+	adm := newHTTPServer(accessLog(o.AccessLog, admin), o.IdleTimeout, log)
 	if !isLoopback(pubLn.Addr()) {
 		log.Warn("the public listener is reachable beyond this machine; pools are protected by their API keys", "addr", pubLn.Addr().String())
 	}
@@ -320,37 +253,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer os.Remove(filepath.Join(dir, InfoFile))
 
-	errc := make(chan error, 2)
-	var wg sync.WaitGroup
-	for _, s := range []struct {
-		srv *http.Server
-		ln  net.Listener
-	}{{pub, pubLn}, {adm, admLn}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
-			}
-		}()
-	}
-	log.Info("berth is up", "public", publicURL, "admin", info.AdminURL, "dataDir", dir, "runtimes", pools.RuntimeNames(),
-		"openFiles", files, "maxConnections", o.MaxConnections, "maxConnectionsPerClient", o.MaxConnectionsPerClient)
-	if o.Ready != nil {
-		o.Ready(&Server{Info: info, Pools: pools, DataDir: dir, Instance: instance})
-	}
-
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-errc:
-	}
-	log.Info("shutting down: draining requests")
-	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	_ = pub.Shutdown(shutCtx)
-	_ = adm.Shutdown(shutCtx)
-	wg.Wait()
+	serveErr := serve(ctx, log, []*http.Server{pub, adm}, []net.Listener{pubLn, admLn}, func() {
+		log.Info("berth is up", "public", publicURL, "admin", info.AdminURL, "dataDir", dir, "runtimes", pools.RuntimeNames(),
+			"openFiles", files, "maxConnections", o.MaxConnections, "maxConnectionsPerClient", o.MaxConnectionsPerClient)
+		if o.Ready != nil {
+			o.Ready(&Server{Info: info, Pools: pools, DataDir: dir, Instance: instance})
+		}
+	})
 	log.Info("removing sandboxes")
 	gw.Close()
 	apps.Close()
@@ -405,6 +314,120 @@ func lock(path string) (func(), error) {
 		return nil, fmt.Errorf("another berth server is using %s", filepath.Dir(path))
 	}
 	return func() { f.Close() }, nil
+}
+
+// admitAll makes one budget for every sandbox, of pools and apps alike,
+// and wraps each runtime so that its sandboxes hold their share of it.
+func admitAll(ao admit.Options, instance string, runtimes map[string]sandbox.Runtime, log *slog.Logger) (*admit.Budget, error) {
+	if ao.DiskPath == "" {
+		ao.DiskPath = filepath.Join("/var/lib/berth", instance)
+	}
+	budget, err := admit.New(ao)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox admission: %w", err)
+	}
+	for name, rt := range runtimes {
+		runtimes[name] = budget.Runtime(rt, sandbox.Limits{MemoryBytes: pool.DefaultMemory, DiskBytes: pool.DefaultDisk})
+	}
+	log.Info("sandboxes are admitted within the host's capacity", "budget", budget.String())
+	return budget, nil
+}
+
+// serve serves each server on its listener, calls up once all are
+// serving, and when ctx is done (or a server fails) drains them (15 s) and
+// returns the error of the server that failed, if any.
+func serve(ctx context.Context, log *slog.Logger, srvs []*http.Server, lns []net.Listener, up func()) error {
+	errc := make(chan error, len(srvs))
+	var wg sync.WaitGroup
+	for i, srv := range srvs {
+		wg.Go(func() {
+			if err := srv.Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		})
+	}
+	up()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	log.Info("shutting down: draining requests")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, srv := range srvs {
+		_ = srv.Shutdown(shutCtx)
+	}
+	wg.Wait()
+	return serveErr
+}
+
+// listeners opens the public and control listeners, each with its own
+// connection budget, so that idle connections cannot take every file
+// descriptor, and one client address only a share of the public one.
+func listeners(o Options) (pub, adm net.Listener, err error) {
+	pub, err = net.Listen("tcp", o.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("public listener: %w", err)
+	}
+	adm, err = net.Listen("tcp", o.AdminListen)
+	if err != nil {
+		pub.Close()
+		return nil, nil, fmt.Errorf("control listener: %w", err)
+	}
+	pub = listen.Limit(pub, listen.Options{MaxConns: o.MaxConnections, MaxConnsPerClient: o.MaxConnectionsPerClient})
+	adm = listen.Limit(adm, listen.Options{MaxConns: adminMaxConnections, MaxConnsPerClient: adminMaxConnectionsPerClient})
+	return pub, adm, nil
+}
+
+// newHTTPServer serves h with the guards both listeners share: request
+// smuggling (listen.Guard), header and idle timeouts.
+func newHTTPServer(h http.Handler, idle time.Duration, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           listen.Guard(h),
+		ConnContext:       listen.ConnContext,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idle,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// setDefaults fills the options left zero. It raises the soft limit of
+// open files, from which the public listener's connection budget follows,
+// and returns that limit.
+func (o *Options) setDefaults() (files uint64) {
+	if o.DataDir == "" {
+		o.DataDir = DefaultDataDir()
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:8080"
+	}
+	if o.AdminListen == "" {
+		o.AdminListen = "127.0.0.1:8081"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.AccessLog == nil {
+		o.AccessLog = o.Logger
+	}
+	if o.AppRuntime == "" {
+		o.AppRuntime = "bwrap"
+	}
+	if o.AppDomain == "" {
+		o.AppDomain = "localhost"
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
+	if o.MaxConnectionsPerClient <= 0 {
+		o.MaxConnectionsPerClient = defaultConnectionsPerClient
+	}
+	files = raiseFileLimit()
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = int(min(max(files/4, 64), 16384))
+	}
+	return files
 }
 
 // raiseFileLimit raises the soft limit of open files to the hard one (the

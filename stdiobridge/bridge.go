@@ -366,8 +366,10 @@ func (h *Handler) servePOST(w http.ResponseWriter, r *http.Request) {
 			writeJSONRPCError(w, status, req.ID, &jsonrpc.Error{Code: codeServerBusy, Message: err.Error()})
 			return
 		}
+		// The cause (the process's start, the sandbox's agent) is for the
+		// log, not for an anonymous client.
 		h.log.Error("stdiobridge: starting session", "error", err)
-		http.Error(w, err.Error(), status)
+		http.Error(w, "the MCP server's process could not be started", status)
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -402,6 +404,12 @@ func requestedModernVersion(r *http.Request, req *jsonrpc.Request) string {
 }
 
 var errClosed = errors.New("the MCP server is shutting down")
+
+// ErrNoRoom is what Options.Start returns (wrapped) when there is no room
+// for a process now (the host is at capacity, say): the initialize then
+// gets 503 with Retry-After and a JSON-RPC error, as beyond MaxSessions,
+// instead of 502. Its message is all the client is told.
+var ErrNoRoom = errors.New("the MCP server has no room for another session now: try again later")
 
 // codeServerBusy is the JSON-RPC error code of a refused initialize (in the
 // range JSON-RPC leaves to servers).
@@ -438,6 +446,11 @@ func (h *Handler) startSession(r *http.Request, initID jsonrpc.ID) (*session, in
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	proc, err := h.o.Start(ctx)
+	if errors.Is(err, ErrNoRoom) {
+		cancel()
+		h.log.Warn("stdiobridge: no room for a process", "error", err)
+		return nil, http.StatusServiceUnavailable, ErrNoRoom
+	}
 	if err != nil {
 		cancel()
 		return nil, http.StatusBadGateway, fmt.Errorf("starting MCP server: %w", err)

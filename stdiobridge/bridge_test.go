@@ -4,6 +4,7 @@ package stdiobridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -483,13 +484,43 @@ func TestStartFailure(t *testing.T) {
 	}
 }
 
+// A Start that finds no room (ErrNoRoom, wrapped) fails initialize with
+// 503, Retry-After and a JSON-RPC error that says only ErrNoRoom's message;
+// any other failure is 502 with a fixed message, the cause in the log.
+func TestStartNoRoom(t *testing.T) {
+	secret := "host figures: 1Gi of 1Gi"
+	for _, tc := range []struct {
+		err    error
+		status int
+	}{
+		{fmt.Errorf("%w: %s", ErrNoRoom, secret), http.StatusServiceUnavailable},
+		{errors.New(secret), http.StatusBadGateway},
+	} {
+		h := New(Options{Start: func(ctx context.Context) (Process, error) { return nil, tc.err }})
+		srv := httptest.NewServer(h)
+		resp := post(t, srv.URL, "", initializeBody, nil)
+		body, _ := io.ReadAll(resp.Body)
+		srv.Close()
+		h.Close()
+		if resp.StatusCode != tc.status || strings.Contains(string(body), secret) {
+			t.Errorf("Start failing with %q: %s %s; want %d without the cause", tc.err, resp.Status, body, tc.status)
+		}
+		if tc.status == http.StatusServiceUnavailable && (resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"jsonrpc":"2.0"`)) {
+			t.Errorf("no room: Retry-After %q, body %s; want a JSON-RPC error with Retry-After", resp.Header.Get("Retry-After"), body)
+		}
+	}
+}
+
 // TestSessionCapsAndInitTimeout: a client that floods initialize is held
 // to its share of sessions (429, JSON-RPC error, Retry-After), the bridge
 // to its total (503, the same), and sessions that never get past
 // initialize end after InitTimeout, while a session in use lives on.
 func TestSessionCapsAndInitTimeout(t *testing.T) {
 	// Clients are told apart by a header here (by address by default).
-	b := newBridge(t, Options{MaxSessions: 3, MaxSessionsPerClient: 2, InitTimeout: 500 * time.Millisecond,
+	// InitTimeout leaves room for the two initializes below (each starts a
+	// process) on a loaded machine: the session made first must still be
+	// there when the bridge is checked full.
+	b := newBridge(t, Options{MaxSessions: 3, MaxSessionsPerClient: 2, InitTimeout: 3 * time.Second,
 		ClientKey: func(r *http.Request) string { return r.Header.Get("X-Client") }})
 	cs := b.connect(t, nil) // initialize, then notifications/initialized
 	if resp := post(t, b.url, "", initializeBody, nil); resp.StatusCode != http.StatusOK {

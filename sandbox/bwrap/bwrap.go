@@ -332,7 +332,10 @@ func (b *box) teardown() {
 }
 
 func memfd(name string, content []byte) (*os.File, error) {
-	fd, err := unix.MemfdCreate(name, 0)
+	// Close-on-exec: cmd.ExtraFiles hands it to this one bubblewrap only;
+	// without it, every process the server starts meanwhile (other
+	// sandboxes' bubblewrap and runsc) would inherit it.
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("memfd: %w", err)
 	}

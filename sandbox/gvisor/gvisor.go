@@ -45,8 +45,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/internal/cgroup"
 	"github.com/berth-dev/berth/internal/netns"
@@ -455,7 +453,7 @@ func (r *Runtime) Cleanup(ctx context.Context) error {
 	// runsc's own mounts in its state (the gofers' empty network
 	// namespace), and what it could not delete (a container whose state is
 	// corrupt).
-	unmountUnder(r.root)
+	local.UnmountUnder(r.root)
 	entries, _ := os.ReadDir(r.root)
 	for _, e := range entries {
 		if err := os.RemoveAll(filepath.Join(r.root, e.Name())); err != nil {
@@ -466,48 +464,6 @@ func (r *Runtime) Cleanup(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// unmountUnder detaches every mount at or below dir.
-func unmountUnder(dir string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var points []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			points = append(points, mp)
-		}
-	}
-	for i := len(points) - 1; i >= 0; i-- { // the deepest (latest) first
-		_ = unix.Unmount(points[i], unix.MNT_DETACH)
-	}
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of
-// /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // killStrays kills every process started with "--root root", the runsc

@@ -589,7 +589,7 @@ func TestCleanupAfterCrash(t *testing.T) {
 	if err := rt.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if m := mountsUnder(state); len(m) > 0 {
+	if m := local.MountsUnder(state); len(m) > 0 {
 		t.Fatalf("mounts left: %v", m)
 	}
 }
@@ -693,17 +693,6 @@ func listDir(dir string) []string {
 	return names
 }
 
-func mountsUnder(dir string) []string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir) {
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
-
 // hostAddrs are the host's own non-loopback IPv4 addresses.
 func hostAddrs(t *testing.T) []string {
 	addrs, err := net.InterfaceAddrs()
@@ -741,7 +730,7 @@ func BenchmarkBareRunsc(b *testing.B) {
 	runsc := runscPath(b)
 	root := b.TempDir()
 	b.Cleanup(func() {
-		for _, m := range mountsUnder(root) {
+		for _, m := range local.MountsUnder(root) {
 			_ = syscall.Unmount(m, syscall.MNT_DETACH)
 		}
 	})

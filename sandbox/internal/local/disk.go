@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -101,10 +102,15 @@ func (h *Host) MakeDisk(dir string, size int64, uid uint32) (*Disk, error) {
 // diskTemplate returns a formatted, unmounted image of size bytes, made
 // on first use.
 func (h *Host) diskTemplate(size int64) (string, error) {
-	h.templates.Lock()
-	defer h.templates.Unlock()
 	dir := filepath.Join(h.Dir, "disk-templates")
 	p := filepath.Join(dir, "ext4-"+strconv.FormatInt(size, 10)+".img")
+	if _, err := os.Stat(p); err == nil {
+		return p, nil // made already (renamed into place whole)
+	}
+	// Starts that need this size wait for one mkfs; others go on.
+	mu, _ := h.templates.LoadOrStore(size, new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
@@ -329,9 +335,7 @@ func DiskStats(s sandbox.Stats, d *Disk) sandbox.Stats {
 // device still bound to an image there (a crash between attaching and
 // mounting).
 func cleanupDisks(dir string) {
-	for _, mp := range mountsUnder(dir) {
-		_ = unix.Unmount(mp, unix.MNT_DETACH)
-	}
+	UnmountUnder(dir)
 	devs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	for _, p := range devs {
 		b, err := os.ReadFile(p)
@@ -359,9 +363,16 @@ func LoopDevicesUnder(dir string) []string {
 	return out
 }
 
-// mountsUnder lists the mount points at or below dir, the deepest (latest)
+// UnmountUnder detaches every mount at or below dir, the deepest first.
+func UnmountUnder(dir string) {
+	for _, mp := range MountsUnder(dir) {
+		_ = unix.Unmount(mp, unix.MNT_DETACH)
+	}
+}
+
+// MountsUnder lists the mount points at or below dir, the deepest (latest)
 // first.
-func mountsUnder(dir string) []string {
+func MountsUnder(dir string) []string {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil
@@ -382,9 +393,6 @@ func mountsUnder(dir string) []string {
 	}
 	return points
 }
-
-// MountsUnder is mountsUnder for tests and drivers.
-func MountsUnder(dir string) []string { return mountsUnder(dir) }
 
 // unescapeMountinfo undoes the octal escapes (\040 for a space) of
 // /proc/self/mountinfo.

@@ -47,7 +47,7 @@ type Host struct {
 	free []int
 	next int
 
-	templates sync.Mutex // making disk templates
+	templates sync.Map // disk size → *sync.Mutex held while its template is made
 }
 
 // NewHost prepares the state directory, stages the agent and opens the
