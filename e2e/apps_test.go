@@ -272,6 +272,11 @@ func initialize(t testing.TB, url string) (sid, rev string) {
 	if resp.StatusCode != 200 || resp.Header.Get("Mcp-Session-Id") == "" {
 		t.Fatalf("initialize: %s %s", resp.Status, buf.String())
 	}
+	// An app reached by path shares the pools' origin: its pages are
+	// sandboxed (an opaque origin).
+	if csp := resp.Header.Get("Content-Security-Policy"); strings.Contains(url, "/apps/") && !strings.HasPrefix(csp, "sandbox ") {
+		t.Fatalf("path-routed app response without the sandbox policy: %q", csp)
+	}
 	return resp.Header.Get("Mcp-Session-Id"), resp.Header.Get("Berth-Revision")
 }
 
@@ -339,6 +344,9 @@ func TestAppTrafficSplitAndLabels(t *testing.T) {
 	resp.Body.Close()
 	if resp.Header.Get("Berth-Revision") != "split--green" {
 		t.Fatalf("host-routed label request: %s %s", resp.Status, resp.Header.Get("Berth-Revision"))
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); csp != "" {
+		t.Fatalf("host-routed app response with a policy it did not set: %q", csp)
 	}
 	if code, _ := call(t, url, "no-such-session", "tools/list"); code != http.StatusNotFound {
 		t.Fatalf("unknown session: HTTP %d", code)

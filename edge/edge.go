@@ -56,7 +56,20 @@ type Route struct {
 	Label string
 	// Path is the path the app sees (apps only).
 	Path string
+	// ByPath is set for an app reached by /apps/NAME/…: its pages then
+	// share the listener's origin with the pools' endpoints, so the edge
+	// sandboxes them (see PathAppCSP).
+	ByPath bool
 }
+
+// PathAppCSP is the Content-Security-Policy of every response of an app
+// reached by path. Such a page is served from the same origin as
+// /pools/…; the policy gives it an opaque origin instead (its scripts
+// still run), so that its requests to a pool carry "Origin: null", which
+// the pools refuse, and it can read none of their responses. Apps reached
+// by their own host (NAME.DOMAIN) have an origin of their own and are not
+// touched. MCP clients ignore the header.
+const PathAppCSP = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
 // AppRequest is what the edge tells the gateway about a request for an
 // app, and what the gateway tells the access line back.
@@ -154,7 +167,7 @@ func (e *Edge) Route(r *http.Request) Route {
 		seg, tail, _ := strings.Cut(rest, "/")
 		name, label, _ := strings.Cut(seg, "---")
 		if name != "" {
-			return Route{Kind: KindApp, Name: name, Label: label, Path: "/" + tail}
+			return Route{Kind: KindApp, Name: name, Label: label, Path: "/" + tail, ByPath: true}
 		}
 	}
 	if rest, ok := strings.CutPrefix(p, "/pools/"); ok {
@@ -204,6 +217,10 @@ func (e *Edge) serve(st *state, r *http.Request) *Error {
 			if err := e.stdio.check(st, r); err != nil {
 				return err
 			}
+		}
+		if st.route.ByPath {
+			// Added to whatever policy the app sets: browsers enforce both.
+			st.Header().Set("Content-Security-Policy", PathAppCSP)
 		}
 		st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
 		e.o.Apps.ServeApp(st, r, &st.app)

@@ -115,8 +115,8 @@ func TestRoute(t *testing.T) {
 		{"a.b.apps.test", "/x", edge.Route{Kind: edge.KindDataPlane}},
 		{"apps.test", "/x", edge.Route{Kind: edge.KindDataPlane}},
 		{"xapps.test", "/x", edge.Route{Kind: edge.KindDataPlane}},
-		{"127.0.0.1:8080", "/apps/web/mcp", edge.Route{Kind: edge.KindApp, Name: "web", Path: "/mcp"}},
-		{"127.0.0.1:8080", "/apps/web---v2", edge.Route{Kind: edge.KindApp, Name: "web", Label: "v2", Path: "/"}},
+		{"127.0.0.1:8080", "/apps/web/mcp", edge.Route{Kind: edge.KindApp, Name: "web", Path: "/mcp", ByPath: true}},
+		{"127.0.0.1:8080", "/apps/web---v2", edge.Route{Kind: edge.KindApp, Name: "web", Label: "v2", Path: "/", ByPath: true}},
 		{"127.0.0.1:8080", "/apps/", edge.Route{Kind: edge.KindDataPlane}},
 		{"127.0.0.1:8080", "/pools/p/mcp", edge.Route{Kind: edge.KindPoolMCP, Name: "p"}},
 		{"[::1]:8080", "/pools/p/mcp/x", edge.Route{Kind: edge.KindDataPlane, Name: "p"}},
@@ -129,6 +129,23 @@ func TestRoute(t *testing.T) {
 		if got := v.e.Route(r); got != c.want {
 			t.Errorf("%s%s: %+v, want %+v", c.host, c.path, got, c.want)
 		}
+	}
+}
+
+// TestPathAppSandboxed: an app reached by path shares the listener's origin
+// with the pools, so its pages get an opaque origin (whose requests to a
+// pool say "Origin: null", refused in TestOriginAndCORS); an app on its own
+// host keeps its origin.
+func TestPathAppSandboxed(t *testing.T) {
+	v := newEnv(t)
+	if w := v.do("GET", "/apps/web/", nil, ""); w.Code != 200 || w.Header().Get("Content-Security-Policy") != edge.PathAppCSP {
+		t.Errorf("by path: %d, CSP %q", w.Code, w.Header().Get("Content-Security-Policy"))
+	}
+	if w := v.do("GET", "/", map[string]string{"Host": "web.apps.test"}, ""); w.Code != 200 || w.Header().Get("Content-Security-Policy") != "" {
+		t.Errorf("by host: %d, CSP %q", w.Code, w.Header().Get("Content-Security-Policy"))
+	}
+	if w := v.do("POST", "/pools/open/mcp", nil, ""); w.Header().Get("Content-Security-Policy") != "" {
+		t.Errorf("pool MCP: CSP %q", w.Header().Get("Content-Security-Policy"))
 	}
 }
 
