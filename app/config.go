@@ -207,6 +207,8 @@ type Doc struct {
 	Revisions []Revision        `json:"revisions"`
 	Traffic   []TrafficTarget   `json:"traffic"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	// Hostnames are the app's custom domains.
+	Hostnames []Hostname `json:"hostnames,omitempty"`
 	// Latest sends all traffic to the newest revision on each deploy; an
 	// explicit traffic split turns it off until the next --set of 100% to
 	// the latest.

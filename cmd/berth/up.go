@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/edge/certs"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/logbatch"
 	"github.com/berth-dev/berth/pool"
@@ -40,6 +41,14 @@ func runUp(ctx context.Context, args []string) error {
 	maxConnsPerClient := fs.Int("max-connections-per-client", 512, "open connections of one client address to the public listener")
 	idleTimeout := fs.Duration("idle-timeout", 2*time.Minute, "close keep-alive connections idle this long (both listeners)")
 	bodyMemory := fs.String("body-memory", pool.FormatBytes(bodymem.DefaultBytes), "request bodies held in memory at once, server-wide (503 beyond)")
+	httpsListen := fs.String("https-listen", "", "HTTPS listener of the front door (e.g. 127.0.0.1:8443); --listen then redirects app and pool requests to it")
+	tlsMode := fs.String("tls", "internal", "where HTTPS certificates come from: internal (Berth's local CA) or acme; --tls-cert/--tls-key alone: files")
+	var tlsOpts server.TLSOptions
+	fs.StringVar(&tlsOpts.ACMEEmail, "acme-email", "", "ACME account email (--tls acme)")
+	fs.StringVar(&tlsOpts.ACMECA, "acme-ca", "", "ACME directory URL (default Let's Encrypt)")
+	fs.StringVar(&tlsOpts.ACMECARoot, "acme-ca-root", "", "PEM file of roots trusted for the ACME server's own HTTPS")
+	fs.StringVar(&tlsOpts.CertFile, "tls-cert", "", "PEM certificate chain to serve (e.g. a wildcard for the app domain); with --tls-key")
+	fs.StringVar(&tlsOpts.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	var manifests multiFlag
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
 	var origins []string
@@ -68,6 +77,9 @@ func runUp(ctx context.Context, args []string) error {
 		}
 		*c.dst = n
 	}
+	if err := tlsFlags(fs, *httpsListen, *tlsMode, &tlsOpts); err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("berth up needs root: every sandbox gets its own cgroup, host uid and namespaces (run it with sudo, or as root)")
 	}
@@ -91,6 +103,7 @@ func runUp(ctx context.Context, args []string) error {
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
 		Admission:      ao,
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
+		HTTPSListen: *httpsListen, TLS: tlsOpts,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
 		},
@@ -166,4 +179,36 @@ func printWelcome(s *server.Server) {
 	fmt.Printf("  Try it:      curl -s -X POST '%s/pools/default/code/execute?identifier=demo-1' \\\n", s.Info.PublicURL)
 	fmt.Printf("                 -H \"x-ms-apikey: $(berth pool credentials default --data-dir %s)\" \\\n", s.DataDir)
 	fmt.Printf("                 -H 'content-type: application/json' -d '{\"properties\":{\"code\":\"echo hello from $(hostname)\"}}'\n\n")
+}
+
+// tlsFlags checks the HTTPS flags and sets o.Mode.
+func tlsFlags(fs *flag.FlagSet, httpsListen, mode string, o *server.TLSOptions) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if httpsListen == "" {
+		for _, f := range []string{"tls", "acme-email", "acme-ca", "acme-ca-root", "tls-cert", "tls-key"} {
+			if set[f] {
+				return usageError("--" + f + " needs --https-listen")
+			}
+		}
+		return nil
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return usageError("--tls-cert and --tls-key go together")
+	}
+	switch {
+	case mode == "internal" && o.CertFile != "" && !set["tls"]:
+		o.Mode = certs.ModeFiles
+	case mode == "internal", mode == "acme":
+		o.Mode = certs.Mode(mode)
+	default:
+		return usageError("--tls: internal or acme (or --tls-cert/--tls-key)")
+	}
+	if o.Mode == certs.ModeACME && o.ACMEEmail == "" {
+		return usageError("--tls acme needs --acme-email (the ACME account's contact)")
+	}
+	if o.Mode != certs.ModeACME && (o.ACMEEmail != "" || o.ACMECA != "" || o.ACMECARoot != "") {
+		return usageError("--acme-email, --acme-ca and --acme-ca-root need --tls acme")
+	}
+	return nil
 }
