@@ -117,7 +117,10 @@ type Info struct {
 	PID       int    `json:"pid"`
 	AdminURL  string `json:"adminURL"`
 	PublicURL string `json:"publicURL"`
-	Version   string `json:"version"`
+	// PlainURL is the plain HTTP listener's URL when HTTPS is on (it
+	// redirects app and pool requests to PublicURL's scheme).
+	PlainURL string `json:"plainURL,omitempty"`
+	Version  string `json:"version"`
 }
 
 // Server is a running server.
@@ -213,6 +216,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	bodies := bodymem.New(o.BodyMemory)
 	info := Info{PID: os.Getpid(), AdminURL: "http://" + admLn.Addr().String(), PublicURL: publicURL, Version: o.Version}
+	if httpsLn != nil {
+		info.PlainURL = "http://" + pubLn.Addr().String()
+	}
 
 	if !o.NoDefaultPool {
 		var ce *pool.ConfigError

@@ -165,6 +165,9 @@ func findRunsc() string {
 func printWelcome(s *server.Server) {
 	fmt.Printf("\nBerth %s is up.\n\n", version)
 	fmt.Printf("  Data plane   %s\n", s.Info.PublicURL)
+	if s.Info.PlainURL != "" {
+		fmt.Printf("  Plain HTTP   %s  (redirects to HTTPS; trust the root: berth ca trust --data-dir %s)\n", s.Info.PlainURL, s.DataDir)
+	}
 	fmt.Printf("  Control API  %s  (token in %s)\n\n", s.Info.AdminURL, filepath.Join(s.DataDir, server.TokenFile))
 	for _, p := range s.Pools.List() {
 		c := p.Config()
