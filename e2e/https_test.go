@@ -352,6 +352,62 @@ func TestHTTPSCustomDomains(t *testing.T) {
 	if _, err := f.handshake("alpha.localhost"); err != nil {
 		t.Errorf("alpha.localhost: %v", err)
 	}
+
+	// berth apply: ingress.customDomains is the app's list of hosts.
+	manifest := filepath.Join(t.TempDir(), "app.yaml")
+	apply := func(domains string) controlplane.AppView {
+		y := fmt.Sprintf(`name: gamma
+properties:
+  configuration:
+    ingress: {transport: stdio, customDomains: %s}
+  template:
+    containers:
+      - command: ["./everything-server"]
+        dir: %s
+    scale: {minReplicas: 1}
+`, domains, dir)
+		if err := os.WriteFile(manifest, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var v controlplane.AppView
+		b.cliJSON(&v, "apply", "-f", manifest)
+		return v
+	}
+	if v := apply(`[{name: gamma.example.test, bindingType: SniEnabled}, {name: g2.example.test}]`); len(v.Hostnames) != 2 {
+		t.Fatalf("apply with two custom domains: %+v", v.Hostnames)
+	}
+	for _, h := range []string{"gamma.example.test", "g2.example.test"} {
+		if _, err := f.handshake(h); err != nil {
+			t.Errorf("%s after apply: %v", h, err)
+		}
+	}
+	if v := apply(`[{name: g2.example.test}]`); len(v.Hostnames) != 1 || v.Hostnames[0].Host != "g2.example.test" {
+		t.Fatalf("apply with one: %+v", v.Hostnames)
+	}
+	if _, err := f.handshake("gamma.example.test"); err == nil {
+		t.Error("a custom domain dropped from the manifest still gets a certificate")
+	}
+	if _, errOut, code := b.try("apply", "-f", writeFile(t, strings.ReplaceAll(mustRead(t, manifest), "{name: g2.example.test}", "{name: g2.example.test, bindingType: Disabled}")), "--data-dir", b.dataDir); code == 0 || !strings.Contains(errOut, "bindingType") {
+		t.Errorf("bindingType Disabled: exit %d %s", code, errOut)
+	}
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "f.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func mustRead(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func waitFor(t *testing.T, cond func() bool) {
