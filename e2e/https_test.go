@@ -234,6 +234,25 @@ func TestHTTPS(t *testing.T) {
 		}
 	})
 
+	t.Run("labels are bound and unbound", func(t *testing.T) {
+		if _, err := f.handshake("alpha---canary.localhost"); err == nil {
+			t.Fatal("a label's name got a certificate before the label existed")
+		}
+		b.cli("app", "traffic", "alpha", "--label", "alpha--r1=canary")
+		if _, err := f.handshake("alpha---canary.localhost"); err != nil {
+			t.Fatalf("label's name: %v", err)
+		}
+		text, cs := callTool(t, hc, f.hostURL("alpha---canary.localhost", "/mcp"), "test_simple_text")
+		cs.Close()
+		if !strings.Contains(text, "simple text") {
+			t.Fatalf("by label host: %q", text)
+		}
+		b.cli("app", "traffic", "alpha", "--label", "=canary")
+		if _, err := f.handshake("alpha---canary.localhost"); err == nil {
+			t.Fatal("a removed label's name still gets a certificate")
+		}
+	})
+
 	t.Run("plain listener redirects to HTTPS", func(t *testing.T) {
 		for _, c := range []struct{ method, path, host, want string }{
 			{"POST", "/apps/alpha/mcp?x=1", "", b.info.PublicURL + "/apps/alpha/mcp?x=1"},
