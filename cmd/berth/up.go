@@ -41,14 +41,7 @@ func runUp(ctx context.Context, args []string) error {
 	maxConnsPerClient := fs.Int("max-connections-per-client", 512, "open connections of one client address to the public listener")
 	idleTimeout := fs.Duration("idle-timeout", 2*time.Minute, "close keep-alive connections idle this long (both listeners)")
 	bodyMemory := fs.String("body-memory", pool.FormatBytes(bodymem.DefaultBytes), "request bodies held in memory at once, server-wide (503 beyond)")
-	httpsListen := fs.String("https-listen", "", "HTTPS listener of the front door (e.g. 127.0.0.1:8443); --listen then redirects app and pool requests to it")
-	tlsMode := fs.String("tls", "internal", "where HTTPS certificates come from: internal (Berth's local CA) or acme; --tls-cert/--tls-key alone: files")
-	var tlsOpts server.TLSOptions
-	fs.StringVar(&tlsOpts.ACMEEmail, "acme-email", "", "ACME account email (--tls acme)")
-	fs.StringVar(&tlsOpts.ACMECA, "acme-ca", "", "ACME directory URL (default Let's Encrypt)")
-	fs.StringVar(&tlsOpts.ACMECARoot, "acme-ca-root", "", "PEM file of roots trusted for the ACME server's own HTTPS")
-	fs.StringVar(&tlsOpts.CertFile, "tls-cert", "", "PEM certificate chain to serve (e.g. a wildcard for the app domain); with --tls-key")
-	fs.StringVar(&tlsOpts.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	httpsListen, tlsMode, tlsOpts := registerTLSFlags(fs)
 	var manifests multiFlag
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
 	var origins []string
@@ -77,7 +70,7 @@ func runUp(ctx context.Context, args []string) error {
 		}
 		*c.dst = n
 	}
-	if err := tlsFlags(fs, *httpsListen, *tlsMode, &tlsOpts); err != nil {
+	if err := tlsFlags(fs, *httpsListen, *tlsMode, tlsOpts); err != nil {
 		return err
 	}
 	if os.Geteuid() != 0 {
@@ -103,7 +96,7 @@ func runUp(ctx context.Context, args []string) error {
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
 		Admission:      ao,
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
-		HTTPSListen: *httpsListen, TLS: tlsOpts,
+		HTTPSListen: *httpsListen, TLS: *tlsOpts,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
 		},
@@ -182,6 +175,19 @@ func printWelcome(s *server.Server) {
 	fmt.Printf("  Try it:      curl -s -X POST '%s/pools/default/code/execute?identifier=demo-1' \\\n", s.Info.PublicURL)
 	fmt.Printf("                 -H \"x-ms-apikey: $(berth pool credentials default --data-dir %s)\" \\\n", s.DataDir)
 	fmt.Printf("                 -H 'content-type: application/json' -d '{\"properties\":{\"code\":\"echo hello from $(hostname)\"}}'\n\n")
+}
+
+// registerTLSFlags adds berth up's HTTPS flags to fs.
+func registerTLSFlags(fs *flag.FlagSet) (httpsListen, mode *string, o *server.TLSOptions) {
+	httpsListen = fs.String("https-listen", "", "HTTPS listener of the front door (e.g. 127.0.0.1:8443); --listen then redirects app and pool requests to it")
+	mode = fs.String("tls", "internal", "where HTTPS certificates come from: internal (Berth's local CA) or acme; --tls-cert/--tls-key alone: files")
+	o = &server.TLSOptions{}
+	fs.StringVar(&o.ACMEEmail, "acme-email", "", "ACME account email (--tls acme)")
+	fs.StringVar(&o.ACMECA, "acme-ca", "", "ACME directory URL (default Let's Encrypt)")
+	fs.StringVar(&o.ACMECARoot, "acme-ca-root", "", "PEM file of roots trusted for the ACME server's own HTTPS")
+	fs.StringVar(&o.CertFile, "tls-cert", "", "PEM certificate chain to serve (e.g. a wildcard for the app domain); with --tls-key")
+	fs.StringVar(&o.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	return httpsListen, mode, o
 }
 
 // tlsFlags checks the HTTPS flags and sets o.Mode.
