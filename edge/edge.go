@@ -1,15 +1,17 @@
 // Package edge is Berth's front door: every request on the public listener
 // passes through one Edge, in this order:
 //
-//   - (TLS termination: to come, on a TLS listener in front of the same
-//     handler; see edge/certs);
-//   - host routing: an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN) or by
-//     path (/apps/NAME/…), a pool's MCP endpoint (/pools/{pool}/mcp), and
-//     the data plane (every other path);
+//   - TLS termination, on the HTTPS listener in front of the same handler
+//     (server/https.go, with certificates from edge/certs);
+//   - host routing: an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN), by
+//     custom domain (Hosts: one map lookup) or by path (/apps/NAME/…), a
+//     pool's MCP endpoint (/pools/{pool}/mcp), and the data plane (every
+//     other path);
 //   - Origin validation (the MCP spec's DNS rebinding rule: 403) and CORS
 //     (preflights, Allow- and Expose- headers), by the route's policy: the
-//     server-wide allow-list for pools' MCP endpoints, the apps' domain for
-//     stdio apps (HTTP apps see the client's Host and Origin themselves);
+//     server-wide allow-list for pools' MCP endpoints, the apps' domain (and
+//     the custom domain the request came by) for stdio apps (HTTP apps see
+//     the client's Host and Origin themselves);
 //   - authentication, by the route's authenticator: the pool's key
 //     (x-ms-apikey or Authorization: Bearer) for the data plane and a pool's
 //     MCP endpoint unless the pool's mcpAuth is none; none for apps;
