@@ -409,6 +409,20 @@ properties:
 	if _, errOut, code := b.try("apply", "-f", writeFile(t, strings.ReplaceAll(mustRead(t, manifest), "{name: g2.example.test}", "{name: g2.example.test, bindingType: Disabled}")), "--data-dir", b.dataDir); code == 0 || !strings.Contains(errOut, "bindingType") {
 		t.Errorf("bindingType Disabled: exit %d %s", code, errOut)
 	}
+
+	// After a restart, custom domains are routed and bound again.
+	b.stop()
+	b = startBerth(t, b.dataDir, "--https-listen", "127.0.0.1:0")
+	f = newHTTPSFront(t, b)
+	b.waitReplicas("gamma", 1)
+	text, cs := callTool(t, f.client(nil), f.hostURL("g2.example.test", "/mcp"), "test_simple_text")
+	cs.Close()
+	if !strings.Contains(text, "simple text") {
+		t.Fatalf("custom domain after a restart: %q", text)
+	}
+	if _, err := f.handshake("gamma.example.test"); err == nil {
+		t.Error("a removed custom domain got a certificate after a restart")
+	}
 }
 
 func writeFile(t *testing.T, content string) string {
