@@ -200,12 +200,14 @@ func (e *Edge) Route(r *http.Request) Route {
 	return Route{Kind: KindDataPlane}
 }
 
-// stripPort removes a :PORT from a Host header.
+// stripPort removes a :PORT and the trailing dot of a fully qualified name
+// ("tasks.example.com.", which names the same host and gets the same
+// certificate) from a Host header.
 func stripPort(host string) string {
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
-		return host[:i]
+		host = host[:i]
 	}
-	return host
+	return strings.TrimSuffix(host, ".")
 }
 
 // appHost reads NAME[---LABEL] from a host under the apps' domain.

@@ -39,6 +39,8 @@ func TestCustomDomains(t *testing.T) {
 		{"mcp.example.com", edge.Route{Kind: edge.KindApp, Name: "tasks", Path: "/mcp", Host: "mcp.example.com"}},
 		{"MCP.Example.com:8443", edge.Route{Kind: edge.KindApp, Name: "tasks", Path: "/mcp", Host: "mcp.example.com"}},
 		{"web.example.org", edge.Route{Kind: edge.KindApp, Name: "web", Label: "blue", Path: "/mcp", Host: "web.example.org"}},
+		{"mcp.example.com.:443", edge.Route{Kind: edge.KindApp, Name: "tasks", Path: "/mcp", Host: "mcp.example.com"}},
+		{"Tasks.Apps.Test.", edge.Route{Kind: edge.KindApp, Name: "tasks", Path: "/mcp"}},
 		{"other.example.com", edge.Route{Kind: edge.KindDataPlane}},
 		{"tasks.apps.test", edge.Route{Kind: edge.KindApp, Name: "tasks", Path: "/mcp"}},
 	} {

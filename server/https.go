@@ -169,8 +169,12 @@ func bindStatic(m *certs.Manager, mode certs.Mode, publicURL string, log *slog.L
 
 // redirectToHTTPS is the plain listener's handler once HTTPS is on: app
 // and pool requests get 308 to the same URL over HTTPS (httpsPort: "" for
-// 443); the rest is served by front.
-func redirectToHTTPS(front *edge.Edge, httpsPort string) http.Handler {
+// 443); the rest is served by front. The redirect keeps the request's host
+// only if the HTTPS listener serves it (served: a bound name); any other
+// Host (a name Berth does not serve, an attacker's) is redirected to
+// fallback, the public URL's host, so that the Location is never a host
+// the client made up (an open redirect through Host).
+func redirectToHTTPS(front *edge.Edge, served func(host string) (string, bool), fallback, httpsPort string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt := front.Route(r)
 		if rt.Kind == edge.KindDataPlane && rt.Name == "" {
@@ -181,6 +185,10 @@ func redirectToHTTPS(front *edge.Edge, httpsPort string) http.Handler {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
+		host, ok := served(strings.Trim(host, "[]"))
+		if !ok {
+			host = fallback
+		}
 		if strings.Contains(host, ":") {
 			host = "[" + host + "]"
 		}
@@ -189,6 +197,14 @@ func redirectToHTTPS(front *edge.Edge, httpsPort string) http.Handler {
 		}
 		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
 	})
+}
+
+// publicHost is the host of the public URL (localhost if it has none).
+func publicHost(publicURL string) string {
+	if u, err := url.Parse(publicURL); err == nil && u.Hostname() != "" {
+		return u.Hostname()
+	}
+	return "localhost"
 }
 
 // httpsURLPort is the port clients reach HTTPS on: the public URL's if it

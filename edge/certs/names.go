@@ -115,3 +115,14 @@ func (m *Manager) Status(name string) string {
 	}
 	return fmt.Sprintf("valid until %s (issuer %s)", best.NotAfter.UTC().Format(time.RFC3339), best.Issuer.CommonName)
 }
+
+// Serves reports whether a handshake for host would be served (it is
+// bound, exactly or by a wildcard), and returns host normalized (lowercase,
+// ASCII, no trailing dot). host carries no port.
+func (m *Manager) Serves(host string) (string, bool) {
+	n, err := normalizeName(host)
+	if err != nil || !m.bound.has(n) {
+		return "", false
+	}
+	return n, true
+}
