@@ -38,3 +38,22 @@ func TestTokenAndProfiler(t *testing.T) {
 		}
 	}
 }
+
+// TestHostnameNotPublicHost: the public URL's host cannot be bound to an
+// app as a custom domain (400, before anything else is looked at).
+func TestHostnameNotPublicHost(t *testing.T) {
+	srv := httptest.NewServer(Handler(Options{Token: "s3cret", PublicURL: "https://Berth.Example.com:8443",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/v1/apps/tasks/hostnames/berth.example.com", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "public URL") {
+		t.Fatalf("PUT the public URL's host: %d %s, want 400", resp.StatusCode, b)
+	}
+}

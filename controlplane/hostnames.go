@@ -3,7 +3,9 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/berth-dev/berth/app"
@@ -63,6 +65,10 @@ func (c *ctl) listHostnames(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (c *ctl) addHostname(w http.ResponseWriter, r *http.Request) error {
+	host := r.PathValue("host")
+	if err := c.validHostname(host); err != nil {
+		return appError(err)
+	}
 	m, err := c.apps()
 	if err != nil {
 		return err
@@ -72,10 +78,6 @@ func (c *ctl) addHostname(w http.ResponseWriter, r *http.Request) error {
 		if err := httpapi.DecodeJSON(w, r, 4<<10, &req); err != nil {
 			return err
 		}
-	}
-	host := r.PathValue("host")
-	if err := app.ValidHostname(host, c.o.AppDomain); err != nil {
-		return appError(err)
 	}
 	if _, err := m.Get(r.PathValue("name")); err != nil {
 		return appError(err)
@@ -91,6 +93,19 @@ func (c *ctl) addHostname(w http.ResponseWriter, r *http.Request) error {
 		if v.Host == host {
 			httpapi.WriteJSON(w, http.StatusOK, v)
 		}
+	}
+	return nil
+}
+
+// validHostname checks a custom domain (app.ValidHostname) and that it
+// is not the public URL's host: that one is the pools' endpoints' (the
+// edge never routes it to an app, and their keys are sent there).
+func (c *ctl) validHostname(host string) error {
+	if err := app.ValidHostname(host, c.o.AppDomain); err != nil {
+		return err
+	}
+	if u, err := url.Parse(c.o.PublicURL); err == nil && host == strings.ToLower(strings.TrimSuffix(u.Hostname(), ".")) {
+		return &app.ConfigError{Message: fmt.Sprintf("%q is the host of the server's public URL (the pools' endpoints), not an app's", host)}
 	}
 	return nil
 }

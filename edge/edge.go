@@ -31,6 +31,7 @@ package edge
 import (
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -142,13 +143,15 @@ type Options struct {
 
 // Edge is the front door; it is an http.Handler.
 type Edge struct {
-	o       Options
-	log     *slog.Logger
-	access  *slog.Logger
-	domain  string
-	pools   *originPolicy // pools' MCP endpoints
-	stdio   appHostPolicy // stdio apps
-	noAuthW warnOnce
+	o      Options
+	log    *slog.Logger
+	access *slog.Logger
+	domain string
+	// publicHost is the public URL's host name, lowercase ("" if none).
+	publicHost string
+	pools      *originPolicy // pools' MCP endpoints
+	stdio      appHostPolicy // stdio apps
+	noAuthW    warnOnce
 }
 
 // New builds an edge; it fails if an allowed origin or the public URL is
@@ -168,18 +171,27 @@ func New(o Options) (*Edge, error) {
 		return nil, err
 	}
 	d := strings.ToLower(strings.Trim(o.AppDomain, "."))
-	return &Edge{o: o, log: o.Logger, access: o.AccessLog, domain: d, pools: op, stdio: appHostPolicy{domain: d}}, nil
+	var ph string
+	if u, err := url.Parse(o.PublicURL); err == nil {
+		ph = strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	}
+	return &Edge{o: o, log: o.Logger, access: o.AccessLog, domain: d, publicHost: ph, pools: op, stdio: appHostPolicy{domain: d}}, nil
 }
 
-// Route says where a request goes.
+// Route says where a request goes. The public URL's host is the data
+// plane's and the pools': no app takes it by host, whether its name is
+// one label under the app domain or a custom domain (bound before
+// --public-url named it).
 func (e *Edge) Route(r *http.Request) Route {
-	if name, label, ok := e.appHost(r.Host); ok {
-		return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path}
-	}
-	if e.o.Hosts != nil {
-		host := strings.ToLower(stripPort(r.Host))
-		if name, label, ok := e.o.Hosts.Host(host); ok {
-			return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path, Host: host}
+	if host := stripPort(r.Host); e.publicHost == "" || !strings.EqualFold(host, e.publicHost) {
+		if name, label, ok := e.appHost(host); ok {
+			return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path}
+		}
+		if e.o.Hosts != nil {
+			host = strings.ToLower(host)
+			if name, label, ok := e.o.Hosts.Host(host); ok {
+				return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path, Host: host}
+			}
 		}
 	}
 	p := r.URL.Path
@@ -210,9 +222,9 @@ func stripPort(host string) string {
 	return strings.TrimSuffix(host, ".")
 }
 
-// appHost reads NAME[---LABEL] from a host under the apps' domain.
+// appHost reads NAME[---LABEL] from a host (without port) under the
+// apps' domain.
 func (e *Edge) appHost(host string) (name, label string, ok bool) {
-	host = stripPort(host)
 	if len(host) <= len(e.domain)+1 || host[len(host)-len(e.domain)-1] != '.' ||
 		!strings.EqualFold(host[len(host)-len(e.domain):], e.domain) {
 		return "", "", false

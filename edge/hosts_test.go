@@ -72,3 +72,35 @@ func TestCustomDomains(t *testing.T) {
 		}
 	}
 }
+
+// TestPublicHostIsNoApp: the public URL's host stays the pools' and the
+// data plane's, even if an app's name under the app domain or a custom
+// domain names it (a pool key sent there must never reach an app).
+func TestPublicHostIsNoApp(t *testing.T) {
+	for _, c := range []struct{ public, host string }{
+		{"https://berth.apps.test:8443", "berth.apps.test"},       // app "berth" by host
+		{"https://berth.apps.test:8443", "Berth.apps.test.:8443"}, // the same
+		{"https://berth.example.com", "berth.example.com:8443"},   // a custom domain
+		{"https://Berth.Example.com.", "BERTH.example.com."},      // the same
+	} {
+		e, err := edge.New(edge.Options{
+			AppDomain: "apps.test", PublicURL: c.public, Apps: &fakeApps{}, Pools: edge.PoolsFunc(pools),
+			Hosts:   hostMap{"berth.example.com": {"tasks", ""}, "mcp.example.com": {"tasks", ""}},
+			PoolMCP: http.NotFoundHandler(), DataPlane: http.NotFoundHandler(),
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := httptest.NewRequest("POST", "/pools/p/mcp", nil)
+		r.Host = c.host
+		if got, want := e.Route(r), (edge.Route{Kind: edge.KindPoolMCP, Name: "p"}); got != want {
+			t.Errorf("public URL %s, Host %s: %+v, want %+v", c.public, c.host, got, want)
+		}
+		// Other hosts are routed as before.
+		r.Host = "mcp.example.com"
+		if got := e.Route(r); got.Kind != edge.KindApp || got.Name != "tasks" {
+			t.Errorf("public URL %s, custom domain beside it: %+v", c.public, got)
+		}
+	}
+}
