@@ -74,7 +74,12 @@ type appNames struct {
 	m      *certs.Manager
 	domain string
 	log    *slog.Logger
+	// doc returns an app's current document (false once it is deleted):
+	// the names bound are always those of the app as it is now, whatever
+	// order concurrent changes report in.
+	doc func(name string) (app.Doc, bool)
 
+	cmu   sync.Mutex // orders reading an app's document and recording its names (no I/O under it)
 	mu    sync.Mutex
 	bound map[string][]string // app → its names
 }
@@ -100,17 +105,28 @@ func (n *appNames) update(name string, now []string) (added, removed []string) {
 			added = append(added, x)
 		}
 	}
-	for _, x := range before {
-		if !slices.Contains(now, x) {
-			removed = append(removed, x)
-		}
-	}
 	if now == nil {
 		delete(n.bound, name)
 	} else {
 		n.bound[name] = now
 	}
+	for _, x := range before {
+		if !slices.Contains(now, x) && !n.held(x) {
+			removed = append(removed, x)
+		}
+	}
 	return added, removed
+}
+
+// held reports whether an app has name (n.mu held): a custom domain moved
+// from one app to another stays bound.
+func (n *appNames) held(name string) bool {
+	for _, names := range n.bound {
+		if slices.Contains(names, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // AppChanged binds the names an app has gained, custom domains waiting for
@@ -121,8 +137,9 @@ func (n *appNames) AppChanged(ctx context.Context, d app.Doc) {
 }
 
 func (n *appNames) bind(ctx context.Context, d app.Doc, wait bool) {
-	added, removed := n.update(d.Name, n.names(d))
+	added, removed := n.current(d.Name)
 	n.m.Unbind(removed...)
+	defer n.unbindLost(added)
 	for _, name := range added {
 		custom := !strings.HasSuffix(name, "."+n.domain)
 		if custom && wait {
@@ -140,9 +157,33 @@ func (n *appNames) bind(ctx context.Context, d app.Doc, wait bool) {
 	}
 }
 
+// current records the names of the app called name as it is now (none if
+// it is gone) and returns those added and removed.
+func (n *appNames) current(name string) (added, removed []string) {
+	n.cmu.Lock()
+	defer n.cmu.Unlock()
+	d, ok := n.doc(name)
+	if !ok {
+		return n.update(name, nil)
+	}
+	return n.update(name, n.names(d))
+}
+
+// unbindLost unbinds those of names that no app has any more: the app lost
+// them (or was deleted) while they were being bound, and that change
+// unbound them before this bind bound them again.
+func (n *appNames) unbindLost(names []string) {
+	n.mu.Lock()
+	lost := slices.DeleteFunc(slices.Clone(names), n.held)
+	n.mu.Unlock()
+	n.m.Unbind(lost...)
+}
+
 // AppDeleted unbinds a deleted app's names.
 func (n *appNames) AppDeleted(name string) {
+	n.cmu.Lock()
 	_, removed := n.update(name, nil)
+	n.cmu.Unlock()
 	n.m.Unbind(removed...)
 }
 
@@ -218,4 +259,15 @@ func httpsURLPort(publicURL string, ln net.Addr) string {
 		return ""
 	}
 	return p
+}
+
+// appDoc reads an app's current document from the app manager.
+func appDoc(apps *app.Manager) func(string) (app.Doc, bool) {
+	return func(name string) (app.Doc, bool) {
+		a, err := apps.Get(name)
+		if err != nil {
+			return app.Doc{}, false
+		}
+		return a.Doc(), true
+	}
 }

@@ -264,7 +264,7 @@ func Run(ctx context.Context, o Options) error {
 		srvs[0].Handler = listen.Guard(cm.HTTPChallengeHandler(redirectToHTTPS(front, cm.Serves, publicHost(publicURL), httpsURLPort(o.PublicURL, httpsLn.Addr()))))
 		srvs, lns = append(srvs, newHTTPServer(front, o.IdleTimeout, log)), append(lns, httpsLn)
 		bindStatic(cm, o.TLS.Mode, publicURL, log)
-		an := &appNames{m: cm, domain: strings.ToLower(strings.Trim(o.AppDomain, ".")), log: log, bound: map[string][]string{}}
+		an := &appNames{m: cm, domain: strings.ToLower(strings.Trim(o.AppDomain, ".")), log: log, bound: map[string][]string{}, doc: appDoc(apps)}
 		for _, a := range apps.List() {
 			an.bind(ctx, a.Doc(), false)
 		}
