@@ -3,60 +3,15 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
-	"io"
-	"log"
-	"net"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/letsencrypt/pebble/v2/ca"
-	"github.com/letsencrypt/pebble/v2/db"
-	"github.com/letsencrypt/pebble/v2/va"
-	"github.com/letsencrypt/pebble/v2/wfe"
-	"github.com/miekg/dns"
-
 	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/internal/acmetest"
 )
-
-// loopbackDNS answers every A query with 127.0.0.1 (over UDP and TCP), so
-// that Pebble's validation authority finds Berth for any name.
-func loopbackDNS(t *testing.T) string {
-	t.Helper()
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.Authoritative = true
-		for _, q := range r.Question {
-			if q.Qtype == dns.TypeA {
-				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5}, A: net.IPv4(127, 0, 0, 1)})
-			}
-		}
-		_ = w.WriteMsg(m)
-	})
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp, err := net.ListenPacket("udp", tcp.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []*dns.Server{{Listener: tcp, Handler: h}, {PacketConn: udp, Handler: h}} {
-		started := make(chan struct{})
-		s.NotifyStartedFunc = func() { close(started) }
-		go func() { _ = s.ActivateAndServe() }()
-		<-started
-		t.Cleanup(func() { _ = s.Shutdown() })
-	}
-	return tcp.Addr().String()
-}
 
 // TestHTTPSACME runs `berth up --tls acme` against Pebble (Let's Encrypt's
 // test CA) in-process: a custom domain added with `app hostname add` gets a
@@ -67,24 +22,12 @@ func loopbackDNS(t *testing.T) string {
 func TestHTTPSACME(t *testing.T) {
 	dir := everythingServer(t)
 	plainPort, httpsPort := freePort(t), freePort(t)
-	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
-	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
-	store := db.NewMemoryStore()
-	quiet := log.New(io.Discard, "", 0)
-	cai := ca.New(quiet, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {Description: "default", ValidityPeriod: 3600}})
-	vai := va.New(quiet, plainPort, httpsPort, false, loopbackDNS(t), store)
-	w := wfe.New(quiet, store, vai, cai, []string{"pebble.letsencrypt.org"}, false, false, 1, 1)
-	pebble := httptest.NewTLSServer(w.Handler())
-	defer pebble.Close()
-	pebbleRoot := filepath.Join(t.TempDir(), "pebble-tls.pem")
-	if err := os.WriteFile(pebbleRoot, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pebble.Certificate().Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	pebble := acmetest.StartPebble(t, acmetest.DNS(t, acmetest.Loopback), plainPort, httpsPort, nil)
 	issued := x509.NewCertPool()
-	issued.AddCert(cai.GetRootCert(0).Cert)
+	issued.AddCert(pebble.Issued)
 
 	b := startBerth(t, "", "--listen", "127.0.0.1:"+strconv.Itoa(plainPort), "--https-listen", "127.0.0.1:"+strconv.Itoa(httpsPort),
-		"--tls", "acme", "--acme-email", "ops@berth.test", "--acme-ca", pebble.URL+"/dir", "--acme-ca-root", pebbleRoot)
+		"--tls", "acme", "--acme-email", "ops@berth.test", "--acme-ca", pebble.Dir, "--acme-ca-root", pebble.TLSRootFile)
 	f := newHTTPSFront(t, b) // the local CA still signs localhost names
 	b.cli("app", "deploy", "alpha", "--dir", dir, "--command", "./everything-server", "--transport", "stdio", "--min", "1")
 	b.waitReplicas("alpha", 1)

@@ -3,12 +3,10 @@ package certs
 import (
 	"context"
 	"crypto/tls"
-	"encoding/pem"
 	"io"
 	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,89 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/letsencrypt/pebble/v2/ca"
-	"github.com/letsencrypt/pebble/v2/db"
-	"github.com/letsencrypt/pebble/v2/va"
-	"github.com/letsencrypt/pebble/v2/wfe"
-	"github.com/miekg/dns"
+	"github.com/berth-dev/berth/internal/acmetest"
 )
-
-// startDNS serves, over UDP and TCP on a free loopback port, an A record
-// 127.0.0.1 for every name (and no AAAA): Pebble's validation authority
-// resolves the names it validates through it.
-func startDNS(t *testing.T) string {
-	return startDNSWith(t, func(string) net.IP { return net.IPv4(127, 0, 0, 1) })
-}
-
-// startDNSWith answers A queries with addr(name).
-func startDNSWith(t *testing.T, addr func(name string) net.IP) string {
-	t.Helper()
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.Authoritative = true
-		for _, q := range r.Question {
-			if q.Qtype == dns.TypeA {
-				m.Answer = append(m.Answer, &dns.A{
-					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5},
-					A:   addr(q.Name),
-				})
-			}
-		}
-		_ = w.WriteMsg(m)
-	})
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp, err := net.ListenPacket("udp", tcp.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []*dns.Server{{Listener: tcp, Handler: h}, {PacketConn: udp, Handler: h}} {
-		started := make(chan struct{})
-		s.NotifyStartedFunc = func() { close(started) }
-		go func() { _ = s.ActivateAndServe() }()
-		<-started
-		t.Cleanup(func() { _ = s.Shutdown() })
-	}
-	return tcp.Addr().String()
-}
-
-// pebbleCA is Pebble (Let's Encrypt's test ACME server) in-process.
-type pebbleCA struct {
-	dir      string // ACME directory URL
-	tlsRoot  string // file: the root of the ACME server's own HTTPS
-	issuedCA []byte // PEM: the root of the certificates it issues
-}
-
-// startPebble runs Pebble with real validation: its VA resolves names with
-// the DNS server at dnsAddr and connects to httpPort (HTTP-01) and tlsPort
-// (TLS-ALPN-01) on the address it gets.
-func startPebble(t *testing.T, dnsAddr string, httpPort, tlsPort int) *pebbleCA {
-	t.Helper()
-	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
-	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
-	logger := log.New(io.Discard, "pebble ", log.LstdFlags)
-	if os.Getenv("CERTS_TEST_LOG") != "" {
-		logger = log.New(os.Stderr, "pebble ", log.LstdFlags)
-	}
-	store := db.NewMemoryStore()
-	cai := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {Description: "default", ValidityPeriod: 3600}})
-	vai := va.New(logger, httpPort, tlsPort, false, dnsAddr, store)
-	w := wfe.New(logger, store, vai, cai, []string{"pebble.letsencrypt.org"}, false, false, 1, 1)
-	srv := httptest.NewTLSServer(w.Handler())
-	t.Cleanup(srv.Close)
-	rootFile := filepath.Join(t.TempDir(), "pebble-tls.pem")
-	if err := os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &pebbleCA{
-		dir:      srv.URL + "/dir",
-		tlsRoot:  rootFile,
-		issuedCA: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cai.GetRootCert(0).Cert.Raw}),
-	}
-}
 
 // frontDoor is what the front door will do with a Manager: a plain
 // listener whose handler answers HTTP-01 challenges and an HTTPS listener
@@ -156,10 +73,18 @@ func (f *frontDoor) serve(t *testing.T, m *Manager) string {
 	return f.https.Addr().String()
 }
 
+// pebbleLog is where Pebble logs: stderr if CERTS_TEST_LOG is set.
+func pebbleLog() io.Writer {
+	if os.Getenv("CERTS_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return nil
+}
+
 func TestACMEWithPebble(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dnsAddr := startDNS(t)
+	dnsAddr := acmetest.DNS(t, acmetest.Loopback)
 
 	for _, tc := range []struct {
 		challenge string
@@ -172,9 +97,9 @@ func TestACMEWithPebble(t *testing.T) {
 			fd := listenFrontDoor(t)
 			// Pebble validates on the front door's own ports: certmagic finds
 			// them taken and leaves the answers to the front door's handlers.
-			peb := startPebble(t, dnsAddr, port(fd.plain), port(fd.https))
+			peb := acmetest.StartPebble(t, dnsAddr, port(fd.plain), port(fd.https), pebbleLog())
 			o := tc.opts
-			o.CA, o.CARootFile, o.Email = peb.dir, peb.tlsRoot, "ops@berth.test"
+			o.CA, o.CARootFile, o.Email = peb.Dir, peb.TLSRootFile, "ops@berth.test"
 			o.HTTPPort, o.TLSALPNPort, o.ListenHost = port(fd.plain), port(fd.https), "127.0.0.1"
 			m := newManager(t, Options{DataDir: t.TempDir(), Mode: ModeACME, ACME: o})
 			addr := fd.serve(t, m)
@@ -194,7 +119,7 @@ func TestACMEWithPebble(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			public := poolOf(t, peb.issuedCA)
+			public := poolOf(t, peb.IssuedPEM())
 			for _, name := range []string{"app.berth.test", "shop.customer.example"} {
 				body, st, err := httpsGet(ctx, addr, name, public)
 				if err != nil {
@@ -257,17 +182,17 @@ func TestACMEFailuresAndRetries(t *testing.T) {
 	var fixed atomic.Bool
 	// "late" and "broken" names point at 127.0.0.2, where nothing listens,
 	// until fixed.
-	dnsAddr := startDNSWith(t, func(name string) net.IP {
+	dnsAddr := acmetest.DNS(t, func(name string) net.IP {
 		if strings.HasPrefix(name, "broken.") || strings.HasPrefix(name, "late.") && !fixed.Load() {
 			return net.IPv4(127, 0, 0, 2)
 		}
 		return net.IPv4(127, 0, 0, 1)
 	})
 	fd := listenFrontDoor(t)
-	peb := startPebble(t, dnsAddr, port(fd.plain), port(fd.https))
+	peb := acmetest.StartPebble(t, dnsAddr, port(fd.plain), port(fd.https), pebbleLog())
 	dataDir := t.TempDir()
 	m := newManager(t, Options{DataDir: dataDir, Mode: ModeACME, retryBase: 200 * time.Millisecond, ACME: ACMEOptions{
-		CA: peb.dir, CARootFile: peb.tlsRoot, Email: "ops@berth.test", HTTPPort: port(fd.plain), TLSALPNPort: port(fd.https), ListenHost: "127.0.0.1",
+		CA: peb.Dir, CARootFile: peb.TLSRootFile, Email: "ops@berth.test", HTTPPort: port(fd.plain), TLSALPNPort: port(fd.https), ListenHost: "127.0.0.1",
 	}})
 	addr := fd.serve(t, m)
 	if err := m.Bind(ctx, "app.berth.test"); err != nil {
@@ -302,7 +227,7 @@ func TestACMEFailuresAndRetries(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if _, _, err := httpsGet(ctx, addr, "late.customer.example", poolOf(t, peb.issuedCA)); err != nil {
+	if _, _, err := httpsGet(ctx, addr, "late.customer.example", poolOf(t, peb.IssuedPEM())); err != nil {
 		t.Fatal(err)
 	}
 }
