@@ -49,7 +49,11 @@ func startHTTPS(o Options, dir string, plain net.Listener) (*certs.Manager, net.
 			HTTPPort: port(plain.Addr()), TLSALPNPort: port(ln.Addr()),
 		},
 		CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile,
-		Logger: o.Logger,
+		// A handshake has readHeaderTimeout in all (net/http's deadline):
+		// waiting longer for a certificate on its way would only keep a
+		// goroutine after the connection has failed.
+		HandshakeWait: readHeaderTimeout - time.Second,
+		Logger:        o.Logger,
 	})
 	if err != nil {
 		ln.Close()
@@ -189,6 +193,17 @@ func (n *appNames) AppDeleted(name string) {
 
 // Status is the certificate's state of a name.
 func (n *appNames) Status(name string) string { return n.m.Status(name) }
+
+// bindNames binds the names the server is reached by and those of every
+// app, and returns what keeps the apps' names bound as they change.
+func bindNames(ctx context.Context, cm *certs.Manager, o Options, publicURL string, apps *app.Manager) *appNames {
+	bindStatic(cm, o.TLS.Mode, publicURL, o.Logger)
+	an := &appNames{m: cm, domain: strings.ToLower(strings.Trim(o.AppDomain, ".")), log: o.Logger, bound: map[string][]string{}, doc: appDoc(apps)}
+	for _, a := range apps.List() {
+		an.bind(ctx, a.Doc(), false)
+	}
+	return an
+}
 
 // bindStatic binds the names the server itself is reached by: localhost
 // and 127.0.0.1 (not in mode files, whose certificate rarely covers them)

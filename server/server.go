@@ -263,12 +263,7 @@ func Run(ctx context.Context, o Options) error {
 	if cm != nil {
 		srvs[0].Handler = listen.Guard(cm.HTTPChallengeHandler(redirectToHTTPS(front, cm.Serves, publicHost(publicURL), httpsURLPort(o.PublicURL, httpsLn.Addr()))))
 		srvs, lns = append(srvs, newHTTPServer(front, o.IdleTimeout, log)), append(lns, httpsLn)
-		bindStatic(cm, o.TLS.Mode, publicURL, log)
-		an := &appNames{m: cm, domain: strings.ToLower(strings.Trim(o.AppDomain, ".")), log: log, bound: map[string][]string{}, doc: appDoc(apps)}
-		for _, a := range apps.List() {
-			an.bind(ctx, a.Doc(), false)
-		}
-		names = an
+		names = bindNames(ctx, cm, o, publicURL, apps)
 	}
 	admin := http.NewServeMux()
 	admin.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
