@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"golang.org/x/net/idna"
 )
 
 // Hostname is a custom domain bound to an app (or one of its labels):
@@ -24,8 +26,9 @@ var ErrHostTaken = errors.New("host name is bound to another app")
 var hostLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // ValidHostname checks a custom domain: a lowercase DNS name of two labels
-// or more, without port, that is no IP address and not under appDomain
-// (whose names are the apps' own).
+// or more (an internationalized one in valid ASCII form), without port,
+// that is no IP address and not under appDomain (whose names are the
+// apps' own).
 func ValidHostname(host, appDomain string) error {
 	switch {
 	case host == "":
@@ -47,6 +50,11 @@ func ValidHostname(host, appDomain string) error {
 		if !hostLabelRE.MatchString(l) {
 			return invalid("%q is not a valid DNS name", host)
 		}
+	}
+	// An internationalized name is given in its ASCII form (xn--…), which
+	// must be valid: certificates are issued for it.
+	if a, err := idna.Lookup.ToASCII(host); err != nil || a != host {
+		return invalid("%q is not a valid internationalized name (give its ASCII form, xn--…)", host)
 	}
 	d := strings.ToLower(strings.Trim(appDomain, "."))
 	if d != "" && (host == d || strings.HasSuffix(host, "."+d)) {

@@ -27,6 +27,8 @@ func TestValidHostname(t *testing.T) {
 		{"tasks.apps.test", false}, // under the app domain
 		{"apps.test", false},
 		{"xapps.test", true},
+		{"xn--zz.example", false},    // not punycode
+		{"xn--a-ecp.example", false}, // decodes to a disallowed character
 	} {
 		err := ValidHostname(c.host, "apps.test")
 		if (err == nil) != c.ok {
