@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/app"
-	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/edge/certs"
 	"github.com/berth-dev/berth/internal/listen"
 )
@@ -221,38 +219,6 @@ func bindStatic(m *certs.Manager, mode certs.Mode, publicURL string, log *slog.L
 			log.Warn("name not served over HTTPS", "name", name, "err", err)
 		}
 	}
-}
-
-// redirectToHTTPS is the plain listener's handler once HTTPS is on: app
-// and pool requests get 308 to the same URL over HTTPS (httpsPort: "" for
-// 443); the rest is served by front. The redirect keeps the request's host
-// only if the HTTPS listener serves it (served: a bound name); any other
-// Host (a name Berth does not serve, an attacker's) is redirected to
-// fallback, the public URL's host, so that the Location is never a host
-// the client made up (an open redirect through Host).
-func redirectToHTTPS(front *edge.Edge, served func(host string) (string, bool), fallback, httpsPort string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rt := front.Route(r)
-		if rt.Kind == edge.KindDataPlane && rt.Name == "" {
-			front.ServeHTTP(w, r)
-			return
-		}
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		host, ok := served(strings.Trim(host, "[]"))
-		if !ok {
-			host = fallback
-		}
-		if strings.Contains(host, ":") {
-			host = "[" + host + "]"
-		}
-		if httpsPort != "" {
-			host += ":" + httpsPort
-		}
-		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
-	})
 }
 
 // publicHost is the host of the public URL (localhost if it has none).

@@ -261,7 +261,7 @@ func Run(ctx context.Context, o Options) error {
 	srvs, lns := []*http.Server{newHTTPServer(front, o.IdleTimeout, log)}, []net.Listener{pubLn}
 	var names controlplane.Names
 	if cm != nil {
-		srvs[0].Handler = listen.Guard(cm.HTTPChallengeHandler(redirectToHTTPS(front, cm.Serves, publicHost(publicURL), httpsURLPort(o.PublicURL, httpsLn.Addr()))))
+		srvs[0].Handler = listen.Guard(cm.HTTPChallengeHandler(front.RedirectToHTTPS(cm.Serves, publicHost(publicURL), httpsURLPort(o.PublicURL, httpsLn.Addr()))))
 		srvs, lns = append(srvs, newHTTPServer(front, o.IdleTimeout, log)), append(lns, httpsLn)
 		names = bindNames(ctx, cm, o, publicURL, apps)
 	}
