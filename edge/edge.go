@@ -2,7 +2,9 @@
 // passes through one Edge, in this order:
 //
 //   - TLS termination, on the HTTPS listener in front of the same handler
-//     (server/https.go, with certificates from edge/certs);
+//     (server/https.go, with certificates from edge/certs); the plain
+//     listener then redirects app and pool requests to it
+//     (RedirectToHTTPS, only to names it serves);
 //   - host routing: an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN), by
 //     custom domain (Hosts: one map lookup) or by path (/apps/NAME/…), a
 //     pool's MCP endpoint (/pools/{pool}/mcp), and the data plane (every
