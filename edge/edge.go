@@ -210,22 +210,18 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (e *Edge) serve(st *state, r *http.Request) *Error {
 	switch st.route.Kind {
 	case KindApp:
-		stdio, found := e.o.Apps.AppKind(st.route.Name)
-		if found && stdio {
-			// A stdio server has no HTTP side to defend itself against
-			// DNS rebinding: the edge does it for it.
-			if err := e.stdio.check(st, r); err != nil {
+		return e.serveApp(st, r)
+	case KindPoolMCP:
+		if p := e.poolCORS(st.route.Name); p != nil {
+			// The pool's own policy replaces --allow-origin; the Host
+			// rule stays.
+			if !e.pools.hostAllowed(r) {
+				return e.pools.check(st, r)
+			}
+			if done, err := checkCORS(p, st, r, "pool"); done || err != nil {
 				return err
 			}
-		}
-		if st.route.ByPath {
-			// Added to whatever policy the app sets: browsers enforce both.
-			st.Header().Set("Content-Security-Policy", PathAppCSP)
-		}
-		st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
-		e.o.Apps.ServeApp(st, r, &st.app)
-	case KindPoolMCP:
-		if err := e.pools.check(st, r); err != nil {
+		} else if err := e.pools.check(st, r); err != nil {
 			return err
 		}
 		if r.Method == http.MethodOptions {
@@ -245,6 +241,39 @@ func (e *Edge) serve(st *state, r *http.Request) *Error {
 		}
 		e.o.DataPlane.ServeHTTP(st, r)
 	}
+	return nil
+}
+
+func (e *Edge) serveApp(st *state, r *http.Request) *Error {
+	stdio, found := e.o.Apps.AppKind(st.route.Name)
+	var w http.ResponseWriter = st
+	policy := e.appCORS(st.route.Name)
+	if found && stdio {
+		// A stdio server has no HTTP side to defend itself against
+		// DNS rebinding: the edge does it for it.
+		check := e.stdio.check
+		if policy != nil {
+			check = e.stdio.checkHost // the app's policy judges the Origin
+		}
+		if err := check(st, r); err != nil {
+			return err
+		}
+	}
+	if policy != nil {
+		done, err := checkCORS(policy, st, r, "app")
+		if done || err != nil {
+			return err
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			w = &corsWriter{ResponseWriter: st, p: policy, origin: o}
+		}
+	}
+	if st.route.ByPath {
+		// Added to whatever policy the app sets: browsers enforce both.
+		st.Header().Set("Content-Security-Policy", PathAppCSP)
+	}
+	st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
+	e.o.Apps.ServeApp(w, r, &st.app)
 	return nil
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/berth-dev/berth/edge/cors"
+
 	"bytes"
 	"cmp"
 	"context"
@@ -57,6 +59,8 @@ type manifest struct {
 					Label          string `yaml:"label"`
 					LatestRevision bool   `yaml:"latestRevision"`
 				} `yaml:"traffic"`
+				// CorsPolicy is Container Apps' ingress.corsPolicy.
+				CorsPolicy *cors.Spec `yaml:"corsPolicy"`
 			} `yaml:"ingress"`
 		} `yaml:"configuration"`
 		Template struct {
@@ -199,7 +203,7 @@ func (m *manifest) config(base string) (app.Config, error) {
 		return app.Config{}, err
 	}
 	cfg := app.Config{
-		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path,
+		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path, CORS: in.CorsPolicy,
 		RevisionSuffix: t.RevisionSuffix, CPU: ct.Resources.CPU, Egress: t.Egress,
 		Max: t.Scale.MaxReplicas, ScaleDownAfterSeconds: t.Scale.CooldownPeriod,
 	}
