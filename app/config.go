@@ -8,14 +8,14 @@
 package app
 
 import (
-	"github.com/berth-dev/berth/edge/cors"
-
 	"fmt"
 	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/berth-dev/berth/edge/cors"
 )
 
 // Transports.

@@ -13,8 +13,6 @@
 package controlplane
 
 import (
-	"github.com/berth-dev/berth/edge/cors"
-
 	"crypto/subtle"
 	"log/slog"
 	"net/http"
@@ -23,6 +21,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 )

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -89,6 +90,27 @@ func TestCORSInBrowser(t *testing.T) {
 	key := b.createPool("code", "--mcp", "--ready", "1",
 		"--cors-allowed-origins", originA, "--cors-allowed-methods", "POST,GET,DELETE",
 		"--cors-max-age", "1200", "--cors-expose-headers", "X-Berth-Test")
+	// The same policy from a Container Apps manifest (ingress.corsPolicy).
+	manifest := filepath.Join(t.TempDir(), "app.yaml")
+	y := fmt.Sprintf(`name: declared
+properties:
+  configuration:
+    ingress:
+      targetPort: 9090
+      corsPolicy: {allowedOrigins: [%q], allowedMethods: [GET, POST, DELETE], maxAge: 300}
+  template:
+    containers:
+      - command: ["./everything-server", "-http", "127.0.0.1:$PORT", "-stateless=false"]
+        dir: %s
+    scale: {minReplicas: 0, maxReplicas: 1}
+`, originA, dir)
+	if err := os.WriteFile(manifest, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.cli("apply", "-f", manifest)
+	if v := b.appShow("declared"); v.CORS == nil || v.CORS.MaxAge != 300 || v.CORS.AllowedOrigins[0] != originA {
+		t.Fatalf("app show declared: corsPolicy %+v", v.CORS)
+	}
 	b.waitReplicas("web", 1)
 	for _, show := range [][]string{{"app", "show", "web"}, {"pool", "show", "code"}} {
 		if out := b.cli(show...); !strings.Contains(out, "CORS:") || !strings.Contains(out, originA) {
@@ -161,6 +183,13 @@ func TestCORSInBrowser(t *testing.T) {
 	h, ok := answers[poolURL]
 	st := answers[poolURL+" status"]
 	mu.Unlock()
+	declaredURL := b.info.PublicURL + "/apps/declared/mcp"
+	if got := run(originA, declaredURL, "", appTool, appArgs); !strings.HasPrefix(got, "OK ") {
+		t.Errorf("applied app from the allowed origin: %s", got)
+	}
+	if got := run(originB, declaredURL, "", appTool, appArgs); !strings.Contains(got, "TypeError") {
+		t.Errorf("applied app from a refused origin: %s", got)
+	}
 	if got := run(originB, appURL, "", appTool, appArgs); !strings.Contains(got, "TypeError") {
 		t.Errorf("app from a refused origin: %s", got)
 	}

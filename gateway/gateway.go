@@ -13,8 +13,6 @@
 package gateway
 
 import (
-	"github.com/berth-dev/berth/edge/cors"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -33,6 +31,7 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/edge"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/stdiobridge"

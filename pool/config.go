@@ -1,8 +1,6 @@
 package pool
 
 import (
-	"github.com/berth-dev/berth/edge/cors"
-
 	"fmt"
 	"regexp"
 	"strconv"
@@ -10,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/sandbox"
 )
 

@@ -1,8 +1,6 @@
 package pool
 
 import (
-	"github.com/berth-dev/berth/edge/cors"
-
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/berth-dev/berth/edge/cors"
-
 	"bytes"
 	"cmp"
 	"context"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/pool"
 )
 
@@ -29,7 +28,8 @@ import (
 //	properties:
 //	  configuration:
 //	    ingress: {targetPort: 8080, transport: http, path: /mcp,
-//	              traffic: [{revisionName: tasks--v1, weight: 100, label: stable}]}
+//	              traffic: [{revisionName: tasks--v1, weight: 100, label: stable}],
+//	              corsPolicy: {allowedOrigins: [https://app.example.com], maxAge: 3600}}
 //	  template:
 //	    revisionSuffix: v1
 //	    containers:
