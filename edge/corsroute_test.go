@@ -109,3 +109,32 @@ func TestCORSPolicyEnforced(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCORS is a request from a browser origin to an HTTP app through
+// the edge, with and without the app's CORS policy.
+func BenchmarkCORS(b *testing.B) {
+	pol, _ := cors.Compile(cors.Spec{AllowedOrigins: []string{"https://a.example", "https://*.b.example"}})
+	for _, c := range []struct {
+		name   string
+		policy *cors.Policy
+		origin string
+	}{{"no policy", nil, "https://a.example"}, {"exact origin", pol, "https://a.example"}, {"wildcard origin", pol, "https://x.b.example"}} {
+		b.Run(c.name, func(b *testing.B) {
+			e, _ := edge.New(edge.Options{AppDomain: "apps.test", Apps: &corsApps{p: c.policy}, Pools: edge.PoolsFunc(pools),
+				DataPlane: http.NotFoundHandler(), Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+			r, _ := http.NewRequest(http.MethodPost, "http://web.apps.test/mcp", nil)
+			r.Header.Set("Origin", c.origin)
+			b.ReportAllocs()
+			for b.Loop() {
+				w := &discardWriter{h: http.Header{}}
+				e.ServeHTTP(w, r)
+			}
+		})
+	}
+}
+
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)             {}

@@ -185,6 +185,16 @@ func Compile(s Spec) (*Policy, error) {
 		n, wild, _ := parseOrigin(o)
 		if !wild {
 			p.exact[n] = true
+			// And as browsers send it (default port left out): a request
+			// from an exact origin is then one map lookup.
+			scheme, hp, _ := strings.Cut(n, "://")
+			h, port, _ := net.SplitHostPort(hp)
+			if scheme == "https" && port == "443" || scheme == "http" && port == "80" {
+				if strings.Contains(h, ":") {
+					h = "[" + h + "]"
+				}
+				p.exact[scheme+"://"+h] = true
+			}
 			continue
 		}
 		scheme, hp, _ := strings.Cut(n, "://")
@@ -231,7 +241,7 @@ func (p *Policy) Spec() Spec { return p.spec }
 // AllowOrigin reports whether a browser origin may call ("null" and
 // malformed origins never may, unless the policy allows "*").
 func (p *Policy) AllowOrigin(origin string) bool {
-	if p.any {
+	if p.any || p.exact[origin] {
 		return true
 	}
 	n, wild, err := parseOrigin(origin)
