@@ -54,8 +54,9 @@ async function rpc(body, sid) {
 </script></body></html>`
 
 // TestCORSInBrowser loads a page in headless Chromium from an allowed
-// origin and from one that is not, and calls an HTTP app's and a pool's
-// MCP endpoints with fetch: the allowed origin completes initialize,
+// origin and from one that is not, and calls the MCP endpoints of an HTTP
+// app (policy from flags, and from a berth apply manifest), a stdio app and
+// a pool with fetch: the allowed origin completes initialize,
 // notifications/initialized and tools/call (the pool's key in x-ms-apikey,
 // a non-simple header: a preflight first); the other is blocked (TypeError
 // in the page, 403 at the server); the preflight is answered by the edge
@@ -87,6 +88,8 @@ func TestCORSInBrowser(t *testing.T) {
 
 	b.cli("app", "deploy", "web", "--dir", dir, "--command", everythingCommand, "--min", "1",
 		"--cors-allowed-origins", originA+",https://*.example.com", "--cors-max-age", "600")
+	b.cli("app", "deploy", "sio", "--dir", dir, "--command", "./everything-server", "--transport", "stdio", "--min", "1",
+		"--cors-allowed-origins", originA)
 	key := b.createPool("code", "--mcp", "--ready", "1",
 		"--cors-allowed-origins", originA, "--cors-allowed-methods", "POST,GET,DELETE",
 		"--cors-max-age", "1200", "--cors-expose-headers", "X-Berth-Test")
@@ -112,6 +115,7 @@ properties:
 		t.Fatalf("app show declared: corsPolicy %+v", v.CORS)
 	}
 	b.waitReplicas("web", 1)
+	b.waitReplicas("sio", 1)
 	for _, show := range [][]string{{"app", "show", "web"}, {"pool", "show", "code"}} {
 		if out := b.cli(show...); !strings.Contains(out, "CORS:") || !strings.Contains(out, originA) {
 			t.Fatalf("%v does not list the CORS policy:\n%s", show, out)
@@ -190,6 +194,15 @@ properties:
 	if got := run(originB, declaredURL, "", appTool, appArgs); !strings.Contains(got, "TypeError") {
 		t.Errorf("applied app from a refused origin: %s", got)
 	}
+	// A stdio app: the apps' domain rule would refuse a.test; its policy
+	// allows it.
+	stdioURL := b.info.PublicURL + "/apps/sio/mcp"
+	if got := run(originA, stdioURL, "", appTool, appArgs); !strings.HasPrefix(got, "OK ") {
+		t.Errorf("stdio app from the allowed origin: %s", got)
+	}
+	if got := run(originB, stdioURL, "", appTool, appArgs); !strings.Contains(got, "TypeError") {
+		t.Errorf("stdio app from a refused origin: %s", got)
+	}
 	if got := run(originB, appURL, "", appTool, appArgs); !strings.Contains(got, "TypeError") {
 		t.Errorf("app from a refused origin: %s", got)
 	}
@@ -218,7 +231,7 @@ properties:
 	}
 	// The server refused B's preflights with 403 (the edge's access
 	// lines), and refuses its actual requests too.
-	for _, path := range []string{"/apps/web/mcp", "/pools/code/mcp"} {
+	for _, path := range []string{"/apps/web/mcp", "/apps/declared/mcp", "/apps/sio/mcp", "/pools/code/mcp"} {
 		refused := `method=OPTIONS path=` + path + ` .*status=403`
 		for deadline := time.Now().Add(5 * time.Second); !regexpFind(b.logs.String(), refused); time.Sleep(50 * time.Millisecond) {
 			if time.Now().After(deadline) {
