@@ -50,9 +50,9 @@ func (e *Edge) poolCORS(name string) *cors.Policy {
 // policy does not allow is refused (403, the MCP spec's DNS rebinding
 // rule); a preflight is answered here (204, or 403 if it asks for a method
 // or header the policy does not allow) and never reaches the handler; an
-// allowed actual request gets its Allow-Origin and Expose-Headers. done
-// reports that the response has been written.
-func checkCORS(p *cors.Policy, w http.ResponseWriter, r *http.Request, what string) (done bool, err *Error) {
+// allowed actual request gets its Allow-Origin and Expose-Headers if
+// actual is set. done reports that the response has been written.
+func checkCORS(p *cors.Policy, w http.ResponseWriter, r *http.Request, what string, actual bool) (done bool, err *Error) {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return false, nil
@@ -71,7 +71,9 @@ func checkCORS(p *cors.Policy, w http.ResponseWriter, r *http.Request, what stri
 		w.WriteHeader(http.StatusNoContent)
 		return true, nil
 	}
-	p.Actual(w.Header(), origin)
+	if actual {
+		p.Actual(w.Header(), origin)
+	}
 	return false, nil
 }
 

@@ -215,10 +215,10 @@ func (e *Edge) serve(st *state, r *http.Request) *Error {
 		if p := e.poolCORS(st.route.Name); p != nil {
 			// The pool's own policy replaces --allow-origin; the Host
 			// rule stays.
-			if !e.pools.hostAllowed(r) {
-				return e.pools.check(st, r)
+			if err := e.pools.checkHost(r); err != nil {
+				return err
 			}
-			if done, err := checkCORS(p, st, r, "pool"); done || err != nil {
+			if done, err := checkCORS(p, st, r, "pool", true); done || err != nil {
 				return err
 			}
 		} else if err := e.pools.check(st, r); err != nil {
@@ -260,7 +260,8 @@ func (e *Edge) serveApp(st *state, r *http.Request) *Error {
 		}
 	}
 	if policy != nil {
-		done, err := checkCORS(policy, st, r, "app")
+		// corsWriter sets the actual response's headers.
+		done, err := checkCORS(policy, st, r, "app", false)
 		if done || err != nil {
 			return err
 		}

@@ -244,24 +244,44 @@ func (p *Policy) AllowOrigin(origin string) bool {
 	if p.any || p.exact[origin] {
 		return true
 	}
-	n, wild, err := parseOrigin(origin)
-	if err != nil || wild {
-		return false
+	scheme, host, port, ok := splitOrigin(origin)
+	if !ok {
+		return false // includes "null" (sandboxed frames, file:)
 	}
-	if p.exact[n] {
+	if p.exact[scheme+"://"+net.JoinHostPort(host, port)] {
 		return true
 	}
-	if len(p.wildcards) == 0 {
-		return false
-	}
-	scheme, hp, _ := strings.Cut(n, "://")
-	h, port, _ := net.SplitHostPort(hp)
 	for _, w := range p.wildcards {
-		if w.scheme == scheme && w.port == port && len(h) > len(w.suffix) && strings.HasSuffix(h, w.suffix) {
+		if w.scheme == scheme && w.port == port && len(host) > len(w.suffix) && strings.HasSuffix(host, w.suffix) {
 			return true
 		}
 	}
 	return false
+}
+
+// splitOrigin cuts a request's Origin into its lower-case scheme and host
+// and its port (made explicit), without url.Parse: it runs per request.
+func splitOrigin(o string) (scheme, host, port string, ok bool) {
+	scheme, rest, ok := strings.Cut(o, "://")
+	if !ok || rest == "" || strings.ContainsAny(rest, "/?#@*") {
+		return "", "", "", false
+	}
+	scheme = strings.ToLower(scheme)
+	host = rest
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 && !strings.Contains(rest[i:], "]") {
+		host, port = rest[:i], rest[i+1:]
+	}
+	switch {
+	case port != "":
+	case scheme == "https":
+		port = "443"
+	case scheme == "http":
+		port = "80"
+	default:
+		return "", "", "", false
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	return scheme, host, port, host != ""
 }
 
 // IsPreflight reports whether r is a CORS preflight.
