@@ -111,6 +111,9 @@ properties:
 		t.Fatal(err)
 	}
 	b.cli("apply", "-f", manifest)
+	if out := b.cli("apply", "-f", manifest); !strings.Contains(out, "no new revision") {
+		t.Fatalf("applying the same corsPolicy again made a revision:\n%s", out)
+	}
 	if v := b.appShow("declared"); v.CORS == nil || v.CORS.MaxAge != 300 || v.CORS.AllowedOrigins[0] != originA {
 		t.Fatalf("app show declared: corsPolicy %+v", v.CORS)
 	}
