@@ -64,6 +64,8 @@ type Manager struct {
 	// pending holds apps whose first deploy is in progress: not listed and
 	// not routed until their first revision is stored.
 	pending map[string]*App
+	// hosts routes the apps' custom domains.
+	hosts hostIndex
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -105,6 +107,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 			return nil, fmt.Errorf("app %q: %w", sa.Name, err)
 		}
 		m.apps[d.Name] = m.newApp(d)
+		m.hosts.add(d.Name, d.Hostnames)
 		m.checkCapacity(d)
 	}
 	m.removeStale()
@@ -328,6 +331,9 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		delete(m.apps, name)
 	}
 	m.mu.Unlock()
+	for _, h := range a.Doc().Hostnames {
+		m.hosts.remove(name, h.Host)
+	}
 	a.stopAll()
 	return os.RemoveAll(trash)
 }

@@ -217,6 +217,8 @@ type Doc struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	// CORS is the app's CORS policy: its latest deploy's.
 	CORS *cors.Spec `json:"corsPolicy,omitempty"`
+	// Hostnames are the app's custom domains.
+	Hostnames []Hostname `json:"hostnames,omitempty"`
 	// Latest sends all traffic to the newest revision on each deploy; an
 	// explicit traffic split turns it off until the next --set of 100% to
 	// the latest.

@@ -198,7 +198,16 @@ func (op *originPolicy) checkHost(r *http.Request) *Error {
 // Origin must be one of those hosts'.
 type appHostPolicy struct{ domain string }
 
-func (p appHostPolicy) check(_ http.ResponseWriter, r *http.Request) *Error {
+// check refuses a request whose Host or Origin is neither loopback nor under
+// the apps' domain; custom, if set, is the app's custom domain the request
+// came by, which is allowed too.
+func (p appHostPolicy) check(_ http.ResponseWriter, r *http.Request, custom string) *Error {
+	if custom != "" {
+		if o := r.Header.Get("Origin"); o == "" || p.allowedOrigin(o) || originHost(o) == custom {
+			return nil
+		}
+		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: "forbidden Origin header"}
+	}
 	if !p.allowedHost(r.Host) || !p.allowedOrigin(r.Header.Get("Origin")) {
 		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: "forbidden Host or Origin header"}
 	}
@@ -207,8 +216,8 @@ func (p appHostPolicy) check(_ http.ResponseWriter, r *http.Request) *Error {
 
 // checkHost applies the Host half of check only (an app with a CORS policy
 // has its Origin judged by it).
-func (p appHostPolicy) checkHost(_ http.ResponseWriter, r *http.Request) *Error {
-	if !p.allowedHost(r.Host) {
+func (p appHostPolicy) checkHost(_ http.ResponseWriter, r *http.Request, custom string) *Error {
+	if custom == "" && !p.allowedHost(r.Host) {
 		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: "forbidden Host header"}
 	}
 	return nil
@@ -220,6 +229,14 @@ func (p appHostPolicy) allowedHost(hostport string) bool {
 		return ip.IsLoopback()
 	}
 	return host == "localhost" || host == p.domain || strings.HasSuffix(host, "."+p.domain)
+}
+
+func originHost(origin string) string {
+	u, err := url.Parse(origin)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(u.Hostname())
 }
 
 func (p appHostPolicy) allowedOrigin(origin string) bool {

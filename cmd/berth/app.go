@@ -32,6 +32,9 @@ Commands:
   traffic NAME [--set REV=PCT[,REV=PCT…]] [--label REV=LABEL]…
   logs NAME [-f]
   delete NAME
+  hostname add NAME HOST [--label L]   serve the app (or its label) at a custom domain
+  hostname list NAME                   its custom domains and their certificates
+  hostname delete NAME HOST
 
 Every command takes -o json, --data-dir, --server and --token.`
 
@@ -47,6 +50,9 @@ func runApp(ctx context.Context, args []string) error {
 		return nil
 	}
 	sub, args := args[0], args[1:]
+	if sub == "hostname" {
+		return runAppHostname(ctx, args)
+	}
 	fs := flag.NewFlagSet("app "+sub, flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
@@ -223,6 +229,9 @@ func printApp(a controlplane.AppView) {
 	fmt.Fprintf(tw, "URL (by path):\t%s\n", a.URLs.Path)
 	for label, u := range a.URLs.Labels {
 		fmt.Fprintf(tw, "Label %s:\t%s (%s)\n", label, u, a.Labels[label])
+	}
+	for _, h := range a.URLs.Hostnames {
+		fmt.Fprintf(tw, "Host %s:\t%s%s\n", h.Host, h.URL, hostNote(h))
 	}
 	fmt.Fprintf(tw, "Traffic:\t%s\n", trafficString(a.Traffic))
 	fmt.Fprintf(tw, "CORS:\t%s\n", a.CORS.String())
