@@ -11,7 +11,9 @@
 //     (preflights, Allow- and Expose- headers), by the route's policy: the
 //     server-wide allow-list for pools' MCP endpoints, the apps' domain (and
 //     the custom domain the request came by) for stdio apps (HTTP apps see
-//     the client's Host and Origin themselves);
+//     the client's Host and Origin themselves); an app's or a pool's own
+//     CORS policy (edge/cors, looked up through AppCORS and PoolCORS)
+//     replaces these for the Origin (corsroute.go);
 //   - authentication, by the route's authenticator: the pool's key
 //     (x-ms-apikey or Authorization: Bearer) for the data plane and a pool's
 //     MCP endpoint unless the pool's mcpAuth is none; none for apps;
