@@ -14,9 +14,11 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )
@@ -132,6 +134,9 @@ type App struct {
 	// (guarded by Manager.mu).
 	firstDeploys int
 
+	// cors is the compiled CORS policy of doc (nil: none).
+	cors atomic.Pointer[cors.Policy]
+
 	mu       sync.Mutex
 	doc      Doc
 	running  map[string]*revisionRuntime
@@ -164,7 +169,7 @@ type LogEntry struct {
 func (m *Manager) newApp(d Doc) *App {
 	h := fnv.New32a()
 	_, _ = io.WriteString(h, m.dir+"/"+d.Name)
-	return &App{
+	a := &App{
 		m: m, name: d.Name, doc: d, dir: filepath.Join(m.dir, d.Name),
 		// Replicas of an app share one unprivileged uid (so they can share
 		// volumes), apart from pool sandboxes' uids.
@@ -172,6 +177,26 @@ func (m *Manager) newApp(d Doc) *App {
 		running: map[string]*revisionRuntime{}, sessions: map[string]*session{},
 		reserved: map[string]bool{}, logSubs: map[chan LogEntry]struct{}{},
 	}
+	a.cors.Store(compileCORS(d.CORS, m.log))
+	return a
+}
+
+// CORS is the app's compiled CORS policy (nil if it has none); the front
+// door asks on every request.
+func (a *App) CORS() *cors.Policy { return a.cors.Load() }
+
+// compileCORS compiles a validated policy; one that fails (a stored policy
+// a newer version no longer accepts) allows no origin.
+func compileCORS(s *cors.Spec, log *slog.Logger) *cors.Policy {
+	if s == nil {
+		return nil
+	}
+	pol, err := cors.Compile(*s)
+	if err != nil {
+		log.Warn("CORS policy refused: no browser origin is allowed", "error", err)
+		pol, _ = cors.Compile(cors.Spec{AllowedOrigins: []string{"https://invalid.invalid"}})
+	}
+	return pol
 }
 
 // reconcile runs the active revisions and stops the others.

@@ -62,6 +62,7 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 		}
 		d.Next = max(d.Next, seq)
 		d.Revisions = append(d.Revisions, rev)
+		d.CORS = rev.Config.CORS
 		if d.Latest || len(d.Traffic) == 0 {
 			d.Latest = true
 			d.Traffic = []TrafficTarget{{Revision: rev.Name, Percent: 100}}
@@ -162,6 +163,7 @@ func (a *App) update(ctx context.Context, fn func(*Doc) error) (Doc, error) {
 	a.mu.Lock()
 	a.doc = d
 	a.mu.Unlock()
+	a.cors.Store(compileCORS(d.CORS, a.m.log))
 	return a.Doc(), nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 )
@@ -179,6 +180,9 @@ type Patch struct {
 	TimeoutSeconds  *int     `json:"timeoutSeconds"`
 	MCP             *bool    `json:"mcp"`
 	MCPAuth         *string  `json:"mcpAuth"`
+	// CORS replaces the pool's CORS policy; ClearCORS removes it.
+	CORS      *cors.Spec `json:"corsPolicy,omitempty"`
+	ClearCORS bool       `json:"clearCorsPolicy,omitempty"`
 }
 
 // Apply changes cfg.
@@ -193,6 +197,12 @@ func (pt Patch) Apply(cfg *pool.Config) {
 	set(&cfg.TimeoutSeconds, pt.TimeoutSeconds)
 	set(&cfg.MCP, pt.MCP)
 	set(&cfg.MCPAuth, pt.MCPAuth)
+	if pt.CORS != nil {
+		cfg.CORS = pt.CORS
+	}
+	if pt.ClearCORS {
+		cfg.CORS = nil
+	}
 }
 
 func set[T any](dst *T, v *T) {

@@ -13,7 +13,9 @@
 //     (preflights, Allow- and Expose- headers), by the route's policy: the
 //     server-wide allow-list for pools' MCP endpoints, the apps' domain (and
 //     the custom domain the request came by) for stdio apps (HTTP apps see
-//     the client's Host and Origin themselves);
+//     the client's Host and Origin themselves); an app's or a pool's own
+//     CORS policy (edge/cors, looked up through AppCORS and PoolCORS)
+//     replaces these for the Origin (corsroute.go);
 //   - authentication, by the route's authenticator: the pool's key
 //     (x-ms-apikey or Authorization: Bearer) for the data plane and a pool's
 //     MCP endpoint unless the pool's mcpAuth is none; none for apps;
@@ -252,22 +254,18 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (e *Edge) serve(st *state, r *http.Request) *Error {
 	switch st.route.Kind {
 	case KindApp:
-		stdio, found := e.o.Apps.AppKind(st.route.Name)
-		if found && stdio {
-			// A stdio server has no HTTP side to defend itself against
-			// DNS rebinding: the edge does it for it.
-			if err := e.stdio.check(st, r, st.route.Host); err != nil {
+		return e.serveApp(st, r)
+	case KindPoolMCP:
+		if p := e.poolCORS(st.route.Name); p != nil {
+			// The pool's own policy replaces --allow-origin; the Host
+			// rule stays.
+			if err := e.pools.checkHost(r); err != nil {
 				return err
 			}
-		}
-		if st.route.ByPath {
-			// Added to whatever policy the app sets: browsers enforce both.
-			st.Header().Set("Content-Security-Policy", PathAppCSP)
-		}
-		st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
-		e.o.Apps.ServeApp(st, r, &st.app)
-	case KindPoolMCP:
-		if err := e.pools.check(st, r); err != nil {
+			if done, err := checkCORS(p, st, r, "pool", true); done || err != nil {
+				return err
+			}
+		} else if err := e.pools.check(st, r); err != nil {
 			return err
 		}
 		if r.Method == http.MethodOptions {
@@ -287,6 +285,40 @@ func (e *Edge) serve(st *state, r *http.Request) *Error {
 		}
 		e.o.DataPlane.ServeHTTP(st, r)
 	}
+	return nil
+}
+
+func (e *Edge) serveApp(st *state, r *http.Request) *Error {
+	stdio, found := e.o.Apps.AppKind(st.route.Name)
+	var w http.ResponseWriter = st
+	policy := e.appCORS(st.route.Name)
+	if found && stdio {
+		// A stdio server has no HTTP side to defend itself against
+		// DNS rebinding: the edge does it for it.
+		check := e.stdio.check
+		if policy != nil {
+			check = e.stdio.checkHost // the app's policy judges the Origin
+		}
+		if err := check(st, r, st.route.Host); err != nil {
+			return err
+		}
+	}
+	if policy != nil {
+		// corsWriter sets the actual response's headers.
+		done, err := checkCORS(policy, st, r, "app", false)
+		if done || err != nil {
+			return err
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			w = &corsWriter{ResponseWriter: st, p: policy, origin: o}
+		}
+	}
+	if st.route.ByPath {
+		// Added to whatever policy the app sets: browsers enforce both.
+		st.Header().Set("Content-Security-Policy", PathAppCSP)
+	}
+	st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
+	e.o.Apps.ServeApp(w, r, &st.app)
 	return nil
 }
 

@@ -160,9 +160,8 @@ func (op *originPolicy) check(w http.ResponseWriter, r *http.Request) *Error {
 		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: fmt.Sprintf(
 			"origin %q is not allowed (DNS rebinding protection): allow it with berth up --allow-origin %s", origin, origin)}
 	}
-	if !op.hostAllowed(r) {
-		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: fmt.Sprintf(
-			"host %q is not allowed on a loopback listener (DNS rebinding protection): set berth up --public-url or --allow-origin to accept it", r.Host)}
+	if err := op.checkHost(r); err != nil {
+		return err
 	}
 	if origin == "" {
 		return nil
@@ -179,6 +178,16 @@ func (op *originPolicy) check(w http.ResponseWriter, r *http.Request) *Error {
 		h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
 		h.Set("Access-Control-Allow-Headers", allow)
 		h.Set("Access-Control-Max-Age", "600")
+	}
+	return nil
+}
+
+// checkHost applies the Host half of check (a pool with a CORS policy of
+// its own has its Origin judged by it).
+func (op *originPolicy) checkHost(r *http.Request) *Error {
+	if !op.hostAllowed(r) {
+		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: fmt.Sprintf(
+			"host %q is not allowed on a loopback listener (DNS rebinding protection): set berth up --public-url or --allow-origin to accept it", r.Host)}
 	}
 	return nil
 }
@@ -201,6 +210,15 @@ func (p appHostPolicy) check(_ http.ResponseWriter, r *http.Request, custom stri
 	}
 	if !p.allowedHost(r.Host) || !p.allowedOrigin(r.Header.Get("Origin")) {
 		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: "forbidden Host or Origin header"}
+	}
+	return nil
+}
+
+// checkHost applies the Host half of check only (an app with a CORS policy
+// has its Origin judged by it).
+func (p appHostPolicy) checkHost(_ http.ResponseWriter, r *http.Request, custom string) *Error {
+	if custom == "" && !p.allowedHost(r.Host) {
+		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: "forbidden Host header"}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -46,6 +47,9 @@ type Config struct {
 	// MCP enables the pool's MCP endpoint; MCPAuth is "key" or "none".
 	MCP     bool   `json:"mcp"`
 	MCPAuth string `json:"mcpAuth"`
+	// CORS is the pool's CORS policy for its MCP endpoint (nil: berth up
+	// --allow-origin applies).
+	CORS *cors.Spec `json:"corsPolicy,omitempty"`
 }
 
 // Defaults for fields left zero.
@@ -133,6 +137,9 @@ func (c *Config) Normalize() error {
 	}
 	if c.MCPAuth != MCPAuthKey && c.MCPAuth != MCPAuthNone {
 		return invalid("mcpAuth", "mcpAuth must be %q or %q, not %q", MCPAuthKey, MCPAuthNone, c.MCPAuth)
+	}
+	if err := c.CORS.Normalize(); err != nil {
+		return invalid("corsPolicy", "%s", err.Error())
 	}
 	return nil
 }

@@ -63,6 +63,7 @@ func runApp(ctx context.Context, args []string) error {
 	switch sub {
 	case "deploy":
 		d.register(fs)
+		d.cors.register(fs, false)
 	case "traffic":
 		fs.StringVar(&set, "set", "", "traffic split: REV=PCT[,REV=PCT…] adding up to 100")
 		fs.Var(&labels, "label", "REV=LABEL: serve REV at NAME---LABEL (repeatable; REV empty removes the label)")
@@ -88,6 +89,9 @@ func runApp(ctx context.Context, args []string) error {
 	case "deploy":
 		cfg, err := d.config()
 		if err != nil {
+			return err
+		}
+		if cfg.CORS, err = d.cors.spec(fs); err != nil {
 			return err
 		}
 		var out struct {
@@ -230,6 +234,7 @@ func printApp(a controlplane.AppView) {
 		fmt.Fprintf(tw, "Host %s:\t%s%s\n", h.Host, h.URL, hostNote(h))
 	}
 	fmt.Fprintf(tw, "Traffic:\t%s\n", trafficString(a.Traffic))
+	fmt.Fprintf(tw, "CORS:\t%s\n", a.CORS.String())
 	for _, r := range a.Replicas {
 		fmt.Fprintf(tw, "Replica %s:\tready=%v inFlight=%d sessions=%d\n", r.ID, r.Ready, r.InFlight, r.Sessions)
 	}
@@ -275,6 +280,7 @@ type deployFlags struct {
 	scaleDown                                                          time.Duration
 	cpu                                                                float64
 	env, volumes                                                       multiFlag
+	cors                                                               corsFlags
 }
 
 func (d *deployFlags) register(fs *flag.FlagSet) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/pool"
 )
 
@@ -29,6 +30,7 @@ import (
 //	  configuration:
 //	    ingress: {targetPort: 8080, transport: http, path: /mcp,
 //	              traffic: [{revisionName: tasks--v1, weight: 100, label: stable}],
+//	              corsPolicy: {allowedOrigins: [https://app.example.com], maxAge: 3600},
 //	              customDomains: [{name: mcp.example.com, bindingType: SniEnabled}]}
 //	  template:
 //	    revisionSuffix: v1
@@ -59,6 +61,8 @@ type manifest struct {
 					Label          string `yaml:"label"`
 					LatestRevision bool   `yaml:"latestRevision"`
 				} `yaml:"traffic"`
+				// CorsPolicy is Container Apps' ingress.corsPolicy.
+				CorsPolicy *cors.Spec `yaml:"corsPolicy"`
 				// CustomDomains, when present, are the app's custom domains
 				// (hosts the app has and the list lacks are removed).
 				CustomDomains *[]struct {
@@ -249,7 +253,7 @@ func (m *manifest) config(base string) (app.Config, error) {
 		return app.Config{}, err
 	}
 	cfg := app.Config{
-		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path,
+		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path, CORS: in.CorsPolicy,
 		RevisionSuffix: t.RevisionSuffix, CPU: ct.Resources.CPU, Egress: t.Egress,
 		Max: t.Scale.MaxReplicas, ScaleDownAfterSeconds: t.Scale.CooldownPeriod,
 	}
