@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -285,5 +286,39 @@ func BenchmarkInternalLeaf(b *testing.B) {
 		if err := m.Bind(ctx, fmt.Sprintf("app-%d.localhost", i)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestKeyFileModes: every private key under DATADIR/tls (the local CA's
+// and the leaves' in certmagic's storage) is readable by its owner only,
+// and so is every directory.
+func TestKeyFileModes(t *testing.T) {
+	dir := t.TempDir()
+	m := newManager(t, Options{DataDir: dir})
+	if err := m.Bind(context.Background(), "localhost", "127.0.0.1", "mcp.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	keys := 0
+	err := filepath.WalkDir(filepath.Join(dir, "tls"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		st, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir() && st.Mode().Perm() != 0o700:
+			t.Errorf("%s: mode %v, want 0700", p, st.Mode().Perm())
+		case strings.HasSuffix(p, ".key"):
+			keys++
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("%s: mode %v, want 0600", p, st.Mode().Perm())
+			}
+		}
+		return nil
+	})
+	if err != nil || keys < 5 { // root, intermediate, three leaves
+		t.Fatalf("walk: %v; %d keys", err, keys)
 	}
 }
