@@ -409,6 +409,15 @@ properties:
 	if _, errOut, code := b.try("apply", "-f", writeFile(t, strings.ReplaceAll(mustRead(t, manifest), "{name: g2.example.test}", "{name: g2.example.test, bindingType: Disabled}")), "--data-dir", b.dataDir); code == 0 || !strings.Contains(errOut, "bindingType") {
 		t.Errorf("bindingType Disabled: exit %d %s", code, errOut)
 	}
+	// A manifest naming another app's host fails (409) and leaves the
+	// app's hosts as they were.
+	b.cli("app", "hostname", "add", "alpha", "tools.alpha.test")
+	if _, errOut, code := b.try("apply", "-f", writeFile(t, strings.ReplaceAll(mustRead(t, manifest), "[{name: g2.example.test}]", "[{name: tools.alpha.test}]")), "--data-dir", b.dataDir); code == 0 || !strings.Contains(errOut, "bound to app alpha") {
+		t.Errorf("apply with alpha's host: exit %d %s", code, errOut)
+	}
+	if v := b.appShow("gamma"); len(v.Hostnames) != 1 || v.Hostnames[0].Host != "g2.example.test" {
+		t.Fatalf("gamma's hosts after a refused apply: %+v", v.Hostnames)
+	}
 
 	// After a restart, custom domains are routed and bound again.
 	b.stop()

@@ -221,17 +221,19 @@ func (m *manifest) applyDomains(ctx context.Context, c *apiClient, out *controlp
 		have[h.Host] = true
 	}
 	base := "/v1/apps/" + url.PathEscape(m.Name) + "/hostnames/"
-	for h := range have {
-		if !want[h] {
-			if err := c.call(ctx, http.MethodDelete, base+url.PathEscape(h), nil, nil); err != nil {
-				return err
-			}
-		}
-	}
+	// Added first: if one cannot be (another app has it), the app keeps
+	// the hosts it had.
 	for h := range want {
 		if !have[h] {
 			if err := c.call(ctx, http.MethodPut, base+url.PathEscape(h), controlplane.HostnameRequest{}, nil); err != nil {
 				return fmt.Errorf("customDomains %s: %w", h, err)
+			}
+		}
+	}
+	for h := range have {
+		if !want[h] {
+			if err := c.call(ctx, http.MethodDelete, base+url.PathEscape(h), nil, nil); err != nil {
+				return err
 			}
 		}
 	}
