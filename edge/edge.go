@@ -60,6 +60,10 @@ type Route struct {
 	// share the listener's origin with the pools' endpoints, so the edge
 	// sandboxes them (see PathAppCSP).
 	ByPath bool
+	// PRM is set for /.well-known/oauth-protected-resource/apps/NAME/…:
+	// the protected resource metadata of an app reached by path (RFC 9728
+	// §3.1 inserts the well-known path before the resource's path).
+	PRM bool
 }
 
 // PathAppCSP is the Content-Security-Policy of every response of an app
@@ -135,6 +139,9 @@ type Edge struct {
 	pools   *originPolicy // pools' MCP endpoints
 	stdio   appHostPolicy // stdio apps
 	noAuthW warnOnce
+	// appAuths gives the apps' authentication (nil: apps are open).
+	appAuths  AppAuths
+	verifiers verifiers
 }
 
 // New builds an edge; it fails if an allowed origin or the public URL is
@@ -154,7 +161,9 @@ func New(o Options) (*Edge, error) {
 		return nil, err
 	}
 	d := strings.ToLower(strings.Trim(o.AppDomain, "."))
-	return &Edge{o: o, log: o.Logger, access: o.AccessLog, domain: d, pools: op, stdio: appHostPolicy{domain: d}}, nil
+	e := &Edge{o: o, log: o.Logger, access: o.AccessLog, domain: d, pools: op, stdio: appHostPolicy{domain: d}}
+	e.appAuths, _ = o.Apps.(AppAuths)
+	return e, nil
 }
 
 // Route says where a request goes.
@@ -163,6 +172,13 @@ func (e *Edge) Route(r *http.Request) Route {
 		return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path}
 	}
 	p := r.URL.Path
+	if rest, ok := strings.CutPrefix(p, PRMPath+"/apps/"); ok {
+		seg, _, _ := strings.Cut(rest, "/")
+		name, label, _ := strings.Cut(seg, "---")
+		if name != "" {
+			return Route{Kind: KindApp, Name: name, Label: label, Path: PRMPath, ByPath: true, PRM: true}
+		}
+	}
 	if rest, ok := strings.CutPrefix(p, "/apps/"); ok {
 		seg, tail, _ := strings.Cut(rest, "/")
 		name, label, _ := strings.Cut(seg, "---")
@@ -221,6 +237,9 @@ func (e *Edge) serve(st *state, r *http.Request) *Error {
 		if st.route.ByPath {
 			// Added to whatever policy the app sets: browsers enforce both.
 			st.Header().Set("Content-Security-Policy", PathAppCSP)
+		}
+		if done, err := e.authApp(st, r, st.route); err != nil || done {
+			return err
 		}
 		st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
 		e.o.Apps.ServeApp(st, r, &st.app)

@@ -185,6 +185,28 @@ func (g *Gateway) AppKind(name string) (stdio, found bool) {
 	return a.Stdio(), true
 }
 
+// AppAuth gives the edge an app's authentication, read anew on every
+// request (a change applies at once, to every revision).
+func (g *Gateway) AppAuth(name string) (edge.AppAuth, bool) {
+	a, err := g.o.Apps.Get(name)
+	if err != nil {
+		return edge.AppAuth{}, false
+	}
+	ai := a.AuthInfo()
+	out := edge.AppAuth{
+		Mode: ai.Auth.Mode, Issuer: ai.Auth.Issuer, Audience: ai.Auth.Audience,
+		Scopes: ai.Auth.Scopes, AllowedClients: ai.Auth.AllowedClients,
+		ForwardToken: ai.Auth.ForwardToken, MCPPath: ai.MCPPath,
+	}
+	if out.Mode == edge.AuthAPIKey {
+		out.Keys = make([]edge.AppKey, len(ai.Keys))
+		for i, k := range ai.Keys {
+			out.Keys[i] = edge.AppKey{Name: k.Name, Hash: k.Hash}
+		}
+	}
+	return out, true
+}
+
 // ServeApp serves a request the edge routed to an app, and tells the edge
 // the revision, JSON-RPC method and tool for the access line.
 func (g *Gateway) ServeApp(w http.ResponseWriter, r *http.Request, req *edge.AppRequest) {

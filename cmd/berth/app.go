@@ -26,12 +26,20 @@ Commands:
               [--path /mcp] [--env K=V]… [--volume NAME:/PATH]… [--min 0] [--max 10]
               [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--disk 1Gi] [--cpu 1]
               [--egress disabled|enabled] [--revision-suffix S] [--probe tcp|http:/PATH|none]
+              [AUTH FLAGS]
+  auth NAME --auth none|apikey|oidc [AUTH FLAGS]   (the app's, for every revision, at once)
+  key create NAME KEYNAME     (prints the key, this once)
+  key list NAME
+  key revoke NAME KEYNAME
   list
   show NAME
   revisions NAME
   traffic NAME [--set REV=PCT[,REV=PCT…]] [--label REV=LABEL]…
   logs NAME [-f]
   delete NAME
+
+AUTH FLAGS: --auth none|apikey|oidc [--oidc-issuer URL --oidc-audience AUD]
+  [--oidc-scopes S,…] [--oidc-allowed-clients C,…] [--auth-forward-token]
 
 Every command takes -o json, --data-dir, --server and --token.`
 
@@ -47,16 +55,24 @@ func runApp(ctx context.Context, args []string) error {
 		return nil
 	}
 	sub, args := args[0], args[1:]
+	switch sub {
+	case "auth":
+		return runAppAuth(ctx, args)
+	case "key":
+		return runAppKey(ctx, args)
+	}
 	fs := flag.NewFlagSet("app "+sub, flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
 	var d deployFlags
+	var af authFlags
 	var set string
 	var labels multiFlag
 	var follow bool
 	switch sub {
 	case "deploy":
 		d.register(fs)
+		af.register(fs)
 	case "traffic":
 		fs.StringVar(&set, "set", "", "traffic split: REV=PCT[,REV=PCT…] adding up to 100")
 		fs.Var(&labels, "label", "REV=LABEL: serve REV at NAME---LABEL (repeatable; REV empty removes the label)")
@@ -82,6 +98,9 @@ func runApp(ctx context.Context, args []string) error {
 	case "deploy":
 		cfg, err := d.config()
 		if err != nil {
+			return err
+		}
+		if cfg.Auth, err = af.auth(); err != nil {
 			return err
 		}
 		var out struct {
@@ -221,6 +240,7 @@ func printApp(a controlplane.AppView) {
 		fmt.Fprintf(tw, "Label %s:\t%s (%s)\n", label, u, a.Labels[label])
 	}
 	fmt.Fprintf(tw, "Traffic:\t%s\n", trafficString(a.Traffic))
+	fmt.Fprintf(tw, "Auth:\t%s\n", authString(a.Auth, len(a.APIKeys)))
 	for _, r := range a.Replicas {
 		fmt.Fprintf(tw, "Replica %s:\tready=%v inFlight=%d sessions=%d\n", r.ID, r.Ready, r.InFlight, r.Sessions)
 	}

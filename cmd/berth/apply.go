@@ -28,6 +28,9 @@ import (
 //	  configuration:
 //	    ingress: {targetPort: 8080, transport: http, path: /mcp,
 //	              traffic: [{revisionName: tasks--v1, weight: 100, label: stable}]}
+//	    auth: {mode: oidc, issuer: https://login.example.com, audience: https://tasks.example.com/mcp,
+//	           scopes: [mcp:tools], allowedClients: [agent-1], forwardToken: false}
+//	    # or auth: {mode: apikey} (keys: berth app key create); absent: unchanged
 //	  template:
 //	    revisionSuffix: v1
 //	    containers:
@@ -58,6 +61,14 @@ type manifest struct {
 					LatestRevision bool   `yaml:"latestRevision"`
 				} `yaml:"traffic"`
 			} `yaml:"ingress"`
+			Auth *struct {
+				Mode           string   `yaml:"mode"`
+				Issuer         string   `yaml:"issuer"`
+				Audience       string   `yaml:"audience"`
+				Scopes         []string `yaml:"scopes"`
+				AllowedClients []string `yaml:"allowedClients"`
+				ForwardToken   bool     `yaml:"forwardToken"`
+			} `yaml:"auth"`
 		} `yaml:"configuration"`
 		Template struct {
 			RevisionSuffix string `yaml:"revisionSuffix"`
@@ -205,6 +216,13 @@ func (m *manifest) config(base string) (app.Config, error) {
 	}
 	if t.Scale.MinReplicas != nil {
 		cfg.Min = *t.Scale.MinReplicas
+	}
+	if a := m.Properties.Configuration.Auth; a != nil {
+		cfg.Auth = &app.Auth{Mode: a.Mode, Issuer: a.Issuer, Audience: a.Audience, Scopes: a.Scopes,
+			AllowedClients: a.AllowedClients, ForwardToken: a.ForwardToken}
+		if cfg.Auth.Mode == "" {
+			return app.Config{}, fmt.Errorf("configuration.auth.mode is required: none, apikey or oidc")
+		}
 	}
 	if ct.Dir != "" {
 		dir := ct.Dir
