@@ -162,6 +162,7 @@ func runApply(ctx context.Context, args []string) error {
 		}
 		last := cur.Revisions[len(cur.Revisions)-1].Config
 		last.RevisionSuffix, want.RevisionSuffix = "", ""
+		want.Auth = nil // the app's, not the revision's: set below
 		changed = !reflect.DeepEqual(last, want)
 	}
 	var out controlplane.AppView
@@ -181,6 +182,11 @@ func runApply(ctx context.Context, args []string) error {
 		out = cur
 		if cf.output != "json" {
 			fmt.Println("template unchanged: no new revision")
+		}
+		if cfg.Auth != nil {
+			if err := c.call(ctx, http.MethodPut, "/v1/apps/"+m.Name+"/auth", cfg.Auth, &out); err != nil {
+				return err
+			}
 		}
 	}
 	if tr := m.traffic(); tr.Traffic != nil || tr.Labels != nil {
