@@ -172,6 +172,9 @@ type Patch struct {
 	TimeoutSeconds  *int     `json:"timeoutSeconds"`
 	MCP             *bool    `json:"mcp"`
 	MCPAuth         *string  `json:"mcpAuth"`
+	Auth            *string  `json:"auth"`
+	// OIDC, if set, replaces the pool's OIDC settings as a whole.
+	OIDC *pool.OIDC `json:"oidc"`
 }
 
 // Apply changes cfg.
@@ -186,6 +189,10 @@ func (pt Patch) Apply(cfg *pool.Config) {
 	set(&cfg.TimeoutSeconds, pt.TimeoutSeconds)
 	set(&cfg.MCP, pt.MCP)
 	set(&cfg.MCPAuth, pt.MCPAuth)
+	set(&cfg.Auth, pt.Auth)
+	if pt.OIDC != nil {
+		cfg.OIDC = pt.OIDC
+	}
 }
 
 func set[T any](dst *T, v *T) {

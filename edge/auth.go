@@ -33,6 +33,12 @@ func (e *Edge) authDataPlane(r *http.Request, name string) *Error {
 	if !ok {
 		return nil
 	}
+	if done, err := e.authPoolOIDC(r, name, p); done {
+		if err != nil {
+			err.Code = "Unauthorized"
+		}
+		return err
+	}
 	key := APIKey(r)
 	if key == "" {
 		return &Error{Status: http.StatusUnauthorized, Code: "Unauthorized", Message: fmt.Sprintf(
@@ -63,6 +69,12 @@ func (e *Edge) authMCP(r *http.Request, name string) *Error {
 	if !keyed {
 		e.noAuthW.warn(e, r, name)
 		return nil
+	}
+	if done, err := e.authPoolOIDC(r, name, p); done {
+		if err != nil {
+			err.RPCCode = rpcCode(err.Status)
+		}
+		return err
 	}
 	key := APIKey(r)
 	if key == "" {

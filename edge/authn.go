@@ -30,15 +30,76 @@ const PRMPath = "/.well-known/oauth-protected-resource"
 type AppAuth struct {
 	// Mode is none (or ""), apikey or oidc.
 	Mode string
-	// OIDC configures oidc: Issuer, Audience, Scopes, AllowedClients.
-	Issuer, Audience       string
-	Scopes, AllowedClients []string
+	// OIDCSettings configure oidc.
+	OIDCSettings
 	// ForwardToken passes the credential on to the app.
 	ForwardToken bool
 	// Keys are the app's API keys (apikey).
 	Keys []AppKey
 	// MCPPath is the app's MCP endpoint path (for the resource's URL).
 	MCPPath string
+}
+
+// OIDCSettings say whose bearer tokens are accepted.
+type OIDCSettings struct {
+	Issuer, Audience       string
+	Scopes, AllowedClients []string
+}
+
+// PoolCredentials is implemented by a Pool that may take OIDC tokens.
+type PoolCredentials interface {
+	// Credentials says whether the pool's key is accepted, and whose
+	// tokens are (nil: none).
+	Credentials() (key bool, oidc *OIDCSettings)
+}
+
+// authPoolOIDC authenticates a pool's request by its OIDC settings. done
+// is false when the pool's key is to be checked instead: the pool takes
+// no tokens, or takes keys too and the credential is no JWT.
+func (e *Edge) authPoolOIDC(r *http.Request, name string, p Pool) (done bool, _ *Error) {
+	pc, ok := p.(PoolCredentials)
+	if !ok {
+		return false, nil
+	}
+	keyOK, oidc := pc.Credentials()
+	if oidc == nil {
+		if !keyOK {
+			return true, &Error{Status: http.StatusUnauthorized, Authenticate: bearerChallenge, Message: "the pool accepts no credential (auth oidc without settings)"}
+		}
+		return false, nil
+	}
+	tok := oidcauth.BearerToken(r)
+	if keyOK && (tok == "" || strings.Count(tok, ".") != 2) {
+		// Not a JWT: the pool's key (x-ms-apikey or Bearer) is checked.
+		return false, nil
+	}
+	v, err := e.verifiers.get(oidc)
+	if err != nil {
+		return true, &Error{Status: http.StatusServiceUnavailable, Message: "the pool's OIDC settings are invalid", Cause: err}
+	}
+	if _, err := v.Verify(r.Context(), tok); err != nil {
+		var oe *oidcauth.Error
+		if !errors.As(err, &oe) {
+			return true, &Error{Status: http.StatusUnauthorized, Authenticate: bearerChallenge, Message: "invalid token", Cause: err}
+		}
+		out := &Error{Status: oe.Status(), Message: fmt.Sprintf("pool %s: %s", name, oe.Message), Cause: oe.Err}
+		switch oe.Code {
+		case oidcauth.CodeInsufficientScope:
+			out.Authenticate = fmt.Sprintf(`Bearer realm="berth", error="insufficient_scope", scope=%q`, oe.Scope)
+		case oidcauth.CodeUnavailable:
+			out.RetryAfter = "5"
+		default:
+			out.Authenticate = bearerChallenge
+			if !oe.Missing {
+				out.Authenticate += `, error="invalid_token"`
+			}
+			if oe.Missing {
+				out.Message = fmt.Sprintf("pool %s takes only OIDC bearer tokens (Authorization: Bearer TOKEN from %s)", name, oidc.Issuer)
+			}
+		}
+		return true, out
+	}
+	return true, nil
 }
 
 // AppKey is a named API key, by its hex SHA-256.
@@ -79,7 +140,7 @@ type verifiers struct {
 // maxVerifiers bounds the cache; past it, it starts anew.
 const maxVerifiers = 1024
 
-func (c *verifiers) get(a *AppAuth) (*oidcauth.Verifier, error) {
+func (c *verifiers) get(a *OIDCSettings) (*oidcauth.Verifier, error) {
 	key := a.Issuer + "\x00" + a.Audience + "\x00" + strings.Join(a.Scopes, " ") + "\x00" + strings.Join(a.AllowedClients, " ")
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -242,7 +303,7 @@ func (e *Edge) authAppKey(r *http.Request, rt Route, a *AppAuth) *Error {
 }
 
 func (e *Edge) authAppOIDC(r *http.Request, rt Route, a *AppAuth) *Error {
-	v, err := e.verifiers.get(a)
+	v, err := e.verifiers.get(&a.OIDCSettings)
 	if err != nil {
 		return &Error{Status: http.StatusServiceUnavailable, Message: "the app's OIDC settings are invalid", Cause: err}
 	}

@@ -194,8 +194,8 @@ func (g *Gateway) AppAuth(name string) (edge.AppAuth, bool) {
 	}
 	ai := a.AuthInfo()
 	out := edge.AppAuth{
-		Mode: ai.Auth.Mode, Issuer: ai.Auth.Issuer, Audience: ai.Auth.Audience,
-		Scopes: ai.Auth.Scopes, AllowedClients: ai.Auth.AllowedClients,
+		Mode: ai.Auth.Mode, OIDCSettings: edge.OIDCSettings{Issuer: ai.Auth.Issuer, Audience: ai.Auth.Audience,
+			Scopes: ai.Auth.Scopes, AllowedClients: ai.Auth.AllowedClients},
 		ForwardToken: ai.Auth.ForwardToken, MCPPath: ai.MCPPath,
 	}
 	if out.Mode == edge.AuthAPIKey {

@@ -6,3 +6,13 @@ func (p *Pool) MCPEndpoint() (enabled, keyed bool) {
 	c := p.cfg.Load()
 	return c.MCP, c.MCPAuth != MCPAuthNone
 }
+
+// Credentials says what the pool accepts: its key, and bearer tokens
+// from oidc (nil: none).
+func (p *Pool) Credentials() (key bool, oidc *OIDC) {
+	c := p.cfg.Load()
+	if c.Auth == AuthOIDC || c.Auth == AuthKeyOIDC {
+		oidc = c.OIDC
+	}
+	return c.Auth != AuthOIDC, oidc
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/pool"
 )
 
 // authFlags are the authentication flags of app deploy and app auth.
@@ -29,6 +30,23 @@ func (f *authFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.scopes, "oidc-scopes", "", "oidc: scopes every token must carry, comma-separated")
 	fs.StringVar(&f.allowedClients, "oidc-allowed-clients", "", "oidc: the only client ids whose tokens are accepted, comma-separated")
 	fs.BoolVar(&f.forwardToken, "auth-forward-token", false, "pass the caller's Authorization / x-api-key header on to the app")
+}
+
+// registerPool registers the flags of pool create|update.
+func (f *authFlags) registerPool(fs *flag.FlagSet) {
+	fs.StringVar(&f.mode, "auth", "", "what the data plane and the MCP endpoint accept: key (default), oidc or key,oidc")
+	fs.StringVar(&f.issuer, "oidc-issuer", "", "oidc: the issuer URL, exactly as in the tokens' iss (https, or http on loopback)")
+	fs.StringVar(&f.audience, "oidc-audience", "", "oidc: the audience the tokens' aud must hold")
+	fs.StringVar(&f.scopes, "oidc-scopes", "", "oidc: scopes every token must carry, comma-separated")
+	fs.StringVar(&f.allowedClients, "oidc-allowed-clients", "", "oidc: the only client ids whose tokens are accepted, comma-separated")
+}
+
+// poolOIDC is the pool's OIDC settings if any --oidc-* flag was given.
+func (f *authFlags) poolOIDC() *pool.OIDC {
+	if f.issuer == "" && f.audience == "" && f.scopes == "" && f.allowedClients == "" {
+		return nil
+	}
+	return &pool.OIDC{Issuer: f.issuer, Audience: f.audience, Scopes: splitList(f.scopes), AllowedClients: splitList(f.allowedClients)}
 }
 
 // auth returns the Auth the flags ask for, or nil if --auth was not given.
