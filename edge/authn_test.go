@@ -227,4 +227,3 @@ func BenchmarkAppAuth(b *testing.B) {
 		})
 	}
 }
-
