@@ -193,6 +193,40 @@ func TestAppAuthAPIKey(t *testing.T) {
 	if r := send(t, "GET", echo, nil); r.status != 200 || len(b.appShow("keyed").Revisions) != revs {
 		t.Fatalf("auth none: %d %s", r.status, r.body)
 	}
+
+	// berth apply: auth in the manifest, applied with the first revision;
+	// an unchanged template with a new auth makes no revision.
+	manifest := filepath.Join(t.TempDir(), "app.yaml")
+	write := func(auth string) {
+		y := fmt.Sprintf(`name: declared
+properties:
+  configuration:
+    ingress: {targetPort: 8080, transport: http, path: /mcp}
+    auth: %s
+  template:
+    containers:
+      - command: ["./echoapp"]
+        dir: %s
+    scale: {minReplicas: 1}
+`, auth, dir)
+		if err := os.WriteFile(manifest, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("{mode: apikey}")
+	b.cli("apply", "-f", manifest)
+	b.waitReplicas("declared", 1)
+	decl := strings.TrimSuffix(b.appShow("declared").URLs.Path, "/mcp") + "/echo"
+	if r := send(t, "GET", decl, nil); r.status != 401 {
+		t.Fatalf("applied apikey app without a key: %d %s", r.status, r.body)
+	}
+	write("{mode: none}")
+	if out := b.cli("apply", "-f", manifest); !strings.Contains(out, "no new revision") {
+		t.Fatalf("apply of a new auth only:\n%s", out)
+	}
+	if r := send(t, "GET", decl, nil); r.status != 200 {
+		t.Fatalf("applied auth none: %d %s", r.status, r.body)
+	}
 }
 
 func lastLine(s string) string {
