@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -337,6 +338,24 @@ func TestAppAuthOIDC(t *testing.T) {
 		t.Fatalf("X-MS-CLIENT-PRINCIPAL: %s", raw)
 	}
 
+	// The TypeScript SDK's client_credentials provider too (it sends the
+	// RFC 8707 resource, which the provider ignores).
+	t.Run("ts-sdk", func(t *testing.T) {
+		in := needInterop(t)
+		out := in.run(t, in.dir, "ts-oauth-client.mjs", resource, "sid1", "verysecret", "mcp:tools")
+		var rep struct {
+			Statuses []string
+			Seen     http.Header
+		}
+		if err := json.Unmarshal([]byte(lastLine(out)), &rep); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if rep.Seen.Get("X-Ms-Client-Principal-Id") != "sid1" || rep.Seen.Get("Authorization") != "" ||
+			!slices.Contains(rep.Statuses, "POST /apps/guarded/mcp 401") || !slices.Contains(rep.Statuses, "GET /.well-known/oauth-protected-resource/apps/guarded/mcp 200") {
+			t.Fatalf("TS client: %s", out)
+		}
+	})
+
 	good := p.token(t, "mcp:tools")
 	if h := echoed(t, send(t, "GET", echo, with(spoofed, "Authorization", "Bearer "+good))); h.Get("X-Ms-Client-Principal-Id") != "sid1" {
 		t.Fatalf("good token: %v", h)
@@ -370,7 +389,7 @@ func TestAppAuthOIDC(t *testing.T) {
 
 func hasClaim(cs []struct{ Typ, Val string }, typ, val string) bool {
 	for _, c := range cs {
-		if c.Typ == typ && strings.Contains(c.Val, val) {
+		if c.Typ == typ && c.Val == val {
 			return true
 		}
 	}

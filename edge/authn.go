@@ -342,9 +342,16 @@ func (e *Edge) authAppOIDC(r *http.Request, rt Route, a *AppAuth) *Error {
 	}
 	claims := make([]claim, 0, len(p.Claims))
 	for k, v := range p.Claims {
+		// A list is one claim per value, as Azure gives them.
+		if l, ok := v.([]any); ok {
+			for _, e := range l {
+				claims = append(claims, claim{k, claimString(e)})
+			}
+			continue
+		}
 		claims = append(claims, claim{k, claimString(v)})
 	}
-	slices.SortFunc(claims, func(x, y claim) int { return strings.Compare(x.Typ, y.Typ) })
+	slices.SortStableFunc(claims, func(x, y claim) int { return strings.Compare(x.Typ, y.Typ) })
 	setPrincipal(r.Header, "oidc", id, name, claims)
 	return nil
 }
