@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -154,6 +157,19 @@ func TestAppAuthAPIKey(t *testing.T) {
 	}
 	if s := b.cli("app", "show", "keyed"); !strings.Contains(s, "apikey (2 keys)") {
 		t.Fatalf("app show: %s", s)
+	}
+	// Stored hashed: the database (and its WAL) holds no key.
+	sum := sha256.Sum256([]byte(k1))
+	hashed := false
+	for _, f := range []string{"berth.db", "berth.db-wal"} {
+		raw, _ := os.ReadFile(filepath.Join(b.dataDir, f))
+		if bytes.Contains(raw, []byte(k1)) || bytes.Contains(raw, []byte(k2.Key)) {
+			t.Fatalf("%s holds an app key in clear", f)
+		}
+		hashed = hashed || bytes.Contains(raw, []byte(hex.EncodeToString(sum[:])))
+	}
+	if !hashed {
+		t.Fatal("the key's SHA-256 is not in the database: looked in the wrong place?")
 	}
 	if r := send(t, "GET", echo, map[string]string{"x-api-key": "bk_wrong"}); r.status != 401 {
 		t.Fatalf("wrong key: %d %s", r.status, r.body)
