@@ -56,7 +56,7 @@ type PoolCredentials interface {
 // authPoolOIDC authenticates a pool's request by its OIDC settings. done
 // is false when the pool's key is to be checked instead: the pool takes
 // no tokens, or takes keys too and the credential is no JWT.
-func (e *Edge) authPoolOIDC(r *http.Request, name string, p Pool) (done bool, _ *Error) {
+func (e *Edge) authPoolOIDC(r *http.Request, name string, p Pool, mcp bool) (done bool, _ *Error) {
 	pc, ok := p.(PoolCredentials)
 	if !ok {
 		return false, nil
@@ -83,13 +83,17 @@ func (e *Edge) authPoolOIDC(r *http.Request, name string, p Pool) (done bool, _ 
 			return true, &Error{Status: http.StatusUnauthorized, Authenticate: bearerChallenge, Message: "invalid token", Cause: err}
 		}
 		out := &Error{Status: oe.Status(), Message: fmt.Sprintf("pool %s: %s", name, oe.Message), Cause: oe.Err}
+		ch := bearerChallenge
+		if mcp {
+			ch += fmt.Sprintf(`, resource_metadata=%q`, poolMetadataURL(r, name))
+		}
 		switch oe.Code {
 		case oidcauth.CodeInsufficientScope:
-			out.Authenticate = fmt.Sprintf(`Bearer realm="berth", error="insufficient_scope", scope=%q`, oe.Scope)
+			out.Authenticate = ch + fmt.Sprintf(`, error="insufficient_scope", scope=%q`, oe.Scope)
 		case oidcauth.CodeUnavailable:
 			out.RetryAfter = "5"
 		default:
-			out.Authenticate = bearerChallenge
+			out.Authenticate = ch
 			if !oe.Missing {
 				out.Authenticate += `, error="invalid_token"`
 			}
@@ -100,6 +104,47 @@ func (e *Edge) authPoolOIDC(r *http.Request, name string, p Pool) (done bool, _ 
 		return true, out
 	}
 	return true, nil
+}
+
+func scheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// poolMetadataURL is where a pool's MCP endpoint's protected resource
+// metadata is.
+func poolMetadataURL(r *http.Request, name string) string {
+	return scheme(r) + "://" + r.Host + PRMPath + "/pools/" + name + "/mcp"
+}
+
+// poolChallenge is the WWW-Authenticate of a refused key on a pool's MCP
+// endpoint: it says where the metadata is when the pool takes tokens too.
+func poolChallenge(r *http.Request, name string, p Pool) string {
+	if pc, ok := p.(PoolCredentials); ok {
+		if _, o := pc.Credentials(); o != nil {
+			return bearerChallenge + fmt.Sprintf(`, resource_metadata=%q`, poolMetadataURL(r, name))
+		}
+	}
+	return bearerChallenge
+}
+
+// servePoolPRM serves the protected resource metadata of a pool's MCP
+// endpoint when the pool takes OIDC tokens.
+func (e *Edge) servePoolPRM(w http.ResponseWriter, r *http.Request, name string) *Error {
+	var o *OIDCSettings
+	if e.o.Pools != nil {
+		if p, ok := e.o.Pools.Pool(name); ok {
+			if pc, ok := p.(PoolCredentials); ok {
+				_, o = pc.Credentials()
+			}
+		}
+	}
+	if o == nil {
+		return &Error{Status: http.StatusNotFound, Message: "no protected resource metadata: the pool does not take OIDC tokens"}
+	}
+	return writePRM(w, r, scheme(r)+"://"+r.Host+"/pools/"+name+"/mcp", o)
 }
 
 // AppKey is a named API key, by its hex SHA-256.
@@ -165,11 +210,7 @@ func isPRM(path string) bool {
 
 // appBase is the URL of an app's root as the client reached it.
 func appBase(r *http.Request, rt Route) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	base := scheme + "://" + r.Host
+	base := scheme(r) + "://" + r.Host
 	if rt.ByPath {
 		base += "/apps/" + rt.Name
 		if rt.Label != "" {
@@ -195,6 +236,11 @@ func metadataURL(r *http.Request, rt Route, a *AppAuth) string {
 
 // servePRM answers a request for the app's protected resource metadata.
 func servePRM(w http.ResponseWriter, r *http.Request, rt Route, a *AppAuth) *Error {
+	return writePRM(w, r, resourceURL(r, rt, a), &a.OIDCSettings)
+}
+
+// writePRM writes RFC 9728 metadata for a resource protected by o.
+func writePRM(w http.ResponseWriter, r *http.Request, resource string, o *OIDCSettings) *Error {
 	if r.Method == http.MethodOptions {
 		w.Header().Set("Access-Control-Allow-Origin", "*")
 		w.Header().Set("Access-Control-Allow-Methods", "GET, OPTIONS")
@@ -206,12 +252,12 @@ func servePRM(w http.ResponseWriter, r *http.Request, rt Route, a *AppAuth) *Err
 		return &Error{Status: http.StatusMethodNotAllowed, Message: "protected resource metadata: use GET"}
 	}
 	doc := map[string]any{
-		"resource":                 resourceURL(r, rt, a),
-		"authorization_servers":    []string{a.Issuer},
+		"resource":                 resource,
+		"authorization_servers":    []string{o.Issuer},
 		"bearer_methods_supported": []string{"header"},
 	}
-	if len(a.Scopes) > 0 {
-		doc["scopes_supported"] = a.Scopes
+	if len(o.Scopes) > 0 {
+		doc["scopes_supported"] = o.Scopes
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Access-Control-Allow-Origin", "*")

@@ -60,9 +60,10 @@ type Route struct {
 	// share the listener's origin with the pools' endpoints, so the edge
 	// sandboxes them (see PathAppCSP).
 	ByPath bool
-	// PRM is set for /.well-known/oauth-protected-resource/apps/NAME/…:
-	// the protected resource metadata of an app reached by path (RFC 9728
-	// §3.1 inserts the well-known path before the resource's path).
+	// PRM is set for /.well-known/oauth-protected-resource/apps/NAME/…
+	// and …/pools/NAME/mcp: the protected resource metadata of an app
+	// reached by path or of a pool's MCP endpoint (RFC 9728 §3.1 inserts
+	// the well-known path before the resource's path).
 	PRM bool
 }
 
@@ -172,6 +173,11 @@ func (e *Edge) Route(r *http.Request) Route {
 		return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path}
 	}
 	p := r.URL.Path
+	if rest, ok := strings.CutPrefix(p, PRMPath+"/pools/"); ok {
+		if name, tail, _ := strings.Cut(rest, "/"); name != "" && tail == "mcp" {
+			return Route{Kind: KindPoolMCP, Name: name, PRM: true}
+		}
+	}
 	if rest, ok := strings.CutPrefix(p, PRMPath+"/apps/"); ok {
 		seg, _, _ := strings.Cut(rest, "/")
 		name, label, _ := strings.Cut(seg, "---")
@@ -244,6 +250,9 @@ func (e *Edge) serve(st *state, r *http.Request) *Error {
 		st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
 		e.o.Apps.ServeApp(st, r, &st.app)
 	case KindPoolMCP:
+		if st.route.PRM {
+			return e.servePoolPRM(st, r, st.route.Name)
+		}
 		if err := e.pools.check(st, r); err != nil {
 			return err
 		}
