@@ -14,9 +14,11 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )
@@ -62,6 +64,8 @@ type Manager struct {
 	// pending holds apps whose first deploy is in progress: not listed and
 	// not routed until their first revision is stored.
 	pending map[string]*App
+	// hosts routes the apps' custom domains.
+	hosts hostIndex
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -103,6 +107,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 			return nil, fmt.Errorf("app %q: %w", sa.Name, err)
 		}
 		m.apps[d.Name] = m.newApp(d)
+		m.hosts.add(d.Name, d.Hostnames)
 		m.checkCapacity(d)
 	}
 	m.removeStale()
@@ -128,6 +133,9 @@ type App struct {
 	// firstDeploys counts the deploys of an app not yet in Manager.apps
 	// (guarded by Manager.mu).
 	firstDeploys int
+
+	// cors is the compiled CORS policy of doc (nil: none).
+	cors atomic.Pointer[cors.Policy]
 
 	mu       sync.Mutex
 	doc      Doc
@@ -161,7 +169,7 @@ type LogEntry struct {
 func (m *Manager) newApp(d Doc) *App {
 	h := fnv.New32a()
 	_, _ = io.WriteString(h, m.dir+"/"+d.Name)
-	return &App{
+	a := &App{
 		m: m, name: d.Name, doc: d, dir: filepath.Join(m.dir, d.Name),
 		// Replicas of an app share one unprivileged uid (so they can share
 		// volumes), apart from pool sandboxes' uids.
@@ -169,6 +177,26 @@ func (m *Manager) newApp(d Doc) *App {
 		running: map[string]*revisionRuntime{}, sessions: map[string]*session{},
 		reserved: map[string]bool{}, logSubs: map[chan LogEntry]struct{}{},
 	}
+	a.cors.Store(compileCORS(d.CORS, m.log))
+	return a
+}
+
+// CORS is the app's compiled CORS policy (nil if it has none); the front
+// door asks on every request.
+func (a *App) CORS() *cors.Policy { return a.cors.Load() }
+
+// compileCORS compiles a validated policy; one that fails (a stored policy
+// a newer version no longer accepts) allows no origin.
+func compileCORS(s *cors.Spec, log *slog.Logger) *cors.Policy {
+	if s == nil {
+		return nil
+	}
+	pol, err := cors.Compile(*s)
+	if err != nil {
+		log.Warn("CORS policy refused: no browser origin is allowed", "error", err)
+		pol, _ = cors.Compile(cors.Spec{AllowedOrigins: []string{"https://invalid.invalid"}})
+	}
+	return pol
 }
 
 // reconcile runs the active revisions and stops the others.
@@ -303,6 +331,9 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		delete(m.apps, name)
 	}
 	m.mu.Unlock()
+	for _, h := range a.Doc().Hostnames {
+		m.hosts.remove(name, h.Host)
+	}
 	a.stopAll()
 	return os.RemoveAll(trash)
 }

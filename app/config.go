@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/berth-dev/berth/edge/cors"
 )
 
 // Transports.
@@ -50,6 +52,9 @@ type Config struct {
 	// Auth, if set, replaces the app's authentication with the deploy
 	// (it is the app's, not the revision's, which does not keep it).
 	Auth *Auth `json:"auth,omitempty"`
+	// CORS is the app's CORS policy; the app's is its latest deploy's
+	// (ingress is app-wide, as in Container Apps), nil for none.
+	CORS *cors.Spec `json:"corsPolicy,omitempty"`
 }
 
 // Volume is a persistent per-app directory mounted at Path.
@@ -171,6 +176,9 @@ func (c *Config) Normalize() error {
 	if c.RevisionSuffix != "" && !suffixRE().MatchString(c.RevisionSuffix) {
 		return invalid("%q is not a valid revision suffix (lowercase letters, digits, dashes)", c.RevisionSuffix)
 	}
+	if err := c.CORS.Normalize(); err != nil {
+		return invalid("%s", err.Error())
+	}
 	if c.Probe.Type == "" {
 		c.Probe.Type = "tcp"
 		if c.Transport == TransportStdio {
@@ -213,6 +221,10 @@ type Doc struct {
 	Revisions []Revision        `json:"revisions"`
 	Traffic   []TrafficTarget   `json:"traffic"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	// CORS is the app's CORS policy: its latest deploy's.
+	CORS *cors.Spec `json:"corsPolicy,omitempty"`
+	// Hostnames are the app's custom domains.
+	Hostnames []Hostname `json:"hostnames,omitempty"`
 	// Latest sends all traffic to the newest revision on each deploy; an
 	// explicit traffic split turns it off until the next --set of 100% to
 	// the latest.

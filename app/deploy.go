@@ -72,6 +72,7 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 		if auth != nil {
 			d.Auth = auth
 		}
+		d.CORS = rev.Config.CORS
 		if d.Latest || len(d.Traffic) == 0 {
 			d.Latest = true
 			d.Traffic = []TrafficTarget{{Revision: rev.Name, Percent: 100}}
@@ -172,6 +173,7 @@ func (a *App) update(ctx context.Context, fn func(*Doc) error) (Doc, error) {
 	a.mu.Lock()
 	a.doc = d
 	a.mu.Unlock()
+	a.cors.Store(compileCORS(d.CORS, a.m.log))
 	return a.Doc(), nil
 }
 

@@ -37,6 +37,8 @@ type AppURLs struct {
 	Host   string            `json:"host"`
 	Path   string            `json:"path"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// Hostnames are the app's custom domains.
+	Hostnames []HostnameView `json:"hostnames,omitempty"`
 }
 
 func (c *ctl) appView(a *app.App) AppView {
@@ -63,6 +65,9 @@ func (c *ctl) appView(a *app.App) AppView {
 			v.URLs.Labels = map[string]string{}
 		}
 		v.URLs.Labels[label] = pub + "/apps/" + d.Name + "---" + label + mcpPath
+	}
+	if len(d.Hostnames) > 0 {
+		v.URLs.Hostnames = c.hostnameViews(d)
 	}
 	return v
 }
@@ -131,9 +136,12 @@ func (c *ctl) deploy(w http.ResponseWriter, r *http.Request) error {
 	if err := httpapi.DecodeJSON(w, r, 1<<20, &cfg); err != nil {
 		return err
 	}
-	_, rev, err := m.Deploy(r.Context(), r.PathValue("name"), cfg)
+	d, rev, err := m.Deploy(r.Context(), r.PathValue("name"), cfg)
 	if err != nil {
 		return appError(err)
+	}
+	if c.o.Names != nil {
+		c.o.Names.AppChanged(r.Context(), d)
 	}
 	a, err := m.Get(r.PathValue("name"))
 	if err != nil {
@@ -158,8 +166,12 @@ func (c *ctl) traffic(w http.ResponseWriter, r *http.Request) error {
 	if err := httpapi.DecodeJSON(w, r, 64<<10, &req); err != nil {
 		return err
 	}
-	if _, err := m.SetTraffic(r.Context(), r.PathValue("name"), req.Traffic, req.Labels); err != nil {
+	d, err := m.SetTraffic(r.Context(), r.PathValue("name"), req.Traffic, req.Labels)
+	if err != nil {
 		return appError(err)
+	}
+	if c.o.Names != nil {
+		c.o.Names.AppChanged(r.Context(), d)
 	}
 	a, err := m.Get(r.PathValue("name"))
 	if err != nil {
@@ -176,6 +188,9 @@ func (c *ctl) deleteApp(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := m.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return appError(err)
+	}
+	if c.o.Names != nil {
+		c.o.Names.AppDeleted(r.PathValue("name"))
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -10,6 +10,9 @@
 //	DELETE /v1/pools/{name}
 //	POST   /v1/pools/{name}/credentials
 //	POST   /v1/pools/{name}/rotate-key
+//	GET    /v1/apps/{name}/hostnames
+//	PUT    /v1/apps/{name}/hostnames/{host}   ({"label": L}; 409 if another app has it)
+//	DELETE /v1/apps/{name}/hostnames/{host}
 package controlplane
 
 import (
@@ -21,6 +24,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 )
@@ -36,8 +40,11 @@ type Options struct {
 	Token string
 	// PublicURL is the base URL of the data plane, used in endpoint URLs.
 	PublicURL string
-	Version   string
-	Logger    *slog.Logger
+	// Names, if set, is told the names each app is served under (the
+	// HTTPS front door binds their certificates).
+	Names   Names
+	Version string
+	Logger  *slog.Logger
 }
 
 // Handler returns the admin API.
@@ -61,6 +68,7 @@ func Handler(o Options) http.Handler {
 	handle("POST /v1/pools/{name}/credentials", c.credentials)
 	handle("POST /v1/pools/{name}/rotate-key", c.rotate)
 	c.appRoutes(handle)
+	c.hostnameRoutes(handle)
 	// Go's profiler, for operators chasing a slow server (token required).
 	for _, p := range []struct {
 		pattern string
@@ -175,6 +183,9 @@ type Patch struct {
 	Auth            *string  `json:"auth"`
 	// OIDC, if set, replaces the pool's OIDC settings as a whole.
 	OIDC *pool.OIDC `json:"oidc"`
+	// CORS replaces the pool's CORS policy; ClearCORS removes it.
+	CORS      *cors.Spec `json:"corsPolicy,omitempty"`
+	ClearCORS bool       `json:"clearCorsPolicy,omitempty"`
 }
 
 // Apply changes cfg.
@@ -192,6 +203,12 @@ func (pt Patch) Apply(cfg *pool.Config) {
 	set(&cfg.Auth, pt.Auth)
 	if pt.OIDC != nil {
 		cfg.OIDC = pt.OIDC
+	}
+	if pt.CORS != nil {
+		cfg.CORS = pt.CORS
+	}
+	if pt.ClearCORS {
+		cfg.CORS = nil
 	}
 }
 

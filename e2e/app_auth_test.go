@@ -185,7 +185,7 @@ func TestAppAuthAPIKey(t *testing.T) {
 		t.Fatalf("bearer: the app saw %v", h)
 	}
 	// MCP through the gateway with the key.
-	cs := connectMCP(t, base+"/mcp", &http.Client{Transport: headerRT{"x-api-key", k1}})
+	cs := connectMCP(t, base+"/mcp", &http.Client{Transport: headerRT{http.DefaultTransport, http.Header{"X-Api-Key": {k1}}}})
 	callHeaders(t, cs)
 
 	b.cli("app", "key", "revoke", "keyed", "ci")
@@ -249,15 +249,6 @@ properties:
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
-}
-
-// headerRT adds a header to every request.
-type headerRT struct{ k, v string }
-
-func (h headerRT) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set(h.k, h.v)
-	return http.DefaultTransport.RoundTrip(r)
 }
 
 func connectMCP(t testing.TB, url string, c *http.Client, oauth ...*extauth.ClientCredentialsHandler) *mcp.ClientSession {

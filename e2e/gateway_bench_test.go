@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,7 +34,10 @@ import (
 // in its sandbox. "direct" dials the replica's port inside the sandbox's
 // network namespace; "caddy" goes through Caddy's reverse_proxy, run in that
 // namespace next to the app; "berth" goes through Berth's public listener
-// and gateway.
+// and gateway; "berth-https" goes through a second Berth (its own
+// replica of the app) serving the front door over HTTPS (local CA,
+// HTTP/1.1 keep-alive, as Node's fetch does), whose proxy CPU per call is
+// compared with the plain one's (berth-https/berth-cpu).
 //
 // It runs twice. "shared": every process on every core, so on a small
 // machine the proxy's CPU time comes straight out of the clients' and the
@@ -53,6 +59,15 @@ func BenchmarkGateway(b *testing.B) {
 	srv.waitReplicas("bench", 1)
 	app := appProcess(b, "everything-server")
 	netns := fmt.Sprintf("/proc/%d/ns/net", app)
+	// The same over HTTPS, on a server of its own: a plain listener
+	// redirects app traffic once HTTPS is on.
+	srvTLS := startBerth(b, "", "--log-level", "info", "--https-listen", "127.0.0.1:0")
+	srvTLS.cli("app", "deploy", "bench", "--dir", dir, "--command", everythingCommand, "--port", "8080",
+		"--min", "1", "--max", "1", "--concurrency", "1000", "--cpu", "2", "--memory", "1Gi")
+	srvTLS.waitReplicas("bench", 1)
+	appTLS := appProcess(b, "everything-server", app)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM([]byte(srvTLS.cli("ca", "export", "--data-dir", srvTLS.dataDir)))
 
 	// Caddy shares the replica's network namespace, as a sidecar would.
 	cfg := `{"admin":{"disabled":true},"logging":{"logs":{"default":{"level":"ERROR"}}},"apps":{"http":{"servers":{"b":{"listen":["127.0.0.1:8081"],"routes":[{"handle":[{"handler":"reverse_proxy","flush_interval":-1,"upstreams":[{"dial":"127.0.0.1:8080"}]}]}]}}}}}`
@@ -82,6 +97,7 @@ func BenchmarkGateway(b *testing.B) {
 		{name: "direct", url: "http://127.0.0.1:8080/mcp", dial: inNetns},
 		{name: "berth", url: srv.info.PublicURL + "/apps/bench/mcp", proxy: srv.cmd.Process.Pid},
 		{name: "caddy", url: "http://127.0.0.1:8081/mcp", dial: inNetns, proxy: cad.Process.Pid},
+		{name: "berth-https", url: srvTLS.info.PublicURL + "/apps/bench/mcp", proxy: srvTLS.cmd.Process.Pid, tls: &tls.Config{RootCAs: roots}},
 	}
 	for _, t := range targets {
 		t.connect(b, 16)
@@ -96,7 +112,7 @@ func BenchmarkGateway(b *testing.B) {
 		for i := range all {
 			all[i] = i
 		}
-		for _, p := range []struct{ pid, cpu int }{{os.Getpid(), 0}, {app, 0}, {srv.cmd.Process.Pid, last}, {cad.Process.Pid, last}} {
+		for _, p := range []struct{ pid, cpu int }{{os.Getpid(), 0}, {app, 0}, {appTLS, 0}, {srv.cmd.Process.Pid, last}, {cad.Process.Pid, last}, {srvTLS.cmd.Process.Pid, last}} {
 			pinProcess(b, p.pid, p.cpu)
 			defer pinProcess(b, p.pid, all...)
 		}
@@ -130,6 +146,9 @@ func benchTurns(b *testing.B, targets []*benchTarget) {
 		b.ReportMetric(bt/d, "berth/direct")
 		b.ReportMetric(bt/c, "berth/caddy")
 	}
+	if p, h := targets[1].cpuPerCall(), targets[3].cpuPerCall(); p > 0 {
+		b.ReportMetric(h/p, "berth-https/berth-cpu")
+	}
 }
 
 // pinProcess sets the CPU affinity of every thread of a process (threads
@@ -161,6 +180,7 @@ type benchTarget struct {
 	url      string
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error) // nil: the host's network
 	proxy    int                                                               // the proxy's pid, 0 for none
+	tls      *tls.Config                                                       // set for an https URL
 	sessions []*mcp.ClientSession
 
 	lat     []time.Duration
@@ -172,7 +192,7 @@ type benchTarget struct {
 // keep-alive connections, as separate client processes would have.
 func (t *benchTarget) connect(b *testing.B, clients int) {
 	for i := 0; i < clients; i++ {
-		hc := &http.Client{Transport: &http.Transport{DialContext: t.dial, MaxIdleConnsPerHost: 4, DisableCompression: true}}
+		hc := &http.Client{Transport: &http.Transport{DialContext: t.dial, TLSClientConfig: t.tls, MaxIdleConnsPerHost: 4, DisableCompression: true}}
 		cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(context.Background(),
 			&mcp.StreamableClientTransport{Endpoint: t.url, HTTPClient: hc}, nil)
 		if err != nil {
@@ -218,6 +238,13 @@ func (t *benchTarget) run(b *testing.B, n int) {
 	}
 }
 
+func (t *benchTarget) cpuPerCall() float64 {
+	if len(t.lat) == 0 {
+		return 0
+	}
+	return float64(t.cpu.Microseconds()) / float64(len(t.lat))
+}
+
 func (t *benchTarget) rate() float64 {
 	if t.elapsed == 0 {
 		return 0
@@ -237,13 +264,13 @@ func (t *benchTarget) report(b *testing.B) {
 	b.ReportMetric(float64(t.lat[len(t.lat)/2].Microseconds())/1000, t.name+"-p50-ms")
 	b.ReportMetric(float64(t.lat[len(t.lat)*99/100].Microseconds())/1000, t.name+"-p99-ms")
 	if t.proxy != 0 {
-		b.ReportMetric(float64(t.cpu.Microseconds())/float64(len(t.lat)), t.name+"-cpu-µs/call")
+		b.ReportMetric(t.cpuPerCall(), t.name+"-cpu-µs/call")
 	}
 }
 
 // appProcess finds the one process running the named binary in a network
-// namespace other than ours (an app's replica).
-func appProcess(b testing.TB, binary string) int {
+// namespace other than ours (an app's replica), other than those of not.
+func appProcess(b testing.TB, binary string, not ...int) int {
 	self, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		b.Fatal(err)
@@ -251,7 +278,7 @@ func appProcess(b testing.TB, binary string) int {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if err != nil || slices.Contains(not, pid) {
 			continue
 		}
 		exe, err := os.Readlink("/proc/" + e.Name() + "/exe")

@@ -1,15 +1,19 @@
 // Package edge is Berth's front door: every request on the public listener
 // passes through one Edge, in this order:
 //
-//   - (TLS termination: to come, on a TLS listener in front of the same
-//     handler; see edge/certs);
-//   - host routing: an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN) or by
-//     path (/apps/NAME/…), a pool's MCP endpoint (/pools/{pool}/mcp), and
-//     the data plane (every other path);
+//   - TLS termination, on the HTTPS listener in front of the same handler
+//     (server/https.go, with certificates from edge/certs);
+//   - host routing: an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN), by
+//     custom domain (Hosts: one map lookup) or by path (/apps/NAME/…), a
+//     pool's MCP endpoint (/pools/{pool}/mcp), and the data plane (every
+//     other path);
 //   - Origin validation (the MCP spec's DNS rebinding rule: 403) and CORS
 //     (preflights, Allow- and Expose- headers), by the route's policy: the
-//     server-wide allow-list for pools' MCP endpoints, the apps' domain for
-//     stdio apps (HTTP apps see the client's Host and Origin themselves);
+//     server-wide allow-list for pools' MCP endpoints, the apps' domain (and
+//     the custom domain the request came by) for stdio apps (HTTP apps see
+//     the client's Host and Origin themselves); an app's or a pool's own
+//     CORS policy (edge/cors, looked up through AppCORS and PoolCORS)
+//     replaces these for the Origin (corsroute.go);
 //   - authentication, by the route's authenticator: the pool's key
 //     (x-ms-apikey or Authorization: Bearer) for the data plane and a pool's
 //     MCP endpoint unless the pool's mcpAuth is none; none for apps;
@@ -65,6 +69,8 @@ type Route struct {
 	// reached by path or of a pool's MCP endpoint (RFC 9728 §3.1 inserts
 	// the well-known path before the resource's path).
 	PRM bool
+	// Host is the custom domain an app was reached by (app hostname add).
+	Host string
 }
 
 // PathAppCSP is the Content-Security-Policy of every response of an app
@@ -95,6 +101,14 @@ type Apps interface {
 	ServeApp(w http.ResponseWriter, r *http.Request, a *AppRequest)
 }
 
+// Hosts finds the app a custom domain is bound to (app hostname add).
+// Lookups must be O(1): one is made per request whose host is not under
+// the app domain.
+type Hosts interface {
+	// Host takes a lowercase host without port.
+	Host(host string) (name, label string, ok bool)
+}
+
 // Pools finds the pools the data plane and MCP routes name.
 type Pools interface {
 	Pool(name string) (Pool, bool)
@@ -119,7 +133,9 @@ type Options struct {
 	// endpoints besides loopback ones and PublicURL ("*" for any).
 	AllowedOrigins []string
 
-	Apps    Apps
+	Apps Apps
+	// Hosts, if set, routes custom domains to their apps.
+	Hosts   Hosts
 	Pools   Pools
 	PoolMCP http.Handler
 	// DataPlane serves the pools' REST API, and every path no other route
@@ -172,6 +188,12 @@ func (e *Edge) Route(r *http.Request) Route {
 	if name, label, ok := e.appHost(r.Host); ok {
 		return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path}
 	}
+	if e.o.Hosts != nil {
+		host := strings.ToLower(stripPort(r.Host))
+		if name, label, ok := e.o.Hosts.Host(host); ok {
+			return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path, Host: host}
+		}
+	}
 	p := r.URL.Path
 	if rest, ok := strings.CutPrefix(p, PRMPath+"/pools/"); ok {
 		if name, tail, _ := strings.Cut(rest, "/"); name != "" && tail == "mcp" {
@@ -202,11 +224,17 @@ func (e *Edge) Route(r *http.Request) Route {
 	return Route{Kind: KindDataPlane}
 }
 
+// stripPort removes a :PORT from a Host header.
+func stripPort(host string) string {
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		return host[:i]
+	}
+	return host
+}
+
 // appHost reads NAME[---LABEL] from a host under the apps' domain.
 func (e *Edge) appHost(host string) (name, label string, ok bool) {
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
-		host = host[:i]
-	}
+	host = stripPort(host)
 	if len(host) <= len(e.domain)+1 || host[len(host)-len(e.domain)-1] != '.' ||
 		!strings.EqualFold(host[len(host)-len(e.domain):], e.domain) {
 		return "", "", false
@@ -232,28 +260,21 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (e *Edge) serve(st *state, r *http.Request) *Error {
 	switch st.route.Kind {
 	case KindApp:
-		stdio, found := e.o.Apps.AppKind(st.route.Name)
-		if found && stdio {
-			// A stdio server has no HTTP side to defend itself against
-			// DNS rebinding: the edge does it for it.
-			if err := e.stdio.check(st, r); err != nil {
-				return err
-			}
-		}
-		if st.route.ByPath {
-			// Added to whatever policy the app sets: browsers enforce both.
-			st.Header().Set("Content-Security-Policy", PathAppCSP)
-		}
-		if done, err := e.authApp(st, r, st.route); err != nil || done {
-			return err
-		}
-		st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
-		e.o.Apps.ServeApp(st, r, &st.app)
+		return e.serveApp(st, r)
 	case KindPoolMCP:
 		if st.route.PRM {
 			return e.servePoolPRM(st, r, st.route.Name)
 		}
-		if err := e.pools.check(st, r); err != nil {
+		if p := e.poolCORS(st.route.Name); p != nil {
+			// The pool's own policy replaces --allow-origin; the Host
+			// rule stays.
+			if err := e.pools.checkHost(r); err != nil {
+				return err
+			}
+			if done, err := checkCORS(p, st, r, "pool", true); done || err != nil {
+				return err
+			}
+		} else if err := e.pools.check(st, r); err != nil {
 			return err
 		}
 		if r.Method == http.MethodOptions {
@@ -273,6 +294,43 @@ func (e *Edge) serve(st *state, r *http.Request) *Error {
 		}
 		e.o.DataPlane.ServeHTTP(st, r)
 	}
+	return nil
+}
+
+func (e *Edge) serveApp(st *state, r *http.Request) *Error {
+	stdio, found := e.o.Apps.AppKind(st.route.Name)
+	var w http.ResponseWriter = st
+	policy := e.appCORS(st.route.Name)
+	if found && stdio {
+		// A stdio server has no HTTP side to defend itself against
+		// DNS rebinding: the edge does it for it.
+		check := e.stdio.check
+		if policy != nil {
+			check = e.stdio.checkHost // the app's policy judges the Origin
+		}
+		if err := check(st, r, st.route.Host); err != nil {
+			return err
+		}
+	}
+	if policy != nil {
+		// corsWriter sets the actual response's headers.
+		done, err := checkCORS(policy, st, r, "app", false)
+		if done || err != nil {
+			return err
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			w = &corsWriter{ResponseWriter: st, p: policy, origin: o}
+		}
+	}
+	if st.route.ByPath {
+		// Added to whatever policy the app sets: browsers enforce both.
+		st.Header().Set("Content-Security-Policy", PathAppCSP)
+	}
+	if done, err := e.authApp(st, r, st.route); err != nil || done {
+		return err
+	}
+	st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
+	e.o.Apps.ServeApp(w, r, &st.app)
 	return nil
 }
 

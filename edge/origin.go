@@ -160,9 +160,8 @@ func (op *originPolicy) check(w http.ResponseWriter, r *http.Request) *Error {
 		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: fmt.Sprintf(
 			"origin %q is not allowed (DNS rebinding protection): allow it with berth up --allow-origin %s", origin, origin)}
 	}
-	if !op.hostAllowed(r) {
-		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: fmt.Sprintf(
-			"host %q is not allowed on a loopback listener (DNS rebinding protection): set berth up --public-url or --allow-origin to accept it", r.Host)}
+	if err := op.checkHost(r); err != nil {
+		return err
 	}
 	if origin == "" {
 		return nil
@@ -183,15 +182,43 @@ func (op *originPolicy) check(w http.ResponseWriter, r *http.Request) *Error {
 	return nil
 }
 
+// checkHost applies the Host half of check (a pool with a CORS policy of
+// its own has its Origin judged by it).
+func (op *originPolicy) checkHost(r *http.Request) *Error {
+	if !op.hostAllowed(r) {
+		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: fmt.Sprintf(
+			"host %q is not allowed on a loopback listener (DNS rebinding protection): set berth up --public-url or --allow-origin to accept it", r.Host)}
+	}
+	return nil
+}
+
 // appHostPolicy is the DNS rebinding rule for apps that cannot apply it
 // themselves (stdio apps, which have no HTTP side): the Host must be
 // loopback, localhost or a name under the apps' domain, and a browser
 // Origin must be one of those hosts'.
 type appHostPolicy struct{ domain string }
 
-func (p appHostPolicy) check(_ http.ResponseWriter, r *http.Request) *Error {
+// check refuses a request whose Host or Origin is neither loopback nor under
+// the apps' domain; custom, if set, is the app's custom domain the request
+// came by, which is allowed too.
+func (p appHostPolicy) check(_ http.ResponseWriter, r *http.Request, custom string) *Error {
+	if custom != "" {
+		if o := r.Header.Get("Origin"); o == "" || p.allowedOrigin(o) || originHost(o) == custom {
+			return nil
+		}
+		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: "forbidden Origin header"}
+	}
 	if !p.allowedHost(r.Host) || !p.allowedOrigin(r.Header.Get("Origin")) {
 		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: "forbidden Host or Origin header"}
+	}
+	return nil
+}
+
+// checkHost applies the Host half of check only (an app with a CORS policy
+// has its Origin judged by it).
+func (p appHostPolicy) checkHost(_ http.ResponseWriter, r *http.Request, custom string) *Error {
+	if custom == "" && !p.allowedHost(r.Host) {
+		return &Error{Status: http.StatusForbidden, RPCCode: CodeForbidden, Message: "forbidden Host header"}
 	}
 	return nil
 }
@@ -202,6 +229,14 @@ func (p appHostPolicy) allowedHost(hostport string) bool {
 		return ip.IsLoopback()
 	}
 	return host == "localhost" || host == p.domain || strings.HasSuffix(host, "."+p.domain)
+}
+
+func originHost(origin string) string {
+	u, err := url.Parse(origin)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(u.Hostname())
 }
 
 func (p appHostPolicy) allowedOrigin(origin string) bool {

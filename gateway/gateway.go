@@ -31,6 +31,7 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/edge"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/stdiobridge"
@@ -205,6 +206,15 @@ func (g *Gateway) AppAuth(name string) (edge.AppAuth, bool) {
 		}
 	}
 	return out, true
+}
+
+// AppCORS is an app's CORS policy (nil if it has none), for the edge.
+func (g *Gateway) AppCORS(name string) *cors.Policy {
+	a, err := g.o.Apps.Get(name)
+	if err != nil {
+		return nil
+	}
+	return a.CORS()
 }
 
 // ServeApp serves a request the edge routed to an app, and tells the edge

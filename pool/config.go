@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -47,6 +48,9 @@ type Config struct {
 	// MCP enables the pool's MCP endpoint; MCPAuth is "key" or "none".
 	MCP     bool   `json:"mcp"`
 	MCPAuth string `json:"mcpAuth"`
+	// CORS is the pool's CORS policy for its MCP endpoint (nil: berth up
+	// --allow-origin applies).
+	CORS *cors.Spec `json:"corsPolicy,omitempty"`
 	// Auth is what the data plane and the MCP endpoint accept: "key" (the
 	// pool's key, the default), "oidc" (bearer tokens from OIDC) or
 	// "key,oidc" (either).
@@ -155,6 +159,9 @@ func (c *Config) Normalize() error {
 	}
 	if c.MCPAuth != MCPAuthKey && c.MCPAuth != MCPAuthNone {
 		return invalid("mcpAuth", "mcpAuth must be %q or %q, not %q", MCPAuthKey, MCPAuthNone, c.MCPAuth)
+	}
+	if err := c.CORS.Normalize(); err != nil {
+		return invalid("corsPolicy", "%s", err.Error())
 	}
 	return c.normalizeAuth()
 }

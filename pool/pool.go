@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )
@@ -41,6 +42,7 @@ type Pool struct {
 
 	cfg     atomic.Pointer[Config]
 	keyHash atomic.Pointer[[32]byte]
+	cors    atomic.Pointer[cors.Policy]
 	// unusable, if set, says why the pool's settings cannot run on this
 	// host: it starts no sandbox until an update clears it.
 	unusable atomic.Pointer[error]
@@ -68,6 +70,7 @@ func newPool(cfg Config, keyHash [32]byte, created time.Time, rt sandbox.Runtime
 		sessions: map[string]*Session{},
 	}
 	p.cfg.Store(&cfg)
+	p.cors.Store(compileCORS(cfg.CORS, p.log))
 	p.keyHash.Store(&keyHash)
 	p.wg.Add(2)
 	go p.keepWarm()
@@ -85,6 +88,7 @@ func (p *Pool) Name() string { return p.Config().Name }
 func (p *Pool) Created() time.Time { return p.created }
 
 func (p *Pool) setConfig(c Config) {
+	p.cors.Store(compileCORS(c.CORS, p.log))
 	p.cfg.Store(&c)
 	p.poke()
 }

@@ -2,7 +2,7 @@
 # Installs what Berth needs on a fresh Debian 12 machine (as root), and builds
 # berth. Idempotent: a second run installs nothing and only rebuilds berth.
 #   scripts/setup.sh          runtime needs: bubblewrap, nftables, runsc, berth
-#   scripts/setup.sh --test   also the test tools: staticcheck, npm packages
+#   scripts/setup.sh --test   also the test tools: staticcheck, chromium, npm packages
 #   scripts/setup.sh --bench  also Caddy, the gateway benchmark's reference proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +45,12 @@ if [ "${1:-}" = "--test" ]; then
 		log "installing staticcheck $STATICCHECK_VERSION"
 		(cd /tmp && GOBIN="$BIN" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION")
 		echo "$STATICCHECK_VERSION" >"$BIN/staticcheck.version"
+	fi
+	# Chromium, headless, for the CORS tests in a real browser (e2e).
+	if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+		log "apt-get install chromium"
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null
 	fi
 	if [ -x scripts/install-node-tools.sh ]; then
 		scripts/install-node-tools.sh

@@ -28,6 +28,7 @@ import (
 	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/dataplane"
 	"github.com/berth-dev/berth/edge"
+	"github.com/berth-dev/berth/edge/certs"
 	"github.com/berth-dev/berth/gateway"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/listen"
@@ -86,6 +87,13 @@ type Options struct {
 	// BodyMemory bounds the request bodies held in memory at once, server
 	// wide (default bodymem.DefaultBytes); beyond it, requests get 503.
 	BodyMemory int64
+	// HTTPSListen, if set, serves the front door over HTTPS there too;
+	// the plain listener then redirects app and pool requests to it (308)
+	// and answers ACME HTTP-01 challenges. PublicURL defaults to
+	// https://HTTPS_LISTEN.
+	HTTPSListen string
+	// TLS configures the HTTPS listener's certificates.
+	TLS TLSOptions
 }
 
 // Connection limits of the control listener, apart from the public one's.
@@ -109,7 +117,10 @@ type Info struct {
 	PID       int    `json:"pid"`
 	AdminURL  string `json:"adminURL"`
 	PublicURL string `json:"publicURL"`
-	Version   string `json:"version"`
+	// PlainURL is the plain HTTP listener's URL when HTTPS is on (it
+	// redirects app and pool requests to PublicURL's scheme).
+	PlainURL string `json:"plainURL,omitempty"`
+	Version  string `json:"version"`
 }
 
 // Server is a running server.
@@ -186,12 +197,28 @@ func Run(ctx context.Context, o Options) error {
 	// Shutdown closes them; this is for the returns before it.
 	defer pubLn.Close()
 	defer admLn.Close()
+	var cm *certs.Manager
+	var httpsLn net.Listener
+	if o.HTTPSListen != "" {
+		if cm, httpsLn, err = startHTTPS(o, dir, pubLn); err != nil {
+			return err
+		}
+		defer cm.Close()
+		defer httpsLn.Close()
+	}
 	publicURL := o.PublicURL
-	if publicURL == "" {
+	switch {
+	case publicURL != "":
+	case httpsLn != nil:
+		publicURL = "https://" + httpsLn.Addr().String()
+	default:
 		publicURL = "http://" + pubLn.Addr().String()
 	}
 	bodies := bodymem.New(o.BodyMemory)
 	info := Info{PID: os.Getpid(), AdminURL: "http://" + admLn.Addr().String(), PublicURL: publicURL, Version: o.Version}
+	if httpsLn != nil {
+		info.PlainURL = "http://" + pubLn.Addr().String()
+	}
 
 	if !o.NoDefaultPool {
 		var ce *pool.ConfigError
@@ -223,7 +250,7 @@ func Run(ctx context.Context, o Options) error {
 	defer gw.Close()
 	front, err := edge.New(edge.Options{
 		AppDomain: o.AppDomain, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
-		Apps: gw, Pools: edgePools(pools),
+		Apps: gw, Hosts: apps, Pools: edgePools(pools),
 		PoolMCP:   mcpHandler,
 		DataPlane: dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies}),
 		Logger:    log, AccessLog: o.AccessLog,
@@ -231,11 +258,22 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	pub := newHTTPServer(front, o.IdleTimeout, log)
+	srvs, lns := []*http.Server{newHTTPServer(front, o.IdleTimeout, log)}, []net.Listener{pubLn}
+	var names controlplane.Names
+	if cm != nil {
+		srvs[0].Handler = listen.Guard(cm.HTTPChallengeHandler(redirectToHTTPS(front, httpsURLPort(o.PublicURL, httpsLn.Addr()))))
+		srvs, lns = append(srvs, newHTTPServer(front, o.IdleTimeout, log)), append(lns, httpsLn)
+		bindStatic(cm, o.TLS.Mode, publicURL, log)
+		an := &appNames{m: cm, domain: strings.ToLower(strings.Trim(o.AppDomain, ".")), log: log, bound: map[string][]string{}}
+		for _, a := range apps.List() {
+			an.bind(ctx, a.Doc(), false)
+		}
+		names = an
+	}
 	admin := http.NewServeMux()
 	admin.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	admin.Handle("/", controlplane.Handler(controlplane.Options{
-		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log,
+		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log, Names: names,
 	}))
 	adm := newHTTPServer(accessLog(o.AccessLog, admin), o.IdleTimeout, log)
 	if !isLoopback(pubLn.Addr()) {
@@ -253,8 +291,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer os.Remove(filepath.Join(dir, InfoFile))
 
-	serveErr := serve(ctx, log, []*http.Server{pub, adm}, []net.Listener{pubLn, admLn}, func() {
-		log.Info("berth is up", "public", publicURL, "admin", info.AdminURL, "dataDir", dir, "runtimes", pools.RuntimeNames(),
+	serveErr := serve(ctx, log, append(srvs, adm), append(lns, admLn), func() {
+		log.Info("berth is up", "public", publicURL, "plain", pubLn.Addr().String(), "admin", info.AdminURL, "dataDir", dir, "runtimes", pools.RuntimeNames(),
 			"openFiles", files, "maxConnections", o.MaxConnections, "maxConnectionsPerClient", o.MaxConnectionsPerClient)
 		if o.Ready != nil {
 			o.Ready(&Server{Info: info, Pools: pools, DataDir: dir, Instance: instance})

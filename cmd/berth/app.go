@@ -37,6 +37,9 @@ Commands:
   traffic NAME [--set REV=PCT[,REV=PCT…]] [--label REV=LABEL]…
   logs NAME [-f]
   delete NAME
+  hostname add NAME HOST [--label L]   serve the app (or its label) at a custom domain
+  hostname list NAME                   its custom domains and their certificates
+  hostname delete NAME HOST
 
 AUTH FLAGS: --auth none|apikey|oidc [--oidc-issuer URL --oidc-audience AUD]
   [--oidc-scopes S,…] [--oidc-allowed-clients C,…] [--auth-forward-token]
@@ -60,6 +63,8 @@ func runApp(ctx context.Context, args []string) error {
 		return runAppAuth(ctx, args)
 	case "key":
 		return runAppKey(ctx, args)
+	case "hostname":
+		return runAppHostname(ctx, args)
 	}
 	fs := flag.NewFlagSet("app "+sub, flag.ContinueOnError)
 	var cf clientFlags
@@ -73,6 +78,7 @@ func runApp(ctx context.Context, args []string) error {
 	case "deploy":
 		d.register(fs)
 		af.register(fs)
+		d.cors.register(fs, false)
 	case "traffic":
 		fs.StringVar(&set, "set", "", "traffic split: REV=PCT[,REV=PCT…] adding up to 100")
 		fs.Var(&labels, "label", "REV=LABEL: serve REV at NAME---LABEL (repeatable; REV empty removes the label)")
@@ -101,6 +107,9 @@ func runApp(ctx context.Context, args []string) error {
 			return err
 		}
 		if cfg.Auth, err = af.auth(); err != nil {
+			return err
+		}
+		if cfg.CORS, err = d.cors.spec(fs); err != nil {
 			return err
 		}
 		var out struct {
@@ -239,8 +248,12 @@ func printApp(a controlplane.AppView) {
 	for label, u := range a.URLs.Labels {
 		fmt.Fprintf(tw, "Label %s:\t%s (%s)\n", label, u, a.Labels[label])
 	}
+	for _, h := range a.URLs.Hostnames {
+		fmt.Fprintf(tw, "Host %s:\t%s%s\n", h.Host, h.URL, hostNote(h))
+	}
 	fmt.Fprintf(tw, "Traffic:\t%s\n", trafficString(a.Traffic))
 	fmt.Fprintf(tw, "Auth:\t%s\n", authString(a.Auth, len(a.APIKeys)))
+	fmt.Fprintf(tw, "CORS:\t%s\n", a.CORS.String())
 	for _, r := range a.Replicas {
 		fmt.Fprintf(tw, "Replica %s:\tready=%v inFlight=%d sessions=%d\n", r.ID, r.Ready, r.InFlight, r.Sessions)
 	}
@@ -286,6 +299,7 @@ type deployFlags struct {
 	scaleDown                                                          time.Duration
 	cpu                                                                float64
 	env, volumes                                                       multiFlag
+	cors                                                               corsFlags
 }
 
 func (d *deployFlags) register(fs *flag.FlagSet) {

@@ -61,16 +61,6 @@ func (f *authFlags) auth() (*app.Auth, error) {
 		Scopes: splitList(f.scopes), AllowedClients: splitList(f.allowedClients), ForwardToken: f.forwardToken}, nil
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
 // authString describes an app's authentication for app show (never keys).
 func authString(a *app.Auth, keys int) string {
 	if a == nil || a.Mode == "" || a.Mode == app.AuthNone {

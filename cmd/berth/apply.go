@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/pool"
 )
 
@@ -27,7 +29,9 @@ import (
 //	properties:
 //	  configuration:
 //	    ingress: {targetPort: 8080, transport: http, path: /mcp,
-//	              traffic: [{revisionName: tasks--v1, weight: 100, label: stable}]}
+//	              traffic: [{revisionName: tasks--v1, weight: 100, label: stable}],
+//	              corsPolicy: {allowedOrigins: [https://app.example.com], maxAge: 3600},
+//	              customDomains: [{name: mcp.example.com, bindingType: SniEnabled}]}
 //	    auth: {mode: oidc, issuer: https://login.example.com, audience: https://tasks.example.com/mcp,
 //	           scopes: [mcp:tools], allowedClients: [agent-1], forwardToken: false}
 //	    # or auth: {mode: apikey} (keys: berth app key create); absent: unchanged
@@ -60,6 +64,15 @@ type manifest struct {
 					Label          string `yaml:"label"`
 					LatestRevision bool   `yaml:"latestRevision"`
 				} `yaml:"traffic"`
+				// CorsPolicy is Container Apps' ingress.corsPolicy.
+				CorsPolicy *cors.Spec `yaml:"corsPolicy"`
+				// CustomDomains, when present, are the app's custom domains
+				// (hosts the app has and the list lacks are removed).
+				CustomDomains *[]struct {
+					Name          string `yaml:"name"`
+					BindingType   string `yaml:"bindingType"`
+					CertificateID string `yaml:"certificateId"`
+				} `yaml:"customDomains"`
 			} `yaml:"ingress"`
 			Auth *struct {
 				Mode           string   `yaml:"mode"`
@@ -194,11 +207,52 @@ func runApply(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	if err := m.applyDomains(ctx, c, &out); err != nil {
+		return err
+	}
 	if cf.output == "json" {
 		return printJSON(out)
 	}
 	printApp(out)
 	return nil
+}
+
+// applyDomains makes the app's custom domains those of the manifest, if it
+// lists them, and refreshes out.
+func (m *manifest) applyDomains(ctx context.Context, c *apiClient, out *controlplane.AppView) error {
+	list := m.Properties.Configuration.Ingress.CustomDomains
+	if list == nil {
+		return nil
+	}
+	want := map[string]bool{}
+	for _, d := range *list {
+		switch d.BindingType {
+		case "", "SniEnabled", "Auto":
+		default:
+			return fmt.Errorf("customDomains %s: bindingType %q: Berth serves every custom domain with its own certificate by SNI (SniEnabled)", d.Name, d.BindingType)
+		}
+		want[d.Name] = true
+	}
+	have := map[string]bool{}
+	for _, h := range out.Hostnames {
+		have[h.Host] = true
+	}
+	base := "/v1/apps/" + url.PathEscape(m.Name) + "/hostnames/"
+	for h := range have {
+		if !want[h] {
+			if err := c.call(ctx, http.MethodDelete, base+url.PathEscape(h), nil, nil); err != nil {
+				return err
+			}
+		}
+	}
+	for h := range want {
+		if !have[h] {
+			if err := c.call(ctx, http.MethodPut, base+url.PathEscape(h), controlplane.HostnameRequest{}, nil); err != nil {
+				return fmt.Errorf("customDomains %s: %w", h, err)
+			}
+		}
+	}
+	return c.call(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(m.Name), nil, out)
 }
 
 func (m *manifest) config(base string) (app.Config, error) {
@@ -216,7 +270,7 @@ func (m *manifest) config(base string) (app.Config, error) {
 		return app.Config{}, err
 	}
 	cfg := app.Config{
-		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path,
+		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path, CORS: in.CorsPolicy,
 		RevisionSuffix: t.RevisionSuffix, CPU: ct.Resources.CPU, Egress: t.Egress,
 		Max: t.Scale.MaxReplicas, ScaleDownAfterSeconds: t.Scale.CooldownPeriod,
 	}

@@ -42,8 +42,10 @@ func runPool(ctx context.Context, args []string) error {
 	var cf clientFlags
 	cf.register(fs)
 	var s poolSettings
+	var cf2 corsFlags
 	if sub == "create" || sub == "update" {
 		s.register(fs, sub == "create")
+		cf2.register(fs, sub == "update")
 	}
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -67,6 +69,9 @@ func runPool(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		if cfg.CORS, err = cf2.spec(fs); err != nil {
+			return err
+		}
 		var out struct {
 			controlplane.PoolView
 			APIKey string `json:"apiKey"`
@@ -85,6 +90,10 @@ func runPool(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		if patch.CORS, err = cf2.spec(fs); err != nil {
+			return err
+		}
+		patch.ClearCORS = cf2.disable
 		var out controlplane.PoolView
 		if err := c.call(ctx, http.MethodPatch, "/v1/pools/"+name, patch, &out); err != nil {
 			return err
@@ -165,6 +174,7 @@ func printPool(p controlplane.PoolView) {
 	rows = append(rows, [2]string{"Auth", auth})
 	if p.MCP {
 		rows = append(rows, [2]string{"MCP", p.Endpoints.MCP + " (auth: " + p.MCPAuth + ")"})
+		rows = append(rows, [2]string{"CORS", p.CORS.String()})
 	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/edge/certs"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/logbatch"
 	"github.com/berth-dev/berth/pool"
@@ -40,6 +41,7 @@ func runUp(ctx context.Context, args []string) error {
 	maxConnsPerClient := fs.Int("max-connections-per-client", 512, "open connections of one client address to the public listener")
 	idleTimeout := fs.Duration("idle-timeout", 2*time.Minute, "close keep-alive connections idle this long (both listeners)")
 	bodyMemory := fs.String("body-memory", pool.FormatBytes(bodymem.DefaultBytes), "request bodies held in memory at once, server-wide (503 beyond)")
+	httpsListen, tlsMode, tlsOpts := registerTLSFlags(fs)
 	var manifests multiFlag
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
 	var origins []string
@@ -68,6 +70,9 @@ func runUp(ctx context.Context, args []string) error {
 		}
 		*c.dst = n
 	}
+	if err := tlsFlags(fs, *httpsListen, *tlsMode, tlsOpts); err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("berth up needs root: every sandbox gets its own cgroup, host uid and namespaces (run it with sudo, or as root)")
 	}
@@ -91,6 +96,7 @@ func runUp(ctx context.Context, args []string) error {
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
 		Admission:      ao,
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
+		HTTPSListen: *httpsListen, TLS: *tlsOpts,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
 		},
@@ -152,6 +158,9 @@ func findRunsc() string {
 func printWelcome(s *server.Server) {
 	fmt.Printf("\nBerth %s is up.\n\n", version)
 	fmt.Printf("  Data plane   %s\n", s.Info.PublicURL)
+	if s.Info.PlainURL != "" {
+		fmt.Printf("  Plain HTTP   %s  (redirects to HTTPS; trust the root: berth ca trust --data-dir %s)\n", s.Info.PlainURL, s.DataDir)
+	}
 	fmt.Printf("  Control API  %s  (token in %s)\n\n", s.Info.AdminURL, filepath.Join(s.DataDir, server.TokenFile))
 	for _, p := range s.Pools.List() {
 		c := p.Config()
@@ -166,4 +175,49 @@ func printWelcome(s *server.Server) {
 	fmt.Printf("  Try it:      curl -s -X POST '%s/pools/default/code/execute?identifier=demo-1' \\\n", s.Info.PublicURL)
 	fmt.Printf("                 -H \"x-ms-apikey: $(berth pool credentials default --data-dir %s)\" \\\n", s.DataDir)
 	fmt.Printf("                 -H 'content-type: application/json' -d '{\"properties\":{\"code\":\"echo hello from $(hostname)\"}}'\n\n")
+}
+
+// registerTLSFlags adds berth up's HTTPS flags to fs.
+func registerTLSFlags(fs *flag.FlagSet) (httpsListen, mode *string, o *server.TLSOptions) {
+	httpsListen = fs.String("https-listen", "", "HTTPS listener of the front door (e.g. 127.0.0.1:8443); --listen then redirects app and pool requests to it")
+	mode = fs.String("tls", "internal", "where HTTPS certificates come from: internal (Berth's local CA) or acme; --tls-cert/--tls-key alone: files")
+	o = &server.TLSOptions{}
+	fs.StringVar(&o.ACMEEmail, "acme-email", "", "ACME account email (--tls acme)")
+	fs.StringVar(&o.ACMECA, "acme-ca", "", "ACME directory URL (default Let's Encrypt)")
+	fs.StringVar(&o.ACMECARoot, "acme-ca-root", "", "PEM file of roots trusted for the ACME server's own HTTPS")
+	fs.StringVar(&o.CertFile, "tls-cert", "", "PEM certificate chain to serve (e.g. a wildcard for the app domain); with --tls-key")
+	fs.StringVar(&o.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	return httpsListen, mode, o
+}
+
+// tlsFlags checks the HTTPS flags and sets o.Mode.
+func tlsFlags(fs *flag.FlagSet, httpsListen, mode string, o *server.TLSOptions) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if httpsListen == "" {
+		for _, f := range []string{"tls", "acme-email", "acme-ca", "acme-ca-root", "tls-cert", "tls-key"} {
+			if set[f] {
+				return usageError("--" + f + " needs --https-listen")
+			}
+		}
+		return nil
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return usageError("--tls-cert and --tls-key go together")
+	}
+	switch {
+	case mode == "internal" && o.CertFile != "" && !set["tls"]:
+		o.Mode = certs.ModeFiles
+	case mode == "internal", mode == "acme":
+		o.Mode = certs.Mode(mode)
+	default:
+		return usageError("--tls: internal or acme (or --tls-cert/--tls-key)")
+	}
+	if o.Mode == certs.ModeACME && o.ACMEEmail == "" {
+		return usageError("--tls acme needs --acme-email (the ACME account's contact)")
+	}
+	if o.Mode != certs.ModeACME && (o.ACMEEmail != "" || o.ACMECA != "" || o.ACMECARoot != "") {
+		return usageError("--acme-email, --acme-ca and --acme-ca-root need --tls acme")
+	}
+	return nil
 }

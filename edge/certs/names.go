@@ -1,11 +1,13 @@
 package certs
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 	"golang.org/x/net/idna"
@@ -92,4 +94,24 @@ func (s *nameSet) list() []string {
 		out = append(out, n)
 	}
 	return out
+}
+
+// Status says, cheaply (from the cache), where a name's certificate
+// stands: "not bound", "pending" (bound, none obtained yet) or "valid
+// until TIME" (the latest in the cache, issuer's name included).
+func (m *Manager) Status(name string) string {
+	n, err := normalizeName(name)
+	if err != nil || !m.bound.has(n) {
+		return "not bound"
+	}
+	var best *x509.Certificate
+	for _, c := range m.cache.AllMatchingCertificates(n) {
+		if c.Leaf != nil && (best == nil || c.Leaf.NotAfter.After(best.NotAfter)) {
+			best = c.Leaf
+		}
+	}
+	if best == nil {
+		return "pending"
+	}
+	return fmt.Sprintf("valid until %s (issuer %s)", best.NotAfter.UTC().Format(time.RFC3339), best.Issuer.CommonName)
 }
