@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -424,4 +425,40 @@ func (spoofRT) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.Header.Set(k, v)
 	}
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestAppAuthOIDCOverHTTPS: the same flow on the HTTPS front door: the
+// resource and its metadata are https URLs, and the go-sdk client (trusting
+// only the exported root) finds the provider and calls the tool.
+func TestAppAuthOIDCOverHTTPS(t *testing.T) {
+	dir := echoApp(t)
+	b := startBerth(t, "", "--https-listen", "127.0.0.1:0")
+	f := newHTTPSFront(t, b)
+	resource := b.info.PublicURL + "/apps/secure/mcp"
+	p := startProvider(t, resource)
+	b.cli("app", "deploy", "secure", "--dir", dir, "--command", "./echoapp", "--min", "1",
+		"--auth", "oidc", "--oidc-issuer", p.issuer, "--oidc-audience", resource)
+	b.waitReplicas("secure", 1)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.roots}}, Timeout: time.Minute}
+
+	resp, err := hc.Post(resource, "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	prm := b.info.PublicURL + "/.well-known/oauth-protected-resource/apps/secure/mcp"
+	if !strings.HasPrefix(prm, "https://") || resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `resource_metadata="`+prm+`"`) {
+		t.Fatalf("no token over HTTPS: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	ccH, err := extauth.NewClientCredentialsHandler(&extauth.ClientCredentialsHandlerConfig{
+		Credentials: &oauthex.ClientCredentials{ClientID: "sid1", ClientSecretAuth: &oauthex.ClientSecretAuth{ClientSecret: "verysecret"}},
+		HTTPClient:  hc,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := callHeaders(t, connectMCP(t, resource, hc, ccH))
+	if h.Get("X-Ms-Client-Principal-Id") != "sid1" || h.Get("Authorization") != "" {
+		t.Fatalf("the app saw %v", h)
+	}
 }
