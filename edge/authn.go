@@ -166,10 +166,12 @@ const (
 	tokenPrefix     = "X-Ms-Token-"
 )
 
-// stripPrincipal removes identity headers a client sent.
+// stripPrincipal removes identity headers a client sent, also when
+// spelled with underscores (X_MS_CLIENT_PRINCIPAL): CGI, WSGI, PHP and
+// others give both spellings to the app as the same variable.
 func stripPrincipal(h http.Header) {
 	for k := range h {
-		ck := http.CanonicalHeaderKey(k)
+		ck := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
 		if strings.HasPrefix(ck, principalPrefix) || strings.HasPrefix(ck, tokenPrefix) {
 			delete(h, k)
 		}

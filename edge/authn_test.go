@@ -116,7 +116,7 @@ func TestAppAuthn(t *testing.T) {
 	is := newIssuer(t)
 	e := newAuthEdge(t, is)
 	good := is.token(t, appAud, "mcp:tools")
-	spoof := map[string]string{"X-MS-CLIENT-PRINCIPAL-ID": "admin", "x-ms-client-principal": "e30=", "X-Ms-Token-Aad-Id-Token": "x"}
+	spoof := map[string]string{"X-MS-CLIENT-PRINCIPAL-ID": "admin", "x-ms-client-principal": "e30=", "X-Ms-Token-Aad-Id-Token": "x", "X_MS_CLIENT_PRINCIPAL_NAME": "admin"}
 	for _, c := range []struct {
 		name, target string
 		h            map[string]string
@@ -125,7 +125,7 @@ func TestAppAuthn(t *testing.T) {
 		want         map[string]string // headers the app must see ("" = absent)
 	}{
 		{"open app, spoofed principal removed", "/apps/open/mcp", spoof, 200, "",
-			map[string]string{"X-Ms-Client-Principal-Id": "", "X-Ms-Client-Principal": "", "X-Ms-Token-Aad-Id-Token": ""}},
+			map[string]string{"X-Ms-Client-Principal-Id": "", "X-Ms-Client-Principal": "", "X-Ms-Token-Aad-Id-Token": "", "X_ms_client_principal_name": ""}},
 		{"keyed, no key", "/apps/keyed/mcp", nil, 401, "Bearer", nil},
 		{"keyed, wrong key", "/apps/keyed/mcp", map[string]string{"X-Api-Key": "bad"}, 401, `error="invalid_token"`, nil},
 		{"keyed, x-api-key", "/apps/keyed/mcp", map[string]string{"X-Api-Key": "good", "X-Ms-Client-Principal-Name": "admin"}, 200, "",
