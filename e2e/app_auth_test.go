@@ -161,6 +161,9 @@ func TestAppAuthAPIKey(t *testing.T) {
 	if s := b.cli("app", "show", "keyed"); !strings.Contains(s, "apikey (2 keys)") {
 		t.Fatalf("app show: %s", s)
 	}
+	if s := b.cli("app", "list"); !strings.Contains(grepLines(s, "keyed"), "apikey") || !strings.Contains(grepLines(s, "open"), "none") {
+		t.Fatalf("app list: %s", s)
+	}
 	// Stored hashed: the database (and its WAL) holds no key.
 	sum := sha256.Sum256([]byte(k1))
 	hashed := false

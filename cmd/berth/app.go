@@ -136,9 +136,13 @@ func runApp(ctx context.Context, args []string) error {
 			return printJSON(out.Value)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tREVISIONS\tREPLICAS\tTRAFFIC\tURL")
+		fmt.Fprintln(tw, "NAME\tREVISIONS\tREPLICAS\tTRAFFIC\tAUTH\tURL")
 		for _, a := range out.Value {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", a.Name, len(a.Revisions), len(a.Replicas), trafficString(a.Traffic), a.URLs.Path)
+			mode := app.AuthNone
+			if a.Auth != nil {
+				mode = a.Auth.Mode
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", a.Name, len(a.Revisions), len(a.Replicas), trafficString(a.Traffic), mode, a.URLs.Path)
 		}
 		return tw.Flush()
 	case "show", "revisions":
