@@ -186,6 +186,10 @@ func TestAppAuthAPIKey(t *testing.T) {
 	if h.Get("X-Ms-Client-Principal-Name") != "ci" || h.Get("X-Ms-Client-Principal-Idp") != "apikey" || h.Get("X-Api-Key") != "" {
 		t.Fatalf("x-api-key: the app saw %v", h)
 	}
+	// The access line says who called (never the key).
+	if line := b.waitLog(`msg="app request"`, "app=keyed", "caller=apikey:ci"); strings.Contains(line, k1) {
+		t.Fatalf("the access line holds the key: %s", line)
+	}
 	h = echoed(t, send(t, "GET", echo, map[string]string{"Authorization": "Bearer " + k2.Key}))
 	if h.Get("X-Ms-Client-Principal-Name") != "laptop" || h.Get("Authorization") != "" {
 		t.Fatalf("bearer: the app saw %v", h)

@@ -86,6 +86,9 @@ const PathAppCSP = "sandbox allow-scripts allow-forms allow-popups allow-modals 
 // app, and what the gateway tells the access line back.
 type AppRequest struct {
 	Name, Label, Path string
+	// Caller is who the edge authenticated (X-MS-CLIENT-PRINCIPAL-ID),
+	// for the access line; "" for an app without authentication.
+	Caller string
 	// Set by the gateway for the access line.
 	Revision, MCPMethod, Tool string
 	// Status, if set, is logged when no response was written (499: the
@@ -329,7 +332,8 @@ func (e *Edge) serveApp(st *state, r *http.Request) *Error {
 	if done, err := e.authApp(st, r, st.route); err != nil || done {
 		return err
 	}
-	st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
+	st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path,
+		Caller: r.Header.Get("X-Ms-Client-Principal-Id")}
 	e.o.Apps.ServeApp(w, r, &st.app)
 	return nil
 }
