@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -381,12 +383,24 @@ func TestAppAuthOIDC(t *testing.T) {
 	}
 	k := p.currentKey()
 	tampered := good[:len(good)-4] + flip(good[len(good)-4:])
+	der, _ := x509.MarshalPKIXPublicKey(&k.key.PublicKey)
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	claimsJSON, _ := json.Marshal(p.claims(nil))
+	seg := base64.RawURLEncoding.EncodeToString
+	// The control: the same claims, signed right, pass; each case below
+	// breaks one thing.
+	if r := send(t, "GET", echo, map[string]string{"Authorization": "Bearer " + sign(t, jose.RS256, k.key, k.id, p.claims(nil))}); r.status != 200 {
+		t.Fatalf("a well-signed token: %d %s", r.status, r.body)
+	}
 	for name, tok := range map[string]string{
-		"expired":        sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"exp": time.Now().Add(-time.Hour).Unix(), "iat": time.Now().Add(-2 * time.Hour).Unix(), "nbf": time.Now().Add(-2 * time.Hour).Unix()})),
-		"wrong audience": sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"aud": []string{b.info.PublicURL + "/apps/other/mcp"}})),
-		"wrong issuer":   sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"iss": "http://127.0.0.1:1"})),
-		"tampered":       tampered,
-		"garbage":        "not-a-jwt",
+		"alg none":                  seg([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + seg(claimsJSON) + ".",
+		"HS256 with the public key": sign(t, jose.HS256, pubPEM, k.id, p.claims(nil)),
+		"unknown kid":               sign(t, jose.RS256, newOPKey(t, "rogue").key, "rogue", p.claims(nil)),
+		"expired":                   sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"exp": time.Now().Add(-time.Hour).Unix(), "iat": time.Now().Add(-2 * time.Hour).Unix(), "nbf": time.Now().Add(-2 * time.Hour).Unix()})),
+		"wrong audience":            sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"aud": []string{b.info.PublicURL + "/apps/other/mcp"}})),
+		"wrong issuer":              sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"iss": "http://127.0.0.1:1"})),
+		"tampered":                  tampered,
+		"garbage":                   "not-a-jwt",
 	} {
 		r := send(t, "POST", resource, map[string]string{"Authorization": "Bearer " + tok})
 		if ch := r.header.Get("WWW-Authenticate"); r.status != 401 || !strings.Contains(ch, `error="invalid_token"`) || !strings.Contains(ch, "resource_metadata=") {
