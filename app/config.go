@@ -49,6 +49,9 @@ type Config struct {
 	Egress         string  `json:"egress"`
 	RevisionSuffix string  `json:"revisionSuffix,omitempty"`
 	Probe          Probe   `json:"probe"`
+	// Auth, if set, replaces the app's authentication with the deploy
+	// (it is the app's, not the revision's, which does not keep it).
+	Auth *Auth `json:"auth,omitempty"`
 	// CORS is the app's CORS policy; the app's is its latest deploy's
 	// (ingress is app-wide, as in Container Apps), nil for none.
 	CORS *cors.Spec `json:"corsPolicy,omitempty"`
@@ -74,11 +77,14 @@ var (
 )
 
 // ConfigError is an invalid setting.
-type ConfigError struct{ Message string }
+type ConfigError struct {
+	Message  string
+	NotFound bool // the thing named does not exist (404)
+}
 
 func (e *ConfigError) Error() string { return e.Message }
 
-func invalid(format string, a ...any) error { return &ConfigError{fmt.Sprintf(format, a...)} }
+func invalid(format string, a ...any) error { return &ConfigError{Message: fmt.Sprintf(format, a...)} }
 
 // ValidName checks an app name: it is a DNS label (it becomes a host name)
 // without "---", which separates labels.
@@ -225,6 +231,10 @@ type Doc struct {
 	Latest    bool      `json:"latestRevision"`
 	Next      int       `json:"nextRevision"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Auth is how callers authenticate (nil: none), for every revision.
+	Auth *Auth `json:"auth,omitempty"`
+	// APIKeys are the app's keys (hashed), used when Auth.Mode is apikey.
+	APIKeys []APIKey `json:"apiKeys,omitempty"`
 }
 
 func (d *Doc) revision(name string) *Revision {

@@ -106,3 +106,26 @@ func TestTrafficRules(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthNormalize(t *testing.T) {
+	for _, c := range []struct {
+		auth Auth
+		err  string // part of the error; "" for none
+	}{
+		{Auth{}, ""},
+		{Auth{Mode: AuthAPIKey}, ""},
+		{Auth{Mode: AuthOIDC, Issuer: "https://idp.example.com", Audience: "https://app.example.com/mcp"}, ""},
+		{Auth{Mode: AuthOIDC, Issuer: "http://127.0.0.1:9000", Audience: "a"}, ""},
+		{Auth{Mode: "jwt"}, "--auth must be"},
+		{Auth{Mode: AuthOIDC, Audience: "a"}, "--oidc-issuer"},
+		{Auth{Mode: AuthOIDC, Issuer: "http://idp.example.com", Audience: "a"}, "https"},
+		{Auth{Mode: AuthOIDC, Issuer: "https://idp.example.com"}, "--oidc-audience"},
+		{Auth{Mode: AuthAPIKey, Issuer: "https://idp.example.com"}, "need --auth oidc"},
+		{Auth{Mode: AuthNone, ForwardToken: true}, "--auth-forward-token"},
+	} {
+		err := c.auth.Normalize()
+		if (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%+v: %v, want %q", c.auth, err, c.err)
+		}
+	}
+}

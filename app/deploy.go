@@ -37,6 +37,13 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 	if err := cfg.Normalize(); err != nil {
 		return Doc{}, Revision{}, err
 	}
+	auth := cfg.Auth
+	cfg.Auth = nil
+	if auth != nil {
+		if err := auth.Normalize(); err != nil {
+			return Doc{}, Revision{}, err
+		}
+	}
 	if m.cap != nil {
 		// Its minimum replicas and the revision's spare sandbox.
 		if err := m.cap.Fits(cfg.MemoryBytes, cfg.DiskBytes, cfg.Min+1); err != nil {
@@ -62,6 +69,9 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 		}
 		d.Next = max(d.Next, seq)
 		d.Revisions = append(d.Revisions, rev)
+		if auth != nil {
+			d.Auth = auth
+		}
 		d.CORS = rev.Config.CORS
 		if d.Latest || len(d.Traffic) == 0 {
 			d.Latest = true

@@ -17,11 +17,17 @@ func (c *ctl) appRoutes(handle func(string, httpapi.HandlerFunc)) {
 	handle("PUT /v1/apps/{name}/traffic", c.traffic)
 	handle("DELETE /v1/apps/{name}", c.deleteApp)
 	handle("GET /v1/apps/{name}/logs", c.appLogs)
+	handle("PUT /v1/apps/{name}/auth", c.setAppAuth)
+	handle("GET /v1/apps/{name}/keys", c.listAppKeys)
+	handle("POST /v1/apps/{name}/keys", c.createAppKey)
+	handle("DELETE /v1/apps/{name}/keys/{key}", c.revokeAppKey)
 }
 
 // AppView is an app as the API shows it.
 type AppView struct {
 	app.Doc
+	// APIKeys hides the doc's key hashes: names and dates only.
+	APIKeys  []AppKeyView      `json:"apiKeys,omitempty"`
 	URLs     AppURLs           `json:"urls"`
 	Replicas []app.ReplicaInfo `json:"replicas"`
 }
@@ -50,7 +56,7 @@ func (c *ctl) appView(a *app.App) AppView {
 	if n := len(d.Revisions); n > 0 {
 		mcpPath = d.Revisions[n-1].Config.Path
 	}
-	v := AppView{Doc: d, Replicas: a.Replicas(), URLs: AppURLs{
+	v := AppView{Doc: d, Replicas: a.Replicas(), APIKeys: keyViews(d.APIKeys), URLs: AppURLs{
 		Host: hostURL(d.Name+"."+c.o.AppDomain) + mcpPath,
 		Path: pub + "/apps/" + d.Name + mcpPath,
 	}}
@@ -109,8 +115,11 @@ func (c *ctl) showApp(w http.ResponseWriter, r *http.Request) error {
 
 func appError(err error) error {
 	var ce *app.ConfigError
-	if errors.As(err, &ce) {
+	if errors.As(err, &ce) && !ce.NotFound {
 		return httpapi.Errorf(http.StatusBadRequest, "InvalidSetting", ce.Message)
+	}
+	if errors.As(err, &ce) && ce.NotFound {
+		return httpapi.Errorf(http.StatusNotFound, "NotFound", ce.Message)
 	}
 	if errors.Is(err, app.ErrNotFound) {
 		return httpapi.Errorf(http.StatusNotFound, "AppNotFound", err.Error())

@@ -180,6 +180,9 @@ type Patch struct {
 	TimeoutSeconds  *int     `json:"timeoutSeconds"`
 	MCP             *bool    `json:"mcp"`
 	MCPAuth         *string  `json:"mcpAuth"`
+	Auth            *string  `json:"auth"`
+	// OIDC, if set, replaces the pool's OIDC settings as a whole.
+	OIDC *pool.OIDC `json:"oidc"`
 	// CORS replaces the pool's CORS policy; ClearCORS removes it.
 	CORS      *cors.Spec `json:"corsPolicy,omitempty"`
 	ClearCORS bool       `json:"clearCorsPolicy,omitempty"`
@@ -197,6 +200,10 @@ func (pt Patch) Apply(cfg *pool.Config) {
 	set(&cfg.TimeoutSeconds, pt.TimeoutSeconds)
 	set(&cfg.MCP, pt.MCP)
 	set(&cfg.MCPAuth, pt.MCPAuth)
+	set(&cfg.Auth, pt.Auth)
+	if pt.OIDC != nil {
+		cfg.OIDC = pt.OIDC
+	}
 	if pt.CORS != nil {
 		cfg.CORS = pt.CORS
 	}

@@ -37,7 +37,10 @@ import (
 // and gateway; "berth-https" goes through a second Berth (its own
 // replica of the app) serving the front door over HTTPS (local CA,
 // HTTP/1.1 keep-alive, as Node's fetch does), whose proxy CPU per call is
-// compared with the plain one's (berth-https/berth-cpu).
+// compared with the plain one's (berth-https/berth-cpu); "berth-oidc" goes
+// through the plain Berth to a second app with --auth oidc (its own
+// replica), every call carrying a real provider's JWT access token
+// (berth-oidc/berth-cpu).
 //
 // It runs twice. "shared": every process on every core, so on a small
 // machine the proxy's CPU time comes straight out of the clients' and the
@@ -59,13 +62,22 @@ func BenchmarkGateway(b *testing.B) {
 	srv.waitReplicas("bench", 1)
 	app := appProcess(b, "everything-server")
 	netns := fmt.Sprintf("/proc/%d/ns/net", app)
+	// The same app with OIDC on, behind the same server, with a real
+	// provider's token (its keys cached after the first call).
+	oidcURL := srv.info.PublicURL + "/apps/benchoidc/mcp"
+	op := startProvider(b, oidcURL)
+	srv.cli("app", "deploy", "benchoidc", "--dir", dir, "--command", everythingCommand, "--port", "8080",
+		"--min", "1", "--max", "1", "--concurrency", "1000", "--cpu", "2", "--memory", "1Gi",
+		"--auth", "oidc", "--oidc-issuer", op.issuer, "--oidc-audience", oidcURL)
+	srv.waitReplicas("benchoidc", 1)
+	appOIDC := appProcess(b, "everything-server", app)
 	// The same over HTTPS, on a server of its own: a plain listener
 	// redirects app traffic once HTTPS is on.
 	srvTLS := startBerth(b, "", "--log-level", "info", "--https-listen", "127.0.0.1:0")
 	srvTLS.cli("app", "deploy", "bench", "--dir", dir, "--command", everythingCommand, "--port", "8080",
 		"--min", "1", "--max", "1", "--concurrency", "1000", "--cpu", "2", "--memory", "1Gi")
 	srvTLS.waitReplicas("bench", 1)
-	appTLS := appProcess(b, "everything-server", app)
+	appTLS := appProcess(b, "everything-server", app, appOIDC)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM([]byte(srvTLS.cli("ca", "export", "--data-dir", srvTLS.dataDir)))
 
@@ -98,6 +110,7 @@ func BenchmarkGateway(b *testing.B) {
 		{name: "berth", url: srv.info.PublicURL + "/apps/bench/mcp", proxy: srv.cmd.Process.Pid},
 		{name: "caddy", url: "http://127.0.0.1:8081/mcp", dial: inNetns, proxy: cad.Process.Pid},
 		{name: "berth-https", url: srvTLS.info.PublicURL + "/apps/bench/mcp", proxy: srvTLS.cmd.Process.Pid, tls: &tls.Config{RootCAs: roots}},
+		{name: "berth-oidc", url: oidcURL, proxy: srv.cmd.Process.Pid, token: op.token(b)},
 	}
 	for _, t := range targets {
 		t.connect(b, 16)
@@ -112,7 +125,7 @@ func BenchmarkGateway(b *testing.B) {
 		for i := range all {
 			all[i] = i
 		}
-		for _, p := range []struct{ pid, cpu int }{{os.Getpid(), 0}, {app, 0}, {appTLS, 0}, {srv.cmd.Process.Pid, last}, {cad.Process.Pid, last}, {srvTLS.cmd.Process.Pid, last}} {
+		for _, p := range []struct{ pid, cpu int }{{os.Getpid(), 0}, {app, 0}, {appTLS, 0}, {appOIDC, 0}, {srv.cmd.Process.Pid, last}, {cad.Process.Pid, last}, {srvTLS.cmd.Process.Pid, last}} {
 			pinProcess(b, p.pid, p.cpu)
 			defer pinProcess(b, p.pid, all...)
 		}
@@ -146,8 +159,9 @@ func benchTurns(b *testing.B, targets []*benchTarget) {
 		b.ReportMetric(bt/d, "berth/direct")
 		b.ReportMetric(bt/c, "berth/caddy")
 	}
-	if p, h := targets[1].cpuPerCall(), targets[3].cpuPerCall(); p > 0 {
+	if p, h, o := targets[1].cpuPerCall(), targets[3].cpuPerCall(), targets[4].cpuPerCall(); p > 0 {
 		b.ReportMetric(h/p, "berth-https/berth-cpu")
+		b.ReportMetric(o/p, "berth-oidc/berth-cpu")
 	}
 }
 
@@ -181,6 +195,7 @@ type benchTarget struct {
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error) // nil: the host's network
 	proxy    int                                                               // the proxy's pid, 0 for none
 	tls      *tls.Config                                                       // set for an https URL
+	token    string                                                            // a bearer token to send, if set
 	sessions []*mcp.ClientSession
 
 	lat     []time.Duration
@@ -192,7 +207,11 @@ type benchTarget struct {
 // keep-alive connections, as separate client processes would have.
 func (t *benchTarget) connect(b *testing.B, clients int) {
 	for i := 0; i < clients; i++ {
-		hc := &http.Client{Transport: &http.Transport{DialContext: t.dial, TLSClientConfig: t.tls, MaxIdleConnsPerHost: 4, DisableCompression: true}}
+		var rt http.RoundTripper = &http.Transport{DialContext: t.dial, TLSClientConfig: t.tls, MaxIdleConnsPerHost: 4, DisableCompression: true}
+		if t.token != "" {
+			rt = bearer{token: t.token, next: rt}
+		}
+		hc := &http.Client{Transport: rt}
 		cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(context.Background(),
 			&mcp.StreamableClientTransport{Endpoint: t.url, HTTPClient: hc}, nil)
 		if err != nil {
@@ -201,6 +220,18 @@ func (t *benchTarget) connect(b *testing.B, clients int) {
 		b.Cleanup(func() { _ = cs.Close() })
 		t.sessions = append(t.sessions, cs)
 	}
+}
+
+// bearer sends a bearer token with every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (a bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+a.token)
+	return a.next.RoundTrip(r)
 }
 
 func (t *benchTarget) reset() { t.lat, t.elapsed, t.cpu = nil, 0, 0 }

@@ -113,6 +113,7 @@ func startBerth(t testing.TB, dataDir string, flags ...string) *berth {
 		if t.Failed() {
 			t.Logf("server log:\n%s", b.logs.String())
 		}
+		removeInstanceState(t, dataDir)
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -134,6 +135,24 @@ func startBerth(t testing.TB, dataDir string, flags ...string) *berth {
 }
 
 // stop sends SIGTERM and waits for a graceful exit.
+// removeInstanceState removes what a server on dataDir kept under
+// /var/lib/berth (the staged agent, disk templates, app revisions): a
+// server keeps it for its next start, but a test's data dir has none, and
+// hundreds of test servers would fill the disk (and with it the disk
+// admission budget of the next ones). Anything still mounted there is left.
+func removeInstanceState(t testing.TB, dataDir string) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return
+	}
+	dir := filepath.Join("/var/lib/berth", server.Instance(abs))
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(mi), " "+dir+"/") {
+		t.Logf("left %s: something is still mounted under it", dir)
+		return
+	}
+	_ = os.RemoveAll(dir)
+}
+
 func (b *berth) stop() {
 	select {
 	case <-b.exited:

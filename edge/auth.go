@@ -33,6 +33,12 @@ func (e *Edge) authDataPlane(r *http.Request, name string) *Error {
 	if !ok {
 		return nil
 	}
+	if done, err := e.authPoolOIDC(r, name, p, false); done {
+		if err != nil {
+			err.Code = "Unauthorized"
+		}
+		return err
+	}
 	key := APIKey(r)
 	if key == "" {
 		return &Error{Status: http.StatusUnauthorized, Code: "Unauthorized", Message: fmt.Sprintf(
@@ -64,13 +70,20 @@ func (e *Edge) authMCP(r *http.Request, name string) *Error {
 		e.noAuthW.warn(e, r, name)
 		return nil
 	}
+	if done, err := e.authPoolOIDC(r, name, p, true); done {
+		if err != nil {
+			err.RPCCode = rpcCode(err.Status)
+		}
+		return err
+	}
+	challenge := poolChallenge(r, name, p)
 	key := APIKey(r)
 	if key == "" {
-		return &Error{Status: http.StatusUnauthorized, RPCCode: CodeUnauthorized, Authenticate: bearerChallenge,
+		return &Error{Status: http.StatusUnauthorized, RPCCode: CodeUnauthorized, Authenticate: challenge,
 			Message: "missing API key: send x-ms-apikey: KEY or Authorization: Bearer KEY (the key is shown by: berth pool credentials " + name + ")"}
 	}
 	if !p.Authenticate(key) {
-		return &Error{Status: http.StatusUnauthorized, RPCCode: CodeUnauthorized, Authenticate: bearerChallenge, Message: fmt.Sprintf(
+		return &Error{Status: http.StatusUnauthorized, RPCCode: CodeUnauthorized, Authenticate: challenge, Message: fmt.Sprintf(
 			"invalid API key for pool %q (was it rotated? berth pool credentials %s shows the current one)", name, name)}
 	}
 	return nil

@@ -67,6 +67,11 @@ type Route struct {
 	// share the listener's origin with the pools' endpoints, so the edge
 	// sandboxes them (see PathAppCSP).
 	ByPath bool
+	// PRM is set for /.well-known/oauth-protected-resource/apps/NAME/…
+	// and …/pools/NAME/mcp: the protected resource metadata of an app
+	// reached by path or of a pool's MCP endpoint (RFC 9728 §3.1 inserts
+	// the well-known path before the resource's path).
+	PRM bool
 	// Host is the custom domain an app was reached by (app hostname add).
 	Host string
 }
@@ -84,6 +89,9 @@ const PathAppCSP = "sandbox allow-scripts allow-forms allow-popups allow-modals 
 // app, and what the gateway tells the access line back.
 type AppRequest struct {
 	Name, Label, Path string
+	// Caller is who the edge authenticated (X-MS-CLIENT-PRINCIPAL-ID),
+	// for the access line; "" for an app without authentication.
+	Caller string
 	// Set by the gateway for the access line.
 	Revision, MCPMethod, Tool string
 	// Status, if set, is logged when no response was written (499: the
@@ -156,6 +164,9 @@ type Edge struct {
 	pools      *originPolicy // pools' MCP endpoints
 	stdio      appHostPolicy // stdio apps
 	noAuthW    warnOnce
+	// appAuths gives the apps' authentication (nil: apps are open).
+	appAuths  AppAuths
+	verifiers verifiers
 }
 
 // New builds an edge; it fails if an allowed origin or the public URL is
@@ -179,7 +190,9 @@ func New(o Options) (*Edge, error) {
 	if u, err := url.Parse(o.PublicURL); err == nil {
 		ph = strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
 	}
-	return &Edge{o: o, log: o.Logger, access: o.AccessLog, domain: d, publicHost: ph, pools: op, stdio: appHostPolicy{domain: d}}, nil
+	e := &Edge{o: o, log: o.Logger, access: o.AccessLog, domain: d, publicHost: ph, pools: op, stdio: appHostPolicy{domain: d}}
+	e.appAuths, _ = o.Apps.(AppAuths)
+	return e, nil
 }
 
 // Route says where a request goes. The public URL's host is the data
@@ -199,6 +212,18 @@ func (e *Edge) Route(r *http.Request) Route {
 		}
 	}
 	p := r.URL.Path
+	if rest, ok := strings.CutPrefix(p, PRMPath+"/pools/"); ok {
+		if name, tail, _ := strings.Cut(rest, "/"); name != "" && tail == "mcp" {
+			return Route{Kind: KindPoolMCP, Name: name, PRM: true}
+		}
+	}
+	if rest, ok := strings.CutPrefix(p, PRMPath+"/apps/"); ok {
+		seg, _, _ := strings.Cut(rest, "/")
+		name, label, _ := strings.Cut(seg, "---")
+		if name != "" {
+			return Route{Kind: KindApp, Name: name, Label: label, Path: PRMPath, ByPath: true, PRM: true}
+		}
+	}
 	if rest, ok := strings.CutPrefix(p, "/apps/"); ok {
 		seg, tail, _ := strings.Cut(rest, "/")
 		name, label, _ := strings.Cut(seg, "---")
@@ -256,6 +281,9 @@ func (e *Edge) serve(st *state, r *http.Request) *Error {
 	case KindApp:
 		return e.serveApp(st, r)
 	case KindPoolMCP:
+		if st.route.PRM {
+			return e.servePoolPRM(st, r, st.route.Name)
+		}
 		if p := e.poolCORS(st.route.Name); p != nil {
 			// The pool's own policy replaces --allow-origin; the Host
 			// rule stays.
@@ -317,7 +345,11 @@ func (e *Edge) serveApp(st *state, r *http.Request) *Error {
 		// Added to whatever policy the app sets: browsers enforce both.
 		st.Header().Set("Content-Security-Policy", PathAppCSP)
 	}
-	st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path}
+	if done, err := e.authApp(st, r, st.route); err != nil || done {
+		return err
+	}
+	st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path,
+		Caller: r.Header.Get("X-Ms-Client-Principal-Id")}
 	e.o.Apps.ServeApp(w, r, &st.app)
 	return nil
 }

@@ -86,7 +86,7 @@ func (s *state) access(r *http.Request, start time.Time) {
 			slog.String("app", s.route.Name), slog.String("revision", s.app.Revision),
 			slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.String("mcpMethod", s.app.MCPMethod), slog.String("tool", s.app.Tool),
-			slog.Int("status", status), slog.Int64("bytes", s.bytes), slog.Duration("duration", d),
+			slog.String("caller", s.app.Caller), slog.Int("status", status), slog.Int64("bytes", s.bytes), slog.Duration("duration", d),
 			slog.String("requestId", s.id))
 		return
 	}

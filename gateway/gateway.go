@@ -186,6 +186,28 @@ func (g *Gateway) AppKind(name string) (stdio, found bool) {
 	return a.Stdio(), true
 }
 
+// AppAuth gives the edge an app's authentication, read anew on every
+// request (a change applies at once, to every revision).
+func (g *Gateway) AppAuth(name string) (edge.AppAuth, bool) {
+	a, err := g.o.Apps.Get(name)
+	if err != nil {
+		return edge.AppAuth{}, false
+	}
+	ai := a.AuthInfo()
+	out := edge.AppAuth{
+		Mode: ai.Auth.Mode, OIDCSettings: edge.OIDCSettings{Issuer: ai.Auth.Issuer, Audience: ai.Auth.Audience,
+			Scopes: ai.Auth.Scopes, AllowedClients: ai.Auth.AllowedClients},
+		ForwardToken: ai.Auth.ForwardToken, MCPPath: ai.MCPPath,
+	}
+	if out.Mode == edge.AuthAPIKey {
+		out.Keys = make([]edge.AppKey, len(ai.Keys))
+		for i, k := range ai.Keys {
+			out.Keys[i] = edge.AppKey{Name: k.Name, Hash: k.Hash}
+		}
+	}
+	return out, true
+}
+
 // AppCORS is an app's CORS policy (nil if it has none), for the edge.
 func (g *Gateway) AppCORS(name string) *cors.Policy {
 	a, err := g.o.Apps.Get(name)

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -50,6 +51,27 @@ type Config struct {
 	// CORS is the pool's CORS policy for its MCP endpoint (nil: berth up
 	// --allow-origin applies).
 	CORS *cors.Spec `json:"corsPolicy,omitempty"`
+	// Auth is what the data plane and the MCP endpoint accept: "key" (the
+	// pool's key, the default), "oidc" (bearer tokens from OIDC) or
+	// "key,oidc" (either).
+	Auth string `json:"auth,omitempty"`
+	// OIDC says whose tokens are accepted when Auth has oidc.
+	OIDC *OIDC `json:"oidc,omitempty"`
+}
+
+// Pool authentication (Config.Auth).
+const (
+	AuthKey     = "key"
+	AuthOIDC    = "oidc"
+	AuthKeyOIDC = "key,oidc"
+)
+
+// OIDC is the issuer and audience of the tokens a pool accepts.
+type OIDC struct {
+	Issuer         string   `json:"issuer"`
+	Audience       string   `json:"audience"`
+	Scopes         []string `json:"scopes,omitempty"`
+	AllowedClients []string `json:"allowedClients,omitempty"`
 }
 
 // Defaults for fields left zero.
@@ -140,6 +162,35 @@ func (c *Config) Normalize() error {
 	}
 	if err := c.CORS.Normalize(); err != nil {
 		return invalid("corsPolicy", "%s", err.Error())
+	}
+	return c.normalizeAuth()
+}
+
+func (c *Config) normalizeAuth() error {
+	switch c.Auth {
+	case "":
+		c.Auth = AuthKey
+	case "oidc,key":
+		c.Auth = AuthKeyOIDC
+	case AuthKey, AuthOIDC, AuthKeyOIDC:
+	default:
+		return invalid("auth", "auth must be key, oidc or key,oidc, not %q", c.Auth)
+	}
+	if c.Auth == AuthKey {
+		return nil
+	}
+	if c.OIDC == nil {
+		return invalid("auth", "auth %s needs --oidc-issuer and --oidc-audience", c.Auth)
+	}
+	u, err := url.Parse(c.OIDC.Issuer)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return invalid("oidc", "--oidc-issuer must be an http(s) URL (exactly the tokens' iss), not %q", c.OIDC.Issuer)
+	}
+	if h := u.Hostname(); u.Scheme == "http" && h != "localhost" && !strings.HasPrefix(h, "127.") && h != "::1" {
+		return invalid("oidc", "--oidc-issuer must be https (http only on loopback): %q", c.OIDC.Issuer)
+	}
+	if strings.TrimSpace(c.OIDC.Audience) == "" {
+		return invalid("oidc", "auth %s needs --oidc-audience: the value the tokens' aud must hold", c.Auth)
 	}
 	return nil
 }

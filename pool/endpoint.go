@@ -13,6 +13,16 @@ func (p *Pool) MCPEndpoint() (enabled, keyed bool) {
 	return c.MCP, c.MCPAuth != MCPAuthNone
 }
 
+// Credentials says what the pool accepts: its key, and bearer tokens
+// from oidc (nil: none).
+func (p *Pool) Credentials() (key bool, oidc *OIDC) {
+	c := p.cfg.Load()
+	if c.Auth == AuthOIDC || c.Auth == AuthKeyOIDC {
+		oidc = c.OIDC
+	}
+	return c.Auth != AuthOIDC, oidc
+}
+
 // CORS is the pool's compiled CORS policy (nil if it has none); the front
 // door asks on every request to the MCP endpoint.
 func (p *Pool) CORS() *cors.Policy { return p.cors.Load() }

@@ -275,6 +275,11 @@ func TestConfigValidation(t *testing.T) {
 		{pool.Config{Name: "ok", MemoryBytes: 1}, "memoryBytes"},
 		{pool.Config{Name: "ok", CPU: 100}, "cpu"},
 		{pool.Config{Name: "ok", MCPAuth: "oauth"}, "mcpAuth"},
+		{pool.Config{Name: "ok", Auth: "jwt"}, "auth"},
+		{pool.Config{Name: "ok", Auth: "oidc"}, "auth"},
+		{pool.Config{Name: "ok", Auth: "key,oidc", OIDC: &pool.OIDC{Issuer: "http://idp.example.com", Audience: "a"}}, "oidc"},
+		{pool.Config{Name: "ok", Auth: "oidc", OIDC: &pool.OIDC{Issuer: "https://idp.example.com"}}, "oidc"},
+		{pool.Config{Name: "ok", Auth: "oidc", OIDC: &pool.OIDC{Issuer: "idp.example.com", Audience: "a"}}, "oidc"},
 	} {
 		err := tc.cfg.Normalize()
 		var ce *pool.ConfigError

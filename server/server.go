@@ -488,10 +488,22 @@ func isLoopback(a net.Addr) bool {
 func edgePools(pools *pool.Manager) edge.Pools {
 	return edge.PoolsFunc(func(name string) (edge.Pool, bool) {
 		if p, err := pools.Get(name); err == nil {
-			return p, true
+			return edgePool{p}, true
 		}
 		return nil, false
 	})
+}
+
+// edgePool is a pool as the front door sees it.
+type edgePool struct{ *pool.Pool }
+
+// Credentials says what the pool accepts: its key, and OIDC tokens.
+func (p edgePool) Credentials() (bool, *edge.OIDCSettings) {
+	key, o := p.Pool.Credentials()
+	if o == nil {
+		return key, nil
+	}
+	return key, &edge.OIDCSettings{Issuer: o.Issuer, Audience: o.Audience, Scopes: o.Scopes, AllowedClients: o.AllowedClients}
 }
 
 // accessLog logs one line per request of the control listener (the

@@ -26,6 +26,11 @@ Commands:
               [--path /mcp] [--env K=V]… [--volume NAME:/PATH]… [--min 0] [--max 10]
               [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--disk 1Gi] [--cpu 1]
               [--egress disabled|enabled] [--revision-suffix S] [--probe tcp|http:/PATH|none]
+              [AUTH FLAGS]
+  auth NAME --auth none|apikey|oidc [AUTH FLAGS]   (the app's, for every revision, at once)
+  key create NAME KEYNAME     (prints the key, this once)
+  key list NAME
+  key revoke NAME KEYNAME
   list
   show NAME
   revisions NAME
@@ -35,6 +40,9 @@ Commands:
   hostname add NAME HOST [--label L]   serve the app (or its label) at a custom domain
   hostname list NAME                   its custom domains and their certificates
   hostname delete NAME HOST
+
+AUTH FLAGS: --auth none|apikey|oidc [--oidc-issuer URL --oidc-audience AUD]
+  [--oidc-scopes S,…] [--oidc-allowed-clients C,…] [--auth-forward-token]
 
 Every command takes -o json, --data-dir, --server and --token.`
 
@@ -50,19 +58,26 @@ func runApp(ctx context.Context, args []string) error {
 		return nil
 	}
 	sub, args := args[0], args[1:]
-	if sub == "hostname" {
+	switch sub {
+	case "auth":
+		return runAppAuth(ctx, args)
+	case "key":
+		return runAppKey(ctx, args)
+	case "hostname":
 		return runAppHostname(ctx, args)
 	}
 	fs := flag.NewFlagSet("app "+sub, flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
 	var d deployFlags
+	var af authFlags
 	var set string
 	var labels multiFlag
 	var follow bool
 	switch sub {
 	case "deploy":
 		d.register(fs)
+		af.register(fs)
 		d.cors.register(fs, false)
 	case "traffic":
 		fs.StringVar(&set, "set", "", "traffic split: REV=PCT[,REV=PCT…] adding up to 100")
@@ -89,6 +104,9 @@ func runApp(ctx context.Context, args []string) error {
 	case "deploy":
 		cfg, err := d.config()
 		if err != nil {
+			return err
+		}
+		if cfg.Auth, err = af.auth(); err != nil {
 			return err
 		}
 		if cfg.CORS, err = d.cors.spec(fs); err != nil {
@@ -118,9 +136,13 @@ func runApp(ctx context.Context, args []string) error {
 			return printJSON(out.Value)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tREVISIONS\tREPLICAS\tTRAFFIC\tURL")
+		fmt.Fprintln(tw, "NAME\tREVISIONS\tREPLICAS\tTRAFFIC\tAUTH\tURL")
 		for _, a := range out.Value {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", a.Name, len(a.Revisions), len(a.Replicas), trafficString(a.Traffic), a.URLs.Path)
+			mode := app.AuthNone
+			if a.Auth != nil {
+				mode = a.Auth.Mode
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", a.Name, len(a.Revisions), len(a.Replicas), trafficString(a.Traffic), mode, a.URLs.Path)
 		}
 		return tw.Flush()
 	case "show", "revisions":
@@ -234,6 +256,7 @@ func printApp(a controlplane.AppView) {
 		fmt.Fprintf(tw, "Host %s:\t%s%s\n", h.Host, h.URL, hostNote(h))
 	}
 	fmt.Fprintf(tw, "Traffic:\t%s\n", trafficString(a.Traffic))
+	fmt.Fprintf(tw, "Auth:\t%s\n", authString(a.Auth, len(a.APIKeys)))
 	fmt.Fprintf(tw, "CORS:\t%s\n", a.CORS.String())
 	for _, r := range a.Replicas {
 		fmt.Fprintf(tw, "Replica %s:\tready=%v inFlight=%d sessions=%d\n", r.ID, r.Ready, r.InFlight, r.Sessions)

@@ -32,6 +32,9 @@ import (
 //	              traffic: [{revisionName: tasks--v1, weight: 100, label: stable}],
 //	              corsPolicy: {allowedOrigins: [https://app.example.com], maxAge: 3600},
 //	              customDomains: [{name: mcp.example.com, bindingType: SniEnabled}]}
+//	    auth: {mode: oidc, issuer: https://login.example.com, audience: https://tasks.example.com/mcp,
+//	           scopes: [mcp:tools], allowedClients: [agent-1], forwardToken: false}
+//	    # or auth: {mode: apikey} (keys: berth app key create); absent: unchanged
 //	  template:
 //	    revisionSuffix: v1
 //	    containers:
@@ -71,6 +74,14 @@ type manifest struct {
 					CertificateID string `yaml:"certificateId"`
 				} `yaml:"customDomains"`
 			} `yaml:"ingress"`
+			Auth *struct {
+				Mode           string   `yaml:"mode"`
+				Issuer         string   `yaml:"issuer"`
+				Audience       string   `yaml:"audience"`
+				Scopes         []string `yaml:"scopes"`
+				AllowedClients []string `yaml:"allowedClients"`
+				ForwardToken   bool     `yaml:"forwardToken"`
+			} `yaml:"auth"`
 		} `yaml:"configuration"`
 		Template struct {
 			RevisionSuffix string `yaml:"revisionSuffix"`
@@ -164,6 +175,7 @@ func runApply(ctx context.Context, args []string) error {
 		}
 		last := cur.Revisions[len(cur.Revisions)-1].Config
 		last.RevisionSuffix, want.RevisionSuffix = "", ""
+		want.Auth = nil // the app's, not the revision's: set below
 		changed = !reflect.DeepEqual(last, want)
 	}
 	var out controlplane.AppView
@@ -183,6 +195,11 @@ func runApply(ctx context.Context, args []string) error {
 		out = cur
 		if cf.output != "json" {
 			fmt.Println("template unchanged: no new revision")
+		}
+		if cfg.Auth != nil {
+			if err := c.call(ctx, http.MethodPut, "/v1/apps/"+m.Name+"/auth", cfg.Auth, &out); err != nil {
+				return err
+			}
 		}
 	}
 	if tr := m.traffic(); tr.Traffic != nil || tr.Labels != nil {
@@ -261,6 +278,13 @@ func (m *manifest) config(base string) (app.Config, error) {
 	}
 	if t.Scale.MinReplicas != nil {
 		cfg.Min = *t.Scale.MinReplicas
+	}
+	if a := m.Properties.Configuration.Auth; a != nil {
+		cfg.Auth = &app.Auth{Mode: a.Mode, Issuer: a.Issuer, Audience: a.Audience, Scopes: a.Scopes,
+			AllowedClients: a.AllowedClients, ForwardToken: a.ForwardToken}
+		if cfg.Auth.Mode == "" {
+			return app.Config{}, fmt.Errorf("configuration.auth.mode is required: none, apikey or oidc")
+		}
 	}
 	if ct.Dir != "" {
 		dir := ct.Dir

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -20,6 +21,8 @@ Commands:
   create NAME [--type shell|python] [--runtime bwrap|gvisor] [--ready N] [--max N]
               [--cooldown 300s] [--egress disabled|enabled] [--memory 512Mi] [--disk 1Gi]
               [--cpu 1] [--timeout 220s] [--mcp] [--mcp-auth key|none]
+              [--auth key|oidc|key,oidc --oidc-issuer URL --oidc-audience AUD
+               [--oidc-scopes S,…] [--oidc-allowed-clients C,…]]
   update NAME [any create flag but --type and --runtime]
   list
   show NAME
@@ -164,6 +167,11 @@ func printPool(p controlplane.PoolView) {
 		{"Execute", p.Endpoints.CodeExecute},
 		{"Files", p.Endpoints.Files},
 	}
+	auth := p.Auth
+	if p.OIDC != nil && p.Auth != pool.AuthKey {
+		auth += " (issuer " + p.OIDC.Issuer + ", audience " + p.OIDC.Audience + ")"
+	}
+	rows = append(rows, [2]string{"Auth", auth})
 	if p.MCP {
 		rows = append(rows, [2]string{"MCP", p.Endpoints.MCP + " (auth: " + p.MCPAuth + ")"})
 		rows = append(rows, [2]string{"CORS", p.CORS.String()})
@@ -181,6 +189,7 @@ type poolSettings struct {
 	cooldown, timeout                           time.Duration
 	cpu                                         float64
 	mcp                                         bool
+	auth                                        authFlags
 }
 
 func (s *poolSettings) register(fs *flag.FlagSet, create bool) {
@@ -198,6 +207,7 @@ func (s *poolSettings) register(fs *flag.FlagSet, create bool) {
 	fs.DurationVar(&s.timeout, "timeout", pool.DefaultTimeout*time.Second, "maximum time of one execution")
 	fs.BoolVar(&s.mcp, "mcp", false, "enable the pool's MCP endpoint")
 	fs.StringVar(&s.mcpAuth, "mcp-auth", pool.MCPAuthKey, "MCP endpoint authentication: key or none")
+	s.auth.registerPool(fs)
 }
 
 func seconds(name string, d time.Duration) (int, error) {
@@ -224,10 +234,13 @@ func (s *poolSettings) config(name string) (pool.Config, error) {
 	if err != nil {
 		return pool.Config{}, err
 	}
+	if o := s.auth.poolOIDC(); o != nil && !strings.Contains(s.auth.mode, pool.AuthOIDC) {
+		return pool.Config{}, usageError("--oidc-* flags need --auth oidc or --auth key,oidc")
+	}
 	return pool.Config{
 		Name: name, Type: s.typ, Runtime: s.runtime, Ready: s.ready, Max: s.max,
 		CooldownSeconds: cool, Egress: s.egress, MemoryBytes: mem, DiskBytes: disk, CPU: s.cpu,
-		TimeoutSeconds: to, MCP: s.mcp, MCPAuth: s.mcpAuth,
+		TimeoutSeconds: to, MCP: s.mcp, MCPAuth: s.mcpAuth, Auth: s.auth.mode, OIDC: s.auth.poolOIDC(),
 	}, nil
 }
 
@@ -268,7 +281,10 @@ func (s *poolSettings) patch(fs *flag.FlagSet) (controlplane.Patch, error) {
 			p.MCP = &s.mcp
 		case "mcp-auth":
 			p.MCPAuth = &s.mcpAuth
+		case "auth":
+			p.Auth = &s.auth.mode
 		}
 	})
+	p.OIDC = s.auth.poolOIDC()
 	return p, err
 }
