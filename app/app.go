@@ -177,27 +177,13 @@ func (m *Manager) newApp(d Doc) *App {
 		running: map[string]*revisionRuntime{}, sessions: map[string]*session{},
 		reserved: map[string]bool{}, logSubs: map[chan LogEntry]struct{}{},
 	}
-	a.cors.Store(compileCORS(d.CORS, m.log))
+	a.cors.Store(cors.CompileStored(d.CORS, m.log))
 	return a
 }
 
 // CORS is the app's compiled CORS policy (nil if it has none); the front
 // door asks on every request.
 func (a *App) CORS() *cors.Policy { return a.cors.Load() }
-
-// compileCORS compiles a validated policy; one that fails (a stored policy
-// a newer version no longer accepts) allows no origin.
-func compileCORS(s *cors.Spec, log *slog.Logger) *cors.Policy {
-	if s == nil {
-		return nil
-	}
-	pol, err := cors.Compile(*s)
-	if err != nil {
-		log.Warn("CORS policy refused: no browser origin is allowed", "error", err)
-		pol, _ = cors.Compile(cors.Spec{AllowedOrigins: []string{"https://invalid.invalid"}})
-	}
-	return pol
-}
 
 // reconcile runs the active revisions and stops the others.
 func (a *App) reconcile() {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -173,7 +174,7 @@ func (a *App) update(ctx context.Context, fn func(*Doc) error) (Doc, error) {
 	a.mu.Lock()
 	a.doc = d
 	a.mu.Unlock()
-	a.cors.Store(compileCORS(d.CORS, a.m.log))
+	a.cors.Store(cors.CompileStored(d.CORS, a.m.log))
 	return a.Doc(), nil
 }
 

@@ -1,8 +1,6 @@
 package pool
 
 import (
-	"log/slog"
-
 	"github.com/berth-dev/berth/edge/cors"
 )
 
@@ -26,17 +24,3 @@ func (p *Pool) Credentials() (key bool, oidc *OIDC) {
 // CORS is the pool's compiled CORS policy (nil if it has none); the front
 // door asks on every request to the MCP endpoint.
 func (p *Pool) CORS() *cors.Policy { return p.cors.Load() }
-
-// compileCORS compiles a validated policy; one that fails (a stored
-// policy a newer version no longer accepts) allows no origin.
-func compileCORS(s *cors.Spec, log *slog.Logger) *cors.Policy {
-	if s == nil {
-		return nil
-	}
-	pol, err := cors.Compile(*s)
-	if err != nil {
-		log.Warn("CORS policy refused: no browser origin is allowed", "error", err)
-		pol, _ = cors.Compile(cors.Spec{AllowedOrigins: []string{"https://invalid.invalid"}})
-	}
-	return pol
-}

@@ -70,7 +70,7 @@ func newPool(cfg Config, keyHash [32]byte, created time.Time, rt sandbox.Runtime
 		sessions: map[string]*Session{},
 	}
 	p.cfg.Store(&cfg)
-	p.cors.Store(compileCORS(cfg.CORS, p.log))
+	p.cors.Store(cors.CompileStored(cfg.CORS, p.log))
 	p.keyHash.Store(&keyHash)
 	p.wg.Add(2)
 	go p.keepWarm()
@@ -88,7 +88,7 @@ func (p *Pool) Name() string { return p.Config().Name }
 func (p *Pool) Created() time.Time { return p.created }
 
 func (p *Pool) setConfig(c Config) {
-	p.cors.Store(compileCORS(c.CORS, p.log))
+	p.cors.Store(cors.CompileStored(c.CORS, p.log))
 	p.cfg.Store(&c)
 	p.poke()
 }

@@ -17,6 +17,7 @@ package cors
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -363,4 +364,19 @@ func (s *Spec) String() string {
 		out += "; credentials"
 	}
 	return out
+}
+
+// CompileStored compiles a stored policy (nil for none). One that no
+// longer compiles (accepted by an older version) allows no origin, and
+// says so in the log, rather than failing the app or pool that holds it.
+func CompileStored(s *Spec, log *slog.Logger) *Policy {
+	if s == nil {
+		return nil
+	}
+	pol, err := Compile(*s)
+	if err != nil {
+		log.Warn("CORS policy refused: no browser origin is allowed", "error", err)
+		pol, _ = Compile(Spec{AllowedOrigins: []string{"https://invalid.invalid"}})
+	}
+	return pol
 }
