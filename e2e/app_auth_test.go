@@ -27,6 +27,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
+	"github.com/berth-dev/berth/internal/oidctest"
 	"github.com/berth-dev/berth/internal/testutil"
 )
 
@@ -305,14 +306,14 @@ func TestAppAuthOIDC(t *testing.T) {
 	dir := echoApp(t)
 	b := startBerth(t, "")
 	resource := b.info.PublicURL + "/apps/guarded/mcp"
-	p := startProvider(t, resource)
+	p := oidctest.Start(t, nil, resource)
 	b.cli("app", "deploy", "guarded", "--dir", dir, "--command", "./echoapp", "--min", "1",
-		"--auth", "oidc", "--oidc-issuer", p.issuer, "--oidc-audience", resource, "--oidc-scopes", "mcp:tools")
+		"--auth", "oidc", "--oidc-issuer", p.Issuer, "--oidc-audience", resource, "--oidc-scopes", "mcp:tools")
 	b.waitReplicas("guarded", 1)
 	if got := b.appShow("guarded").URLs.Path; got != resource {
 		t.Fatalf("app URL %s, want %s", got, resource)
 	}
-	if s := b.cli("app", "show", "guarded"); !strings.Contains(s, "oidc issuer="+p.issuer) {
+	if s := b.cli("app", "show", "guarded"); !strings.Contains(s, "oidc issuer="+p.Issuer) {
 		t.Fatalf("app show: %s", s)
 	}
 	echo := strings.TrimSuffix(resource, "/mcp") + "/echo"
@@ -331,7 +332,7 @@ func TestAppAuthOIDC(t *testing.T) {
 		Scopes               []string `json:"scopes_supported"`
 	}
 	if err := json.Unmarshal([]byte(m.body), &md); err != nil || m.status != 200 || md.Resource != resource ||
-		len(md.AuthorizationServers) != 1 || md.AuthorizationServers[0] != p.issuer || strings.Join(md.Scopes, " ") != "mcp:tools" {
+		len(md.AuthorizationServers) != 1 || md.AuthorizationServers[0] != p.Issuer || strings.Join(md.Scopes, " ") != "mcp:tools" {
 		t.Fatalf("metadata: %d %s", m.status, m.body)
 	}
 
@@ -375,30 +376,30 @@ func TestAppAuthOIDC(t *testing.T) {
 		}
 	})
 
-	good := p.token(t, "mcp:tools")
+	good := p.Token(t, "mcp:tools")
 	if h := echoed(t, send(t, "GET", echo, with(spoofed, "Authorization", "Bearer "+good))); h.Get("X-Ms-Client-Principal-Id") != "sid1" {
 		t.Fatalf("good token: %v", h)
 	} else {
 		noSpoofed(t, h)
 	}
-	k := p.currentKey()
+	k := p.CurrentKey()
 	tampered := good[:len(good)-4] + flip(good[len(good)-4:])
-	der, _ := x509.MarshalPKIXPublicKey(&k.key.PublicKey)
+	der, _ := x509.MarshalPKIXPublicKey(&k.Private.PublicKey)
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-	claimsJSON, _ := json.Marshal(p.claims(nil))
+	claimsJSON, _ := json.Marshal(p.Claims(nil))
 	seg := base64.RawURLEncoding.EncodeToString
 	// The control: the same claims, signed right, pass; each case below
 	// breaks one thing.
-	if r := send(t, "GET", echo, map[string]string{"Authorization": "Bearer " + sign(t, jose.RS256, k.key, k.id, p.claims(nil))}); r.status != 200 {
+	if r := send(t, "GET", echo, map[string]string{"Authorization": "Bearer " + oidctest.Sign(t, jose.RS256, k.Private, k.ID, p.Claims(nil))}); r.status != 200 {
 		t.Fatalf("a well-signed token: %d %s", r.status, r.body)
 	}
 	for name, tok := range map[string]string{
 		"alg none":                  seg([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + seg(claimsJSON) + ".",
-		"HS256 with the public key": sign(t, jose.HS256, pubPEM, k.id, p.claims(nil)),
-		"unknown kid":               sign(t, jose.RS256, newOPKey(t, "rogue").key, "rogue", p.claims(nil)),
-		"expired":                   sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"exp": time.Now().Add(-time.Hour).Unix(), "iat": time.Now().Add(-2 * time.Hour).Unix(), "nbf": time.Now().Add(-2 * time.Hour).Unix()})),
-		"wrong audience":            sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"aud": []string{b.info.PublicURL + "/apps/other/mcp"}})),
-		"wrong issuer":              sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"iss": "http://127.0.0.1:1"})),
+		"HS256 with the public key": oidctest.Sign(t, jose.HS256, pubPEM, k.ID, p.Claims(nil)),
+		"unknown kid":               oidctest.Sign(t, jose.RS256, oidctest.NewKey(t, "rogue").Private, "rogue", p.Claims(nil)),
+		"expired":                   oidctest.Sign(t, jose.RS256, k.Private, k.ID, p.Claims(map[string]any{"exp": time.Now().Add(-time.Hour).Unix(), "iat": time.Now().Add(-2 * time.Hour).Unix(), "nbf": time.Now().Add(-2 * time.Hour).Unix()})),
+		"wrong audience":            oidctest.Sign(t, jose.RS256, k.Private, k.ID, p.Claims(map[string]any{"aud": []string{b.info.PublicURL + "/apps/other/mcp"}})),
+		"wrong issuer":              oidctest.Sign(t, jose.RS256, k.Private, k.ID, p.Claims(map[string]any{"iss": "http://127.0.0.1:1"})),
 		"tampered":                  tampered,
 		"garbage":                   "not-a-jwt",
 	} {
@@ -407,7 +408,7 @@ func TestAppAuthOIDC(t *testing.T) {
 			t.Errorf("%s: %d %q %s", name, r.status, ch, r.body)
 		}
 	}
-	noScope := p.token(t)
+	noScope := p.Token(t)
 	r = send(t, "POST", resource, map[string]string{"Authorization": "Bearer " + noScope})
 	if ch := r.header.Get("WWW-Authenticate"); r.status != 403 || !strings.Contains(ch, `error="insufficient_scope"`) || !strings.Contains(ch, `scope="mcp:tools"`) {
 		t.Errorf("no scope: %d %q %s", r.status, ch, r.body)
@@ -458,9 +459,9 @@ func TestAppAuthOIDCOverHTTPS(t *testing.T) {
 	b := startBerth(t, "", "--https-listen", "127.0.0.1:0")
 	f := newHTTPSFront(t, b)
 	resource := b.info.PublicURL + "/apps/secure/mcp"
-	p := startProvider(t, resource)
+	p := oidctest.Start(t, nil, resource)
 	b.cli("app", "deploy", "secure", "--dir", dir, "--command", "./echoapp", "--min", "1",
-		"--auth", "oidc", "--oidc-issuer", p.issuer, "--oidc-audience", resource)
+		"--auth", "oidc", "--oidc-issuer", p.Issuer, "--oidc-audience", resource)
 	b.waitReplicas("secure", 1)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.roots}}, Timeout: time.Minute}
 

@@ -24,6 +24,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/oidctest"
 	"github.com/berth-dev/berth/internal/testutil"
 )
 
@@ -65,10 +66,10 @@ func BenchmarkGateway(b *testing.B) {
 	// The same app with OIDC on, behind the same server, with a real
 	// provider's token (its keys cached after the first call).
 	oidcURL := srv.info.PublicURL + "/apps/benchoidc/mcp"
-	op := startProvider(b, oidcURL)
+	op := oidctest.Start(b, nil, oidcURL)
 	srv.cli("app", "deploy", "benchoidc", "--dir", dir, "--command", everythingCommand, "--port", "8080",
 		"--min", "1", "--max", "1", "--concurrency", "1000", "--cpu", "2", "--memory", "1Gi",
-		"--auth", "oidc", "--oidc-issuer", op.issuer, "--oidc-audience", oidcURL)
+		"--auth", "oidc", "--oidc-issuer", op.Issuer, "--oidc-audience", oidcURL)
 	srv.waitReplicas("benchoidc", 1)
 	appOIDC := appProcess(b, "everything-server", app)
 	// The same over HTTPS, on a server of its own: a plain listener
@@ -110,7 +111,7 @@ func BenchmarkGateway(b *testing.B) {
 		{name: "berth", url: srv.info.PublicURL + "/apps/bench/mcp", proxy: srv.cmd.Process.Pid},
 		{name: "caddy", url: "http://127.0.0.1:8081/mcp", dial: inNetns, proxy: cad.Process.Pid},
 		{name: "berth-https", url: srvTLS.info.PublicURL + "/apps/bench/mcp", proxy: srvTLS.cmd.Process.Pid, tls: &tls.Config{RootCAs: roots}},
-		{name: "berth-oidc", url: oidcURL, proxy: srv.cmd.Process.Pid, token: op.token(b)},
+		{name: "berth-oidc", url: oidcURL, proxy: srv.cmd.Process.Pid, token: op.Token(b)},
 	}
 	for _, t := range targets {
 		t.connect(b, 16)

@@ -12,6 +12,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/modelcontextprotocol/go-sdk/auth/extauth"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
+
+	"github.com/berth-dev/berth/internal/oidctest"
 )
 
 // TestPoolAuthOIDC: a pool with --auth oidc takes bearer tokens from the
@@ -21,12 +23,12 @@ import (
 func TestPoolAuthOIDC(t *testing.T) {
 	b := startBerth(t, "")
 	aud := b.info.PublicURL + "/pools/ops/mcp"
-	p := startProvider(t, aud)
-	key := b.createPool("ops", "--ready", "1", "--mcp", "--auth", "oidc", "--oidc-issuer", p.issuer, "--oidc-audience", aud)
-	if s := b.cli("pool", "show", "ops"); !strings.Contains(s, "oidc (issuer "+p.issuer) {
+	p := oidctest.Start(t, nil, aud)
+	key := b.createPool("ops", "--ready", "1", "--mcp", "--auth", "oidc", "--oidc-issuer", p.Issuer, "--oidc-audience", aud)
+	if s := b.cli("pool", "show", "ops"); !strings.Contains(s, "oidc (issuer "+p.Issuer) {
 		t.Fatalf("pool show: %s", s)
 	}
-	tok := p.token(t)
+	tok := p.Token(t)
 	exec := func(h http.Header) resp {
 		t.Helper()
 		body, _ := json.Marshal(map[string]any{"properties": map[string]any{"codeInputType": "inline", "executionType": "synchronous", "code": "echo via-oidc"}})
@@ -44,10 +46,10 @@ func TestPoolAuthOIDC(t *testing.T) {
 	if r := exec(bearer(key)); r.Status != 401 {
 		t.Fatalf("key as bearer on an oidc pool: %d %s", r.Status, r.Body)
 	}
-	k := p.currentKey()
+	k := p.CurrentKey()
 	for name, bad := range map[string]string{
-		"wrong audience": sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"aud": []string{"https://other.example/"}})),
-		"expired":        sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"exp": time.Now().Add(-time.Hour).Unix(), "nbf": time.Now().Add(-2 * time.Hour).Unix(), "iat": time.Now().Add(-2 * time.Hour).Unix()})),
+		"wrong audience": oidctest.Sign(t, jose.RS256, k.Private, k.ID, p.Claims(map[string]any{"aud": []string{"https://other.example/"}})),
+		"expired":        oidctest.Sign(t, jose.RS256, k.Private, k.ID, p.Claims(map[string]any{"exp": time.Now().Add(-time.Hour).Unix(), "nbf": time.Now().Add(-2 * time.Hour).Unix(), "iat": time.Now().Add(-2 * time.Hour).Unix()})),
 	} {
 		if r := exec(bearer(bad)); r.Status != 401 || !strings.Contains(r.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
 			t.Errorf("%s: %d %q %s", name, r.Status, r.Header.Get("WWW-Authenticate"), r.Body)
@@ -74,7 +76,7 @@ func TestPoolAuthOIDC(t *testing.T) {
 		t.Fatalf("MCP without a token: %d %q", r.Status, r.Header.Get("WWW-Authenticate"))
 	}
 	md := b.do("GET", "/.well-known/oauth-protected-resource/pools/ops/mcp", nil, nil)
-	if md.Status != 200 || !strings.Contains(string(md.Body), `"resource":"`+mcpURL+`"`) || !strings.Contains(string(md.Body), p.issuer) {
+	if md.Status != 200 || !strings.Contains(string(md.Body), `"resource":"`+mcpURL+`"`) || !strings.Contains(string(md.Body), p.Issuer) {
 		t.Fatalf("pool metadata: %d %s", md.Status, md.Body)
 	}
 	ccH, err := extauth.NewClientCredentialsHandler(&extauth.ClientCredentialsHandlerConfig{

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/berth-dev/berth/internal/oidctest"
 )
 
 func newVerifier(t testing.TB, o Options) *Verifier {
@@ -28,13 +30,13 @@ func newVerifier(t testing.TB, o Options) *Verifier {
 
 func TestAcceptsProviderToken(t *testing.T) {
 	p := startProvider(t, nil)
-	v := newVerifier(t, Options{Issuer: p.issuer, Audience: p.audience, Scopes: []string{"mcp:tools"}, AllowedClients: []string{"sid1"}})
-	raw := p.token(t, "mcp:tools", "mcp:read")
+	v := newVerifier(t, Options{Issuer: p.Issuer, Audience: p.Audience, Scopes: []string{"mcp:tools"}, AllowedClients: []string{"sid1"}})
+	raw := p.Token(t, "mcp:tools", "mcp:read")
 	pr, err := v.Verify(context.Background(), raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pr.Subject != "sid1" || pr.ClientID != "sid1" || pr.Issuer != p.issuer {
+	if pr.Subject != "sid1" || pr.ClientID != "sid1" || pr.Issuer != p.Issuer {
 		t.Errorf("principal %+v", pr)
 	}
 	if !slices.Contains(pr.Scopes, "mcp:tools") || !slices.Contains(pr.Scopes, "mcp:read") {
@@ -50,11 +52,11 @@ func TestAcceptsProviderToken(t *testing.T) {
 func TestRefused(t *testing.T) {
 	ctx := context.Background()
 	p := startProvider(t, nil)
-	good := p.token(t, "mcp:tools")
-	k := p.currentKey()
-	ghost := newOPKey(t, "ghost")
+	good := p.Token(t, "mcp:tools")
+	k := p.CurrentKey()
+	ghost := oidctest.NewKey(t, "ghost")
 	pubPEM := func() []byte {
-		der, _ := x509.MarshalPKIXPublicKey(&k.key.PublicKey)
+		der, _ := x509.MarshalPKIXPublicKey(&k.Private.PublicKey)
 		return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 	}()
 	parts := strings.Split(good, ".")
@@ -67,11 +69,11 @@ func TestRefused(t *testing.T) {
 	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
 	sig[10] ^= 0x01
 	tamperedSig := parts[0] + "." + parts[1] + "." + seg(sig)
-	none := seg([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + seg(jsonMarshal(p.claims(nil))) + "."
-	hs256 := sign(t, jose.HS256, pubPEM, k.id, p.claims(nil))
+	none := seg([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + seg(jsonMarshal(p.Claims(nil))) + "."
+	hs256 := oidctest.Sign(t, jose.HS256, pubPEM, k.ID, p.Claims(nil))
 	hour := time.Hour
 
-	base := Options{Issuer: p.issuer, Audience: p.audience}
+	base := Options{Issuer: p.Issuer, Audience: p.Audience}
 	for _, tc := range []struct {
 		name   string
 		opts   Options
@@ -84,18 +86,18 @@ func TestRefused(t *testing.T) {
 		{"no token", base, "", 0, CodeInvalidToken, 401, "no access token"},
 		{"garbage", base, "not-a-jwt", 0, CodeInvalidToken, 401, "malformed"},
 		{"expired (provider token, 2h later)", base, good, 2 * hour, CodeInvalidToken, 401, "expired"},
-		{"expired (signed by the provider key)", base, sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"exp": time.Now().Add(-2 * time.Minute).Unix(), "nbf": nil})), 0, CodeInvalidToken, 401, "expired"},
-		{"not yet valid", base, sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"nbf": time.Now().Add(2 * time.Minute).Unix()})), 0, CodeInvalidToken, 401, "not valid yet"},
-		{"wrong audience", Options{Issuer: p.issuer, Audience: "https://other.example.test/mcp"}, good, 0, CodeInvalidToken, 401, "another audience"},
-		{"wrong issuer", base, sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"iss": "https://evil.example.test"})), 0, CodeInvalidToken, 401, "another issuer"},
+		{"expired (signed by the provider key)", base, oidctest.Sign(t, jose.RS256, k.Private, k.ID, p.Claims(map[string]any{"exp": time.Now().Add(-2 * time.Minute).Unix(), "nbf": nil})), 0, CodeInvalidToken, 401, "expired"},
+		{"not yet valid", base, oidctest.Sign(t, jose.RS256, k.Private, k.ID, p.Claims(map[string]any{"nbf": time.Now().Add(2 * time.Minute).Unix()})), 0, CodeInvalidToken, 401, "not valid yet"},
+		{"wrong audience", Options{Issuer: p.Issuer, Audience: "https://other.example.test/mcp"}, good, 0, CodeInvalidToken, 401, "another audience"},
+		{"wrong issuer", base, oidctest.Sign(t, jose.RS256, k.Private, k.ID, p.Claims(map[string]any{"iss": "https://evil.example.test"})), 0, CodeInvalidToken, 401, "another issuer"},
 		{"tampered payload", base, tamperedPayload, 0, CodeInvalidToken, 401, "signature"},
 		{"tampered signature", base, tamperedSig, 0, CodeInvalidToken, 401, "signature"},
 		{"alg none", base, none, 0, CodeInvalidToken, 401, "refused algorithm"},
 		{"HS256 signed with the public key", base, hs256, 0, CodeInvalidToken, 401, "refused algorithm"},
-		{"unknown kid", base, sign(t, jose.RS256, ghost.key, ghost.id, p.claims(nil)), 0, CodeInvalidToken, 401, "signature"},
-		{"no kid, unknown key", base, sign(t, jose.RS256, ghost.key, "", p.claims(nil)), 0, CodeInvalidToken, 401, "signature"},
-		{"client not allowed", Options{Issuer: p.issuer, Audience: p.audience, AllowedClients: []string{"berth-cli"}}, good, 0, CodeInvalidToken, 401, "client is not allowed"},
-		{"scope missing", Options{Issuer: p.issuer, Audience: p.audience, Scopes: []string{"mcp:tools", "mcp:admin"}}, good, 0, CodeInsufficientScope, 403, "lacks a required scope"},
+		{"unknown kid", base, oidctest.Sign(t, jose.RS256, ghost.Private, ghost.ID, p.Claims(nil)), 0, CodeInvalidToken, 401, "signature"},
+		{"no kid, unknown key", base, oidctest.Sign(t, jose.RS256, ghost.Private, "", p.Claims(nil)), 0, CodeInvalidToken, 401, "signature"},
+		{"client not allowed", Options{Issuer: p.Issuer, Audience: p.Audience, AllowedClients: []string{"berth-cli"}}, good, 0, CodeInvalidToken, 401, "client is not allowed"},
+		{"scope missing", Options{Issuer: p.Issuer, Audience: p.Audience, Scopes: []string{"mcp:tools", "mcp:admin"}}, good, 0, CodeInsufficientScope, 403, "lacks a required scope"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newVerifier(t, tc.opts)
@@ -126,14 +128,14 @@ func TestRefused(t *testing.T) {
 func TestKeyRotationWithoutRestart(t *testing.T) {
 	ctx := context.Background()
 	p := startProvider(t, nil)
-	v := newVerifier(t, Options{Issuer: p.issuer, Audience: p.audience, KeyRefreshInterval: 50 * time.Millisecond, CacheTTL: 200 * time.Millisecond})
-	old := p.token(t, "mcp:tools")
+	v := newVerifier(t, Options{Issuer: p.Issuer, Audience: p.Audience, KeyRefreshInterval: 50 * time.Millisecond, CacheTTL: 200 * time.Millisecond})
+	old := p.Token(t, "mcp:tools")
 	if _, err := v.Verify(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	p.rotate(t, "key-2", false)
+	p.Rotate(t, "key-2", false)
 	time.Sleep(60 * time.Millisecond)
-	fresh := p.token(t, "mcp:tools")
+	fresh := p.Token(t, "mcp:tools")
 	if _, err := v.Verify(ctx, fresh); err != nil {
 		t.Fatalf("token signed with the new key: %v", err)
 	}
@@ -142,9 +144,9 @@ func TestKeyRotationWithoutRestart(t *testing.T) {
 	}
 	// Once the old key is withdrawn, its tokens are refused (after the
 	// token cache's TTL).
-	p.rotate(t, "key-3", true)
+	p.Rotate(t, "key-3", true)
 	time.Sleep(250 * time.Millisecond)
-	if _, err := v.Verify(ctx, p.token(t, "mcp:tools")); err != nil {
+	if _, err := v.Verify(ctx, p.Token(t, "mcp:tools")); err != nil {
 		t.Fatalf("after the second rotation: %v", err)
 	}
 	if _, err := v.Verify(ctx, old); err == nil {
@@ -155,9 +157,9 @@ func TestKeyRotationWithoutRestart(t *testing.T) {
 func TestCachedTokenStillExpires(t *testing.T) {
 	ctx := context.Background()
 	p := startProvider(t, nil)
-	v := newVerifier(t, Options{Issuer: p.issuer, Audience: p.audience, Scopes: []string{"mcp:tools"}})
-	k := p.currentKey()
-	tok := sign(t, jose.RS256, k.key, k.id, p.claims(map[string]any{"exp": time.Now().Add(5 * time.Second).Unix()}))
+	v := newVerifier(t, Options{Issuer: p.Issuer, Audience: p.Audience, Scopes: []string{"mcp:tools"}})
+	k := p.CurrentKey()
+	tok := oidctest.Sign(t, jose.RS256, k.Private, k.ID, p.Claims(map[string]any{"exp": time.Now().Add(5 * time.Second).Unix()}))
 	if _, err := v.Verify(ctx, tok); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +167,7 @@ func TestCachedTokenStillExpires(t *testing.T) {
 		t.Fatalf("second (cached) verification: %v", err)
 	}
 	// The policy applies to cached tokens too.
-	strict := newVerifier(t, Options{Issuer: p.issuer, Audience: p.audience, Scopes: []string{"mcp:admin"}})
+	strict := newVerifier(t, Options{Issuer: p.Issuer, Audience: p.Audience, Scopes: []string{"mcp:admin"}})
 	for range 2 {
 		if _, err := strict.Verify(ctx, tok); err == nil {
 			t.Fatal("missing scope accepted")
@@ -180,25 +182,25 @@ func TestCachedTokenStillExpires(t *testing.T) {
 func TestForgedTokensDoNotHammerTheIssuer(t *testing.T) {
 	ctx := context.Background()
 	p := startProvider(t, nil)
-	v := newVerifier(t, Options{Issuer: p.issuer, Audience: p.audience})
-	if _, err := v.Verify(ctx, p.token(t, "mcp:tools")); err != nil {
+	v := newVerifier(t, Options{Issuer: p.Issuer, Audience: p.Audience})
+	if _, err := v.Verify(ctx, p.Token(t, "mcp:tools")); err != nil {
 		t.Fatal(err)
 	}
-	ghost := newOPKey(t, "ghost")
+	ghost := oidctest.NewKey(t, "ghost")
 	forged := make([]string, 50)
 	for i := range forged {
-		forged[i] = sign(t, jose.RS256, ghost.key, fmt.Sprintf("ghost-%d", i), p.claims(nil))
+		forged[i] = oidctest.Sign(t, jose.RS256, ghost.Private, fmt.Sprintf("ghost-%d", i), p.Claims(nil))
 	}
-	before, t0 := p.jwks.Load(), time.Now()
+	before, t0 := p.JWKSRequests(), time.Now()
 	for _, tok := range forged {
 		if _, err := v.Verify(ctx, tok); err == nil {
 			t.Fatal("forged token accepted")
 		}
 	}
-	if n := p.jwks.Load() - before; n > 1+int32(time.Since(t0)/DefaultKeyRefreshInterval) {
+	if n := p.JWKSRequests() - before; n > 1+int32(time.Since(t0)/DefaultKeyRefreshInterval) {
 		t.Fatalf("50 forged tokens cost %d JWKS fetches, want at most 1 per %v", n, DefaultKeyRefreshInterval)
 	}
-	if _, err := v.Verify(ctx, p.token(t, "mcp:tools")); err != nil {
+	if _, err := v.Verify(ctx, p.Token(t, "mcp:tools")); err != nil {
 		t.Fatalf("a good token after the forged ones: %v", err)
 	}
 }
@@ -222,7 +224,7 @@ func TestIssuerDownAtStart(t *testing.T) {
 		t.Skipf("port %s taken meanwhile: %v", addr, err)
 	}
 	p := startProvider(t, ln)
-	tok := p.token(t, "mcp:tools")
+	tok := p.Token(t, "mcp:tools")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		_, err := v.Verify(ctx, tok)
@@ -287,9 +289,9 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
-func benchVerify(b *testing.B, p *provider, ttl time.Duration) {
-	v := newVerifier(b, Options{Issuer: p.issuer, Audience: p.audience, Scopes: []string{"mcp:tools"}, CacheTTL: ttl})
-	tok := p.token(b, "mcp:tools")
+func benchVerify(b *testing.B, p *oidctest.Provider, ttl time.Duration) {
+	v := newVerifier(b, Options{Issuer: p.Issuer, Audience: p.Audience, Scopes: []string{"mcp:tools"}, CacheTTL: ttl})
+	tok := p.Token(b, "mcp:tools")
 	ctx := context.Background()
 	if _, err := v.Verify(ctx, tok); err != nil {
 		b.Fatal(err)

@@ -1,4 +1,9 @@
-package e2e
+// Package oidctest runs a real OpenID provider in-process for tests:
+// zitadel/oidc's op package with its example storage, changed so that a
+// client_credentials grant gives an RS256 JWT access token (aud = the
+// provider's audience, a "scope" claim) signed with keys a test can rotate.
+// It also signs tokens by hand, for the refusals a verifier must make.
+package oidctest
 
 import (
 	"context"
@@ -23,35 +28,32 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 )
 
-// A real OpenID provider in-process (as in edge/oidcauth's tests): zitadel/oidc's op package with its
-// example storage, changed so that client_credentials gives an RS256 JWT
-// access token (aud = the resource, a "scope" claim) signed with keys the
-// test can rotate.
-
-type opKey struct {
-	id  string
-	key *rsa.PrivateKey
+// Key is a signing key of the provider (or a rogue one).
+type Key struct {
+	ID      string
+	Private *rsa.PrivateKey
 }
 
-func newOPKey(t testing.TB, id string) *opKey {
+// NewKey makes a 2048-bit RSA key named id.
+func NewKey(t testing.TB, id string) *Key {
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &opKey{id: id, key: k}
+	return &Key{ID: id, Private: k}
 }
 
-func (k *opKey) SignatureAlgorithm() jose.SignatureAlgorithm { return jose.RS256 }
-func (k *opKey) Algorithm() jose.SignatureAlgorithm          { return jose.RS256 }
-func (k *opKey) ID() string                                  { return k.id }
-func (k *opKey) Use() string                                 { return "sig" }
-
 // signingKey and publicKey give op the private and the public half.
-type signingKey struct{ *opKey }
-type publicKey struct{ *opKey }
+type signingKey struct{ k *Key }
+type publicKey struct{ k *Key }
 
-func (k signingKey) Key() any { return k.key }
-func (k publicKey) Key() any  { return &k.key.PublicKey }
+func (k signingKey) SignatureAlgorithm() jose.SignatureAlgorithm { return jose.RS256 }
+func (k signingKey) ID() string                                  { return k.k.ID }
+func (k signingKey) Key() any                                    { return k.k.Private }
+func (k publicKey) Algorithm() jose.SignatureAlgorithm           { return jose.RS256 }
+func (k publicKey) ID() string                                   { return k.k.ID }
+func (k publicKey) Use() string                                  { return "sig" }
+func (k publicKey) Key() any                                     { return &k.k.Private.PublicKey }
 
 type jwtClient struct{ op.Client }
 
@@ -62,8 +64,8 @@ type opStorage struct {
 	audience string
 
 	mu        sync.Mutex
-	signing   *opKey
-	published []*opKey
+	signing   *Key
+	published []*Key
 }
 
 func (s *opStorage) SigningKey(context.Context) (op.SigningKey, error) {
@@ -112,28 +114,33 @@ func (s *opStorage) GetPrivateClaimsFromScopes(ctx context.Context, userID, clie
 	return claims, nil
 }
 
-type provider struct {
-	issuer   string
-	audience string
+// Provider is a running provider.
+type Provider struct {
+	// Issuer is its URL (http on loopback, no trailing slash).
+	Issuer string
+	// Audience is the aud of the tokens it issues (the default resource:
+	// the go-sdk client sends no RFC 8707 resource parameter).
+	Audience string
 	st       *opStorage
 	jwks     atomic.Int32 // JWKS requests served
 	srv      *http.Server
 }
 
-// startProvider serves the provider on a free loopback port; its
-// client_credentials tokens have aud = audience (the default resource: the
-// go-sdk client sends no RFC 8707 resource parameter).
-func startProvider(t testing.TB, audience string) *provider {
+// Start serves a provider on ln (a free loopback port when nil) until the
+// test ends; its client_credentials tokens have aud = audience.
+func Start(t testing.TB, ln net.Listener, audience string) *Provider {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	issuer := "http://" + ln.Addr().String()
-	k := newOPKey(t, "key-1")
-	p := &provider{issuer: issuer, audience: audience, st: &opStorage{
+	k := NewKey(t, "key-1")
+	p := &Provider{Issuer: issuer, Audience: audience, st: &opStorage{
 		Storage:  storage.NewStorage(storage.NewUserStore(issuer)),
-		audience: audience, signing: k, published: []*opKey{k},
+		audience: audience, signing: k, published: []*Key{k},
 	}}
 	router := exampleop.SetupServer(issuer, p.st, slog.New(slog.NewTextHandler(io.Discard, nil)), false)
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -147,11 +154,11 @@ func startProvider(t testing.TB, audience string) *provider {
 	return p
 }
 
-// token gets an access token with client_credentials (client sid1 of the
+// Token gets an access token with client_credentials (client sid1 of the
 // example storage).
-func (p *provider) token(t testing.TB, scopes ...string) string {
+func (p *Provider) Token(t testing.TB, scopes ...string) string {
 	t.Helper()
-	cc := clientcredentials.Config{ClientID: "sid1", ClientSecret: "verysecret", TokenURL: p.issuer + "/oauth/token", Scopes: scopes}
+	cc := clientcredentials.Config{ClientID: "sid1", ClientSecret: "verysecret", TokenURL: p.Issuer + "/oauth/token", Scopes: scopes}
 	tok, err := cc.Token(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -159,14 +166,31 @@ func (p *provider) token(t testing.TB, scopes ...string) string {
 	return tok.AccessToken
 }
 
-func (p *provider) currentKey() *opKey {
+// JWKSRequests counts the requests for its key set so far.
+func (p *Provider) JWKSRequests() int32 { return p.jwks.Load() }
+
+// Rotate publishes a new key, signs with it from now on, and keeps the old
+// one published (as providers do during a rotation) unless drop is set.
+func (p *Provider) Rotate(t testing.TB, id string, drop bool) {
+	k := NewKey(t, id)
+	p.st.mu.Lock()
+	defer p.st.mu.Unlock()
+	if drop {
+		p.st.published = nil
+	}
+	p.st.published = append(p.st.published, k)
+	p.st.signing = k
+}
+
+// CurrentKey is the key it signs with now.
+func (p *Provider) CurrentKey() *Key {
 	p.st.mu.Lock()
 	defer p.st.mu.Unlock()
 	return p.st.signing
 }
 
-// sign makes a JWT with the given header algorithm, key and kid over claims.
-func sign(t testing.TB, alg jose.SignatureAlgorithm, key any, kid string, claims map[string]any) string {
+// Sign makes a JWT with the given header algorithm, key and kid over claims.
+func Sign(t testing.TB, alg jose.SignatureAlgorithm, key any, kid string, claims map[string]any) string {
 	t.Helper()
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
@@ -184,11 +208,12 @@ func sign(t testing.TB, alg jose.SignatureAlgorithm, key any, kid string, claims
 	return out
 }
 
-// claimsFor are good claims for p's audience, changed by edits.
-func (p *provider) claims(edits map[string]any) map[string]any {
+// Claims are good claims for p's audience, changed by edits (a nil value
+// removes a claim).
+func (p *Provider) Claims(edits map[string]any) map[string]any {
 	now := time.Now()
 	c := map[string]any{
-		"iss": p.issuer, "sub": "sid1", "aud": []string{p.audience}, "client_id": "sid1",
+		"iss": p.Issuer, "sub": "sid1", "aud": []string{p.Audience}, "client_id": "sid1",
 		"scope": "mcp:tools", "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
 	}
 	for k, v := range edits {
