@@ -13,6 +13,8 @@
 //	GET    /v1/apps/{name}/hostnames
 //	PUT    /v1/apps/{name}/hostnames/{host}   ({"label": L}; 409 if another app has it)
 //	DELETE /v1/apps/{name}/hostnames/{host}
+//	POST   /v1/sources[?digest=sha256:…]   (a gzipped tar: an app's files)
+//	GET    /v1/sources/{digest}
 package controlplane
 
 import (
@@ -27,6 +29,7 @@ import (
 	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
+	"github.com/berth-dev/berth/source"
 )
 
 // Options configure the handler.
@@ -42,7 +45,9 @@ type Options struct {
 	PublicURL string
 	// Names, if set, is told the names each app is served under (the
 	// HTTPS front door binds their certificates).
-	Names   Names
+	Names Names
+	// Sources, if set, adds the /v1/sources API (uploads of apps' files).
+	Sources *source.Store
 	Version string
 	Logger  *slog.Logger
 }
@@ -69,6 +74,7 @@ func Handler(o Options) http.Handler {
 	handle("POST /v1/pools/{name}/rotate-key", c.rotate)
 	c.appRoutes(handle)
 	c.hostnameRoutes(handle)
+	c.sourceRoutes(handle)
 	// Go's profiler, for operators chasing a slow server (token required).
 	for _, p := range []struct {
 		pattern string

@@ -36,6 +36,7 @@ import (
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/admit"
+	"github.com/berth-dev/berth/source"
 	"github.com/berth-dev/berth/store"
 )
 
@@ -94,6 +95,9 @@ type Options struct {
 	HTTPSListen string
 	// TLS configures the HTTPS listener's certificates.
 	TLS TLSOptions
+	// MaxUploadBytes bounds an uploaded app source archive, compressed
+	// (default source.DefaultMaxBytes); beyond it, 413.
+	MaxUploadBytes int64
 }
 
 // Connection limits of the control listener, apart from the public one's.
@@ -240,7 +244,11 @@ func Run(ctx context.Context, o Options) error {
 	if appRuntime == nil {
 		return fmt.Errorf("app runtime %q is not available", o.AppRuntime)
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget})
+	sources, err := source.New(source.Options{Dir: filepath.Join("/var/lib/berth", instance, "sources"), MaxBytes: o.MaxUploadBytes})
+	if err != nil {
+		return err
+	}
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources})
 	if err != nil {
 		return err
 	}
@@ -269,6 +277,7 @@ func Run(ctx context.Context, o Options) error {
 	admin.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	admin.Handle("/", controlplane.Handler(controlplane.Options{
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log, Names: names,
+		Sources: sources,
 	}))
 	adm := newHTTPServer(accessLog(o.AccessLog, admin), o.IdleTimeout, log)
 	if !isLoopback(pubLn.Addr()) {

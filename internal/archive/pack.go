@@ -26,6 +26,8 @@ const IgnoreFile = ".berthignore"
 type PackOptions struct {
 	// Skipped, if set, is told of each entry left out and why.
 	Skipped func(rel, why string)
+	// KeepIgnored packs what .berthignore names too.
+	KeepIgnored bool
 }
 
 // Pack writes the tree at dir to w as a gzipped tar: regular files,
@@ -40,9 +42,11 @@ func Pack(ctx context.Context, w io.Writer, dir string, o PackOptions) error {
 		return err
 	}
 	defer root.Close()
-	ign, err := readIgnore(root)
-	if err != nil {
-		return err
+	var ign ignore
+	if !o.KeepIgnored {
+		if ign, err = readIgnore(root); err != nil {
+			return err
+		}
 	}
 	zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
 	tw := tar.NewWriter(zw)
