@@ -155,6 +155,29 @@ func TestAppUploadRemoteCLI(t *testing.T) {
 		t.Fatalf("second revision: %+v", v.Revisions)
 	}
 
+	// berth apply resolves a container's dir relative to the YAML file,
+	// from yet another working directory; the tree is the same, so no
+	// upload.
+	if err := os.MkdirAll(filepath.Join(cwd, "deploy", "cfg"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	manifest := `name: up
+properties:
+  template:
+    containers:
+      - command: ["./everything-server", "-http", "127.0.0.1:$PORT", "-stateless=false"]
+        dir: ../../proj
+    scale: {minReplicas: 1, maxReplicas: 3}
+`
+	if err := os.WriteFile(filepath.Join(cwd, "deploy", "cfg", "app.yaml"), []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := b.remoteCLI(filepath.Join(cwd, "deploy"), "apply", "-f", "cfg/app.yaml")
+	if code != 0 || !strings.Contains(out, "revision up--r3 created") || !strings.Contains(errOut, "not uploaded again") {
+		t.Fatalf("remote apply: exit %d: %s\n%s", code, out, errOut)
+	}
+	mcpSimpleText(t, b.info.PublicURL+"/apps/up/mcp")
+
 	// A deploy that names a host path is refused.
 	status, body := b.adminCall(http.MethodPost, "/v1/apps/up/revisions", "application/json",
 		strings.NewReader(`{"command":"sleep 600","dir":"`+filepath.Join(cwd, "proj")+`"}`))
