@@ -72,7 +72,7 @@ type Info struct {
 // Store keeps uploaded archives.
 type Store struct {
 	o  Options
-	mu sync.Mutex // orders GC against Put's rename
+	mu sync.Mutex // orders collections against renewals and Put's rename
 }
 
 // New opens (creating) a store and removes uploads that were cut short.
@@ -107,6 +107,10 @@ func (s *Store) Stat(digest string) (Info, error) {
 		return Info{}, err
 	}
 	p := s.path(digest)
+	// Under mu: a collection cannot remove it between the check and the
+	// renewal.
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	info, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Info{}, fmt.Errorf("%w: %s", ErrNotFound, digest)
