@@ -116,7 +116,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	}
 	if spec.Root != nil {
 		ids := local.RootIDs{UID: uid, GID: uid, RootUID: r.host.RootUID(slot), RootGID: r.host.RootUID(slot)}
-		if sb.root, err = r.host.MountImageRoot(sb.dir, sb.disk, spec.Root, ids, targets(spec)); err != nil {
+		if sb.root, err = r.host.MountImageRoot(sb.dir, sb.disk, spec.Root, ids, local.Targets(spec)); err != nil {
 			return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 		}
 	}
@@ -238,16 +238,6 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	}
 	sb.client = agent.NewClient(sb.ep.Dial)
 	return sb, nil
-}
-
-// targets are the mount points a sandbox on an image needs in its root.
-func targets(spec sandbox.Spec) []local.Target {
-	t := append([]local.Target(nil), local.RootTargets...)
-	for _, m := range spec.Mounts {
-		st, err := os.Stat(m.Source)
-		t = append(t, local.Target{Path: m.Target, File: err == nil && !st.IsDir()})
-	}
-	return t
 }
 
 // args returns bubblewrap's options and the command it runs.

@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/gvisor"
 	"github.com/berth-dev/berth/sandbox/internal/local"
+	"github.com/berth-dev/berth/sandbox/sandboxtest"
 )
 
 // runscPath is the repository's static runsc (.bin/runsc) if it was built,
@@ -799,4 +800,9 @@ func BenchmarkExec(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestConformance(t *testing.T) {
+	rt, _ := newRuntime(t)
+	sandboxtest.Run(t, rt)
 }

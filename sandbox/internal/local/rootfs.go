@@ -75,6 +75,16 @@ var RootTargets = []Target{
 	{Path: "/.berth/run"}, {Path: "/.berth/agent", File: true},
 }
 
+// Targets are the mount points a sandbox of spec needs in its image root.
+func Targets(spec sandbox.Spec) []Target {
+	t := append([]Target(nil), RootTargets...)
+	for _, m := range spec.Mounts {
+		st, err := os.Stat(m.Source)
+		t = append(t, Target{Path: m.Target, File: err == nil && !st.IsDir()})
+	}
+	return t
+}
+
 // MountImageRoot mounts the root of a sandbox on image r (see above) in
 // the sandbox directory dir, with its writable layer on disk d, and makes
 // targets in it.
