@@ -3,6 +3,17 @@
 // private /tmp and workspace, all capabilities dropped, no-new-privs, a
 // seccomp filter, an unprivileged host uid per sandbox and a cgroup per
 // sandbox for memory, pids and CPU.
+//
+// On an image (sandbox.Spec.Root) the root is instead the image's, made by
+// the host before bubblewrap starts (local.MountImageRoot: an idmapped
+// mount of the shared image root under an overlay whose upper layer is on
+// the sandbox's disk) and bound writable at /; bubblewrap 0.8.0 has no
+// overlay options and cannot make mount points in a read-only root, so the
+// host makes those too. The sandbox runs as the image user inside its user
+// namespace, which maps it to the sandbox's own host uid: the uid the
+// idmapped mount shows the image user's files as. Everything else (the
+// namespaces, seccomp, cgroup, /tmp, /mnt/data, the agent) is as on the
+// host's root.
 package bwrap
 
 import (

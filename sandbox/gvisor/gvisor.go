@@ -8,6 +8,14 @@
 // The sentry and its gofer run in a user namespace as two unprivileged host
 // uids of the sandbox's own, never as root.
 //
+// On an image (sandbox.Spec.Root) the bundle's root is the host's overlay
+// of the image (local.MountImageRoot), writable, with runsc's own overlay
+// off (--overlay2 none): writes go through the gofer to the overlay's upper
+// layer on the sandbox's disk, within its quota, rather than to sentry
+// memory. The sandbox's user is the image's, mapped to the sandbox's own
+// host uid, as the idmapped mount maps the image user's files; the image
+// root's files map to the sentry's uid.
+//
 // The agent's socket is shared with the host through runsc's --host-uds:
 // the agent listens on /.berth/run/agent.sock inside, a bind mount of the
 // sandbox directory's "run", and the host opens that file once, when the

@@ -806,3 +806,17 @@ func TestConformance(t *testing.T) {
 	rt, _ := newRuntime(t)
 	sandboxtest.Run(t, rt)
 }
+
+// BenchmarkWarmStart compares a warm start on the host's root with one on
+// an image root (Debian with Python).
+func BenchmarkWarmStart(b *testing.B) {
+	rt, _ := newRuntime(b)
+	b.Run("host", func(b *testing.B) { sandboxtest.BenchStart(b, rt, nil) })
+	b.Run("image", func(b *testing.B) { sandboxtest.BenchStart(b, rt, sandboxtest.DebianRoot(b)) })
+}
+
+// BenchmarkShared measures 10 sandboxes on one image root.
+func BenchmarkShared(b *testing.B) {
+	rt, _ := newRuntime(b)
+	sandboxtest.BenchShared(b, rt, sandboxtest.DebianRoot(b), 10)
+}

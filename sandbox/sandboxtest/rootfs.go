@@ -59,6 +59,16 @@ func ScratchRoot(tb testing.TB) *sandbox.Root {
 			tb.Fatal(err)
 		}
 	}
+	// Links where the runtime needs mount points and /etc files: the host
+	// must replace them, never follow them.
+	for link, target := range map[string]string{"mnt": "/", "etc/hosts": "/etc/shadow", "tmp": "../../../../../../"} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.Lchown(filepath.Join(dir, link), shift, shift); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	return &sandbox.Root{Dir: dir, IDShift: shift, UID: ImageUID, GID: ImageUID}
 }
 

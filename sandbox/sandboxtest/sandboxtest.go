@@ -24,6 +24,7 @@ func Run(t *testing.T, rt sandbox.Runtime) {
 	t.Run("HostRoot", func(t *testing.T) { testHostRoot(t, rt) })
 	t.Run("ImageScratch", func(t *testing.T) { testImageScratch(t, rt) })
 	t.Run("ImageDebian", func(t *testing.T) { testImageDebian(t, rt) })
+	t.Run("ImageHostile", func(t *testing.T) { testImageHostile(t, rt) })
 	t.Run("ImageIsolation", func(t *testing.T) { testImageIsolation(t, rt) })
 	t.Run("ImageDiskQuota", func(t *testing.T) { testImageDiskQuota(t, rt) })
 	t.Run("ImageBadRoot", func(t *testing.T) { testImageBadRoot(t, rt) })
@@ -83,6 +84,14 @@ func testHostRoot(t *testing.T, rt sandbox.Runtime) {
 func testImageScratch(t *testing.T, rt sandbox.Runtime) {
 	root := ScratchRoot(t)
 	before := treeState(t, root.Dir)
+	if _, err := os.Lstat("/data"); err == nil {
+		t.Skip("the host has a /data: the test could not tell whether the sandbox made it")
+	}
+	defer func() {
+		if _, err := os.Lstat("/data"); err == nil {
+			t.Error("starting a sandbox on an image whose /mnt links to / made the host's /data")
+		}
+	}()
 	sb := Start(t, rt, sandbox.Spec{ID: "scratch", Root: root})
 	// No shell, no libraries: the agent (static) runs, and so does its
 	// file API.
@@ -129,6 +138,24 @@ func testImageDebian(t *testing.T, rt sandbox.Runtime) {
 		t.Errorf("python: %+v (%s)", py, py.Result.Value)
 	}
 	CheckHostUIDs(t, sb)
+}
+
+func testImageHostile(t *testing.T, rt sandbox.Runtime) {
+	root := DebianRoot(t)
+	sb := Start(t, rt, sandbox.Spec{ID: "hostile", Root: root})
+	want(t, "no network but loopback", Shell(t, sb, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"), "lo")
+	want(t, "no setuid", Shell(t, sb, "python3 -c 'import os; os.setuid(0)' 2>/dev/null; echo $?"), "1")
+	want(t, "own processes only", Shell(t, sb, "[ $(ls /proc | grep -c '^[0-9]') -lt 12 ] && echo few"), "few")
+	// Nothing tells the sandbox where its image lives on the host.
+	out := Shell(t, sb, "cat /proc/1/cmdline /proc/self/mountinfo /proc/self/environ | tr '\\0' ' '")
+	if strings.Contains(out.Stdout, root.Dir) {
+		t.Errorf("the sandbox sees its image's host path %s:\n%s", root.Dir, out.Stdout)
+	}
+	// Writes to the root stay in the sandbox's disk.
+	want(t, "root write", Shell(t, sb, "echo x > /home/app/hostile && cat /home/app/hostile"), "x")
+	if _, err := os.Stat(filepath.Join(root.Dir, "home/app/hostile")); err == nil {
+		t.Error("a write to the sandbox's root reached the shared image")
+	}
 }
 
 func testImageIsolation(t *testing.T, rt sandbox.Runtime) {
