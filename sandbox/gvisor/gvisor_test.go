@@ -581,6 +581,7 @@ func TestCleanupAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertGone(t, o, "crashed", dir)
+	assertGone(t, o, "crashed-img", sandboxDir(o, "crashed-img"))
 	// And the runtime works afterwards.
 	sb := start(t, rt, sandbox.Spec{ID: "crashed"})
 	if out := shell(t, sb, "echo ok"); out.Stdout != "ok\n" {
@@ -606,6 +607,10 @@ func TestCrashHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := rt.Start(context.Background(), sandbox.Spec{ID: "crashed"}); err != nil {
+		t.Fatal(err)
+	}
+	// One on an image too: its overlay, over its disk, must go as well.
+	if _, err := rt.Start(context.Background(), sandbox.Spec{ID: "crashed-img", Root: sandboxtest.ScratchRoot(t)}); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Println("STARTED")

@@ -132,8 +132,10 @@ func testImageDebian(t *testing.T, rt sandbox.Runtime) {
 	// The shell and Python keep their state.
 	want(t, "state", Shell(t, sb, "cd /home/app; export X=1"), "")
 	want(t, "state kept", Shell(t, sb, "echo $PWD $X"), "/home/app 1")
-	py := Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: "import os\nx = os.getuid()"})
-	py = Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: "x + 1"})
+	if py := Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: "import os\nx = os.getuid()"}); py.ExitCode != 0 {
+		t.Errorf("python: %+v", py)
+	}
+	py := Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: "x + 1"})
 	if py.ExitCode != 0 || string(py.Result.Value) != "1001" {
 		t.Errorf("python: %+v (%s)", py, py.Result.Value)
 	}
