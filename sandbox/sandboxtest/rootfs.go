@@ -13,16 +13,26 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/berth-dev/berth/sandbox"
 )
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
+}
 
 // ImageUID is the image user of the test images ("app", 1000:1000).
 const ImageUID = 1000
 
 // ScratchRoot builds an image root with no shell and no libraries, as the
 // image store unpacks one (every owner shifted by sandbox.ImageIDShift):
-// /app and /app/owned owned by the image user, /etc/passwd and /etc/group
-// naming it, a root-owned /etc. It returns a Root that runs as that user.
+// /app and /app/owned owned by the image user, /app/berth (a static
+// program: the berth binary), /etc/passwd and /etc/group naming the user,
+// a root-owned /etc. It returns a Root that runs as that user.
 func ScratchRoot(tb testing.TB) *sandbox.Root {
 	tb.Helper()
 	dir := filepath.Join(tb.TempDir(), "rootfs")
@@ -40,13 +50,17 @@ func ScratchRoot(tb testing.TB) *sandbox.Root {
 		{"app", 0o755 | fs.ModeDir, ImageUID, ""},
 		{"app/owned", 0o644, ImageUID, "image file\n"},
 		{"root-only", 0o644, 0, "root's\n"},
+		{"app/berth", 0o755, 0, ""},
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.path)
 		var err error
-		if f.mode.IsDir() {
+		switch {
+		case f.mode.IsDir():
 			err = os.MkdirAll(p, f.mode.Perm())
-		} else {
+		case f.path == "app/berth":
+			err = copyFile(testutil.BerthBinary(tb), p)
+		default:
 			err = os.WriteFile(p, []byte(f.content), f.mode.Perm())
 		}
 		if err == nil {

@@ -7,6 +7,7 @@ package sandboxtest
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -106,12 +107,53 @@ func testImageScratch(t *testing.T, rt sandbox.Runtime) {
 	if err != nil || len(list) != 1 || list[0].Name != "hello.txt" {
 		t.Fatalf("workspace: %v %+v", err, list)
 	}
+	// Its static program runs, with no shell to start it, as a command
+	// and as a service.
+	out := Exec(t, sb, agent.ExecRequest{Language: agent.Command, Argv: []string{"/app/berth", "version"}})
+	if out.ExitCode != 0 || !strings.HasPrefix(out.Stdout, "berth ") {
+		t.Fatalf("a static program in a scratch image: %+v", out)
+	}
+	checkScratchService(t, rt, sb)
 	CheckHostUIDs(t, sb)
 	if err := sb.Destroy(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if after := treeState(t, root.Dir); after != before {
 		t.Fatalf("the shared image root changed:\n%s\n---\n%s", before, after)
+	}
+}
+
+// checkScratchService runs a long-lived program of a scratch image as a
+// service and checks (where its processes are the host's) that it runs
+// under the sandbox's process limit, which no shell applied.
+func checkScratchService(t *testing.T, rt sandbox.Runtime, sb sandbox.Sandbox) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	spec := agent.ServiceSpec{ID: "probe", Argv: []string{"/app/berth", "agent", "--socket", "/tmp/probe.sock", "--workspace", "/tmp/probe", "--private", "/tmp/probe-private"}}
+	if err := sb.Agent().StartService(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sb.Agent().StopService(ctx, "probe", time.Second) }()
+	if rt.Name() == "gvisor" {
+		return // its processes are the sentry's, not the host's
+	}
+	want := fmt.Sprintf("Max processes %d", sandbox.UserProcs(256))
+	var limits string
+	for range 400 {
+		for _, pid := range hostPids(sb) {
+			cmd, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+			if strings.Contains(string(cmd), "/tmp/probe.sock") {
+				b, _ := os.ReadFile(filepath.Join("/proc", pid, "limits"))
+				limits = string(b)
+			}
+		}
+		if limits != "" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(strings.Join(strings.Fields(limits), " "), want) {
+		t.Fatalf("the service's limits, want %q (host pids %v):\n%s", want, hostPids(sb), limits)
 	}
 }
 
@@ -224,21 +266,29 @@ func CheckHostUIDs(tb testing.TB, sb sandbox.Sandbox) {
 func hostUIDs(tb testing.TB, sb sandbox.Sandbox) map[uint32]bool {
 	tb.Helper()
 	uids := map[uint32]bool{}
+	for _, pid := range hostPids(sb) {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join("/proc", pid), &st); err == nil {
+			uids[st.Uid] = true
+		}
+	}
+	return uids
+}
+
+// hostPids are the host processes in sb's cgroup (named after it).
+func hostPids(sb sandbox.Sandbox) []string {
+	var pids []string
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
 		cg, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
-		if err != nil || !inCgroup(string(cg), sb.ID()) {
-			continue
-		}
-		var st syscall.Stat_t
-		if err := syscall.Stat(filepath.Join("/proc", e.Name()), &st); err == nil {
-			uids[st.Uid] = true
+		if err == nil && inCgroup(string(cg), sb.ID()) {
+			pids = append(pids, e.Name())
 		}
 	}
-	return uids
+	return pids
 }
 
 func inCgroup(cgroups, id string) bool {
