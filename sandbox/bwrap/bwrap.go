@@ -215,7 +215,11 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	// all the processes there are.)
 	for _, pid := range []int{cmd.Process.Pid, info.ChildPid} {
 		if err := sb.cg.Add(pid); err != nil {
-			return nil, err
+			select { // it died: let bubblewrap say why
+			case <-sb.done:
+			case <-time.After(time.Second):
+			}
+			return nil, fmt.Errorf("sandbox %s did not start: %v: %s", spec.ID, err, stderr.String())
 		}
 	}
 	if _, err := blockW.Write([]byte{1}); err != nil {

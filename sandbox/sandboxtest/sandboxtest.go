@@ -26,6 +26,8 @@ func Run(t *testing.T, rt sandbox.Runtime) {
 	t.Run("ImageScratch", func(t *testing.T) { testImageScratch(t, rt) })
 	t.Run("ImageDebian", func(t *testing.T) { testImageDebian(t, rt) })
 	t.Run("ImageHostile", func(t *testing.T) { testImageHostile(t, rt) })
+	t.Run("ImageMountsAndEgress", func(t *testing.T) { testImageMountsAndEgress(t, rt) })
+	t.Run("ImageRootUser", func(t *testing.T) { testImageRootUser(t, rt) })
 	t.Run("ImageIsolation", func(t *testing.T) { testImageIsolation(t, rt) })
 	t.Run("ImageDiskQuota", func(t *testing.T) { testImageDiskQuota(t, rt) })
 	t.Run("ImageBadRoot", func(t *testing.T) { testImageBadRoot(t, rt) })
@@ -198,6 +200,50 @@ func testImageHostile(t *testing.T, rt sandbox.Runtime) {
 	// Writes to the root stay in the sandbox's disk.
 	want(t, "root write", Shell(t, sb, "echo x > /home/app/hostile && cat /home/app/hostile"), "x")
 	if _, err := os.Stat(filepath.Join(root.Dir, "home/app/hostile")); err == nil {
+		t.Error("a write to the sandbox's root reached the shared image")
+	}
+}
+
+func testImageMountsAndEgress(t *testing.T, rt sandbox.Runtime) {
+	// A source the sandbox's uid can reach (t.TempDir's parent is private).
+	src, err := os.MkdirTemp("", "berth-sandboxtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(src) })
+	if err := os.Chmod(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sb := Start(t, rt, sandbox.Spec{ID: "mounts", Root: DebianRoot(t), Egress: true,
+		Mounts: []sandbox.Mount{{Source: src, Target: "/opt/berth-files", ReadOnly: true}}})
+	// A mount point the image does not have is made for it.
+	want(t, "mount", Shell(t, sb, "cat /opt/berth-files/f"), "from the host")
+	// With egress, the sandbox has an interface and the host's resolver.
+	want(t, "interface", Shell(t, sb, "tail -n +3 /proc/net/dev | grep -vc '^ *lo:'"), "1")
+	host, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := Shell(t, sb, "cat /etc/resolv.conf"); out.Stdout != string(host) {
+		t.Errorf("resolv.conf: %q, want the host's %q", out.Stdout, host)
+	}
+}
+
+// An image whose user is root (no USER): root inside, with no
+// capabilities, owning the image's root-owned files, and nobody on the host.
+func testImageRootUser(t *testing.T, rt sandbox.Runtime) {
+	root := *DebianRoot(t)
+	root.UID, root.GID = 0, 0
+	sb := Start(t, rt, sandbox.Spec{ID: "rootuser", Root: &root})
+	want(t, "user", Shell(t, sb, "id -u; id -g"), "0\n0")
+	want(t, "root's files", Shell(t, sb, "echo x > /etc/berth-x && cat /etc/berth-x && stat -c %U /etc/passwd"), "x\nroot")
+	want(t, "no capabilities", Shell(t, sb, "grep CapEff /proc/self/status"), "CapEff:\t0000000000000000")
+	want(t, "app's files", Shell(t, sb, "echo y >> /home/app/owned 2>/dev/null && echo writable || echo denied"), "denied")
+	CheckHostUIDs(t, sb)
+	if _, err := os.Stat(filepath.Join(root.Dir, "etc/berth-x")); err == nil {
 		t.Error("a write to the sandbox's root reached the shared image")
 	}
 }
