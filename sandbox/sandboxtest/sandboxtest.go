@@ -144,7 +144,8 @@ func checkScratchService(t *testing.T, rt sandbox.Runtime, sb sandbox.Sandbox) {
 	for range 400 {
 		for _, pid := range hostPids(sb) {
 			cmd, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
-			if strings.Contains(string(cmd), "/tmp/probe.sock") {
+			// (Not the agent that is about to become it.)
+			if strings.HasPrefix(string(cmd), "/app/berth\x00agent\x00--socket\x00/tmp/probe.sock") {
 				b, _ := os.ReadFile(filepath.Join("/proc", pid, "limits"))
 				limits = string(b)
 			}
