@@ -192,6 +192,9 @@ func testImageHostile(t *testing.T, rt sandbox.Runtime) {
 	sb := Start(t, rt, sandbox.Spec{ID: "hostile", Root: root})
 	want(t, "no network but loopback", Shell(t, sb, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"), "lo")
 	want(t, "no setuid", Shell(t, sb, "python3 -c 'import os; os.setuid(0)' 2>/dev/null; echo $?"), "1")
+	// The system call filter (and --disable-userns) hold on an image too.
+	want(t, "no namespaces", Shell(t, sb, "unshare -U true 2>/dev/null && echo allowed || echo denied; unshare -m true 2>/dev/null && echo allowed || echo denied"), "denied\ndenied")
+	want(t, "no mount", Shell(t, sb, "python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); print(l.mount(b\"none\", b\"/tmp\", b\"tmpfs\", 0, None), ctypes.get_errno() != 0)'"), "-1 True")
 	want(t, "own processes only", Shell(t, sb, "[ $(ls /proc | grep -c '^[0-9]') -lt 12 ] && echo few"), "few")
 	// Nothing tells the sandbox where its image lives on the host.
 	out := Shell(t, sb, "cat /proc/1/cmdline /proc/self/mountinfo /proc/self/environ | tr '\\0' ' '")
