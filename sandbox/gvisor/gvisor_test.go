@@ -545,8 +545,11 @@ func TestCleanupAfterCrash(t *testing.T) {
 	state := t.TempDir()
 	o := options(t, instanceName(t), state)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.v")
+	// The helper's own temporary files (its image root) go where this
+	// test removes them: the helper never gets to.
+	tmp := t.TempDir()
 	cmd.Env = append(os.Environ(), "BERTH_GVISOR_CRASH_STATE="+state, "BERTH_GVISOR_CRASH_INSTANCE="+o.Instance,
-		"BERTH_TEST_AGENT="+o.AgentPath)
+		"BERTH_TEST_AGENT="+o.AgentPath, "TMPDIR="+tmp)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
