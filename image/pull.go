@@ -258,6 +258,8 @@ func (s *Store) installLocked(ctx context.Context, ref, hex string, img v1.Image
 	tDownload := time.Since(t1)
 	t2 := time.Now()
 	im, err := s.unpackImage(ctx, ref, hex, cfg, descs, report)
+	tmpRoot := filepath.Join(s.dir, "tmp", hex+".rootfs")
+	defer os.RemoveAll(tmpRoot) // a no-op once renamed into place
 	if err != nil {
 		return err
 	}
@@ -265,7 +267,7 @@ func (s *Store) installLocked(ctx context.Context, ref, hex string, img v1.Image
 	if err := s.writeMeta(hex, im); err != nil {
 		return err
 	}
-	if err := os.Rename(filepath.Join(s.dir, "tmp", hex+".rootfs"), s.rootPath(hex)); err != nil {
+	if err := os.Rename(tmpRoot, s.rootPath(hex)); err != nil {
 		return fmt.Errorf("image: %w", err)
 	}
 	s.log.Info("image pulled", "ref", ref, "digest", "sha256:"+hex, "layers", len(layers),
