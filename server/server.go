@@ -30,6 +30,7 @@ import (
 	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/edge/certs"
 	"github.com/berth-dev/berth/gateway"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/listen"
 	"github.com/berth-dev/berth/mcpserver"
@@ -98,6 +99,8 @@ type Options struct {
 	// MaxUploadBytes bounds an uploaded app source archive, compressed
 	// (default source.DefaultMaxBytes); beyond it, 413.
 	MaxUploadBytes int64
+	// InsecureRegistries are registry hosts reached over plain HTTP.
+	InsecureRegistries []string
 }
 
 // Connection limits of the control listener, apart from the public one's.
@@ -131,6 +134,7 @@ type Info struct {
 type Server struct {
 	Info     Info
 	Pools    *pool.Manager
+	Images   *image.Store
 	DataDir  string
 	Instance string
 }
@@ -184,6 +188,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer st.Close()
 	token, err := adminToken(filepath.Join(dir, TokenFile))
+	if err != nil {
+		return err
+	}
+
+	images, err := image.Open(filepath.Join(dir, "images"), image.Options{Insecure: o.InsecureRegistries, Credentials: st, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -277,7 +286,7 @@ func Run(ctx context.Context, o Options) error {
 	admin.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	admin.Handle("/", controlplane.Handler(controlplane.Options{
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log, Names: names,
-		Sources: sources,
+		Sources: sources, Images: images, Registries: st,
 	}))
 	adm := newHTTPServer(accessLog(o.AccessLog, admin), o.IdleTimeout, log)
 	if !isLoopback(pubLn.Addr()) {
@@ -299,7 +308,7 @@ func Run(ctx context.Context, o Options) error {
 		log.Info("berth is up", "public", publicURL, "plain", pubLn.Addr().String(), "admin", info.AdminURL, "dataDir", dir, "runtimes", pools.RuntimeNames(),
 			"openFiles", files, "maxConnections", o.MaxConnections, "maxConnectionsPerClient", o.MaxConnectionsPerClient)
 		if o.Ready != nil {
-			o.Ready(&Server{Info: info, Pools: pools, DataDir: dir, Instance: instance})
+			o.Ready(&Server{Info: info, Pools: pools, Images: images, DataDir: dir, Instance: instance})
 		}
 	})
 	log.Info("removing sandboxes")

@@ -46,6 +46,8 @@ func runUp(ctx context.Context, args []string) error {
 	httpsListen, tlsMode, tlsOpts := registerTLSFlags(fs)
 	var manifests multiFlag
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
+	var insecure multiFlag
+	fs.Var(&insecure, "insecure-registry", "registry host (HOST or HOST:PORT) reached over plain HTTP instead of HTTPS; repeatable")
 	var origins []string
 	fs.Func("allow-origin", "browser origin (scheme://host[:port]) allowed on MCP endpoints besides loopback; repeatable or comma-separated, * for any", func(v string) error {
 		for _, o := range strings.Split(v, ",") {
@@ -102,8 +104,8 @@ func runUp(ctx context.Context, args []string) error {
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
 		Admission:      ao,
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
-		MaxUploadBytes: uploadBytes,
-		HTTPSListen:    *httpsListen, TLS: *tlsOpts,
+		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure,
+		HTTPSListen: *httpsListen, TLS: *tlsOpts,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
 		},
