@@ -192,7 +192,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	images, err := image.Open(filepath.Join(dir, "images"), image.Options{Insecure: o.InsecureRegistries, Credentials: st, Logger: log})
+	images, err := image.Open(filepath.Join(dir, "images"), image.Options{IDShift: sandbox.ImageIDShift, Insecure: o.InsecureRegistries, Credentials: st, Logger: log})
 	if err != nil {
 		return err
 	}
