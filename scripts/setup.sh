@@ -46,11 +46,16 @@ if [ "${1:-}" = "--test" ]; then
 		(cd /tmp && GOBIN="$BIN" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION")
 		echo "$STATICCHECK_VERSION" >"$BIN/staticcheck.version"
 	fi
-	# Chromium, headless, for the CORS tests in a real browser (e2e).
-	if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
-		log "apt-get install chromium"
+	# Chromium, headless, for the CORS tests in a real browser (e2e); curl and
+	# jq for the replay of Azure's MCP tutorials (e2e).
+	tneed=()
+	for pkg in chromium curl jq; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || tneed+=("$pkg")
+	done
+	if [ ${#tneed[@]} -gt 0 ]; then
+		log "apt-get install ${tneed[*]}"
 		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends chromium >/dev/null
+		apt-get install -y -qq --no-install-recommends "${tneed[@]}" >/dev/null
 	fi
 	if [ -x scripts/install-node-tools.sh ]; then
 		scripts/install-node-tools.sh
