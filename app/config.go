@@ -40,10 +40,10 @@ type Config struct {
 	SecretEnv map[string]string `json:"secretEnv,omitempty"`
 	// SecretVolume, if set, is where every secret of the app is a file
 	// (read-only, mode 0400).
-	SecretVolume string `json:"secretVolume,omitempty"`
-	Volumes   []Volume          `json:"volumes,omitempty"`
-	Min       int               `json:"minReplicas"`
-	Max       int               `json:"maxReplicas"`
+	SecretVolume string   `json:"secretVolume,omitempty"`
+	Volumes      []Volume `json:"volumes,omitempty"`
+	Min          int      `json:"minReplicas"`
+	Max          int      `json:"maxReplicas"`
 	// Concurrency is the target of concurrent requests per replica.
 	Concurrency           int   `json:"concurrency"`
 	ScaleDownAfterSeconds int   `json:"scaleDownAfterSeconds"`

@@ -452,7 +452,9 @@ func TestSessionless(t *testing.T) {
 		for _, alias := range []string{"launchPythonEnvironment", "launchShellEnvironment", mcpserver.ToolLaunchShell} {
 			r := do(t, "POST", u, hdr(accept), call(3, alias, "{}"))
 			var out struct {
-				Result struct{ StructuredContent struct{ EnvironmentID string } }
+				Result struct {
+					StructuredContent struct{ EnvironmentID string }
+				}
 			}
 			if err := json.Unmarshal([]byte(r.body), &out); err != nil || !strings.HasPrefix(out.Result.StructuredContent.EnvironmentID, "env-") {
 				t.Fatalf("Accept %q: %s: %d %s", accept, alias, r.status, r.body)

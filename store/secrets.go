@@ -117,4 +117,3 @@ func (s *Store) openBytes(sealed, aad []byte) ([]byte, error) {
 	}
 	return s.aead.Open(nil, sealed[:n], sealed[n:], aad)
 }
-
