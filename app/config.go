@@ -35,15 +35,9 @@ type Config struct {
 	Port      int               `json:"port"`
 	Path      string            `json:"path"`
 	Env       map[string]string `json:"env,omitempty"`
-	// SecretEnv sets environment variables (the keys) to the values of
-	// the app's secrets (the values: secret names).
-	SecretEnv map[string]string `json:"secretEnv,omitempty"`
-	// SecretVolume, if set, is where every secret of the app is a file
-	// (read-only, mode 0400).
-	SecretVolume string   `json:"secretVolume,omitempty"`
-	Volumes      []Volume `json:"volumes,omitempty"`
-	Min          int      `json:"minReplicas"`
-	Max          int      `json:"maxReplicas"`
+	Volumes   []Volume          `json:"volumes,omitempty"`
+	Min       int               `json:"minReplicas"`
+	Max       int               `json:"maxReplicas"`
 	// Concurrency is the target of concurrent requests per replica.
 	Concurrency           int   `json:"concurrency"`
 	ScaleDownAfterSeconds int   `json:"scaleDownAfterSeconds"`
@@ -61,6 +55,13 @@ type Config struct {
 	// CORS is the app's CORS policy; the app's is its latest deploy's
 	// (ingress is app-wide, as in Container Apps), nil for none.
 	CORS *cors.Spec `json:"corsPolicy,omitempty"`
+
+	// SecretEnv sets environment variables (the keys) to the values of
+	// the app's secrets (the values: secret names; see secrets.go).
+	SecretEnv map[string]string `json:"secretEnv,omitempty"`
+	// SecretVolume, if set, is where every secret of the app is a file
+	// (read-only, mode 0400).
+	SecretVolume string `json:"secretVolume,omitempty"`
 }
 
 // Volume is a persistent per-app directory mounted at Path.
