@@ -110,11 +110,13 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	}
 	stored, err := o.Store.ListApps(ctx)
 	if err != nil {
+		m.unmountSecrets()
 		return nil, err
 	}
 	for _, sa := range stored {
 		var d Doc
 		if err := json.Unmarshal(sa.Doc, &d); err != nil {
+			m.unmountSecrets()
 			return nil, fmt.Errorf("app %q: %w", sa.Name, err)
 		}
 		m.apps[d.Name] = m.newApp(d)
