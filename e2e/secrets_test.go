@@ -169,6 +169,17 @@ func TestAppSecrets(t *testing.T) {
 		}
 		return nil
 	})
+	// delete: one secret, then an app's with the app.
+	if out := b.cli("secret", "delete", "vault", "api-token"); !strings.Contains(out, "berth app restart vault") {
+		t.Fatalf("secret delete: %s", out)
+	}
+	if list := b.cli("secret", "list", "vault"); strings.Contains(list, "api-token") || !strings.Contains(list, "db-password") {
+		t.Fatalf("after secret delete: %s", list)
+	}
+	b.cli("app", "delete", "peer")
+	if list := b.cli("secret", "list", "peer", "-o", "json"); strings.Contains(list, "peer-key") {
+		t.Fatalf("a deleted app's secrets remain: %s", list)
+	}
 	b.stop()
 	seen = append(seen, b.logs.String())
 	for i, s := range seen {
