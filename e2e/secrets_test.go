@@ -145,6 +145,11 @@ func TestAppSecrets(t *testing.T) {
 	if got := callText(t, vault2, "readfile", map[string]any{"path": "/mnt/secrets/db-password"}); got != value2 {
 		t.Fatalf("after restart: file = %q", got)
 	}
+	// The stopped replicas' files are gone from the host: one directory
+	// per running revision of each app.
+	if ents, err := os.ReadDir(secretsHostDir(b)); err != nil || len(ents) != 2 {
+		t.Fatalf("secret volumes on the host after restart: %v %v", ents, err)
+	}
 
 	// Nowhere else.
 	list := b.cli("secret", "list", "vault", "-o", "json")
