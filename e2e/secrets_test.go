@@ -58,8 +58,14 @@ func randomValue(prefix string) string {
 // appear nowhere else: not in the server's whole output, `app show`,
 // `secret list`, /metrics, error messages, or the data dir's files.
 func TestAppSecrets(t *testing.T) {
+	for _, rt := range []string{"bwrap", "gvisor"} {
+		t.Run(rt, func(t *testing.T) { testAppSecrets(t, rt) })
+	}
+}
+
+func testAppSecrets(t *testing.T, runtime string) {
 	dir := echoApp(t)
-	b := startBerth(t, "")
+	b := startBerth(t, "", "--app-runtime", runtime)
 	value, value2, fileValue, peerValue := randomValue("s3cret-"), randomValue("r0tated-"), randomValue("f1le-"), randomValue("p33r-")
 	var seen []string // every output the values must not appear in
 
@@ -101,7 +107,8 @@ func TestAppSecrets(t *testing.T) {
 	if got := callText(t, vault, "readfile", map[string]any{"path": "/mnt/secrets/api-token"}); got != fileValue {
 		t.Fatalf("/mnt/secrets/api-token = %q", got)
 	}
-	if got := callText(t, vault, "run", map[string]any{"command": "stat -c '%a %u' /mnt/secrets/db-password; id -u; touch /mnt/secrets/x 2>&1 | grep -c Read-only"}); !secretFileOK(got) {
+	if got := callText(t, vault, "run", map[string]any{"command": "f=/mnt/secrets/db-password; stat -c '%a %u' $f; id -u; chmod 600 $f 2>/dev/null; " +
+		"(echo x >> $f) 2>/dev/null && echo WRITABLE; touch /mnt/secrets/x 2>/dev/null && echo WRITABLE; stat -c %a $f"}); !secretFileOK(got) {
 		t.Fatalf("secret file mode, owner, writability: %q", got)
 	}
 	checkSecretsOnTmpfs(t, b, value)
@@ -199,11 +206,11 @@ func TestAppSecrets(t *testing.T) {
 	}
 }
 
-// secretFileOK checks "MODE UID\nUID\n1\n": 0400, owned by the app's uid,
-// on a read-only mount.
+// secretFileOK checks "MODE UID\nUID\nMODE": 0400, owned by the app's
+// uid, and neither writable nor changeable (a read-only mount).
 func secretFileOK(out string) bool {
 	f := strings.Fields(out)
-	return len(f) == 4 && f[0] == "400" && f[1] == f[2] && f[1] != "0" && f[3] == "1"
+	return len(f) == 4 && f[0] == "400" && f[1] == f[2] && f[1] != "0" && f[3] == "400"
 }
 
 // secretsHostDir is where the server keeps its apps' secret volumes.
