@@ -13,6 +13,10 @@
 //	GET    /v1/apps/{name}/hostnames
 //	PUT    /v1/apps/{name}/hostnames/{host}   ({"label": L}; 409 if another app has it)
 //	DELETE /v1/apps/{name}/hostnames/{host}
+//	GET    /v1/apps/{name}/secrets            (names and dates, never values)
+//	PUT    /v1/apps/{name}/secrets/{secret}   ({"value": BASE64})
+//	DELETE /v1/apps/{name}/secrets/{secret}
+//	POST   /v1/apps/{name}/restart
 package controlplane
 
 import (
