@@ -122,6 +122,9 @@ func WriteErrorLog(w http.ResponseWriter, r *http.Request, log *slog.Logger, err
 		b.Error.Code = http.StatusText(e.Status)
 	}
 	h.Set("Content-Type", "application/json; charset=utf-8")
+	// Azure's data plane names the code in a header too (the REST
+	// reference's x-ms-error-code), for clients that read only headers.
+	h.Set("x-ms-error-code", b.Error.Code)
 	w.WriteHeader(e.Status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
