@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -95,15 +96,17 @@ func Handler(o Options) http.Handler {
 // answer them with a redirect instead.
 func collapseSlashes(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "//") {
-			r2 := *r
-			u := *r.URL
-			u.Path = collapse(u.Path)
-			if u.RawPath != "" {
-				u.RawPath = collapse(u.RawPath)
+		// On the escaped path: "%2Fmnt%2Fdata%2Fx" is one segment, kept.
+		if ep := r.URL.EscapedPath(); strings.Contains(ep, "//") {
+			ep = collapse(ep)
+			p, err := url.PathUnescape(ep)
+			if err == nil {
+				r2 := *r
+				u := *r.URL
+				u.Path, u.RawPath = p, ep
+				r2.URL = &u
+				r = &r2
 			}
-			r2.URL = &u
-			r = &r2
 		}
 		h.ServeHTTP(w, r)
 	})
