@@ -16,7 +16,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -579,5 +581,242 @@ func semanticKernelDotNet(t *testing.T, c azClient) {
 	}
 	if types["data.bin"] != "file" || types["reports"] != "directory" {
 		t.Fatalf("ListFilesAsync entries: %s", r.Body)
+	}
+}
+
+// TestAzureRESTReference drives the data plane as Microsoft's reference
+// for Microsoft.App/DynamicSessions documents it (Azure/azure-rest-api-specs
+// specification/app/data-plane/Microsoft.App.DynamicSessions, preview/
+// 2024-10-02-preview, 2025-02-02-preview and 2025-10-02-preview
+// DynamicSessions.json and examples, at 0bb69d8e), once per version, and
+// the 2024-02-02-preview shapes as Azure's older clients send them.
+func TestAzureRESTReference(t *testing.T) {
+	_, sh, py := azurePools(t)
+	for _, v := range []string{"2024-10-02-preview", "2025-02-02-preview", "2025-10-02-preview"} {
+		t.Run(v, func(t *testing.T) {
+			sh, py := sh, py
+			sh.t, py.t = t, t
+			restExecutions(t, sh, py, v)
+			restFiles(t, py, v)
+			restSessions(t, py, v)
+		})
+	}
+	t.Run("2024-02-02-preview", func(t *testing.T) {
+		py := py
+		py.t = t
+		restLegacy(t, py)
+	})
+}
+
+func refURL(c azClient, path, id, version string, extra ...string) string {
+	u := c.endpoint + "/" + path + "?api-version=" + version
+	if id != "" {
+		u += "&identifier=" + url.QueryEscape(id)
+	}
+	for _, e := range extra {
+		u += "&" + e
+	}
+	return u
+}
+
+func refHeaders(c azClient, h ...string) map[string]string {
+	m := map[string]string{"Authorization": "Bearer " + c.key}
+	for i := 0; i+1 < len(h); i += 2 {
+		m[h[i]] = h[i+1]
+	}
+	return m
+}
+
+// wantError checks Azure's error shape: the status, {"error":{"code",
+// "message"}} and the same code in x-ms-error-code.
+func wantError(t *testing.T, r resp, status int, code string) {
+	t.Helper()
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	_ = json.Unmarshal(r.Body, &e)
+	if r.Status != status || e.Error.Code != code || e.Error.Message == "" || r.Header.Get("x-ms-error-code") != code {
+		t.Fatalf("want %d %s with x-ms-error-code, got %d %q %s", status, code, r.Status, r.Header.Get("x-ms-error-code"), r.Body)
+	}
+}
+
+func restExecutions(t *testing.T, sh, py azClient, v string) {
+	id := "ref_" + v + ".user@x!+=~"
+	// CodeExecution_Execute_Sync.
+	body := `{"codeInputType":"Inline","executionType":"Synchronous","code":"print(7*9)","timeoutInSeconds":60}`
+	r := py.ok(py.send("POST", refURL(py, "executions", id, v), refHeaders(py, "Content-Type", "application/json"), []byte(body)), "execute")
+	var x struct {
+		ID, Identifier, ExecutionType, Status string
+		Result                                struct {
+			Stdout, Stderr  string
+			ExecutionResult *string
+		}
+	}
+	if err := json.Unmarshal(r.Body, &x); err != nil || r.Status != 200 || x.ID == "" || x.ID != r.Header.Get("operation-id") ||
+		x.Identifier != id || x.ExecutionType != "Synchronous" || x.Status != "Succeeded" || x.Result.Stdout != "63\n" || x.Result.ExecutionResult != nil {
+		t.Fatalf("sync execution: %v %d %s", err, r.Status, r.Body)
+	}
+	if r := py.ok(py.send("GET", r.Header.Get("Operation-Location"), refHeaders(py), nil), "Operation-Location"); !strings.Contains(string(r.Body), `"stdout":"63\n"`) {
+		t.Fatalf("GET Operation-Location: %s", r.Body)
+	}
+	// CodeExecution_Execute_Async_*: 202 Running, then poll.
+	poll := func(c azClient, body, opID string) map[string]any {
+		t.Helper()
+		r := c.send("POST", refURL(c, "executions", id, v), refHeaders(c, "Content-Type", "application/json", "operation-id", opID), []byte(body))
+		m := jsonOf(t, r)
+		if r.Status != http.StatusAccepted || r.Header.Get("operation-id") != opID || m["id"] != opID || m["status"] != "Running" || m["executionType"] != "Asynchronous" {
+			t.Fatalf("async execution: %d %v %s", r.Status, r.Header, r.Body)
+		}
+		loc := r.Header.Get("Operation-Location")
+		if !strings.HasPrefix(loc, "http://") || !strings.Contains(loc, "/executions/"+opID+"?") {
+			t.Fatalf("Operation-Location: %q", loc)
+		}
+		deadline := time.Now().Add(time.Minute)
+		for {
+			m = jsonOf(t, c.ok(c.send("GET", loc, refHeaders(c), nil), "poll"))
+			if m["status"] != "Running" {
+				return m
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("still running: %v", m)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	m := poll(py, `{"codeInputType":"Inline","executionType":"Asynchronous","code":"import time\ntime.sleep(1)\n6*7","timeoutInSeconds":60}`, "op-py-"+v)
+	if m["status"] != "Succeeded" || m["result"].(map[string]any)["executionResult"] != "42" {
+		t.Fatalf("async python result: %v", m)
+	}
+	// A shell pool's status is the exit code (what the shell clients parse).
+	m = poll(sh, `{"shellCommand":"sleep 1; echo done; exit 4","executionType":"Asynchronous"}`, "op-sh-"+v)
+	if m["status"] != "4" || m["result"].(map[string]any)["stdout"] != "done\n" {
+		t.Fatalf("async shell result: %v", m)
+	}
+	// InlineBase64 code; lowercase enums are accepted too.
+	code := base64.StdEncoding.EncodeToString([]byte("echo b64"))
+	r = sh.ok(sh.send("POST", refURL(sh, "executions", id, v), refHeaders(sh, "Content-Type", "application/json"),
+		[]byte(`{"codeInputType":"InlineBase64","executionType":"synchronous","code":"`+code+`"}`)), "base64")
+	if m := jsonOf(t, r); m["status"] != "0" || m["result"].(map[string]any)["stdout"] != "b64\n" {
+		t.Fatalf("InlineBase64: %s", r.Body)
+	}
+	wantError(t, py.send("GET", refURL(py, "executions/nope", id, v), refHeaders(py), nil), 404, "ExecutionNotFound")
+	wantError(t, py.send("POST", refURL(py, "executions", "", v), refHeaders(py, "Content-Type", "application/json"), []byte(body)), 400, "MissingIdentifier")
+	wantError(t, py.send("POST", refURL(py, "executions", "has space", v), refHeaders(py, "Content-Type", "application/json"), []byte(body)), 400, "InvalidIdentifier")
+	wantError(t, py.send("POST", refURL(py, "executions", id, v), refHeaders(py, "Content-Type", "application/json"), []byte(`{"codeInputType":"Url","code":"x"}`)), 400, "UnsupportedCodeInputType")
+}
+
+func restFiles(t *testing.T, c azClient, v string) {
+	id := "files-" + v
+	var mp bytes.Buffer
+	w := multipart.NewWriter(&mp)
+	fw, _ := w.CreateFormFile("file", "testfile.yaml")
+	_, _ = fw.Write([]byte("a: 1"))
+	_ = w.Close()
+	r := c.ok(c.send("POST", refURL(c, "files", id, v, "path=level1"), refHeaders(c, "Content-Type", w.FormDataContentType()), mp.Bytes()), "upload")
+	var f ResourceFileJSON
+	if err := json.Unmarshal(r.Body, &f); err != nil || f.Name != "testfile.yaml" || f.Type != "file" || f.SizeInBytes != 4 || f.Directory != "level1" || f.ContentType == "" || f.LastModifiedAt.IsZero() {
+		t.Fatalf("SessionResourceFiles_Upload: %v %s", err, r.Body)
+	}
+	// SessionResourceFiles_List_Recursive: flat entries with directory.
+	r = c.ok(c.send("GET", refURL(c, "files", id, v, "path=/", "recursive=true"), refHeaders(c), nil), "list")
+	var list struct{ Value []ResourceFileJSON }
+	_ = json.Unmarshal(r.Body, &list)
+	if len(list.Value) != 2 || list.Value[0] != (ResourceFileJSON{Name: "level1", Type: "directory", Directory: "", ContentType: list.Value[0].ContentType, SizeInBytes: list.Value[0].SizeInBytes, LastModifiedAt: list.Value[0].LastModifiedAt}) ||
+		list.Value[1].Name != "testfile.yaml" || list.Value[1].Directory != "level1" {
+		t.Fatalf("recursive list: %s", r.Body)
+	}
+	r = c.ok(c.send("GET", refURL(c, "files", id, v), refHeaders(c), nil), "list")
+	if !strings.Contains(string(r.Body), `"name":"level1"`) || strings.Contains(string(r.Body), "testfile") {
+		t.Fatalf("non-recursive list: %s", r.Body)
+	}
+	// SessionResourceFiles_Get and _GetContent: path=, %2F and /mnt/data/ name the same file.
+	for _, u := range []string{
+		refURL(c, "files/testfile.yaml", id, v, "path=level1"),
+		refURL(c, "files/level1%2Ftestfile.yaml", id, v),
+		refURL(c, "files/%2Fmnt%2Fdata%2Flevel1%2Ftestfile.yaml", id, v),
+		refURL(c, "files/testfile.yaml", id, v, "path=/mnt/data/level1"),
+	} {
+		r = c.ok(c.send("GET", u, refHeaders(c), nil), "get "+u)
+		if err := json.Unmarshal(r.Body, &f); err != nil || f.Name != "testfile.yaml" || f.SizeInBytes != 4 {
+			t.Fatalf("SessionResourceFiles_Get %s: %s", u, r.Body)
+		}
+		cu := strings.Replace(u, "?", "/content?", 1)
+		if r := c.ok(c.send("GET", cu, refHeaders(c), nil), "content"); string(r.Body) != "a: 1" {
+			t.Fatalf("SessionResourceFiles_GetContent %s: %q", cu, r.Body)
+		}
+	}
+	if r := c.send("DELETE", refURL(c, "files/testfile.yaml", id, v, "path=level1"), refHeaders(c), nil); r.Status != 204 {
+		t.Fatalf("SessionResourceFiles_Delete: %d %s", r.Status, r.Body)
+	}
+	wantError(t, c.send("GET", refURL(c, "files/testfile.yaml", id, v, "path=level1"), refHeaders(c), nil), 404, "FileNotFound")
+	wantError(t, c.send("GET", refURL(c, "files/..%2F..%2Fetc%2Fpasswd/content", id, v), refHeaders(c), nil), 400, "InvalidFileName")
+}
+
+// ResourceFileJSON is SessionResourceFile as a client decodes it.
+type ResourceFileJSON struct {
+	Name, Type, ContentType, Directory string
+	SizeInBytes                        int64
+	LastModifiedAt                     time.Time
+}
+
+func restSessions(t *testing.T, c azClient, v string) {
+	id := "sess:" + v + "/a.b"
+	c.ok(c.send("POST", refURL(c, "executions", id, v), refHeaders(c, "Content-Type", "application/json"), []byte(`{"code":"1"}`)), "execute")
+	r := c.ok(c.send("GET", refURL(c, "session", id, v), refHeaders(c), nil), "SessionManagement_Get")
+	var s struct {
+		Identifier, Etag                    string
+		CreatedAt, LastAccessedAt, ExpireAt time.Time
+	}
+	if err := json.Unmarshal(r.Body, &s); err != nil || s.Identifier != id || s.Etag == "" || s.CreatedAt.IsZero() || !s.ExpireAt.After(s.LastAccessedAt) {
+		t.Fatalf("SessionManagement_Get: %s", r.Body)
+	}
+	r = c.ok(c.send("GET", refURL(c, "listSessions", "", v), refHeaders(c), nil), "ListSessions_Get")
+	if !strings.Contains(string(r.Body), `"identifier":"`+id+`"`) || !strings.HasPrefix(string(r.Body), `{"sessions":[`) {
+		t.Fatalf("ListSessions_Get: %s", r.Body)
+	}
+	r = c.ok(c.send("GET", refURL(c, "metadata", "", v), refHeaders(c), nil), "SessionPoolMetadata_Get")
+	var md struct {
+		Runtimes      []struct{ Name string }
+		JupyterKernel struct{ Name string }
+		CreatedAt     time.Time
+	}
+	if err := json.Unmarshal(r.Body, &md); err != nil || len(md.Runtimes) != 1 || md.Runtimes[0].Name != "python3" || md.JupyterKernel.Name == "" || md.CreatedAt.IsZero() {
+		t.Fatalf("SessionPoolMetadata_Get: %s", r.Body)
+	}
+	if r := c.send("DELETE", refURL(c, "session", id, v), refHeaders(c), nil); r.Status != 204 {
+		t.Fatalf("SessionManagement_Delete: %d %s", r.Status, r.Body)
+	}
+	wantError(t, c.send("GET", refURL(c, "session", id, v), refHeaders(c), nil), 404, "SessionNotFound")
+	wantError(t, c.send("DELETE", refURL(c, "session", id, v), refHeaders(c), nil), 404, "SessionNotFound")
+}
+
+// restLegacy: 2024-02-02-preview's {"properties":…} shapes, with the
+// capitalized enums older Semantic Kernel .NET sends and Azure's "$id"
+// bookkeeping fields, which are ignored.
+func restLegacy(t *testing.T, c azClient) {
+	const v = "2024-02-02-preview"
+	id := "legacy-" + uuid4()
+	body := `{"$id":"1","properties":{"$id":"2","codeInputType":"Inline","executionType":"Synchronous","code":"'ok'"}}`
+	r := c.ok(c.send("POST", refURL(c, "code/execute", id, v), refHeaders(c, "Content-Type", "application/json"), []byte(body)), "code/execute")
+	if p := jsonOf(t, r)["properties"].(map[string]any); p["status"] != "Success" || p["result"] != "ok" {
+		t.Fatalf("legacy execute: %s", r.Body)
+	}
+	wantError(t, c.send("POST", refURL(c, "code/execute", id, v), refHeaders(c, "Content-Type", "application/json"),
+		[]byte(`{"properties":{"executionType":"Asynchronous","code":"1"}}`)), 400, "UnsupportedExecutionType")
+	var mp bytes.Buffer
+	w := multipart.NewWriter(&mp)
+	fw, _ := w.CreateFormFile("file", "l.txt")
+	_, _ = fw.Write([]byte("legacy"))
+	_ = w.Close()
+	r = c.ok(c.send("POST", refURL(c, "files/upload", id, v), refHeaders(c, "Content-Type", w.FormDataContentType()), mp.Bytes()), "files/upload")
+	if p := jsonOf(t, r)["value"].([]any)[0].(map[string]any)["properties"].(map[string]any); p["filename"] != "l.txt" || p["size"] != 6.0 || p["lastModifiedTime"] == nil {
+		t.Fatalf("legacy upload: %s", r.Body)
+	}
+	r = c.ok(c.send("GET", refURL(c, "files", id, v), refHeaders(c), nil), "files")
+	if !strings.Contains(string(r.Body), `"properties":{"filename":"l.txt","size":6`) {
+		t.Fatalf("legacy list: %s", r.Body)
+	}
+	if r := c.ok(c.send("GET", refURL(c, "files/content/l.txt", id, v), refHeaders(c), nil), "files/content"); string(r.Body) != "legacy" {
+		t.Fatalf("legacy download: %q", r.Body)
 	}
 }
