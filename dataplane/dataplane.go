@@ -30,8 +30,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/agent"
@@ -87,36 +85,7 @@ func Handler(o Options) http.Handler {
 	handle("DELETE /pools/{pool}/session", a.endSession)
 	handle("GET /pools/{pool}/listSessions", a.listSessionsV2)
 	handle("GET /pools/{pool}/metadata", a.metadata)
-	return collapseSlashes(mux)
-}
-
-// collapseSlashes serves paths with repeated slashes as if they had one,
-// as Azure does: clients join "ENDPOINT/" and "/files" (Semantic Kernel
-// .NET before 1.30) or a name that starts with a slash. The mux would
-// answer them with a redirect instead.
-func collapseSlashes(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// On the escaped path: "%2Fmnt%2Fdata%2Fx" is one segment, kept.
-		if ep := r.URL.EscapedPath(); strings.Contains(ep, "//") {
-			ep = collapse(ep)
-			p, err := url.PathUnescape(ep)
-			if err == nil {
-				r2 := *r
-				u := *r.URL
-				u.Path, u.RawPath = p, ep
-				r2.URL = &u
-				r = &r2
-			}
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-func collapse(p string) string {
-	for strings.Contains(p, "//") {
-		p = strings.ReplaceAll(p, "//", "/")
-	}
-	return p
+	return mux
 }
 
 type api struct {

@@ -63,6 +63,32 @@ func (c azClient) ok(r resp, what string) resp {
 	return r
 }
 
+// dig walks decoded JSON by keys and indexes, as a client's
+// response["a"][0]["b"] does; a missing step is an empty object (the test
+// then fails on the value, instead of panicking).
+func dig(v any, path ...any) map[string]any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, _ := v.(map[string]any)
+			v = m[k]
+		case int:
+			if l := list(v); k < len(l) {
+				v = l[k]
+			} else {
+				v = nil
+			}
+		}
+	}
+	m, _ := v.(map[string]any)
+	return m
+}
+
+func list(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
 func jsonOf(t *testing.T, r resp) map[string]any {
 	t.Helper()
 	var m map[string]any
@@ -192,7 +218,7 @@ func langchainPythonREPL(t *testing.T, c azClient) {
 	execute := func(code string) map[string]any {
 		body := `{"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": ` + pyJSONString(code) + `}}`
 		r := c.ok(c.send("POST", buildURL("code/execute"), map[string]string{"Authorization": auth, "Content-Type": "application/json", "User-Agent": ua}, []byte(body)), "execute")
-		props, _ := jsonOf(t, r)["properties"].(map[string]any)
+		props := dig(jsonOf(t, r), "properties")
 		return props
 	}
 	if p := execute("x = 6 * 7\nprint(\"héllo <&>\")\nx"); p["result"] != 42.0 || p["stdout"] != "héllo <&>\n" || p["stderr"] != "" {
@@ -204,7 +230,7 @@ func langchainPythonREPL(t *testing.T, c azClient) {
 	// upload_file(data=BytesIO(...), remote_file_path="data.csv")
 	body, boundary := pyMultipart("data.csv", []byte("a,b\n1,2\n"))
 	r := c.ok(c.send("POST", buildURL("files/upload"), map[string]string{"Authorization": auth, "User-Agent": ua, "Content-Type": "multipart/form-data; boundary=" + boundary}, body), "upload")
-	v := jsonOf(t, r)["value"].([]any)[0].(map[string]any)["properties"].(map[string]any)
+	v := dig(jsonOf(t, r), "value", 0, "properties")
 	if v["filename"] != "data.csv" || v["size"] != 8.0 {
 		t.Fatalf("upload metadata (RemoteFileMetadata.from_dict): %s", r.Body)
 	}
@@ -218,8 +244,8 @@ func langchainPythonREPL(t *testing.T, c azClient) {
 	}
 	r = c.ok(c.send("GET", buildURL("files"), map[string]string{"Authorization": auth, "User-Agent": ua}, nil), "list")
 	names := []string{}
-	for _, e := range jsonOf(t, r)["value"].([]any) {
-		names = append(names, e.(map[string]any)["properties"].(map[string]any)["filename"].(string))
+	for i := range list(jsonOf(t, r)["value"]) {
+		names = append(names, fmt.Sprint(dig(jsonOf(t, r), "value", i, "properties")["filename"]))
 	}
 	if strings.Join(names, ",") != "data.csv,out" {
 		t.Fatalf("list_files: %v", names)
@@ -249,7 +275,7 @@ func langchainBashTool(t *testing.T, c azClient) {
 		r := c.ok(c.send("POST", buildURL("executions"), map[string]string{"Authorization": auth, "Content-Type": "application/json", "User-Agent": ua},
 			[]byte(`{"shellCommand": `+pyJSONString(cmd)+`}`)), "execute")
 		m := jsonOf(t, r)
-		result, _ := m["result"].(map[string]any)
+		result := dig(m, "result")
 		if s, ok := m["status"].(string); ok {
 			if n, err := strconv.Atoi(s); err == nil { // int(status_raw), None on ValueError
 				exitCode = &n
@@ -280,8 +306,9 @@ func langchainBashTool(t *testing.T, c azClient) {
 	}
 	r = c.ok(c.send("GET", buildURL("files"), map[string]string{"Authorization": auth, "User-Agent": ua}, nil), "list")
 	got := map[string]float64{}
-	for _, e := range jsonOf(t, r)["value"].([]any) {
-		got[e.(map[string]any)["name"].(string)], _ = e.(map[string]any)["sizeInBytes"].(float64)
+	for i := range list(jsonOf(t, r)["value"]) {
+		e := dig(jsonOf(t, r), "value", i)
+		got[fmt.Sprint(e["name"])], _ = e["sizeInBytes"].(float64)
 	}
 	if got["notes.txt"] != 11 || len(got) != 2 {
 		t.Fatalf("list_files: %s", r.Body)
@@ -311,13 +338,13 @@ func deepagentsBashBackend(t *testing.T, c azClient) {
 			t.Fatalf("Execution request failed (%d): %s", r.Status, r.Body)
 		}
 		m := jsonOf(t, r)
-		result := m["result"].(map[string]any)
+		result := dig(m, "result")
 		raw, ok := m["status"].(string)
 		n, err := strconv.Atoi(raw)
 		if !ok || err != nil {
 			t.Fatalf("int(status) fails on %v: %s", m["status"], r.Body)
 		}
-		return result["stdout"].(string) + result["stderr"].(string), n
+		return fmt.Sprint(result["stdout"]) + fmt.Sprint(result["stderr"]), n
 	}
 	// write(): base64 + shell redirect; read(): awk with line numbers.
 	content := "alpha\nbeta\n"
@@ -370,7 +397,7 @@ func langchainJSREPL(t *testing.T, c azClient) {
 	auth := "Bearer " + c.key
 	body, _ := json.Marshal(map[string]any{"properties": map[string]any{"codeInputType": "inline", "executionType": "synchronous", "code": "sum(range(10))"}})
 	r := c.ok(c.send("POST", buildURL("code/execute"), map[string]string{"Content-Type": "application/json", "Authorization": auth}, body), "_call")
-	props := jsonOf(t, r)["properties"].(map[string]any)
+	props := dig(jsonOf(t, r), "properties")
 	if out := fmt.Sprintf("Result:\n%v\n\nStdout:\n%v\n\nStderr:\n%v", props["result"], props["stdout"], props["stderr"]); out != "Result:\n45\n\nStdout:\n\n\nStderr:\n" {
 		t.Fatalf("_call output: %q", out)
 	}
@@ -380,7 +407,7 @@ func langchainJSREPL(t *testing.T, c azClient) {
 	var mp bytes.Buffer
 	fmt.Fprintf(&mp, "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"hello.py\"\r\nContent-Type: application/octet-stream\r\n\r\nprint('hi')\n\r\n--%s--\r\n", boundary, boundary)
 	r = c.ok(c.send("POST", buildURL("files/upload"), map[string]string{"Authorization": auth, "Content-Type": "multipart/form-data; boundary=" + boundary}, mp.Bytes()), "uploadFile")
-	f := jsonOf(t, r)["value"].([]any)[0].(map[string]any)["properties"].(map[string]any)
+	f := dig(jsonOf(t, r), "value", 0, "properties")
 	if f["filename"] != "hello.py" || f["size"] != 12.0 {
 		t.Fatalf("uploadFile: %s", r.Body)
 	}
@@ -388,7 +415,7 @@ func langchainJSREPL(t *testing.T, c azClient) {
 		t.Fatalf("downloadFile: %q", r.Body)
 	}
 	r = c.ok(c.send("GET", buildURL("files"), map[string]string{"authorization": auth}, nil), "listFiles")
-	if list := jsonOf(t, r)["value"].([]any); len(list) != 1 || list[0].(map[string]any)["properties"].(map[string]any)["filename"] != "hello.py" {
+	if l := list(jsonOf(t, r)["value"]); len(l) != 1 || dig(jsonOf(t, r), "value", 0, "properties")["filename"] != "hello.py" {
 		t.Fatalf("listFiles: %s", r.Body)
 	}
 }
@@ -408,12 +435,12 @@ func llamaIndexCodeInterpreter(t *testing.T, c azClient) {
 	code := "import math\nmath.factorial(5)" + "\n"
 	body := `{"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": ` + pyJSONString(code) + `}}`
 	r := c.ok(c.send("POST", buildURL("code/execute"), map[string]string{"Authorization": auth, "Content-Type": "application/json", "User-Agent": "llamaindex-azure-code-interpreter/0.0.0 (Language=Python)"}, []byte(body)), "code_interpreter")
-	if p := jsonOf(t, r)["properties"].(map[string]any); p["result"] != 120.0 {
+	if p := dig(jsonOf(t, r), "properties"); p["result"] != 120.0 {
 		t.Fatalf("code_interpreter: %s", r.Body)
 	}
 	mp, boundary := pyMultipart("/mnt/data/input.txt", []byte("42\n"))
 	r = c.ok(c.send("POST", buildURL("files/upload"), map[string]string{"Authorization": auth, "Content-Type": "multipart/form-data; boundary=" + boundary}, mp), "upload_file")
-	meta := jsonOf(t, r)["value"].([]any)[0].(map[string]any)["properties"].(map[string]any)
+	meta := dig(jsonOf(t, r), "value", 0, "properties")
 	filename, _ := meta["filename"].(string)
 	full := filename
 	if !strings.HasPrefix(filename, "/mnt/data") {
@@ -424,7 +451,7 @@ func llamaIndexCodeInterpreter(t *testing.T, c azClient) {
 	}
 	body = `{"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": ` + pyJSONString("int(open('/mnt/data/input.txt').read())\n") + `}}`
 	r = c.ok(c.send("POST", buildURL("code/execute"), map[string]string{"Authorization": auth, "Content-Type": "application/json"}, []byte(body)), "code_interpreter")
-	if p := jsonOf(t, r)["properties"].(map[string]any); p["result"] != 42.0 {
+	if p := dig(jsonOf(t, r), "properties"); p["result"] != 42.0 {
 		t.Fatalf("the upload is at /mnt/data/input.txt: %s", r.Body)
 	}
 	remote := strings.ReplaceAll("/mnt/data/input.txt", "/mnt/data/", "")
@@ -432,7 +459,7 @@ func llamaIndexCodeInterpreter(t *testing.T, c azClient) {
 		t.Fatalf("download: %q", r.Body)
 	}
 	r = c.ok(c.send("GET", buildURL("files"), map[string]string{"Authorization": auth}, nil), "list_files")
-	if list := jsonOf(t, r)["value"].([]any); len(list) != 1 || list[0].(map[string]any)["properties"].(map[string]any)["size"] != 3.0 {
+	if l := list(jsonOf(t, r)["value"]); len(l) != 1 || dig(jsonOf(t, r), "value", 0, "properties")["size"] != 3.0 {
 		t.Fatalf("list_files: %s", r.Body)
 	}
 }
@@ -462,7 +489,7 @@ func semanticKernelPython(t *testing.T, c azClient) {
 	clientHeaders["user-agent"] = ua
 	body := `{"properties":{"codeInputType":"inline","executionType":"synchronous","code":` + pyJSONString("print('sk')\n2 ** 10") + `,"timeoutInSeconds":100}}`
 	r := c.ok(c.send("POST", buildURL("code/execute/"), clientHeaders, []byte(body)), "execute_code")
-	res := jsonOf(t, r)["properties"].(map[string]any)
+	res := dig(jsonOf(t, r), "properties")
 	if out := fmt.Sprintf("Status:\n%v\nResult:\n%v\nStdout:\n%v\nStderr:\n%v", res["status"], res["result"], res["stdout"], res["stderr"]); out != "Status:\nSuccess\nResult:\n1024\nStdout:\nsk\n\nStderr:\n" {
 		t.Fatalf("execute_code: %q", out)
 	}
@@ -470,12 +497,12 @@ func semanticKernelPython(t *testing.T, c azClient) {
 	// (headers.setdefault) over its multipart body.
 	mp, _ := pyMultipart("/mnt/data/sk.txt", []byte("from sk"))
 	r = c.ok(c.send("POST", buildURL("files/upload"), clientHeaders, mp), "upload_file")
-	meta := jsonOf(t, r)["value"].([]any)[0].(map[string]any)["properties"].(map[string]any)
+	meta := dig(jsonOf(t, r), "value", 0, "properties")
 	if meta["filename"] != "sk.txt" || meta["size"] != 7.0 {
 		t.Fatalf("upload_file (from_dict filename/size): %s", r.Body)
 	}
 	r = c.ok(c.send("GET", buildURL("files"), clientHeaders, nil), "list_files")
-	if list := jsonOf(t, r)["value"].([]any); len(list) != 1 || list[0].(map[string]any)["properties"].(map[string]any)["filename"] != "sk.txt" {
+	if l := list(jsonOf(t, r)["value"]); len(l) != 1 || dig(jsonOf(t, r), "value", 0, "properties")["filename"] != "sk.txt" {
 		t.Fatalf("list_files: %s", r.Body)
 	}
 	if r := c.ok(c.send("GET", buildURL("files/content/sk.txt"), clientHeaders, nil), "download_file"); string(r.Body) != "from sk" {
@@ -684,19 +711,19 @@ func restExecutions(t *testing.T, sh, py azClient, v string) {
 		}
 	}
 	m := poll(py, `{"codeInputType":"Inline","executionType":"Asynchronous","code":"import time\ntime.sleep(1)\n6*7","timeoutInSeconds":60}`, "op-py-"+v)
-	if m["status"] != "Succeeded" || m["result"].(map[string]any)["executionResult"] != "42" {
+	if m["status"] != "Succeeded" || dig(m, "result")["executionResult"] != "42" {
 		t.Fatalf("async python result: %v", m)
 	}
 	// A shell pool's status is the exit code (what the shell clients parse).
 	m = poll(sh, `{"shellCommand":"sleep 1; echo done; exit 4","executionType":"Asynchronous"}`, "op-sh-"+v)
-	if m["status"] != "4" || m["result"].(map[string]any)["stdout"] != "done\n" {
+	if m["status"] != "4" || dig(m, "result")["stdout"] != "done\n" {
 		t.Fatalf("async shell result: %v", m)
 	}
 	// InlineBase64 code; lowercase enums are accepted too.
 	code := base64.StdEncoding.EncodeToString([]byte("echo b64"))
 	r = sh.ok(sh.send("POST", refURL(sh, "executions", id, v), refHeaders(sh, "Content-Type", "application/json"),
 		[]byte(`{"codeInputType":"InlineBase64","executionType":"synchronous","code":"`+code+`"}`)), "base64")
-	if m := jsonOf(t, r); m["status"] != "0" || m["result"].(map[string]any)["stdout"] != "b64\n" {
+	if m := jsonOf(t, r); m["status"] != "0" || dig(m, "result")["stdout"] != "b64\n" {
 		t.Fatalf("InlineBase64: %s", r.Body)
 	}
 	wantError(t, py.send("GET", refURL(py, "executions/nope", id, v), refHeaders(py), nil), 404, "ExecutionNotFound")
@@ -798,7 +825,7 @@ func restLegacy(t *testing.T, c azClient) {
 	id := "legacy-" + uuid4()
 	body := `{"$id":"1","properties":{"$id":"2","codeInputType":"Inline","executionType":"Synchronous","code":"'ok'"}}`
 	r := c.ok(c.send("POST", refURL(c, "code/execute", id, v), refHeaders(c, "Content-Type", "application/json"), []byte(body)), "code/execute")
-	if p := jsonOf(t, r)["properties"].(map[string]any); p["status"] != "Success" || p["result"] != "ok" {
+	if p := dig(jsonOf(t, r), "properties"); p["status"] != "Success" || p["result"] != "ok" {
 		t.Fatalf("legacy execute: %s", r.Body)
 	}
 	wantError(t, c.send("POST", refURL(c, "code/execute", id, v), refHeaders(c, "Content-Type", "application/json"),
@@ -809,7 +836,7 @@ func restLegacy(t *testing.T, c azClient) {
 	_, _ = fw.Write([]byte("legacy"))
 	_ = w.Close()
 	r = c.ok(c.send("POST", refURL(c, "files/upload", id, v), refHeaders(c, "Content-Type", w.FormDataContentType()), mp.Bytes()), "files/upload")
-	if p := jsonOf(t, r)["value"].([]any)[0].(map[string]any)["properties"].(map[string]any); p["filename"] != "l.txt" || p["size"] != 6.0 || p["lastModifiedTime"] == nil {
+	if p := dig(jsonOf(t, r), "value", 0, "properties"); p["filename"] != "l.txt" || p["size"] != 6.0 || p["lastModifiedTime"] == nil {
 		t.Fatalf("legacy upload: %s", r.Body)
 	}
 	r = c.ok(c.send("GET", refURL(c, "files", id, v), refHeaders(c), nil), "files")
