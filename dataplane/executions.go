@@ -17,10 +17,11 @@ import (
 	"github.com/berth-dev/berth/pool"
 )
 
-// Retention of execution records (GET …/executions/{id}).
+// Retention of execution records (GET …/executions/{id}): each holds up
+// to 2 MiB of output, so few.
 const (
-	execRetention  = 30 * time.Minute
-	maxExecRecords = 4096
+	execRetention  = 10 * time.Minute
+	maxExecRecords = 256
 )
 
 // ExecutionRequest is the body of POST …/executions (2024-10-02-preview

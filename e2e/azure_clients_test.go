@@ -847,3 +847,28 @@ func restLegacy(t *testing.T, c azClient) {
 		t.Fatalf("legacy download: %q", r.Body)
 	}
 }
+
+// TestAzureLangChainJSOnNode runs test/interop/azure-sessions-js.mjs: the
+// requests of @langchain/azure-dynamic-sessions' SessionsPythonREPLTool
+// (tools.ts at 0c94c67d) made by Node 22's own fetch and FormData, so the
+// multipart framing is undici's, not a copy of it.
+func TestAzureLangChainJSOnNode(t *testing.T) {
+	in := needInterop(t)
+	_, _, py := azurePools(t)
+	out := in.run(t, in.dir, "azure-sessions-js.mjs", py.endpoint, py.key, "js@node:"+uuid4())
+	var got struct {
+		Call, State, Download string
+		Upload                struct {
+			Filename string
+			Size     int
+		}
+		List []string
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if got.Call != "Result:\n42\n\nStdout:\njs\n\n\nStderr:\n" || got.Upload.Filename != "greeting.txt" || got.Upload.Size != 15 ||
+		got.State != "Result:\nhéllo from js\n\nStdout:\n\n\nStderr:\n" || got.Download != "héllo from js\n" || strings.Join(got.List, ",") != "greeting.txt:15" {
+		t.Fatalf("LangChain.js replay: %+v", got)
+	}
+}
