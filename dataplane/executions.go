@@ -171,12 +171,12 @@ func setOperationHeaders(w http.ResponseWriter, r *http.Request, poolName string
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	q := url.Values{"identifier": {rec.res.Identifier}}
+	q := url.Values{"identifier": {rec.key.identifier}}
 	if v := r.URL.Query().Get("api-version"); v != "" {
 		q.Set("api-version", v)
 	}
-	loc := url.URL{Scheme: scheme, Host: r.Host, Path: "/pools/" + poolName + "/executions/" + rec.res.ID, RawQuery: q.Encode()}
-	w.Header().Set("operation-id", rec.res.ID)
+	loc := url.URL{Scheme: scheme, Host: r.Host, Path: "/pools/" + poolName + "/executions/" + rec.key.id, RawQuery: q.Encode()}
+	w.Header().Set("operation-id", rec.key.id)
 	w.Header().Set("Operation-Location", loc.String())
 }
 
@@ -199,7 +199,7 @@ func (a *api) getExecution(w http.ResponseWriter, r *http.Request) error {
 
 // completed renders a finished execution.
 func completed(rec *execRecord, lang agent.Language, x *pool.Execution) Execution {
-	res := rec.res
+	res := rec.base()
 	legacy := Result(lang, x)
 	out := &ExecutionOutput{Stdout: x.Stdout, Stderr: x.Stderr, ExecutionTimeInMilliseconds: x.DurationMillis,
 		ExitCode: legacy.ExitCode, StdoutTruncated: x.StdoutTruncated, StderrTruncated: x.StderrTruncated}
@@ -222,7 +222,7 @@ func completed(rec *execRecord, lang agent.Language, x *pool.Execution) Executio
 
 // failed renders an execution that could not run.
 func failed(rec *execRecord, err error) Execution {
-	res := rec.res
+	res := rec.base()
 	e := httpapi.Classify(err)
 	res.Status = "Failed"
 	res.Error = &ErrorResponse{}
@@ -255,8 +255,9 @@ type executions struct {
 type execKey struct{ pool, identifier, id string }
 
 type execRecord struct {
-	key  execKey
-	done chan struct{}
+	key      execKey
+	execType string // "Synchronous" or "Asynchronous"
+	done     chan struct{}
 	// res is the execution; set before done closes, read-only after.
 	res      Execution
 	finished time.Time
@@ -272,8 +273,15 @@ func (r *execRecord) view() Execution {
 	case <-r.done:
 		return r.res
 	default:
-		return Execution{ID: r.key.id, Identifier: r.key.identifier, ExecutionType: r.res.ExecutionType, Status: "Running"}
+		x := r.base()
+		x.Status = "Running"
+		return x
 	}
+}
+
+// base is the execution without its outcome.
+func (r *execRecord) base() Execution {
+	return Execution{ID: r.key.id, Identifier: r.key.identifier, ExecutionType: r.execType}
 }
 
 func (e *executions) add(poolName, identifier, id string, async bool) *execRecord {
@@ -281,8 +289,7 @@ func (e *executions) add(poolName, identifier, id string, async bool) *execRecor
 	if async {
 		t = "Asynchronous"
 	}
-	rec := &execRecord{key: execKey{poolName, identifier, id}, done: make(chan struct{}),
-		res: Execution{ID: id, Identifier: identifier, ExecutionType: t}}
+	rec := &execRecord{key: execKey{poolName, identifier, id}, execType: t, done: make(chan struct{})}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.pruneLocked()
