@@ -191,7 +191,7 @@ func (u *unpacker) entry(h *tar.Header, name string, r io.Reader) error {
 	switch h.Typeflag {
 	case tar.TypeDir:
 		err = u.dir(h, name)
-	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old tars use TypeRegA
+	case tar.TypeReg: // archive/tar turns old TypeRegA entries into TypeReg
 		err = u.file(h, name, r)
 	case tar.TypeSymlink:
 		err = u.symlink(h, name)
