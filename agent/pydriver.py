@@ -108,6 +108,13 @@ class _PyplotHook(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _PyplotHook())
 
+# Debian's matplotlib reads its defaults from /etc/matplotlibrc, which a
+# sandbox on the host's /usr (with a /etc of its own) lacks: point it at
+# the copy under /usr.
+if ("MATPLOTLIBRC" not in os.environ and not os.path.exists("/etc/matplotlibrc")
+        and os.path.exists("/usr/share/matplotlib/mpl-data/matplotlibrc")):
+    os.environ["MATPLOTLIBRC"] = "/usr/share/matplotlib/mpl-data"
+
 
 def _encode(value):
     if value is None:
