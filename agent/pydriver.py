@@ -115,6 +115,27 @@ if ("MATPLOTLIBRC" not in os.environ and not os.path.exists("/etc/matplotlibrc")
         and os.path.exists("/usr/share/matplotlib/mpl-data/matplotlibrc")):
     os.environ["MATPLOTLIBRC"] = "/usr/share/matplotlib/mpl-data"
 
+# Berth's Python image ships matplotlib's font list, built with the image:
+# seed the sandbox's (writable, empty) MPLCONFIGDIR with it, so the first
+# plot does not spend seconds scanning fonts.
+# (matplotlib's cache dir: $MPLCONFIGDIR, else $XDG_CACHE_HOME/matplotlib,
+# else ~/.cache/matplotlib.)
+_MPL_SEED = "/usr/share/berth/matplotlib"
+if os.path.isdir(_MPL_SEED):
+    _mpl_dir = os.environ.get("MPLCONFIGDIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "matplotlib")
+else:
+    _mpl_dir = None
+if _mpl_dir and not os.path.exists(_mpl_dir):
+    try:
+        os.makedirs(_mpl_dir, 0o700)
+        for _name in os.listdir(_MPL_SEED):
+            with open(os.path.join(_MPL_SEED, _name), "rb") as _src, \
+                    open(os.path.join(_mpl_dir, _name), "wb") as _dst:
+                _dst.write(_src.read())
+    except OSError:
+        pass  # matplotlib builds the list itself
+
 
 def _encode(value):
     if value is None:

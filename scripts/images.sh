@@ -39,6 +39,9 @@ command -v mmdebstrap >/dev/null || die "mmdebstrap is missing: run scripts/setu
 common_env=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 LC_ALL=C.UTF-8
 	HOME=/home/user PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 XDG_CACHE_HOME=/tmp/.cache)
 python_env=(MPLBACKEND=Agg MPLCONFIGDIR=/tmp/matplotlib)
+# matplotlib's font list, built once here: the driver copies it into the
+# sandbox's MPLCONFIGDIR, so a session's first plot does not scan fonts.
+python_hooks=(--customize-hook='mkdir -p "$1/usr/share/berth/matplotlib" && chroot "$1" env MPLCONFIGDIR=/usr/share/berth/matplotlib MPLBACKEND=Agg python3 -c "import matplotlib.pyplot" && find "$1/usr/share/berth/matplotlib" -mindepth 1 ! -name "fontlist-*.json" -delete')
 python_desc="Berth's Python code interpreter: Python 3 with numpy, pandas, matplotlib, scipy, sympy, scikit-learn and more (Debian $SUITE)"
 shell_desc="Berth's shell environment: bash, coreutils, curl, git, jq, python3 (Debian $SUITE)"
 
@@ -66,9 +69,12 @@ build() { # NAME
 	# shellcheck disable=SC2064
 	trap "rm -rf '$tmp'" EXIT
 	pkgs=$(grep -v '^#' "scripts/images/$name.packages" | paste -sd, -)
+	local hooks=()
+	if [ "$name" = python ]; then hooks=("${python_hooks[@]}"); fi
 	log "image $name: mmdebstrap $SUITE ($(echo "$pkgs" | tr ',' '\n' | wc -l) packages; a few minutes the first time)"
 	# Private mount namespace: mmdebstrap's /proc and /dev mounts never show on the host.
-	TMPDIR=$tmp unshare --mount --propagation private mmdebstrap --quiet --variant=minbase --mode=root \
+	local buildlog=$CACHE/$name.build.log
+	TMPDIR=$tmp unshare --mount --propagation private mmdebstrap --variant=minbase --mode=root \
 		--include="$pkgs" \
 		--dpkgopt='path-exclude=/usr/share/man/*' \
 		--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
@@ -78,9 +84,12 @@ build() { # NAME
 		--aptopt='Acquire::Languages "none"' \
 		--customize-hook='chroot "$1" useradd --uid 1000 --user-group --create-home --shell /bin/bash user' \
 		--customize-hook='mkdir -p "$1/mnt/data" && chown 1000:1000 "$1/mnt/data" && chmod 0755 "$1/mnt/data"' \
+		"${hooks[@]}" \
 		--customize-hook='rm -rf "$1"/etc/resolv.conf "$1"/etc/hostname "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/cache/debconf/*-old "$1"/var/log/*.log "$1"/var/log/apt/* "$1"/var/cache/ldconfig/aux-cache "$1"/tmp/* "$1"/root/.cache' \
-		"$SUITE" "$tmp/rootfs.tar" "$SOURCES" ||
-		die "mmdebstrap failed for image $name (see its output above)"
+		"$SUITE" "$tmp/rootfs.tar" "$SOURCES" >"$buildlog" 2>&1 || {
+		tail -n 30 "$buildlog" >&2
+		die "mmdebstrap failed for image $name (the end of its log is above; all of it in $buildlog)"
+	}
 	local env=("${common_env[@]}") desc
 	if [ "$name" = python ]; then env+=("${python_env[@]}"); fi
 	desc=${name}_desc

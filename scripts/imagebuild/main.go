@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/berth-dev/berth/internal/imagebuild"
 )
 
@@ -56,4 +55,3 @@ func main() {
 	fmt.Printf("%s: %s, 1 layer (%d entries, %.1f MB gzip), %s\n", o.Out, r.Digest, r.Entries,
 		float64(r.LayerBytes)/1e6, time.Since(start).Round(100*time.Millisecond))
 }
-
