@@ -108,4 +108,8 @@ build() { # NAME
 	log "image $name: built in $(($(date +%s) - start)) s, $(du -sh "$out" | cut -f1) ($out)"
 }
 
+mkdir -p "$CACHE"
+# One build at a time (two setup.sh runs at once wait for each other).
+exec 9>"$CACHE/.lock"
+flock 9
 for n in "${names[@]}"; do build "$n"; done
