@@ -58,7 +58,7 @@ shell_desc="Berth's shell environment: bash, coreutils, curl, git, jq, python3 (
 key_of() { # NAME: what the cached image depends on
 	{
 		grep -v '^#' "scripts/images/$1.packages"
-		cat scripts/images.sh scripts/imagebuild/*.go internal/imagebuild/*.go
+		cat scripts/images.sh scripts/imagebuild/main.go internal/imagebuild/imagebuild.go
 		cat "$SOURCES" 2>/dev/null || echo "$SOURCES"
 		mmdebstrap --version
 	} | sha256sum | cut -c1-16
