@@ -65,7 +65,8 @@ func builtImage(t *testing.T, name string) (*v1.ConfigFile, string) {
 		t.Fatal(err)
 	}
 	unpacked[d] = rootfs // removed by TestMain
-	if err := os.Chmod(rootfs, 0o755); err != nil { // the sandbox's user must reach it
+	// The sandbox's user must reach it.
+	if err := os.Chmod(rootfs, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	blob := filepath.Join(dir, "blobs", d.Algorithm, d.Hex)
