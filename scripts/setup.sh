@@ -5,7 +5,7 @@
 #   scripts/setup.sh --test   also the test tools: staticcheck, chromium, npm packages
 #   scripts/setup.sh --bench  also Caddy, the gateway benchmark's reference proxy
 # Every mode also builds the built-in environments' images (scripts/images.sh,
-# cached in .cache/images; BERTH_SKIP_IMAGES=1 skips them).
+# cached in /var/cache/berth/images; BERTH_SKIP_IMAGES=1 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,7 +90,7 @@ log "building berth"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o "$BIN/berth" ./cmd/berth
 
 # The built-in environments (python, shell) as OCI image layouts in
-# .cache/images; cached, so this is quick once they are built.
+# /var/cache/berth/images; cached, so this is quick once they are built.
 if [ -z "${BERTH_SKIP_IMAGES:-}" ]; then
 	scripts/images.sh
 fi
