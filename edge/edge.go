@@ -38,6 +38,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/berth-dev/berth/identity"
 )
 
 // Kind is the kind of a route.
@@ -148,6 +150,14 @@ type Options struct {
 	// takes.
 	DataPlane http.Handler
 
+	// Issuer, if set, serves Berth's workload identity issuer's discovery
+	// document and JWKS (identity.DiscoveryPath, JWKSPath) on every host
+	// that is not an app's.
+	Issuer http.Handler
+	// OIDCClient, if set, fetches OIDC issuers' discovery documents and
+	// keys (one that trusts Berth's own CA, for its own issuer on HTTPS).
+	OIDCClient *http.Client
+
 	Logger *slog.Logger
 	// AccessLog gets the access line of every request (default Logger).
 	AccessLog *slog.Logger
@@ -192,6 +202,7 @@ func New(o Options) (*Edge, error) {
 	}
 	e := &Edge{o: o, log: o.Logger, access: o.AccessLog, domain: d, publicHost: ph, pools: op, stdio: appHostPolicy{domain: d}}
 	e.appAuths, _ = o.Apps.(AppAuths)
+	e.verifiers.client = o.OIDCClient
 	return e, nil
 }
 
@@ -200,6 +211,9 @@ func New(o Options) (*Edge, error) {
 // one label under the app domain or a custom domain (bound before
 // --public-url named it).
 func (e *Edge) Route(r *http.Request) Route {
+	if _, ok := CallerFrom(r.Context()); ok {
+		return internalRoute(r)
+	}
 	if host := stripPort(r.Host); e.publicHost == "" || !strings.EqualFold(host, e.publicHost) {
 		if name, label, ok := e.appHost(host); ok {
 			return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path}
@@ -308,6 +322,10 @@ func (e *Edge) serve(st *state, r *http.Request) *Error {
 		}
 		e.o.PoolMCP.ServeHTTP(st, r)
 	default:
+		if e.o.Issuer != nil && (r.URL.Path == identity.DiscoveryPath || r.URL.Path == identity.JWKSPath) {
+			e.o.Issuer.ServeHTTP(st, r)
+			return nil
+		}
 		if err := e.authDataPlane(r, st.route.Name); err != nil {
 			return err
 		}
@@ -320,6 +338,12 @@ func (e *Edge) serveApp(st *state, r *http.Request) *Error {
 	stdio, found := e.o.Apps.AppKind(st.route.Name)
 	var w http.ResponseWriter = st
 	policy := e.appCORS(st.route.Name)
+	// An internal app is, to the public listeners, one that does not
+	// exist: the gateway answers as for an unknown app.
+	hidden := e.hiddenApp(r, st.route.Name)
+	if hidden {
+		found, policy = false, nil
+	}
 	if found && stdio {
 		// A stdio server has no HTTP side to defend itself against
 		// DNS rebinding: the edge does it for it.
@@ -345,11 +369,14 @@ func (e *Edge) serveApp(st *state, r *http.Request) *Error {
 		// Added to whatever policy the app sets: browsers enforce both.
 		st.Header().Set("Content-Security-Policy", PathAppCSP)
 	}
-	if done, err := e.authApp(st, r, st.route); err != nil || done {
+	if done, err := e.authApp(st, r, st.route, hidden); err != nil || done {
 		return err
 	}
 	st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path,
 		Caller: r.Header.Get("X-Ms-Client-Principal-Id")}
+	if c, ok := CallerFrom(r.Context()); ok && st.app.Caller == "" {
+		st.app.Caller = c.String()
+	}
 	e.o.Apps.ServeApp(w, r, &st.app)
 	return nil
 }

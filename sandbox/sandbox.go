@@ -70,6 +70,15 @@ type Spec struct {
 	// one of the sandbox's own: replicas of one app share theirs, so that
 	// they can share a volume.
 	UID uint32
+	// Owner is whom the sandbox runs for (zero: nobody in particular). A
+	// sandbox with an owner is connected to the app-to-app tunnel, which
+	// tells the apps it calls who it is (see package workload).
+	Owner Owner
+}
+
+// Owner is the app (Kind "app") or pool ("pool") a sandbox runs for.
+type Owner struct {
+	Kind, Name string
 }
 
 // Mount binds a host directory into a sandbox.

@@ -37,6 +37,7 @@ import (
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/store"
+	"github.com/berth-dev/berth/workload"
 )
 
 // Options configure a server. The zero value serves ./.berth on
@@ -173,6 +174,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// App-to-app calls and workload identity, through each sandbox's agent.
+	tunnels := workload.New(workload.Options{Logger: log})
+	for name, rt := range runtimes {
+		runtimes[name] = tunnels.Runtime(rt)
+	}
 
 	st, err := store.Open(dir)
 	if err != nil {
@@ -215,6 +221,10 @@ func Run(ctx context.Context, o Options) error {
 		publicURL = "http://" + pubLn.Addr().String()
 	}
 	bodies := bodymem.New(o.BodyMemory)
+	issuer, err := newIssuer(dir, publicURL)
+	if err != nil {
+		return err
+	}
 	info := Info{PID: os.Getpid(), AdminURL: "http://" + admLn.Addr().String(), PublicURL: publicURL, Version: o.Version}
 	if httpsLn != nil {
 		info.PlainURL = "http://" + pubLn.Addr().String()
@@ -254,10 +264,12 @@ func Run(ctx context.Context, o Options) error {
 		PoolMCP:   mcpHandler,
 		DataPlane: dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies}),
 		Logger:    log, AccessLog: o.AccessLog,
+		Issuer: issuer.Handler(), OIDCClient: oidcClient(dir),
 	})
 	if err != nil {
 		return err
 	}
+	tunnels.SetFront(front, issuer)
 	srvs, lns := []*http.Server{newHTTPServer(front, o.IdleTimeout, log)}, []net.Listener{pubLn}
 	var names controlplane.Names
 	if cm != nil {

@@ -26,7 +26,7 @@ Commands:
               [--path /mcp] [--env K=V]… [--volume NAME:/PATH]… [--min 0] [--max 10]
               [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--disk 1Gi] [--cpu 1]
               [--egress disabled|enabled] [--revision-suffix S] [--probe tcp|http:/PATH|none]
-              [AUTH FLAGS]
+              [--ingress external|internal] [AUTH FLAGS]
   auth NAME --auth none|apikey|oidc [AUTH FLAGS]   (the app's, for every revision, at once)
   key create NAME KEYNAME     (prints the key, this once)
   key list NAME
@@ -299,6 +299,7 @@ func (a *apiClient) stream(ctx context.Context, path string, fn func([]byte) err
 // deployFlags are the flags of app deploy.
 type deployFlags struct {
 	command, dir, transport, path, memory, disk, egress, suffix, probe string
+	ingress                                                            string
 	port, min, max, concurrency                                        int
 	scaleDown                                                          time.Duration
 	cpu                                                                float64
@@ -324,6 +325,7 @@ func (d *deployFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.egress, "egress", "disabled", "network egress: disabled or enabled")
 	fs.StringVar(&d.suffix, "revision-suffix", "", "the new revision's name is NAME--SUFFIX")
 	fs.StringVar(&d.probe, "probe", "", "readiness probe: tcp, http:/PATH or none (default tcp; none for stdio)")
+	fs.StringVar(&d.ingress, "ingress", "", "external (the public listeners) or internal (other apps and sessions only); default: unchanged, external for a new app")
 }
 
 func (d *deployFlags) config() (app.Config, error) {
@@ -343,6 +345,7 @@ func (d *deployFlags) config() (app.Config, error) {
 		Command: d.command, Transport: d.transport, Port: d.port, Path: d.path,
 		Min: d.min, Max: d.max, Concurrency: d.concurrency, ScaleDownAfterSeconds: sd,
 		MemoryBytes: mem, DiskBytes: disk, CPU: d.cpu, Egress: d.egress, RevisionSuffix: d.suffix,
+		Ingress: d.ingress,
 	}
 	if d.dir != "" {
 		abs, err := filepath.Abs(d.dir)

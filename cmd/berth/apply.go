@@ -55,6 +55,9 @@ type manifest struct {
 	Properties struct {
 		Configuration struct {
 			Ingress struct {
+				// External is Container Apps' ingress.external: false makes
+				// the app internal (absent: unchanged).
+				External   *bool  `yaml:"external"`
 				TargetPort int    `yaml:"targetPort"`
 				Transport  string `yaml:"transport"`
 				Path       string `yaml:"path"`
@@ -278,6 +281,12 @@ func (m *manifest) config(base string) (app.Config, error) {
 	}
 	if t.Scale.MinReplicas != nil {
 		cfg.Min = *t.Scale.MinReplicas
+	}
+	if in.External != nil {
+		cfg.Ingress = app.IngressExternal
+		if !*in.External {
+			cfg.Ingress = app.IngressInternal
+		}
 	}
 	if a := m.Properties.Configuration.Auth; a != nil {
 		cfg.Auth = &app.Auth{Mode: a.Mode, Issuer: a.Issuer, Audience: a.Audience, Scopes: a.Scopes,
