@@ -326,7 +326,11 @@ func TestWorkloadIdentity(t *testing.T) {
 		{"http://127.0.0.1:42356/apps/callee/msi/token" + q, map[string]string{"X-IDENTITY-HEADER": hdr}, "404"},
 		{ep + "?resource=api://callee", map[string]string{"X-IDENTITY-HEADER": hdr}, "400"},
 	} {
-		out := mustTool(t, a, "fetch", map[string]any{"url": f.url, "headers": f.headers})
+		args := map[string]any{"url": f.url}
+		if f.headers != nil {
+			args["headers"] = f.headers
+		}
+		out := mustTool(t, a, "fetch", args)
 		status, body, _ := strings.Cut(out, " ")
 		if status != f.want {
 			t.Fatalf("GET %s %v: %s, want %s", f.url, f.headers, out, f.want)
