@@ -391,3 +391,17 @@ func TestWorkloadIdentityOverHTTPS(t *testing.T) {
 		t.Fatalf("b saw %s", out)
 	}
 }
+
+// TestAppToAppGVisor: the tunnel under gVisor (its own network stack,
+// the agent's socket through --host-uds).
+func TestAppToAppGVisor(t *testing.T) {
+	b := startBerth(t, "", "--app-runtime", "gvisor")
+	deployCall(t, b, "callee", "--auth", "oidc", "--oidc-issuer", b.info.PublicURL, "--oidc-audience", "api://callee")
+	deployCall(t, b, "caller")
+	a := connectMCP(t, b.info.PublicURL+"/apps/caller/mcp", nil)
+	tok := tokenOf(t, a, "api://callee")
+	out := mustTool(t, a, "call", map[string]any{"url": "http://callee/mcp", "bearer": tok})
+	if !strings.Contains(out, `"X-Ms-Client-Principal-Id":["app:caller"]`) {
+		t.Fatalf("callee saw %s", out)
+	}
+}
