@@ -114,6 +114,11 @@ func TestAppToAppByName(t *testing.T) {
 	if !regexp.MustCompile(`berth_app_requests_total\{app="callee",[^}]*method="tools/call",[^}]*tool="headers"`).MatchString(metrics) {
 		t.Fatalf("no metrics for b's tools/call:\n%s", grepLines(metrics, `app="callee"`))
 	}
+	// A stdio app, by name.
+	b.cli("app", "deploy", "stdio-callee", "--dir", callApp(t), "--command", "./callapp -stdio", "--transport", "stdio", "--ingress", "internal")
+	if out := mustTool(t, a, "call", map[string]any{"url": "http://stdio-callee/mcp"}); out != "{}" {
+		t.Fatalf("stdio-callee: %s", out)
+	}
 	out := mustTool(t, a, "fetch", map[string]any{"url": "http://callee/echo"})
 	if !strings.HasPrefix(out, "200 ") || !strings.Contains(out, `"host":"callee"`) {
 		t.Fatalf("a fetched http://callee/echo: %s", out)

@@ -344,9 +344,10 @@ func (e *Edge) serveApp(st *state, r *http.Request) *Error {
 	if hidden {
 		found, policy = false, nil
 	}
-	if found && stdio {
+	if _, inside := CallerFrom(r.Context()); found && stdio && !inside {
 		// A stdio server has no HTTP side to defend itself against
-		// DNS rebinding: the edge does it for it.
+		// DNS rebinding: the edge does it for it. (A call from a
+		// sandbox names the app, not a DNS name: nothing to rebind.)
 		check := e.stdio.check
 		if policy != nil {
 			check = e.stdio.checkHost // the app's policy judges the Origin

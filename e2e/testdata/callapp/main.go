@@ -11,7 +11,8 @@
 //     Authorization: Bearer bearer if set) and answers its "headers" tool's
 //     result.
 //
-// It listens on 127.0.0.1:$PORT; /echo answers with the request's headers.
+// It listens on 127.0.0.1:$PORT (/echo answers with the request's
+// headers), or serves stdio with -stdio.
 package main
 
 import (
@@ -100,6 +101,9 @@ func main() {
 	s := mcp.NewServer(&mcp.Implementation{Name: "callapp", Version: "1"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "headers", Description: "the request's headers"},
 		func(_ context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			if req.Extra == nil {
+				return text("{}"), nil, nil // stdio: no headers
+			}
 			b, _ := json.Marshal(req.Extra.Header)
 			return text(string(b)), nil, nil
 		})
@@ -135,6 +139,9 @@ func main() {
 				"http_proxy": os.Getenv("http_proxy")})
 			return text(string(b)), nil, nil
 		})
+	if len(os.Args) > 1 && os.Args[1] == "-stdio" {
+		log.Fatal(s.Run(context.Background(), &mcp.StdioTransport{}))
+	}
 	mux := http.NewServeMux()
 	// Other apps call it by name (Host "NAME"), which the go-sdk's
 	// loopback check would refuse: Berth's front door has routed it.
