@@ -258,6 +258,11 @@ func printApp(a controlplane.AppView) {
 	fmt.Fprintf(tw, "Traffic:\t%s\n", trafficString(a.Traffic))
 	fmt.Fprintf(tw, "Auth:\t%s\n", authString(a.Auth, len(a.APIKeys)))
 	fmt.Fprintf(tw, "CORS:\t%s\n", a.CORS.String())
+	if a.Ingress == app.IngressInternal {
+		fmt.Fprintf(tw, "Ingress:\tinternal (http://%s from other apps and sessions only)\n", a.Name)
+	} else {
+		fmt.Fprintf(tw, "Ingress:\texternal (also http://%s from other apps and sessions)\n", a.Name)
+	}
 	for _, r := range a.Replicas {
 		fmt.Fprintf(tw, "Replica %s:\tready=%v inFlight=%d sessions=%d\n", r.ID, r.Ready, r.InFlight, r.Sessions)
 	}
