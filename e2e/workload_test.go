@@ -168,6 +168,40 @@ func TestAppToAppByName(t *testing.T) {
 		t.Fatalf("public request posing as app a: %d", r.status)
 	}
 
+	// berth apply: ingress.external false makes an app internal; the
+	// same manifest again changes nothing; true makes it public.
+	manifest := filepath.Join(t.TempDir(), "app.yaml")
+	writeManifest := func(external bool) {
+		y := fmt.Sprintf(`name: declared
+properties:
+  configuration:
+    ingress: {external: %v, targetPort: 8080}
+  template:
+    containers:
+      - command: ["./callapp"]
+        dir: %s
+    scale: {minReplicas: 1}
+`, external, callApp(t))
+		if err := os.WriteFile(manifest, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeManifest(false)
+	b.cli("apply", "-f", manifest)
+	b.waitReplicas("declared", 1)
+	if out := mustTool(t, a, "fetch", map[string]any{"url": "http://declared/echo"}); !strings.HasPrefix(out, "200 ") {
+		t.Fatalf("http://declared from caller: %s", out)
+	}
+	if st := statusWithHost(t, b.info.PublicURL+"/apps/declared/echo", ""); st != 404 {
+		t.Fatalf("internal declared app on the public listener: %d", st)
+	}
+	if out := b.cli("apply", "-f", manifest); !strings.Contains(out, "no new revision") {
+		t.Fatalf("same manifest again:\n%s", out)
+	}
+	writeManifest(true)
+	b.cli("apply", "-f", manifest)
+	waitStatus(t, b.info.PublicURL+"/apps/declared/echo", 200)
+
 	// Made external again (the flag is the app's, kept by a deploy
 	// without it), b answers the public listener.
 	b.cli("app", "deploy", "callee", "--dir", callApp(t), "--command", "./callapp", "--min", "1", "--ingress", "external")

@@ -179,7 +179,10 @@ func runApply(ctx context.Context, args []string) error {
 		last := cur.Revisions[len(cur.Revisions)-1].Config
 		last.RevisionSuffix, want.RevisionSuffix = "", ""
 		want.Auth = nil // the app's, not the revision's: set below
-		changed = !reflect.DeepEqual(last, want)
+		// Ingress is the app's too; a change is deployed with a new revision.
+		ingress := want.Ingress
+		want.Ingress = ""
+		changed = !reflect.DeepEqual(last, want) || (ingress != "" && ingress != cmp.Or(cur.Ingress, app.IngressExternal))
 	}
 	var out controlplane.AppView
 	if changed {
