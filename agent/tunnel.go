@@ -9,8 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // The app-to-app tunnel.
@@ -60,7 +58,7 @@ var proxyEnv = []string{
 // tunnel is the agent's side: the host's current connection, if any.
 type tunnel struct {
 	mu sync.Mutex
-	cc *http2.ClientConn
+	cc *http.ClientConn
 	// direct serves proxied requests for hosts that are not app names.
 	direct http.RoundTripper
 }
@@ -71,7 +69,16 @@ func newTunnel() *tunnel {
 
 // attach makes conn, upgraded by the host, the tunnel's connection.
 func (t *tunnel) attach(conn net.Conn) error {
-	cc, err := (&http2.Transport{ReadIdleTimeout: 30 * time.Second}).NewClientConn(conn)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true) // prior knowledge: the host expects it
+	tr := &http.Transport{
+		Protocols: &p,
+		HTTP2:     &http.HTTP2Config{SendPingTimeout: 30 * time.Second},
+		DialContext: func(context.Context, string, string) (net.Conn, error) {
+			return conn, nil
+		},
+	}
+	cc, err := tr.NewClientConn(context.Background(), "http", TunnelAddr)
 	if err != nil {
 		conn.Close()
 		return err
@@ -81,7 +88,7 @@ func (t *tunnel) attach(conn net.Conn) error {
 	t.cc = cc
 	t.mu.Unlock()
 	if old != nil {
-		_ = old.Shutdown(context.Background())
+		_ = old.Close()
 	}
 	return nil
 }
@@ -91,7 +98,7 @@ func (t *tunnel) RoundTrip(r *http.Request) (*http.Response, error) {
 	t.mu.Lock()
 	cc := t.cc
 	t.mu.Unlock()
-	if cc == nil || !cc.CanTakeNewRequest() {
+	if cc == nil || cc.Err() != nil {
 		return nil, errors.New("berth: the sandbox is not connected to the platform (no app-to-app tunnel)")
 	}
 	return cc.RoundTrip(r)

@@ -32,10 +32,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/edge"
@@ -55,7 +54,6 @@ type Options struct {
 type Tunnels struct {
 	o    Options
 	ends atomic.Pointer[ends]
-	h2   *http2.Server
 }
 
 // ends are where tunnelled requests go.
@@ -69,7 +67,7 @@ func New(o Options) *Tunnels {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Tunnels{o: o, h2: &http2.Server{MaxConcurrentStreams: 256, IdleTimeout: 0}}
+	return &Tunnels{o: o}
 }
 
 // SetFront sets the handler app calls go to (the edge) and the issuer of
@@ -119,10 +117,7 @@ func (t *Tunnels) serve(sb sandbox.Sandbox, conn net.Conn, h http.Handler, heade
 		cancel()
 	}()
 	for {
-		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		t.h2.ServeConn(conn, &http2.ServeConnOpts{Context: ctx, Handler: h})
-		stop()
-		conn.Close()
+		serveConn(ctx, conn, h)
 		select {
 		case <-ctx.Done():
 			return
@@ -131,17 +126,68 @@ func (t *Tunnels) serve(sb sandbox.Sandbox, conn net.Conn, h http.Handler, heade
 		var err error
 		if conn, err = sb.Agent().Tunnel(ctx, header); err != nil {
 			t.o.Logger.Debug("reopen a sandbox's tunnel", "sandbox", sb.ID(), "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(5 * time.Second):
-			}
-			if conn, err = sb.Agent().Tunnel(ctx, header); err != nil {
-				return
-			}
+			return
 		}
 	}
 }
+
+// serveConn serves HTTP/2 (prior knowledge: the agent is the client) on
+// conn until it closes or ctx is done.
+func serveConn(ctx context.Context, conn net.Conn, h http.Handler) {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	closed := make(chan struct{})
+	var once sync.Once
+	srv := &http.Server{
+		Handler: h, Protocols: &p, // no idle timeout: the tunnel lives with its sandbox
+		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: 256},
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateClosed || s == http.StateHijacked {
+				once.Do(func() { close(closed) })
+			}
+		},
+	}
+	ln := &oneConn{conn: conn, done: make(chan struct{})}
+	go func() { _ = srv.Serve(ln) }()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+	}
+	_ = srv.Close()
+}
+
+// oneConn is a listener that accepts conn, then nothing until closed.
+type oneConn struct {
+	mu   sync.Mutex
+	conn net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *oneConn) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	c := l.conn
+	l.conn = nil
+	l.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	<-l.done
+	return nil, net.ErrClosed
+}
+
+func (l *oneConn) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *oneConn) Addr() net.Addr { return tunnelAddr{} }
+
+type tunnelAddr struct{}
+
+func (tunnelAddr) Network() string { return "tunnel" }
+func (tunnelAddr) String() string  { return "tunnel" }
 
 // handler serves one sandbox's tunnel; c is who it runs for.
 func (t *Tunnels) handler(c edge.Caller, header string) http.Handler {
