@@ -202,8 +202,13 @@ properties:
 	b.cli("apply", "-f", manifest)
 	waitStatus(t, b.info.PublicURL+"/apps/declared/echo", 200)
 
-	// Made external again (the flag is the app's, kept by a deploy
-	// without it), b answers the public listener.
+	// A deploy without --ingress keeps the app internal.
+	b.cli("app", "deploy", "callee", "--dir", callApp(t), "--command", "./callapp", "--min", "1", "--revision-suffix", "again")
+	if st := statusWithHost(t, b.info.PublicURL+"/apps/callee/echo", ""); st != 404 {
+		t.Fatalf("callee after a deploy without --ingress: %d", st)
+	}
+
+	// Made external again, b answers the public listener.
 	b.cli("app", "deploy", "callee", "--dir", callApp(t), "--command", "./callapp", "--min", "1", "--ingress", "external")
 	waitStatus(t, b.info.PublicURL+"/apps/callee/echo", 200)
 }
