@@ -54,7 +54,24 @@ type Options struct {
 type Tunnels struct {
 	o    Options
 	ends atomic.Pointer[ends]
+	// tokens remembers recent tokens by subject and audience: a sandbox
+	// that asks in a loop costs the host a map lookup, not a signature.
+	tokensMu sync.Mutex
+	tokens   map[string]issued
 }
+
+// issued is a token handed out, with its expiry and when it was signed.
+type issued struct {
+	tok       string
+	exp, when time.Time
+}
+
+// Token reuse: a token is handed out again for tokenReuse after it was
+// signed (it stays valid far longer); at most maxTokens are remembered.
+const (
+	tokenReuse = 5 * time.Minute
+	maxTokens  = 10_000
+)
 
 // ends are where tunnelled requests go.
 type ends struct {
@@ -207,6 +224,30 @@ func (t *Tunnels) handler(c edge.Caller, header string) http.Handler {
 	})
 }
 
+// token signs a token for sub and aud, or hands out the one signed for
+// them less than tokenReuse ago.
+func (t *Tunnels) token(iss *identity.Issuer, sub, aud string) (string, time.Time, error) {
+	key := sub + "\x00" + aud
+	now := time.Now()
+	t.tokensMu.Lock()
+	it, ok := t.tokens[key]
+	t.tokensMu.Unlock()
+	if ok && now.Sub(it.when) < tokenReuse {
+		return it.tok, it.exp, nil
+	}
+	tok, exp, err := iss.Token(sub, aud)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	t.tokensMu.Lock()
+	if t.tokens == nil || len(t.tokens) >= maxTokens {
+		t.tokens = map[string]issued{}
+	}
+	t.tokens[key] = issued{tok: tok, exp: exp, when: now}
+	t.tokensMu.Unlock()
+	return tok, exp, nil
+}
+
 // tokenResponse is the identity endpoint's answer (Container Apps').
 type tokenResponse struct {
 	AccessToken string `json:"access_token"`
@@ -255,7 +296,7 @@ func (t *Tunnels) serveIdentity(w http.ResponseWriter, r *http.Request, c edge.C
 		return
 	}
 	sub := c.String()
-	tok, exp, err := t.ends.Load().issuer.Token(sub, res)
+	tok, exp, err := t.token(t.ends.Load().issuer, sub, res)
 	if err != nil {
 		t.o.Logger.Error("sign a workload token", "caller", sub, "err", err)
 		fail(http.StatusInternalServerError, "the token could not be signed")
