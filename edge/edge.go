@@ -5,7 +5,9 @@
 //     (server/https.go, with certificates from edge/certs); the plain
 //     listener then redirects app and pool requests to it
 //     (RedirectToHTTPS, only to names it serves);
-//   - host routing: an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN), by
+//   - host routing: for a call from a sandbox (marked with a Caller by the
+//     server that serves its tunnel, see internal.go), the app its Host
+//     names; otherwise an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN), by
 //     custom domain (Hosts: one map lookup) or by path (/apps/NAME/…), a
 //     pool's MCP endpoint (/pools/{pool}/mcp), and the data plane (every
 //     other path);
