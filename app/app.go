@@ -40,6 +40,9 @@ type Options struct {
 	// Capacity, if set, is what the host admits (see sandbox/admit): a
 	// deploy whose replicas could never run on it is refused.
 	Capacity Capacity
+	// Sources, if set, holds uploaded archives that revisions name;
+	// without it a deploy that names one is refused.
+	Sources Sources
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -58,6 +61,10 @@ type Manager struct {
 	dir     string
 	log     *slog.Logger
 	cap     Capacity
+	sources Sources
+	// gcMu orders collections of sources; lastGC is when the last began.
+	gcMu   sync.Mutex
+	lastGC time.Time
 
 	mu   sync.Mutex
 	apps map[string]*App
@@ -96,7 +103,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	stored, err := o.Store.ListApps(ctx)
 	if err != nil {
 		return nil, err
@@ -111,6 +118,8 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 		m.checkCapacity(d)
 	}
 	m.removeStale()
+	m.migrateDirs(ctx)
+	m.collectSources()
 	for _, a := range m.apps {
 		a.reconcile()
 	}
@@ -324,6 +333,7 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		m.hosts.remove(name, h.Host)
 	}
 	a.stopAll()
+	defer m.collectSources()
 	return os.RemoveAll(trash)
 }
 
@@ -385,6 +395,12 @@ func (m *Manager) janitor() {
 			}
 			a.mu.Unlock()
 			a.reconcile()
+		}
+		m.gcMu.Lock()
+		due := time.Since(m.lastGC) > sourceGCInterval
+		m.gcMu.Unlock()
+		if due {
+			m.collectSources()
 		}
 	}
 }

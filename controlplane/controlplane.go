@@ -13,6 +13,14 @@
 //	GET    /v1/apps/{name}/hostnames
 //	PUT    /v1/apps/{name}/hostnames/{host}   ({"label": L}; 409 if another app has it)
 //	DELETE /v1/apps/{name}/hostnames/{host}
+//	POST   /v1/sources[?digest=sha256:…]   (a gzipped tar: an app's files)
+//	GET    /v1/sources/{digest}
+//	GET    /v1/images
+//	POST   /v1/images/pull                    ({"ref": R}; NDJSON progress, then the image)
+//	POST   /v1/images/prune
+//	GET    /v1/registries
+//	PUT    /v1/registries/{host}              ({"username": U, "password": P})
+//	DELETE /v1/registries/{host}
 package controlplane
 
 import (
@@ -25,8 +33,10 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
+	"github.com/berth-dev/berth/source"
 )
 
 // Options configure the handler.
@@ -42,9 +52,17 @@ type Options struct {
 	PublicURL string
 	// Names, if set, is told the names each app is served under (the
 	// HTTPS front door binds their certificates).
-	Names   Names
-	Version string
-	Logger  *slog.Logger
+	Names Names
+	// Sources, if set, adds the /v1/sources API (uploads of apps' files).
+	Sources *source.Store
+	// Images, if set, adds the /v1/images API; Registries the
+	// /v1/registries one.
+	Images     *image.Store
+	Registries Registries
+	// ImageInUse tells prune which images to keep (nil: none).
+	ImageInUse func(digest string) bool
+	Version    string
+	Logger     *slog.Logger
 }
 
 // Handler returns the admin API.
@@ -69,6 +87,8 @@ func Handler(o Options) http.Handler {
 	handle("POST /v1/pools/{name}/rotate-key", c.rotate)
 	c.appRoutes(handle)
 	c.hostnameRoutes(handle)
+	c.sourceRoutes(handle)
+	c.imageRoutes(handle)
 	// Go's profiler, for operators chasing a slow server (token required).
 	for _, p := range []struct {
 		pattern string
