@@ -36,7 +36,8 @@ import (
 // sandbox's own network rights, so plain-HTTP egress works as before.
 // HTTPS goes direct (no https_proxy). Requests that name the listener
 // itself (origin-form, as the identity endpoint's are) go to the host's
-// identity endpoint.
+// identity endpoint, unless their Host names an app (for clients that
+// ignore http_proxy: curl -H 'Host: NAME' http://127.0.0.1:42356/…).
 
 // TunnelAddr is the agent's loopback listener inside every sandbox.
 // 42356 is the port of Container Apps' identity endpoint.
@@ -123,12 +124,15 @@ func (t *tunnel) handler() http.Handler {
 	toHost := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
-			if !pr.In.URL.IsAbs() {
-				// Addressed to the listener itself: the identity endpoint.
+			switch {
+			case pr.In.URL.IsAbs(): // through the proxy
+				pr.Out.Host = pr.In.URL.Host
+			case appHost(pr.In.Host): // sent here with Host: NAME
+				pr.Out.URL.Host = TunnelAddr
+				pr.Out.Host = pr.In.Host
+			default: // addressed to the listener: the identity endpoint
 				pr.Out.URL.Host = TunnelAddr
 				pr.Out.Host = TunnelAddr
-			} else {
-				pr.Out.Host = pr.In.URL.Host
 			}
 		},
 		Transport:     t,

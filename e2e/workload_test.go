@@ -138,6 +138,11 @@ func TestAppToAppByName(t *testing.T) {
 	if strings.Count(r.Stdout, `"host":"callee`) != 2 || strings.Count(r.Stdout, " 200") != 2 {
 		t.Fatalf("curl from a session: %+v", r)
 	}
+	// A client that ignores http_proxy names the app in Host.
+	r = b.execute("default", key, "names-curl", `curl -s --noproxy '*' -w ' %{http_code}' -H 'Host: callee' http://127.0.0.1:42356/echo`)
+	if !strings.Contains(r.Stdout, `"host":"callee"`) || !strings.HasSuffix(r.Stdout, " 200") {
+		t.Fatalf("curl with Host: callee: %+v", r)
+	}
 	r = b.execute("default", key, "names-py", `python3 -c 'import urllib.request as u; print(u.urlopen("http://callee/echo").status)'`)
 	if strings.TrimSpace(r.Stdout) != "200" {
 		t.Fatalf("python from a session: %+v", r)
@@ -362,7 +367,9 @@ func TestWorkloadIdentity(t *testing.T) {
 		headers map[string]string
 		want    string
 	}{
-		{ep + q, map[string]string{"X-IDENTITY-HEADER": hdr, "X-Ms-Client-Principal-Id": "app:callee", "X-Berth-Caller": "app:callee", "Host": "callee"}, "200"},
+		{ep + q, map[string]string{"X-IDENTITY-HEADER": hdr, "X-Ms-Client-Principal-Id": "app:callee", "X-Berth-Caller": "app:callee"}, "200"},
+		// Host: callee sends it to callee itself (which wants a token).
+		{ep + q, map[string]string{"X-IDENTITY-HEADER": hdr, "Host": "callee"}, "401"},
 		{ep + q + "&sub=app:callee&subject=app:callee", map[string]string{"X-IDENTITY-HEADER": hdr}, "200"},
 		{ep + q + "&client_id=app:callee", map[string]string{"X-IDENTITY-HEADER": hdr}, "400"},
 		{ep + q, map[string]string{"X-IDENTITY-HEADER": "wrong"}, "401"},
