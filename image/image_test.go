@@ -430,3 +430,27 @@ func TestProgress(t *testing.T) {
 	}
 	_ = io.EOF
 }
+
+func TestLoadCorruptBlobFails(t *testing.T) {
+	dir := t.TempDir()
+	l := imagetest.Layer(t, imagetest.File("data", strings.Repeat("z", 50_000)))
+	imagetest.WriteLayout(t, filepath.Join(dir, "layout"), imagetest.Image(t, v1.Config{}, l))
+	d, _ := l.Digest()
+	blob := filepath.Join(dir, "layout/blobs/sha256", d.Hex)
+	b, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(blob, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, filepath.Join(dir, "images"), image.Options{})
+	_, err = s.Load(context.Background(), filepath.Join(dir, "layout"), "berth.local/bad:1")
+	if err == nil || !strings.Contains(err.Error(), "does not match its digest") {
+		t.Fatalf("a corrupted layout blob: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir(), "blobs/sha256", d.Hex)); !os.IsNotExist(err) {
+		t.Fatalf("the corrupted blob was stored: %v", err)
+	}
+}
