@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,8 @@ type executor struct {
 	procs     *procs
 	workspace string
 	private   string // the agent's own directory for scripts and the driver
-	env       []string
+	envMu     sync.Mutex
+	env       []string // under envMu: addEnv may add to it
 	maxProcs  int
 
 	mu     sync.Mutex // serializes shell and Python executions
@@ -46,7 +48,7 @@ type executor struct {
 }
 
 func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
-	return &executor{
+	x := &executor{
 		procs:     p,
 		workspace: workspace,
 		private:   private,
@@ -66,6 +68,22 @@ func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
 			"BERTH_MAX_FIGURES_TOTAL_BYTES=" + strconv.Itoa(MaxImageBytes),
 		},
 	}
+	x.env = append(x.env, proxyEnv...)
+	return x
+}
+
+// environ is the environment of what the agent starts.
+func (x *executor) environ() []string {
+	x.envMu.Lock()
+	defer x.envMu.Unlock()
+	return slices.Clone(x.env)
+}
+
+// addEnv adds to the environment of what the agent starts from now on.
+func (x *executor) addEnv(kv ...string) {
+	x.envMu.Lock()
+	defer x.envMu.Unlock()
+	x.env = append(x.env, kv...)
 }
 
 func (x *executor) run(ctx context.Context, req ExecRequest, send func(Event)) Result {
@@ -121,7 +139,7 @@ func (x *executor) runCommand(ctx context.Context, req ExecRequest, k *sink) Res
 		return Result{Status: StatusFailure, ExitCode: -1, Error: "argv is empty"}
 	}
 	cmd := x.limitedCommand(req.Argv)
-	cmd.Dir, cmd.Env = x.workspace, x.env
+	cmd.Dir, cmd.Env = x.workspace, x.environ()
 	cmd.Stdin = strings.NewReader(req.Stdin)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, errs, err := x.startPiped(cmd)
@@ -339,7 +357,7 @@ func (x *executor) interpreter(lang Language) (it *interp, reset bool, err error
 		cmd.ExtraFiles = []*os.File{r}
 		input = w
 	}
-	cmd.Dir, cmd.Env = x.workspace, x.env
+	cmd.Dir, cmd.Env = x.workspace, x.environ()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, errs, err := x.startPiped(cmd)
 	if err != nil {

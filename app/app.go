@@ -158,6 +158,8 @@ type App struct {
 
 	// cors is the compiled CORS policy of doc (nil: none).
 	cors atomic.Pointer[cors.Policy]
+	// internal is set when the doc's ingress is internal.
+	internal atomic.Bool
 
 	mu       sync.Mutex
 	doc      Doc
@@ -200,6 +202,7 @@ func (m *Manager) newApp(d Doc) *App {
 		reserved: map[string]bool{}, logSubs: map[chan LogEntry]struct{}{},
 	}
 	a.cors.Store(cors.CompileStored(d.CORS, m.log))
+	a.internal.Store(d.Ingress == IngressInternal)
 	return a
 }
 

@@ -61,6 +61,9 @@ type Config struct {
 	// CORS is the app's CORS policy; the app's is its latest deploy's
 	// (ingress is app-wide, as in Container Apps), nil for none.
 	CORS *cors.Spec `json:"corsPolicy,omitempty"`
+	// Ingress, if set (external or internal), replaces the app's ingress
+	// with the deploy (it is the app's, as Auth is).
+	Ingress string `json:"ingress,omitempty"`
 
 	// SecretEnv sets environment variables (the keys) to the values of
 	// the app's secrets (the values: secret names; see secrets.go).
@@ -208,6 +211,9 @@ func (c *Config) Normalize() error {
 	if c.RevisionSuffix != "" && !suffixRE().MatchString(c.RevisionSuffix) {
 		return invalid("%q is not a valid revision suffix (lowercase letters, digits, dashes)", c.RevisionSuffix)
 	}
+	if c.Ingress != "" && c.Ingress != IngressExternal && c.Ingress != IngressInternal {
+		return invalid("ingress must be external or internal, not %q", c.Ingress)
+	}
 	if err := c.CORS.Normalize(); err != nil {
 		return invalid("%s", err.Error())
 	}
@@ -290,6 +296,9 @@ type Doc struct {
 	CreatedAt time.Time `json:"createdAt"`
 	// Auth is how callers authenticate (nil: none), for every revision.
 	Auth *Auth `json:"auth,omitempty"`
+	// Ingress is external ("": the default) or internal (reachable only
+	// from other apps and sessions).
+	Ingress string `json:"ingress,omitempty"`
 	// APIKeys are the app's keys (hashed), used when Auth.Mode is apikey.
 	APIKeys []APIKey `json:"apiKeys,omitempty"`
 }

@@ -43,6 +43,7 @@ func TestConfigNormalize(t *testing.T) {
 		{"port", func(c *Config) { c.Port = 70000 }, "port must be 1-65535", nil},
 		{"path", func(c *Config) { c.Path = "mcp" }, "path must start with /", nil},
 		{"env name", func(c *Config) { c.Env = map[string]string{"A-B": "1"} }, "not a valid environment variable name", nil},
+		{"ingress", func(c *Config) { c.Ingress = "public" }, "ingress must be external or internal", nil},
 		{"volume name", func(c *Config) { c.Volumes = []Volume{{Name: "Data", Path: "/data"}} }, "not a valid volume name", nil},
 		{"volume over /app", func(c *Config) { c.Volumes = []Volume{{Name: "data", Path: "/app"}} }, "not a usable mount path", nil},
 		{"volume climbing out", func(c *Config) { c.Volumes = []Volume{{Name: "data", Path: "/data/../usr"}} }, "not a usable mount path", nil},

@@ -35,8 +35,8 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 	if err := cfg.Normalize(); err != nil {
 		return Doc{}, Revision{}, err
 	}
-	auth := cfg.Auth
-	cfg.Auth = nil
+	auth, ingress := cfg.Auth, cfg.Ingress
+	cfg.Auth, cfg.Ingress = nil, ""
 	if auth != nil {
 		if err := auth.Normalize(); err != nil {
 			return Doc{}, Revision{}, err
@@ -72,6 +72,9 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 		d.Revisions = append(d.Revisions, rev)
 		if auth != nil {
 			d.Auth = auth
+		}
+		if ingress != "" {
+			d.Ingress = ingress
 		}
 		d.CORS = rev.Config.CORS
 		if d.Latest || len(d.Traffic) == 0 {
@@ -175,6 +178,7 @@ func (a *App) update(ctx context.Context, fn func(*Doc) error) (Doc, error) {
 	a.doc = d
 	a.mu.Unlock()
 	a.cors.Store(cors.CompileStored(d.CORS, a.m.log))
+	a.internal.Store(d.Ingress == IngressInternal)
 	return a.Doc(), nil
 }
 

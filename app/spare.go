@@ -36,6 +36,7 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 		Egress: cfg.Egress == "enabled",
 		Mounts: mounts,
 		UID:    r.app.uid,
+		Owner:  sandbox.Owner{Kind: "app", Name: r.app.name},
 	})
 	return box{id: id, sb: sb}, err
 }

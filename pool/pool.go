@@ -261,6 +261,7 @@ func (p *Pool) startSandbox(ctx context.Context, sh shape) (sandbox.Sandbox, err
 		ID:     p.Name() + "-" + hex.EncodeToString(b),
 		Limits: sh.Limits,
 		Egress: sh.Egress,
+		Owner:  sandbox.Owner{Kind: "pool", Name: p.Name()},
 	})
 	if err != nil {
 		return nil, err

@@ -76,6 +76,15 @@ type Spec struct {
 	// unpacked root instead of the host's /usr. Without it the sandbox runs
 	// on the host's read-only /usr and a curated /etc.
 	Root *Root
+	// Owner is whom the sandbox runs for (zero: nobody in particular). A
+	// sandbox with an owner is connected to the app-to-app tunnel, which
+	// tells the apps it calls who it is (see package workload).
+	Owner Owner
+}
+
+// Owner is the app (Kind "app") or pool ("pool") a sandbox runs for.
+type Owner struct {
+	Kind, Name string
 }
 
 // ImageIDShift is what Berth's image store adds to every uid and gid of an

@@ -39,6 +39,7 @@ import (
 	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/source"
 	"github.com/berth-dev/berth/store"
+	"github.com/berth-dev/berth/workload"
 )
 
 // Options configure a server. The zero value serves ./.berth on
@@ -181,6 +182,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// App-to-app calls and workload identity, through each sandbox's agent.
+	tunnels := workload.New(workload.Options{Logger: log})
+	for name, rt := range runtimes {
+		runtimes[name] = tunnels.Runtime(rt)
+	}
 
 	st, err := store.Open(dir)
 	if err != nil {
@@ -228,6 +234,10 @@ func Run(ctx context.Context, o Options) error {
 		publicURL = "http://" + pubLn.Addr().String()
 	}
 	bodies := bodymem.New(o.BodyMemory)
+	issuer, err := newIssuer(dir, publicURL)
+	if err != nil {
+		return err
+	}
 	info := Info{PID: os.Getpid(), AdminURL: "http://" + admLn.Addr().String(), PublicURL: publicURL, Version: o.Version}
 	if httpsLn != nil {
 		info.PlainURL = "http://" + pubLn.Addr().String()
@@ -271,10 +281,12 @@ func Run(ctx context.Context, o Options) error {
 		PoolMCP:   mcpHandler,
 		DataPlane: dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies, Context: ctx}),
 		Logger:    log, AccessLog: o.AccessLog,
+		Issuer: issuer.Handler(), OIDCClient: oidcClient(dir),
 	})
 	if err != nil {
 		return err
 	}
+	tunnels.SetFront(front, issuer)
 	srvs, lns := []*http.Server{newHTTPServer(front, o.IdleTimeout, log)}, []net.Listener{pubLn}
 	var names controlplane.Names
 	if cm != nil {

@@ -25,7 +25,7 @@ Commands:
               [--path /mcp] [--env K=V]… [--volume NAME:/PATH]… [--min 0] [--max 10]
               [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--disk 1Gi] [--cpu 1]
               [--egress disabled|enabled] [--revision-suffix S] [--probe tcp|http:/PATH|none]
-              [AUTH FLAGS] [--env KEY=secretref:SECRET]… [--secret-volume /mnt/secrets]
+              [--ingress external|internal] [AUTH FLAGS] [--env KEY=secretref:SECRET]… [--secret-volume /mnt/secrets]
   auth NAME --auth none|apikey|oidc [AUTH FLAGS]   (the app's, for every revision, at once)
   key create NAME KEYNAME     (prints the key, this once)
   key list NAME
@@ -267,6 +267,11 @@ func printApp(a controlplane.AppView) {
 	fmt.Fprintf(tw, "Traffic:\t%s\n", trafficString(a.Traffic))
 	fmt.Fprintf(tw, "Auth:\t%s\n", authString(a.Auth, len(a.APIKeys)))
 	fmt.Fprintf(tw, "CORS:\t%s\n", a.CORS.String())
+	if a.Ingress == app.IngressInternal {
+		fmt.Fprintf(tw, "Ingress:\tinternal (http://%s from other apps and sessions only)\n", a.Name)
+	} else {
+		fmt.Fprintf(tw, "Ingress:\texternal (also http://%s from other apps and sessions)\n", a.Name)
+	}
 	for _, r := range a.Replicas {
 		fmt.Fprintf(tw, "Replica %s:\tready=%v inFlight=%d sessions=%d\n", r.ID, r.Ready, r.InFlight, r.Sessions)
 	}
@@ -308,6 +313,7 @@ func (a *apiClient) stream(ctx context.Context, path string, fn func([]byte) err
 // deployFlags are the flags of app deploy.
 type deployFlags struct {
 	command, dir, transport, path, memory, disk, egress, suffix, probe string
+	ingress                                                            string
 	port, min, max, concurrency                                        int
 	scaleDown                                                          time.Duration
 	cpu                                                                float64
@@ -335,6 +341,7 @@ func (d *deployFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.egress, "egress", "disabled", "network egress: disabled or enabled")
 	fs.StringVar(&d.suffix, "revision-suffix", "", "the new revision's name is NAME--SUFFIX")
 	fs.StringVar(&d.probe, "probe", "", "readiness probe: tcp, http:/PATH or none (default tcp; none for stdio)")
+	fs.StringVar(&d.ingress, "ingress", "", "external (the public listeners) or internal (other apps and sessions only); default: unchanged, external for a new app")
 }
 
 func (d *deployFlags) config() (app.Config, error) {
@@ -354,6 +361,7 @@ func (d *deployFlags) config() (app.Config, error) {
 		Command: d.command, Transport: d.transport, Port: d.port, Path: d.path,
 		Min: d.min, Max: d.max, Concurrency: d.concurrency, ScaleDownAfterSeconds: sd,
 		MemoryBytes: mem, DiskBytes: disk, CPU: d.cpu, Egress: d.egress, RevisionSuffix: d.suffix,
+		Ingress: d.ingress,
 	}
 	for _, kv := range d.env {
 		k, v, ok := strings.Cut(kv, "=")

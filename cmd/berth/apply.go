@@ -55,6 +55,9 @@ type manifest struct {
 	Properties struct {
 		Configuration struct {
 			Ingress struct {
+				// External is Container Apps' ingress.external: false makes
+				// the app internal (absent: unchanged).
+				External   *bool  `yaml:"external"`
 				TargetPort int    `yaml:"targetPort"`
 				Transport  string `yaml:"transport"`
 				Path       string `yaml:"path"`
@@ -190,7 +193,10 @@ func runApply(ctx context.Context, args []string) error {
 		last := cur.Revisions[len(cur.Revisions)-1].Config
 		last.RevisionSuffix, want.RevisionSuffix = "", ""
 		want.Auth = nil // the app's, not the revision's: set below
-		changed = !reflect.DeepEqual(last, want)
+		// Ingress is the app's too; a change is deployed with a new revision.
+		ingress := want.Ingress
+		want.Ingress = ""
+		changed = !reflect.DeepEqual(last, want) || (ingress != "" && ingress != cmp.Or(cur.Ingress, app.IngressExternal))
 	}
 	var out controlplane.AppView
 	if changed {
@@ -297,6 +303,12 @@ func (m *manifest) config(base string) (app.Config, error) {
 	}
 	if t.Scale.MinReplicas != nil {
 		cfg.Min = *t.Scale.MinReplicas
+	}
+	if in.External != nil {
+		cfg.Ingress = app.IngressExternal
+		if !*in.External {
+			cfg.Ingress = app.IngressInternal
+		}
 	}
 	if a := m.Properties.Configuration.Auth; a != nil {
 		cfg.Auth = &app.Auth{Mode: a.Mode, Issuer: a.Issuer, Audience: a.Audience, Scopes: a.Scopes,
