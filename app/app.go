@@ -13,12 +13,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )
@@ -40,6 +42,9 @@ type Options struct {
 	// Capacity, if set, is what the host admits (see sandbox/admit): a
 	// deploy whose replicas could never run on it is refused.
 	Capacity Capacity
+	// Events, if set, records the apps' lifecycle (the system lines of
+	// their logs: revision created, replica ready, failed, scaled down).
+	Events *events.Ring
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -58,6 +63,7 @@ type Manager struct {
 	dir     string
 	log     *slog.Logger
 	cap     Capacity
+	events  *events.Ring
 
 	mu   sync.Mutex
 	apps map[string]*App
@@ -96,7 +102,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, events: o.Events, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	stored, err := o.Store.ListApps(ctx)
 	if err != nil {
 		return nil, err
@@ -525,7 +531,22 @@ func (a *App) log(rev, replica string, l agent.LogLine) {
 }
 
 func (a *App) logf(rev, replica, format string, args ...any) {
-	a.appendLog(LogEntry{Time: time.Now().UTC(), Revision: rev, Replica: replica, Stream: "system", Line: fmt.Sprintf(format, args...)})
+	e := LogEntry{Time: time.Now().UTC(), Revision: rev, Replica: replica, Stream: "system", Line: fmt.Sprintf(format, args...)}
+	a.appendLog(e)
+	a.m.events.Add(events.Event{Time: e.Time, Kind: eventKind(e.Line), App: a.name, Revision: rev, Replica: replica, Message: e.Line})
+}
+
+// eventKind names the kind of event a system log line is.
+func eventKind(line string) string {
+	for _, k := range []struct{ prefix, kind string }{
+		{"revision created", "deploy"}, {"replica failed", "crash"}, {"replica ready", "ready"},
+		{"replica stopping (scaled down)", "scale-down"}, {"revision deactivated", "deactivated"},
+	} {
+		if strings.HasPrefix(line, k.prefix) {
+			return k.kind
+		}
+	}
+	return "app"
 }
 
 func (a *App) appendLog(e LogEntry) {

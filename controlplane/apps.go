@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/httpapi"
 )
 
@@ -170,6 +172,7 @@ func (c *ctl) traffic(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return appError(err)
 	}
+	c.event(events.Event{Kind: "traffic", App: d.Name, Message: "traffic set to " + trafficText(d.Traffic)})
 	if c.o.Names != nil {
 		c.o.Names.AppChanged(r.Context(), d)
 	}
@@ -189,6 +192,7 @@ func (c *ctl) deleteApp(w http.ResponseWriter, r *http.Request) error {
 	if err := m.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return appError(err)
 	}
+	c.event(events.Event{Kind: "app-deleted", App: r.PathValue("name"), Message: "app deleted"})
 	if c.o.Names != nil {
 		c.o.Names.AppDeleted(r.PathValue("name"))
 	}
@@ -211,4 +215,12 @@ func (c *ctl) appLogs(w http.ResponseWriter, r *http.Request) error {
 		_ = rc.Flush()
 		return nil
 	})
+}
+
+func trafficText(t []app.TrafficTarget) string {
+	parts := make([]string, 0, len(t))
+	for _, x := range t {
+		parts = append(parts, x.Revision+"="+strconv.Itoa(x.Percent)+"%")
+	}
+	return strings.Join(parts, ", ")
 }

@@ -13,6 +13,7 @@
 //	GET    /v1/apps/{name}/hostnames
 //	PUT    /v1/apps/{name}/hostnames/{host}   ({"label": L}; 409 if another app has it)
 //	DELETE /v1/apps/{name}/hostnames/{host}
+//	GET    /v1/events, /v1/metrics/apps, /v1/pools/{name}/sessions (see observe.go)
 package controlplane
 
 import (
@@ -23,8 +24,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 )
@@ -45,6 +49,12 @@ type Options struct {
 	Names   Names
 	Version string
 	Logger  *slog.Logger
+	// Events, if set, is the ring GET /v1/events reads; the API adds what
+	// it changes (traffic, key rotations, pools) to it.
+	Events *events.Ring
+	// Metrics, if set, is the registry the gateway counts requests in,
+	// for GET /v1/metrics/apps.
+	Metrics prometheus.Gatherer
 }
 
 // Handler returns the admin API.
@@ -52,7 +62,7 @@ func Handler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	c := &ctl{o: o}
+	c := &ctl{o: o, sampler: &sampler{started: time.Now()}}
 	mux := http.NewServeMux()
 	handle := func(pattern string, h httpapi.HandlerFunc) {
 		mux.Handle(pattern, httpapi.Handle(o.Logger, c.auth(h)))
@@ -69,6 +79,7 @@ func Handler(o Options) http.Handler {
 	handle("POST /v1/pools/{name}/rotate-key", c.rotate)
 	c.appRoutes(handle)
 	c.hostnameRoutes(handle)
+	c.observeRoutes(handle)
 	// Go's profiler, for operators chasing a slow server (token required).
 	for _, p := range []struct {
 		pattern string
@@ -86,7 +97,10 @@ func Handler(o Options) http.Handler {
 	return mux
 }
 
-type ctl struct{ o Options }
+type ctl struct {
+	o       Options
+	sampler *sampler
+}
 
 func (c *ctl) auth(h httpapi.HandlerFunc) httpapi.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
@@ -151,6 +165,7 @@ func (c *ctl) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "pool-created", Pool: cfg.Name, Message: "pool created"})
 	httpapi.WriteJSON(w, http.StatusCreated, struct {
 		PoolView
 		APIKey string `json:"apiKey"`
@@ -227,6 +242,7 @@ func (c *ctl) update(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "pool-updated", Pool: p.Name(), Message: "pool settings changed"})
 	httpapi.WriteJSON(w, http.StatusOK, View(p, c.o.PublicURL))
 	return nil
 }
@@ -235,6 +251,7 @@ func (c *ctl) delete(w http.ResponseWriter, r *http.Request) error {
 	if err := c.o.Pools.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "pool-deleted", Pool: r.PathValue("name"), Message: "pool deleted"})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -253,6 +270,7 @@ func (c *ctl) rotate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "key-rotated", Pool: r.PathValue("name"), Message: "pool key rotated; the old key is refused"})
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"apiKey": key})
 	return nil
 }
