@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestDashboardLoadTime measures the dashboard's pages with 50 apps (min
+// replicas 0: nothing runs) and many live sessions in one pool of small
+// sandboxes ($BERTH_UI_SESSIONS, default 500, created within 4 minutes; the
+// number reached is logged): the median server time of each page over 10
+// loads, and the browser's time to its load event. Each must stay under
+// 200 ms.
+func TestDashboardLoadTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates 50 apps and hundreds of sessions")
+	}
+	ctx := browser(t, 10*time.Minute)
+	want := 500
+	if v, err := strconv.Atoi(os.Getenv("BERTH_UI_SESSIONS")); err == nil && v > 0 {
+		want = v
+	}
+	b := startBerth(t, "")
+	ui := b.info.AdminURL
+	appDir := t.TempDir()
+	_ = os.WriteFile(filepath.Join(appDir, "server.sh"), []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755)
+	for i := range 50 {
+		b.cli("app", "deploy", fmt.Sprintf("app-%02d", i), "--dir", appDir, "--command", "./server.sh", "--min", "0")
+	}
+	key := b.createPool("bench", "--memory", "32Mi", "--disk", "16Mi", "--max", strconv.Itoa(want+10), "--ready", "0", "--cooldown", "3600s")
+
+	// Sessions, 4 at a time, until want or the time budget.
+	var made atomic.Int64
+	deadline := time.Now().Add(4 * time.Minute)
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	start := time.Now()
+	for range 4 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				i := next.Add(1)
+				if i > int64(want) {
+					return
+				}
+				if r := b.executeRaw("bench", key, fmt.Sprintf("load-%04d", i), "true"); r.Status == http.StatusOK {
+					made.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	sessions := int(made.Load())
+	t.Logf("%d sessions created in %s", sessions, time.Since(start).Round(time.Second))
+	if sessions < 50 {
+		t.Fatalf("only %d sessions could be created", sessions)
+	}
+
+	// Server time, with a cookie from a real sign-in.
+	token, _ := os.ReadFile(filepath.Join(b.dataDir, "admin.token"))
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := hc.PostForm(ui+"/ui/login", url.Values{"token": {strings.TrimSpace(string(token))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if len(res.Cookies()) != 1 {
+		t.Fatalf("sign-in: %d %v", res.StatusCode, res.Cookies())
+	}
+	cookie := res.Cookies()[0]
+	pages := []string{"/ui/", "/ui/pools/bench", "/ui/apps/app-25"}
+	for _, p := range pages {
+		var times []time.Duration
+		size := 0
+		for range 10 {
+			req, _ := http.NewRequest(http.MethodGet, ui+p, nil)
+			req.AddCookie(cookie)
+			t0 := time.Now()
+			res, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			times = append(times, time.Since(t0))
+			size = len(body)
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %d", p, res.StatusCode)
+			}
+		}
+		slices.Sort(times)
+		med := times[len(times)/2]
+		t.Logf("GET %s with 50 apps and %d sessions: median %s, max %s, %d KB", p, sessions, med.Round(10*time.Microsecond), times[len(times)-1].Round(10*time.Microsecond), size/1024)
+		if med > 200*time.Millisecond {
+			t.Errorf("GET %s: median %s (> 200 ms)", p, med)
+		}
+	}
+
+	// In the browser: to the load event, after a warm-up load.
+	signIn(t, ctx, ui, strings.TrimSpace(string(token)))
+	for _, p := range pages {
+		var nav struct {
+			Response float64 `json:"response"`
+			DOM      float64 `json:"dom"`
+			Load     float64 `json:"load"`
+		}
+		var loads []float64
+		for range 3 {
+			run(t, ctx, "load "+p, chromedp.Navigate(ui+p), chromedp.WaitReady("body", chromedp.ByQuery),
+				chromedp.Poll(`performance.getEntriesByType("navigation")[0].loadEventEnd > 0`, nil, chromedp.WithPollingTimeout(10*time.Second)),
+				chromedp.Evaluate(`(() => { const n = performance.getEntriesByType("navigation")[0];
+					return {response: n.responseEnd - n.startTime, dom: n.domContentLoadedEventEnd - n.startTime, load: n.loadEventEnd - n.startTime}; })()`, &nav))
+			loads = append(loads, nav.Load)
+		}
+		slices.Sort(loads)
+		t.Logf("browser %s: load event at %.0f ms (median of 3; last: response %.0f ms, DOMContentLoaded %.0f ms)", p, loads[1], nav.Response, nav.DOM)
+		if loads[1] > 200 {
+			t.Errorf("browser %s: load event at %.0f ms (> 200 ms)", p, loads[1])
+		}
+	}
+}
