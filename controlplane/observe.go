@@ -1,9 +1,11 @@
 package controlplane
 
 import (
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,7 +21,7 @@ import (
 //
 //	GET    /v1/events                          (?app=, ?pool=, ?after=SEQ, ?limit=N)
 //	GET    /v1/metrics/apps                    (?app=NAME)
-//	GET    /v1/pools/{name}/sessions
+//	GET    /v1/pools/{name}/sessions           (?filter=SUBSTRING, ?offset=N, ?limit=N)
 //	DELETE /v1/pools/{name}/sessions/{identifier}
 func (c *ctl) observeRoutes(handle func(string, httpapi.HandlerFunc)) {
 	handle("GET /v1/events", c.events)
@@ -35,9 +37,9 @@ func (c *ctl) events(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := events.Filter{App: q.Get("app"), Pool: q.Get("pool"), Limit: 200}
 	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return httpapi.Errorf(http.StatusBadRequest, "InvalidLimit", "limit must be a number ≥ 0")
+		n, err := atoiParam(v, 0)
+		if err != nil {
+			return err
 		}
 		f.Limit = n
 	}
@@ -66,7 +68,31 @@ func (c *ctl) sessions(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	q := r.URL.Query()
+	offset, err := atoiParam(q.Get("offset"), 0)
+	if err != nil {
+		return err
+	}
+	limit, err := atoiParam(q.Get("limit"), 0)
+	if err != nil {
+		return err
+	}
 	infos := p.Sessions()
+	if f := q.Get("filter"); f != "" {
+		kept := infos[:0]
+		for _, si := range infos {
+			if strings.Contains(si.Identifier, f) {
+				kept = append(kept, si)
+			}
+		}
+		infos = kept
+	}
+	total := len(infos)
+	infos = infos[min(offset, len(infos)):]
+	if limit > 0 && len(infos) > limit {
+		infos = infos[:limit]
+	}
+	// Only the sessions returned are measured.
 	out := make([]SessionView, 0, len(infos))
 	for _, si := range infos {
 		v := SessionView{SessionInfo: si}
@@ -76,8 +102,19 @@ func (c *ctl) sessions(w http.ResponseWriter, r *http.Request) error {
 		}
 		out = append(out, v)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"value": out, "total": total})
 	return nil
+}
+
+func atoiParam(v string, def int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, httpapi.Errorf(http.StatusBadRequest, "InvalidParameter", fmt.Sprintf("%q is not a number ≥ 0", v))
+	}
+	return n, nil
 }
 
 func (c *ctl) endSession(w http.ResponseWriter, r *http.Request) error {

@@ -47,6 +47,7 @@ func parseTemplates() map[string]*template.Template {
 			return strconv.FormatInt(max(secs/60, 1), 10) + " min"
 		},
 		"mib": func(b int64) int64 { return b >> 20 },
+		"add": func(a, b int) int { return a + b },
 		"json": func(v any) string {
 			b, _ := json.MarshalIndent(v, "", "  ")
 			return string(b)
@@ -345,10 +346,16 @@ func (d *dash) appLogs(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 }
 
+// sessionsPerPage bounds the pool page's session table.
+const sessionsPerPage = 50
+
 // poolData is the pool page.
 type poolData struct {
 	Pool     controlplane.PoolView
 	Sessions []controlplane.SessionView
+	// Total sessions that match Filter; Page (from 0) of them is shown.
+	Total, Page, Pages int
+	Filter             string
 	Events   []events.Event
 	NewKey   string
 	Flash    string
@@ -371,10 +378,22 @@ func (d *dash) loadPool(r *http.Request, s *session, name string) (*poolData, er
 	if err := d.get(r, s, "/v1/pools/"+url.PathEscape(name), &data.Pool); err != nil {
 		return nil, err
 	}
-	var sessions list[controlplane.SessionView]
-	if err := d.get(r, s, "/v1/pools/"+url.PathEscape(name)+"/sessions", &sessions); err != nil {
+	var sessions struct {
+		Value []controlplane.SessionView `json:"value"`
+		Total int                        `json:"total"`
+	}
+	data.Filter = r.URL.Query().Get("filter")
+	data.Page, _ = strconv.Atoi(r.URL.Query().Get("page"))
+	data.Page = max(data.Page, 0)
+	q := url.Values{"offset": {strconv.Itoa(data.Page * sessionsPerPage)}, "limit": {strconv.Itoa(sessionsPerPage)}}
+	if data.Filter != "" {
+		q.Set("filter", data.Filter)
+	}
+	if err := d.get(r, s, "/v1/pools/"+url.PathEscape(name)+"/sessions?"+q.Encode(), &sessions); err != nil {
 		return nil, err
 	}
+	data.Total = sessions.Total
+	data.Pages = (sessions.Total + sessionsPerPage - 1) / sessionsPerPage
 	var evs list[events.Event]
 	if err := d.get(r, s, "/v1/events?limit=20&pool="+url.QueryEscape(name), &evs); err != nil {
 		return nil, err

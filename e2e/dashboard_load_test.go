@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,12 +39,12 @@ func TestDashboardLoadTime(t *testing.T) {
 	appDir := t.TempDir()
 	_ = os.WriteFile(filepath.Join(appDir, "server.sh"), []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755)
 	for i := range 50 {
-		b.cli("app", "deploy", fmt.Sprintf("app-%02d", i), "--dir", appDir, "--command", "./server.sh", "--min", "0")
+		b.cli("app", "deploy", fmt.Sprintf("app-%02d", i), "--dir", appDir, "--command", "./server.sh", "--min", "0", "--memory", "32Mi")
 	}
 	key := b.createPool("bench", "--memory", "32Mi", "--disk", "16Mi", "--max", strconv.Itoa(want+10), "--ready", "0", "--cooldown", "3600s")
 
 	// Sessions, 4 at a time, until want or the time budget.
-	var made atomic.Int64
+	var made, failed atomic.Int64
 	deadline := time.Now().Add(4 * time.Minute)
 	var wg sync.WaitGroup
 	next := atomic.Int64{}
@@ -55,17 +56,31 @@ func TestDashboardLoadTime(t *testing.T) {
 				if i > int64(want) {
 					return
 				}
-				if r := b.executeRaw("bench", key, fmt.Sprintf("load-%04d", i), "true"); r.Status == http.StatusOK {
+				r := b.executeRaw("bench", key, fmt.Sprintf("load-%04d", i), "true")
+				if r.Status == http.StatusOK {
 					made.Add(1)
+				} else if failed.Add(1) == 1 {
+					t.Logf("session %d: HTTP %d %s", i, r.Status, r.Body)
 				}
 			}
 		})
 	}
 	wg.Wait()
 	sessions := int(made.Load())
-	t.Logf("%d sessions created in %s", sessions, time.Since(start).Round(time.Second))
+	t.Logf("%d sessions created in %s (%d failed)", sessions, time.Since(start).Round(time.Second), failed.Load())
 	if sessions < 50 {
 		t.Fatalf("only %d sessions could be created", sessions)
+	}
+
+	// The API behind the pool page, whole (what "berth pool sessions" reads).
+	t0 := time.Now()
+	var all struct {
+		Value []json.RawMessage `json:"value"`
+	}
+	b.cliJSON(&all, "pool", "sessions", "bench")
+	t.Logf("berth pool sessions bench -o json: %d sessions in %s (CLI process included)", len(all.Value), time.Since(t0).Round(time.Millisecond))
+	if len(all.Value) != sessions {
+		t.Errorf("pool sessions lists %d of %d", len(all.Value), sessions)
 	}
 
 	// Server time, with a cookie from a real sign-in.
@@ -80,7 +95,7 @@ func TestDashboardLoadTime(t *testing.T) {
 		t.Fatalf("sign-in: %d %v", res.StatusCode, res.Cookies())
 	}
 	cookie := res.Cookies()[0]
-	pages := []string{"/ui/", "/ui/pools/bench", "/ui/apps/app-25"}
+	pages := []string{"/ui/", "/ui/pools/bench", "/ui/pools/bench?page=5", "/ui/apps/app-25"}
 	for _, p := range pages {
 		var times []time.Duration
 		size := 0
@@ -117,7 +132,7 @@ func TestDashboardLoadTime(t *testing.T) {
 			Load     float64 `json:"load"`
 		}
 		var loads []float64
-		for range 3 {
+		for range 5 {
 			run(t, ctx, "load "+p, chromedp.Navigate(ui+p), chromedp.WaitReady("body", chromedp.ByQuery),
 				chromedp.Poll(`performance.getEntriesByType("navigation")[0].loadEventEnd > 0`, nil, chromedp.WithPollingTimeout(10*time.Second)),
 				chromedp.Evaluate(`(() => { const n = performance.getEntriesByType("navigation")[0];
@@ -125,9 +140,9 @@ func TestDashboardLoadTime(t *testing.T) {
 			loads = append(loads, nav.Load)
 		}
 		slices.Sort(loads)
-		t.Logf("browser %s: load event at %.0f ms (median of 3; last: response %.0f ms, DOMContentLoaded %.0f ms)", p, loads[1], nav.Response, nav.DOM)
-		if loads[1] > 200 {
-			t.Errorf("browser %s: load event at %.0f ms (> 200 ms)", p, loads[1])
+		t.Logf("browser %s: load event at %.0f ms (median of 5; last: response %.0f ms, DOMContentLoaded %.0f ms)", p, loads[2], nav.Response, nav.DOM)
+		if loads[2] > 200 {
+			t.Errorf("browser %s: load event at %.0f ms (> 200 ms)", p, loads[2])
 		}
 	}
 }
