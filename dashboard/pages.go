@@ -356,11 +356,11 @@ type poolData struct {
 	// Total sessions that match Filter; Page (from 0) of them is shown.
 	Total, Page, Pages int
 	Filter             string
-	Events   []events.Event
-	NewKey   string
-	Flash    string
-	Console  consoleData
-	Settings string
+	Events             []events.Event
+	NewKey             string
+	Flash              string
+	Console            consoleData
+	Settings           string
 }
 
 type consoleData struct {
