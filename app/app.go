@@ -418,8 +418,14 @@ type ReplicaInfo struct {
 	ID       string `json:"id"`
 	Revision string `json:"revision"`
 	Ready    bool   `json:"ready"`
+	// Phase is "starting" until the replica answers its probe, then "ready".
+	Phase    string `json:"phase"`
 	InFlight int64  `json:"inFlight"`
 	Sessions int64  `json:"sessions"`
+	// Restarts counts the replicas that failed in this replica's place.
+	Restarts    int64     `json:"restarts"`
+	StartedAt   time.Time `json:"startedAt"`
+	MemoryBytes uint64    `json:"memoryBytes"`
 }
 
 // Replicas lists the running replicas of every active revision.
@@ -433,7 +439,18 @@ func (a *App) Replicas() []ReplicaInfo {
 	var out []ReplicaInfo
 	for _, rt := range rts {
 		for _, r := range rt.Replicas() {
-			out = append(out, ReplicaInfo{ID: r.ID, Revision: rt.rev.Name, Ready: r.ready.Load(), InFlight: r.inflight.Load(), Sessions: r.sessions.Load()})
+			ri := ReplicaInfo{ID: r.ID, Revision: rt.rev.Name, Ready: r.ready.Load(), Phase: "starting", InFlight: r.inflight.Load(), Sessions: r.sessions.Load(),
+				StartedAt: r.started.UTC()}
+			if ri.Ready {
+				ri.Phase = "ready"
+			}
+			if r.slot != nil {
+				ri.Restarts = r.slot.restarts.Load()
+			}
+			if sr, ok := r.sb.(sandbox.StatsReporter); ok {
+				ri.MemoryBytes = sr.Stats().MemoryBytes
+			}
+			out = append(out, ri)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

@@ -289,6 +289,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		if m := text(t, ctx, "#methods"); !strings.Contains(m, "initialize") {
 			t.Errorf("the app page's latency table lacks initialize: %s", m)
 		}
+		if r := text(t, ctx, "#replicas"); !strings.Contains(r, "ready") || !strings.Contains(r, "MiB") {
+			t.Errorf("the replicas table lacks phase or memory: %s", r)
+		}
 		screenshots(t, ctx, "app")
 	})
 
