@@ -114,8 +114,11 @@ func screenshots(t *testing.T, ctx context.Context, name string) {
 	}
 }
 
+// run runs actions in the tab, within a minute.
 func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	if err := chromedp.Run(ctx, actions...); err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
