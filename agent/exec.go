@@ -117,11 +117,7 @@ func (x *executor) runCommand(ctx context.Context, req ExecRequest, k *sink) Res
 	if len(req.Argv) == 0 {
 		return Result{Status: StatusFailure, ExitCode: -1, Error: "argv is empty"}
 	}
-	cmd := exec.Command(req.Argv[0], req.Argv[1:]...)
-	if x.maxProcs > 0 {
-		// Apply the process limit before the program runs.
-		cmd = exec.Command("/bin/bash", append([]string{"-c", `ulimit -u "$BERTH_MAX_PROCS" && exec "$@"`, "sh"}, req.Argv...)...)
-	}
+	cmd := x.limitedCommand(req.Argv)
 	cmd.Dir, cmd.Env = x.workspace, x.env
 	cmd.Stdin = strings.NewReader(req.Stdin)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

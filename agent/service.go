@@ -22,8 +22,10 @@ import (
 // replica's command.
 type ServiceSpec struct {
 	ID string `json:"id"`
-	// Command runs with /bin/sh -c.
+	// Command runs with /bin/sh -c; or, if Argv is set, Argv runs as it
+	// is, with no shell (for images that have none).
 	Command string            `json:"command"`
+	Argv    []string          `json:"argv,omitempty"`
 	Env     map[string]string `json:"env,omitempty"`
 	Dir     string            `json:"dir,omitempty"`
 	// Stdio reserves the process's stdin and stdout for Attach (a stdio MCP
@@ -106,8 +108,8 @@ type services struct {
 }
 
 func (ss *services) start(spec ServiceSpec) (*service, error) {
-	if spec.ID == "" || spec.Command == "" {
-		return nil, fmt.Errorf("%w: a service needs an id and a command", errBadName)
+	if spec.ID == "" || (spec.Command == "") == (len(spec.Argv) == 0) {
+		return nil, fmt.Errorf("%w: a service needs an id and a command or an argv", errBadName)
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -119,10 +121,15 @@ func (ss *services) start(spec ServiceSpec) (*service, error) {
 		}
 	}
 	// The limit on processes applies before the command runs.
-	cmd := exec.Command("/bin/sh", "-c", spec.Command)
-	if ss.x.maxProcs > 0 {
+	var cmd *exec.Cmd
+	switch {
+	case len(spec.Argv) > 0:
+		cmd = ss.x.limitedCommand(spec.Argv)
+	case ss.x.maxProcs > 0:
 		// bash, not sh: dash has no ulimit -u.
 		cmd = exec.Command("/bin/bash", "-c", `ulimit -u "$BERTH_MAX_PROCS" && exec /bin/sh -c "$BERTH_SERVICE_COMMAND"`)
+	default:
+		cmd = exec.Command("/bin/sh", "-c", spec.Command)
 	}
 	cmd.Dir = spec.Dir
 	if cmd.Dir == "" {

@@ -45,6 +45,9 @@ type Options struct {
 	// Events, if set, records the apps' lifecycle (the system lines of
 	// their logs: revision created, replica ready, failed, scaled down).
 	Events *events.Ring
+	// Sources, if set, holds uploaded archives that revisions name;
+	// without it a deploy that names one is refused.
+	Sources Sources
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -64,6 +67,10 @@ type Manager struct {
 	log     *slog.Logger
 	cap     Capacity
 	events  *events.Ring
+	sources Sources
+	// gcMu orders collections of sources; lastGC is when the last began.
+	gcMu   sync.Mutex
+	lastGC time.Time
 
 	mu   sync.Mutex
 	apps map[string]*App
@@ -102,7 +109,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, events: o.Events, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	stored, err := o.Store.ListApps(ctx)
 	if err != nil {
 		return nil, err
@@ -117,6 +124,8 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 		m.checkCapacity(d)
 	}
 	m.removeStale()
+	m.migrateDirs(ctx)
+	m.collectSources()
 	for _, a := range m.apps {
 		a.reconcile()
 	}
@@ -327,6 +336,7 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		m.hosts.remove(name, h.Host)
 	}
 	a.stopAll()
+	defer m.collectSources()
 	return os.RemoveAll(trash)
 }
 
@@ -388,6 +398,12 @@ func (m *Manager) janitor() {
 			}
 			a.mu.Unlock()
 			a.reconcile()
+		}
+		m.gcMu.Lock()
+		due := time.Since(m.lastGC) > sourceGCInterval
+		m.gcMu.Unlock()
+		if due {
+			m.collectSources()
 		}
 	}
 }

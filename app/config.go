@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/source"
 )
 
 // Transports.
@@ -28,8 +29,13 @@ const (
 type Config struct {
 	// Command runs with /bin/sh -c in /app (the app's files).
 	Command string `json:"command"`
-	// Dir is the directory on the server's host whose files are copied
-	// into the revision (read-only at /app).
+	// Source is where the revision's files (read-only at /app) come from;
+	// nil for none.
+	Source *Source `json:"source,omitempty"`
+	// Dir is what revisions deployed before uploads recorded: a directory
+	// of the server's host, copied into the revision then. It is only
+	// read (and migrated to a Source at start); a deploy naming it is
+	// refused, since the server never copies a host path a client names.
 	Dir       string            `json:"dir,omitempty"`
 	Transport string            `json:"transport"`
 	Port      int               `json:"port"`
@@ -55,6 +61,13 @@ type Config struct {
 	// CORS is the app's CORS policy; the app's is its latest deploy's
 	// (ingress is app-wide, as in Container Apps), nil for none.
 	CORS *cors.Spec `json:"corsPolicy,omitempty"`
+}
+
+// Source names a revision's files.
+type Source struct {
+	// Archive is the digest of an archive uploaded to the server (POST
+	// /v1/sources; the CLI's --dir), unpacked into the revision.
+	Archive string `json:"archive,omitempty"`
 }
 
 // Volume is a persistent per-app directory mounted at Path.
@@ -99,6 +112,16 @@ func ValidName(name string) error {
 func (c *Config) Normalize() error {
 	if strings.TrimSpace(c.Command) == "" {
 		return invalid("--command is required: the command that starts the MCP server")
+	}
+	if c.Dir != "" {
+		return invalid("the server does not copy a directory of its own host (dir %q): deploy with the CLI, whose --dir uploads the directory (berth app deploy NAME --dir DIR)", c.Dir)
+	}
+	if c.Source != nil {
+		if c.Source.Archive == "" {
+			c.Source = nil
+		} else if err := source.ValidDigest(c.Source.Archive); err != nil {
+			return invalid("source.archive: %v", err)
+		}
 	}
 	if c.Transport == "" {
 		c.Transport = TransportHTTP

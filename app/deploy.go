@@ -3,14 +3,11 @@ package app
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -26,7 +23,7 @@ const stagingPrefix = ".staging-"
 // rolls it out: with the default "latest" traffic mode it takes all new
 // sessions; old revisions keep the sessions they have until they end.
 //
-// The slow part (copying --dir, writing the store) holds no lock that
+// The slow part (unpacking the source, writing the store) holds no lock that
 // traffic needs: requests to the app's current revisions go on meanwhile.
 // The revision becomes the app's only once its files and the store say so;
 // a deploy that fails leaves the app as it was, and a failed first deploy
@@ -231,12 +228,9 @@ func (a *App) prepare(ctx context.Context, rev Revision) error {
 // app's uid only.
 func (a *App) stage(ctx context.Context, rev Revision, staging string) error {
 	uid := int(a.uid)
-	if rev.Config.Dir != "" {
-		if err := copyTree(ctx, rev.Config.Dir, staging, uid); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return invalid("copy %s into the revision: %v", rev.Config.Dir, err)
+	if src := rev.Config.Source; src != nil && src.Archive != "" {
+		if err := a.unpackSource(ctx, src, staging); err != nil {
+			return err
 		}
 	}
 	if err := os.Chown(staging, uid, uid); err != nil {
@@ -258,86 +252,6 @@ func (a *App) mounts(rev Revision) []sandbox.Mount {
 		ms = append(ms, sandbox.Mount{Source: filepath.Join(a.dir, "volumes", v.Name), Target: v.Path})
 	}
 	return ms
-}
-
-// copyTree copies the tree at src into dst, an existing empty directory,
-// for a sandbox that runs as uid: everything is owned by uid, with no
-// permission for group or others, so the sandbox can read it (through a
-// read-only mount) and no other local user can. A file keeps its owner's
-// permission bits, plus read.
-//
-// The source is read through os.Root: nothing outside src is ever opened,
-// even if the tree changes during the copy. Symlinks are copied as
-// symlinks, never followed; they resolve inside the sandbox, where the
-// host's files are not. Devices, FIFOs and sockets are refused.
-func copyTree(ctx context.Context, src, dst string, uid int) error {
-	root, err := os.OpenRoot(src)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	return fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err // the deploy was abandoned
-		}
-		if rel == "." {
-			return nil
-		}
-		target := filepath.Join(dst, filepath.FromSlash(rel))
-		switch t := d.Type(); {
-		case t&fs.ModeSymlink != 0:
-			link, err := root.Readlink(rel)
-			if err != nil {
-				return err
-			}
-			if err := os.Symlink(link, target); err != nil {
-				return err
-			}
-			return os.Lchown(target, uid, uid)
-		case t.IsDir():
-			if err := os.Mkdir(target, 0o700); err != nil {
-				return err
-			}
-			return os.Chown(target, uid, uid)
-		case t.IsRegular():
-			return copyFile(root, rel, target, uid)
-		default:
-			return fmt.Errorf("%s is not a regular file, directory or symlink (%s): remove it from the directory", rel, strings.TrimLeft(t.String(), "-"))
-		}
-	})
-}
-
-// copyFile copies one regular file of root to target, owned by uid.
-func copyFile(root *os.Root, rel, target string, uid int) error {
-	// O_NONBLOCK: if a FIFO took the file's place since it was listed,
-	// opening it must not wait for a writer.
-	in, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	info, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	if !info.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file any more", rel)
-	}
-	out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, in)
-	if err == nil {
-		err = out.Chown(uid, uid)
-	}
-	if err == nil {
-		err = out.Chmod(info.Mode().Perm()&0o700 | 0o400)
-	}
-	return errors.Join(err, out.Close())
 }
 
 // removeStale removes what crashed deploys and deletes left in the state
@@ -373,7 +287,7 @@ func (m *Manager) removeStale() {
 
 // makePrivate gives the files of a revision copied by an earlier version
 // of Berth (owned by root, readable by all) the owner and modes that
-// copyTree gives them. A revision already done is left alone.
+// a deploy gives them. A revision already done is left alone.
 func makePrivate(dir string, uid int) error {
 	info, err := os.Lstat(dir)
 	if err != nil {

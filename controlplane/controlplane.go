@@ -13,6 +13,14 @@
 //	GET    /v1/apps/{name}/hostnames
 //	PUT    /v1/apps/{name}/hostnames/{host}   ({"label": L}; 409 if another app has it)
 //	DELETE /v1/apps/{name}/hostnames/{host}
+//	POST   /v1/sources[?digest=sha256:…]   (a gzipped tar: an app's files)
+//	GET    /v1/sources/{digest}
+//	GET    /v1/images
+//	POST   /v1/images/pull                    ({"ref": R}; NDJSON progress, then the image)
+//	POST   /v1/images/prune
+//	GET    /v1/registries
+//	PUT    /v1/registries/{host}              ({"username": U, "password": P})
+//	DELETE /v1/registries/{host}
 //	GET    /v1/events, /v1/metrics/apps, /v1/pools/{name}/sessions (see observe.go)
 package controlplane
 
@@ -28,9 +36,11 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
+	"github.com/berth-dev/berth/source"
 )
 
 // Options configure the handler.
@@ -46,15 +56,23 @@ type Options struct {
 	PublicURL string
 	// Names, if set, is told the names each app is served under (the
 	// HTTPS front door binds their certificates).
-	Names   Names
-	Version string
-	Logger  *slog.Logger
 	// Events, if set, is the ring GET /v1/events reads; the API adds what
 	// it changes (traffic, key rotations, pools) to it.
 	Events *events.Ring
 	// Metrics, if set, is the registry the gateway counts requests in,
 	// for GET /v1/metrics/apps.
 	Metrics prometheus.Gatherer
+	Names   Names
+	// Sources, if set, adds the /v1/sources API (uploads of apps' files).
+	Sources *source.Store
+	// Images, if set, adds the /v1/images API; Registries the
+	// /v1/registries one.
+	Images     *image.Store
+	Registries Registries
+	// ImageInUse tells prune which images to keep (nil: none).
+	ImageInUse func(digest string) bool
+	Version    string
+	Logger     *slog.Logger
 }
 
 // Handler returns the admin API.
@@ -80,6 +98,8 @@ func Handler(o Options) http.Handler {
 	c.appRoutes(handle)
 	c.hostnameRoutes(handle)
 	c.observeRoutes(handle)
+	c.sourceRoutes(handle)
+	c.imageRoutes(handle)
 	// Go's profiler, for operators chasing a slow server (token required).
 	for _, p := range []struct {
 		pattern string

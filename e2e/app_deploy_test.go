@@ -266,9 +266,10 @@ func TestAppFailedFirstDeploy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The CLI checks --dir itself; the API is reached directly here.
+	// A source the server does not have: the deploy fails as it prepares
+	// the revision's files. The API is reached directly here.
 	req, _ := http.NewRequest(http.MethodPost, b.info.AdminURL+"/v1/apps/ghost/revisions",
-		strings.NewReader(`{"command":"sleep 600","dir":"/nonexistent/berth-test"}`))
+		strings.NewReader(`{"command":"sleep 600","source":{"archive":"sha256:`+strings.Repeat("0", 64)+`"}}`))
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -277,7 +278,7 @@ func TestAppFailedFirstDeploy(t *testing.T) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
-		t.Fatalf("deploy with a missing dir: HTTP %d, want 400", resp.StatusCode)
+		t.Fatalf("deploy with a missing source: HTTP %d, want 400", resp.StatusCode)
 	}
 	if out := b.cli("app", "list"); strings.Contains(out, "ghost") {
 		t.Fatalf("the failed app is listed:\n%s", out)

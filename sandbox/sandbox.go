@@ -8,6 +8,8 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/berth-dev/berth/agent"
 )
@@ -70,6 +72,63 @@ type Spec struct {
 	// one of the sandbox's own: replicas of one app share theirs, so that
 	// they can share a volume.
 	UID uint32
+	// Root, if set, is the sandbox's root file system: an OCI image's
+	// unpacked root instead of the host's /usr. Without it the sandbox runs
+	// on the host's read-only /usr and a curated /etc.
+	Root *Root
+}
+
+// ImageIDShift is what Berth's image store adds to every uid and gid of an
+// image's files when it unpacks them, so that no file of an image is ever
+// owned by a host user (uid 1000 is a real user on many hosts): image uid
+// n is host uid ImageIDShift+n on disk. It is clear of the sandboxes' own
+// host uids (local.Options.UIDBase: 1,000,000 to about 270,000,000) and
+// leaves room for every 16-bit image uid below 2^31.
+const ImageIDShift = 1_500_000_000
+
+// Root is an image's unpacked root file system for a sandbox.
+//
+// The directory is shared, read-only, by every sandbox of the image and is
+// never written: each sandbox sees it through a kernel overlay whose upper
+// layer is on the sandbox's own disk (so writes to the root count against
+// Limits.DiskBytes and vanish with the sandbox), over an idmapped mount of
+// Dir that shows the files of image uid/gid UID/GID as the sandbox's own
+// unprivileged host uid, and those of image root as a second host uid of
+// the sandbox's (see the drivers' doc comments). The sandbox's processes
+// run as UID:GID inside and as their own host uid outside: never as host
+// root, never as the uid the image's files carry on disk.
+//
+// The image's Env and WorkingDir are the caller's to apply: an app's
+// command runs through the agent with the environment and directory its
+// service spec names (agent.ServiceSpec), and a pool's shell and Python run
+// with the agent's own environment (PATH covers /usr/local/bin).
+type Root struct {
+	// Dir is the host path of the unpacked root (absolute).
+	Dir string
+	// IDShift is what the image store added to the image's uids and gids
+	// (ImageIDShift for Berth's store).
+	IDShift uint32
+	// UID and GID are the image user (and group) the sandbox's processes
+	// run as, resolved from the image's own /etc/passwd and /etc/group.
+	UID, GID uint32
+}
+
+// MaxImageID bounds Root.UID and Root.GID.
+const MaxImageID = 1<<16 - 1
+
+// Check reports what is wrong with r, if anything.
+func (r *Root) Check() error {
+	switch {
+	case r == nil:
+		return nil
+	case !strings.HasPrefix(r.Dir, "/") || strings.ContainsAny(r.Dir, ",:\\\x00\n"):
+		return fmt.Errorf("image root %q: not an absolute path of plain characters", r.Dir)
+	case r.UID > MaxImageID || r.GID > MaxImageID:
+		return fmt.Errorf("image user %d:%d: above %d", r.UID, r.GID, MaxImageID)
+	case uint64(r.IDShift)+MaxImageID >= 1<<32-1:
+		return fmt.Errorf("image id shift %d too large", r.IDShift)
+	}
+	return nil
 }
 
 // Mount binds a host directory into a sandbox.

@@ -46,6 +46,13 @@ if [ "${1:-}" = "--test" ]; then
 		(cd /tmp && GOBIN="$BIN" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION")
 		echo "$STATICCHECK_VERSION" >"$BIN/staticcheck.version"
 	fi
+	# mmdebstrap builds the sandbox tests' Debian image root (sandbox/sandboxtest;
+	# cached under /var/cache/berth-test).
+	if ! dpkg-query -W -f='${Status}' mmdebstrap 2>/dev/null | grep -q "install ok installed"; then
+		log "apt-get install mmdebstrap"
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
+	fi
 	# Chromium, headless, for the CORS tests in a real browser (e2e).
 	if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
 		log "apt-get install chromium"

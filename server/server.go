@@ -31,6 +31,7 @@ import (
 	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/edge/certs"
 	"github.com/berth-dev/berth/gateway"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/listen"
@@ -38,6 +39,7 @@ import (
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/admit"
+	"github.com/berth-dev/berth/source"
 	"github.com/berth-dev/berth/store"
 )
 
@@ -96,6 +98,11 @@ type Options struct {
 	HTTPSListen string
 	// TLS configures the HTTPS listener's certificates.
 	TLS TLSOptions
+	// MaxUploadBytes bounds an uploaded app source archive, compressed
+	// (default source.DefaultMaxBytes); beyond it, 413.
+	MaxUploadBytes int64
+	// InsecureRegistries are registry hosts reached over plain HTTP.
+	InsecureRegistries []string
 }
 
 // Connection limits of the control listener, apart from the public one's.
@@ -129,6 +136,7 @@ type Info struct {
 type Server struct {
 	Info     Info
 	Pools    *pool.Manager
+	Images   *image.Store
 	DataDir  string
 	Instance string
 }
@@ -182,6 +190,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer st.Close()
 	token, err := adminToken(filepath.Join(dir, TokenFile))
+	if err != nil {
+		return err
+	}
+
+	images, err := image.Open(filepath.Join(dir, "images"), image.Options{IDShift: sandbox.ImageIDShift, Insecure: o.InsecureRegistries, Credentials: st, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -243,7 +256,11 @@ func Run(ctx context.Context, o Options) error {
 	if appRuntime == nil {
 		return fmt.Errorf("app runtime %q is not available", o.AppRuntime)
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Events: evs})
+	sources, err := source.New(source.Options{Dir: filepath.Join("/var/lib/berth", instance, "sources"), MaxBytes: o.MaxUploadBytes})
+	if err != nil {
+		return err
+	}
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs})
 	if err != nil {
 		return err
 	}
@@ -272,6 +289,7 @@ func Run(ctx context.Context, o Options) error {
 	admin.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	api := controlplane.Handler(controlplane.Options{
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log, Names: names,
+		Sources: sources, Images: images, Registries: st,
 		Events: evs, Metrics: metrics,
 	})
 	admin.Handle("/", api)
@@ -298,7 +316,7 @@ func Run(ctx context.Context, o Options) error {
 		log.Info("berth is up", "public", publicURL, "plain", pubLn.Addr().String(), "admin", info.AdminURL, "dataDir", dir, "runtimes", pools.RuntimeNames(),
 			"openFiles", files, "maxConnections", o.MaxConnections, "maxConnectionsPerClient", o.MaxConnectionsPerClient)
 		if o.Ready != nil {
-			o.Ready(&Server{Info: info, Pools: pools, DataDir: dir, Instance: instance})
+			o.Ready(&Server{Info: info, Pools: pools, Images: images, DataDir: dir, Instance: instance})
 		}
 	})
 	log.Info("removing sandboxes")

@@ -19,8 +19,12 @@ func runAgent(ctx context.Context, args []string) error {
 	workspace := fs.String("workspace", "/mnt/data", "workspace directory")
 	private := fs.String("private", "/tmp/.berth", "the agent's scratch directory")
 	maxProcs := fs.Int("max-procs", 0, "RLIMIT_NPROC for the code the agent runs (0: unlimited)")
+	execNproc := fs.Int(agent.ExecNprocFlag, 0, "instead of serving, run the command after -- under this RLIMIT_NPROC")
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
+	}
+	if *execNproc > 0 {
+		return agent.ExecLimited(*execNproc, fs.Args())
 	}
 	if err := agent.Harden(); err != nil {
 		return fmt.Errorf("harden the agent: %w", err)

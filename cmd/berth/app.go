@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -114,6 +113,13 @@ func runApp(ctx context.Context, args []string) error {
 		}
 		if cfg.CORS, err = d.cors.spec(fs); err != nil {
 			return err
+		}
+		if d.dir != "" {
+			src, err := uploadDir(ctx, c, d.dir)
+			if err != nil {
+				return err
+			}
+			cfg.Source = src
 		}
 		var out struct {
 			Revision app.Revision         `json:"revision"`
@@ -311,7 +317,7 @@ type deployFlags struct {
 
 func (d *deployFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.command, "command", "", "the command that starts the MCP server (run with /bin/sh -c in /app)")
-	fs.StringVar(&d.dir, "dir", "", "directory whose files the revision gets, read-only at /app")
+	fs.StringVar(&d.dir, "dir", "", "local directory whose files the revision gets, read-only at /app (packed and uploaded; .berthignore lists what to leave out)")
 	fs.StringVar(&d.transport, "transport", "http", "http (listens on $PORT) or stdio")
 	fs.IntVar(&d.port, "port", 8080, "the port the app listens on ($PORT)")
 	fs.StringVar(&d.path, "path", "/mcp", "the MCP endpoint's path")
@@ -346,16 +352,6 @@ func (d *deployFlags) config() (app.Config, error) {
 		Command: d.command, Transport: d.transport, Port: d.port, Path: d.path,
 		Min: d.min, Max: d.max, Concurrency: d.concurrency, ScaleDownAfterSeconds: sd,
 		MemoryBytes: mem, DiskBytes: disk, CPU: d.cpu, Egress: d.egress, RevisionSuffix: d.suffix,
-	}
-	if d.dir != "" {
-		abs, err := filepath.Abs(d.dir)
-		if err != nil {
-			return cfg, err
-		}
-		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
-			return cfg, usageError(fmt.Sprintf("--dir %s is not a directory", d.dir))
-		}
-		cfg.Dir = abs
 	}
 	for _, kv := range d.env {
 		k, v, ok := strings.Cut(kv, "=")

@@ -164,6 +164,16 @@ func runApply(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The container's dir is packed here; the revision names the archive
+	// by digest (an unchanged tree packs to the same one).
+	var src *packed
+	if cfg.Dir != "" {
+		if src, err = packDir(ctx, cfg.Dir); err != nil {
+			return fmt.Errorf("%s: %w", *file, err)
+		}
+		defer src.remove()
+		cfg.Dir, cfg.Source = "", src.source()
+	}
 	// A new revision only if the template differs from the latest one.
 	var cur controlplane.AppView
 	exists := c.call(ctx, http.MethodGet, "/v1/apps/"+m.Name, nil, &cur) == nil
@@ -180,6 +190,11 @@ func runApply(ctx context.Context, args []string) error {
 	}
 	var out controlplane.AppView
 	if changed {
+		if src != nil {
+			if err := c.ensureSource(ctx, src); err != nil {
+				return err
+			}
+		}
 		var dep struct {
 			Revision app.Revision         `json:"revision"`
 			App      controlplane.AppView `json:"app"`
@@ -291,6 +306,7 @@ func (m *manifest) config(base string) (app.Config, error) {
 		if !filepath.IsAbs(dir) {
 			dir = filepath.Join(base, dir)
 		}
+		// The local directory to upload (runApply packs it).
 		if cfg.Dir, err = filepath.Abs(dir); err != nil {
 			return cfg, err
 		}

@@ -30,6 +30,8 @@ func commands() []command {
 		{name: "app", summary: "deploy and manage MCP server apps", run: runApp},
 		{name: "apply", summary: "create or update an app from a YAML manifest (-f FILE)", run: runApply},
 		{name: "events", summary: "list the server's recent events (deploys, crashes, scale-downs, key rotations)", run: runEvents},
+		{name: "image", summary: "pull, list and prune container images", run: runImage},
+		{name: "registry", summary: "log in to container registries", run: runRegistry},
 		{name: "ca", summary: "export or trust the root of Berth's local CA (HTTPS)", run: runCA},
 		{name: "bench", summary: "measure sandbox and session latency", run: runBench},
 		{name: "version", summary: "print the version", run: func(context.Context, []string) error {

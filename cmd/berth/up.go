@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/sandbox/bwrap"
 	"github.com/berth-dev/berth/sandbox/gvisor"
 	"github.com/berth-dev/berth/server"
+	"github.com/berth-dev/berth/source"
 )
 
 func runUp(ctx context.Context, args []string) error {
@@ -41,9 +42,12 @@ func runUp(ctx context.Context, args []string) error {
 	maxConnsPerClient := fs.Int("max-connections-per-client", 512, "open connections of one client address to the public listener")
 	idleTimeout := fs.Duration("idle-timeout", 2*time.Minute, "close keep-alive connections idle this long (both listeners)")
 	bodyMemory := fs.String("body-memory", pool.FormatBytes(bodymem.DefaultBytes), "request bodies held in memory at once, server-wide (503 beyond)")
+	maxUpload := fs.String("max-upload", pool.FormatBytes(source.DefaultMaxBytes), "largest app source archive (berth app deploy --dir) the control API takes, compressed (413 beyond)")
 	httpsListen, tlsMode, tlsOpts := registerTLSFlags(fs)
 	var manifests multiFlag
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
+	var insecure multiFlag
+	fs.Var(&insecure, "insecure-registry", "registry host (HOST or HOST:PORT) reached over plain HTTP instead of HTTPS; repeatable")
 	var origins []string
 	fs.Func("allow-origin", "browser origin (scheme://host[:port]) allowed on MCP endpoints besides loopback; repeatable or comma-separated, * for any", func(v string) error {
 		for _, o := range strings.Split(v, ",") {
@@ -80,6 +84,10 @@ func runUp(ctx context.Context, args []string) error {
 	if err != nil || bodyBytes <= 0 {
 		return usageError("--body-memory: a size such as 256Mi")
 	}
+	uploadBytes, err := pool.ParseBytes(*maxUpload)
+	if err != nil || uploadBytes <= 0 {
+		return usageError("--max-upload: a size such as 1Gi")
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return usageError("--log-level: " + err.Error())
@@ -96,6 +104,7 @@ func runUp(ctx context.Context, args []string) error {
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
 		Admission:      ao,
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
+		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure,
 		HTTPSListen: *httpsListen, TLS: *tlsOpts,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)

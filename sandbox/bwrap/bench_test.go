@@ -10,6 +10,7 @@ import (
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/bwrap"
 	"github.com/berth-dev/berth/sandbox/internal/local"
+	"github.com/berth-dev/berth/sandbox/sandboxtest"
 )
 
 func benchRuntime(b *testing.B) *bwrap.Runtime {
@@ -54,4 +55,17 @@ func BenchmarkExec(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkWarmStart compares a warm start on the host's root with one on
+// an image root (Debian with Python).
+func BenchmarkWarmStart(b *testing.B) {
+	rt := benchRuntime(b)
+	b.Run("host", func(b *testing.B) { sandboxtest.BenchStart(b, rt, nil) })
+	b.Run("image", func(b *testing.B) { sandboxtest.BenchStart(b, rt, sandboxtest.DebianRoot(b)) })
+}
+
+// BenchmarkShared measures 10 sandboxes on one image root.
+func BenchmarkShared(b *testing.B) {
+	sandboxtest.BenchShared(b, benchRuntime(b), sandboxtest.DebianRoot(b), 10)
 }

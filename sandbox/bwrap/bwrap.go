@@ -3,6 +3,17 @@
 // private /tmp and workspace, all capabilities dropped, no-new-privs, a
 // seccomp filter, an unprivileged host uid per sandbox and a cgroup per
 // sandbox for memory, pids and CPU.
+//
+// On an image (sandbox.Spec.Root) the root is instead the image's, made by
+// the host before bubblewrap starts (local.MountImageRoot: an idmapped
+// mount of the shared image root under an overlay whose upper layer is on
+// the sandbox's disk) and bound writable at /; bubblewrap 0.8.0 has no
+// overlay options and cannot make mount points in a read-only root, so the
+// host makes those too. The sandbox runs as the image user inside its user
+// namespace, which maps it to the sandbox's own host uid: the uid the
+// idmapped mount shows the image user's files as. Everything else (the
+// namespaces, seccomp, cgroup, /tmp, /mnt/data, the agent) is as on the
+// host's root.
 package bwrap
 
 import (
@@ -87,6 +98,9 @@ func (r *Runtime) Cleanup(ctx context.Context) error {
 // Start implements sandbox.Runtime.
 func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbox, err error) {
 	l := spec.Limits.WithDefaults(DefaultLimits)
+	if err := spec.Root.Check(); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	}
 	slot := r.host.Slot()
 	uid := r.host.UID(slot)
 	if spec.UID != 0 {
@@ -107,6 +121,15 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	}
 	if sb.disk, err = r.host.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	}
+	if slot >= local.RootUIDOffset {
+		return nil, fmt.Errorf("sandbox %s: too many sandboxes", spec.ID)
+	}
+	if spec.Root != nil {
+		ids := local.RootIDs{UID: uid, GID: uid, RootUID: r.host.RootUID(slot), RootGID: r.host.RootUID(slot)}
+		if sb.root, err = r.host.MountImageRoot(sb.dir, sb.disk, spec.Root, ids, local.Targets(spec)); err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+		}
 	}
 	if sb.cg, err = r.host.Cgroups.Create(spec.ID, cgroup.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPU: l.CPU}); err != nil {
 		return nil, err
@@ -141,7 +164,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 
 	// bubblewrap reads its arguments from fd 6, so that its command line
 	// (which the sandbox sees as /proc/1/cmdline) names no host path.
-	opts, command := r.args(sb.dir, l, spec)
+	opts, command := r.args(sb.dir, sb.root, l, spec)
 	argsFile, err := memfd("berth-bwrap-args", []byte(strings.Join(opts, "\x00")+"\x00"))
 	if err != nil {
 		return nil, err
@@ -192,7 +215,11 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	// all the processes there are.)
 	for _, pid := range []int{cmd.Process.Pid, info.ChildPid} {
 		if err := sb.cg.Add(pid); err != nil {
-			return nil, err
+			select { // it died: let bubblewrap say why
+			case <-sb.done:
+			case <-time.After(time.Second):
+			}
+			return nil, fmt.Errorf("sandbox %s did not start: %v: %s", spec.ID, err, stderr.String())
 		}
 	}
 	if _, err := blockW.Write([]byte{1}); err != nil {
@@ -229,19 +256,31 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 }
 
 // args returns bubblewrap's options and the command it runs.
-func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) (opts, command []string) {
+func (r *Runtime) args(dir string, root *local.ImageRoot, l sandbox.Limits, spec sandbox.Spec) (opts, command []string) {
+	uid, gid := "1000", "1000"
+	if spec.Root != nil {
+		uid, gid = strconv.FormatUint(uint64(spec.Root.UID), 10), strconv.FormatUint(uint64(spec.Root.GID), 10)
+	}
 	a := []string{
 		"--unshare-all", "--unshare-user", "--disable-userns",
 		"--die-with-parent", "--new-session", "--cap-drop", "ALL",
-		"--uid", "1000", "--gid", "1000", "--hostname", "sandbox",
-		"--ro-bind", "/usr", "/usr",
-		"--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
-		"--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-		"--proc", "/proc", "--dev", "/dev",
+		"--uid", uid, "--gid", gid, "--hostname", "sandbox",
+	}
+	if root != nil {
+		// The image's root, writable through its overlay (whose upper
+		// layer is on the sandbox's disk), with its own /etc.
+		a = append(a, "--bind", root.Dir, "/")
+	} else {
+		a = append(a, "--ro-bind", "/usr", "/usr",
+			"--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+			"--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64")
+	}
+	a = append(a, "--proc", "/proc", "--dev", "/dev",
 		// /dev/shm (POSIX shared memory, semaphores) is the one writable
 		// place in memory, bounded as gVisor's is.
-		"--size", strconv.FormatInt(l.TmpBytes, 10), "--tmpfs", "/dev/shm",
-		"--ro-bind", filepath.Join(r.host.Dir, "etc"), "/etc",
+		"--size", strconv.FormatInt(l.TmpBytes, 10), "--tmpfs", "/dev/shm")
+	if root == nil {
+		a = append(a, "--ro-bind", filepath.Join(r.host.Dir, "etc"), "/etc")
 	}
 	if spec.Egress {
 		a = append(a, "--share-net")
@@ -262,10 +301,14 @@ func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) (opts, c
 		"--chdir", "/mnt/data",
 		"--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
 		// Nothing else is writable: the root and /dev tmpfs would be
-		// writable space outside the disk's quota.
-		"--remount-ro", "/dev", "--remount-ro", "/",
-		"--seccomp", "3", "--block-fd", "4", "--info-fd", "5",
+		// writable space outside the disk's quota. (An image's root is
+		// writable: its overlay's upper layer is on that disk.)
+		"--remount-ro", "/dev",
 	)
+	if root == nil {
+		a = append(a, "--remount-ro", "/")
+	}
+	a = append(a, "--seccomp", "3", "--block-fd", "4", "--info-fd", "5")
 	return a, []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
 		"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10)}
 }
@@ -277,6 +320,7 @@ type box struct {
 	slot   int
 	dir    string
 	disk   *local.Disk
+	root   *local.ImageRoot
 	cg     *cgroup.Group
 	netns  *netns.Namespace
 	cmd    *exec.Cmd
@@ -321,6 +365,7 @@ func (b *box) teardown() {
 				b.rt.log.Warn("remove network namespace", "sandbox", b.id, "err", err)
 			}
 		}
+		b.root.Unmount()
 		b.disk.Unmount()
 		if b.dir != "" {
 			if err := os.RemoveAll(b.dir); err != nil {

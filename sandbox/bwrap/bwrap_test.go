@@ -11,6 +11,7 @@ import (
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/bwrap"
 	"github.com/berth-dev/berth/sandbox/internal/local"
+	"github.com/berth-dev/berth/sandbox/sandboxtest"
 )
 
 func newRuntime(t *testing.T) *bwrap.Runtime {
@@ -65,4 +66,8 @@ func TestCgroupHoldsEverySandboxProcess(t *testing.T) {
 	if st.Pids < 8 || st.MemoryBytes == 0 || st.PidsLimit != bwrap.DefaultLimits.Pids {
 		t.Fatalf("cgroup does not hold the sandbox's processes: %+v", st)
 	}
+}
+
+func TestConformance(t *testing.T) {
+	sandboxtest.Run(t, newRuntime(t))
 }

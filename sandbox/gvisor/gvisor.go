@@ -8,6 +8,14 @@
 // The sentry and its gofer run in a user namespace as two unprivileged host
 // uids of the sandbox's own, never as root.
 //
+// On an image (sandbox.Spec.Root) the bundle's root is the host's overlay
+// of the image (local.MountImageRoot), writable, with runsc's own overlay
+// off (--overlay2 none): writes go through the gofer to the overlay's upper
+// layer on the sandbox's disk, within its quota, rather than to sentry
+// memory. The sandbox's user is the image's, mapped to the sandbox's own
+// host uid, as the idmapped mount maps the image user's files; the image
+// root's files map to the sentry's uid.
+//
 // The agent's socket is shared with the host through runsc's --host-uds:
 // the agent listens on /.berth/run/agent.sock inside, a bind mount of the
 // sandbox directory's "run", and the host opens that file once, when the
@@ -78,10 +86,6 @@ const (
 	// as a whole if it is ever reached.
 	hostPidsPerPid = 4
 	hostPidsBase   = 256
-	// rootUIDOffset separates the host uid that the sandbox's root (the
-	// sentry and the gofer) maps to from the one its user (uid 1000, the
-	// agent) maps to: UID(slot) and UID(slot+rootUIDOffset).
-	rootUIDOffset = 1 << 15
 	// sandboxUID is the uid (and gid) that code in the sandbox runs as.
 	sandboxUID = 1000
 )
@@ -162,6 +166,9 @@ func (r *Runtime) Name() string { return "gvisor" }
 // Start implements sandbox.Runtime.
 func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbox, err error) {
 	l := withDefaults(spec.Limits)
+	if err := spec.Root.Check(); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	}
 	slot := r.host.Slot()
 	uid := r.host.UID(slot)
 	if spec.UID != 0 {
@@ -174,7 +181,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		}
 	}()
 
-	if slot >= rootUIDOffset {
+	if slot >= local.RootUIDOffset {
 		return nil, fmt.Errorf("sandbox %s: too many sandboxes", spec.ID)
 	}
 	if sb.dir, err = r.host.MakeSandboxDir(spec.ID, uid); err != nil {
@@ -186,6 +193,13 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	// runsc finds the group made (and limited) here and runs the sandbox in
 	// it without touching its settings; it sizes the sentry's memory and
 	// CPUs from them.
+	ids := newIDs(spec.Root, uid, r.host.RootUID(slot))
+	if spec.Root != nil {
+		rids := local.RootIDs{UID: uid, GID: uid, RootUID: ids.hostUID(0), RootGID: ids.hostGID(0)}
+		if sb.root, err = r.host.MountImageRoot(sb.dir, sb.disk, spec.Root, rids, local.Targets(spec)); err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+		}
+	}
 	if sb.cg, err = r.host.Cgroups.Create(spec.ID, cgroup.Limits{
 		MemoryBytes: l.MemoryBytes, Pids: hostPidsBase + hostPidsPerPid*l.Pids, CPU: l.CPU,
 	}); err != nil {
@@ -196,11 +210,11 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 			return nil, err
 		}
 	}
-	if err := r.writeBundle(sb.dir, spec, slot, uid, l, sb.netns); err != nil {
+	if err := r.writeBundle(sb.dir, sb.root, spec, ids, l, sb.netns); err != nil {
 		return nil, fmt.Errorf("sandbox %s: write bundle: %w", spec.ID, err)
 	}
 
-	cmd := exec.Command(r.runsc, append(r.flags(sb.netns != nil), "run", "--bundle", sb.dir, spec.ID)...)
+	cmd := exec.Command(r.runsc, append(r.flags(sb.netns != nil, sb.root != nil), "run", "--bundle", sb.dir, spec.ID)...)
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
 	cmd.Dir = sb.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: true}
@@ -247,7 +261,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	}
 	// Only the agent has run so far: pin its socket (which the gofer made
 	// on the host) now, before any code of the sandbox's can touch the name.
-	if sb.ep, err = local.OpenEndpoint(filepath.Join(sb.dir, "run"), "agent.sock", uid, r.host.UID(slot+rootUIDOffset)); err != nil {
+	if sb.ep, err = local.OpenEndpoint(filepath.Join(sb.dir, "run"), "agent.sock", uid, r.host.RootUID(slot)); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	sb.client = agent.NewClient(sb.ep.Dial)
@@ -272,7 +286,11 @@ const (
 )
 
 // flags are runsc's global flags for this runtime.
-func (r *Runtime) flags(egress bool) []string {
+func (r *Runtime) flags(egress, image bool) []string {
+	overlay := "root:self"
+	if image {
+		overlay = "none"
+	}
 	network := "none" // a network namespace with loopback only
 	if egress {
 		network = "sandbox" // the sentry's network stack on the namespace's eth0
@@ -285,32 +303,58 @@ func (r *Runtime) flags(egress bool) []string {
 		// it a host socket, which the host connects to.
 		"--host-uds", "create",
 		"--oci-seccomp",
+		// An image's root is writable: the host's overlay takes the
+		// writes, on the sandbox's disk (local.MountImageRoot), not
+		// sentry memory.
+		"--overlay2", overlay,
 	}
 }
 
-// writeBundle writes the sandbox's OCI bundle: config.json and an empty,
-// read-only root directory holding only mount points and the /usr symlinks.
-func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint32, l sandbox.Limits, ns *netns.Namespace) error {
+// ids maps the sandbox's uids and gids to the host's: its root (the
+// sentry and the gofer) to one host uid of the sandbox's, its user (1000,
+// or an image's user) to the other; an image whose user is root has only
+// the one. The ids of the sandbox's files follow (local.MountImageRoot).
+type ids struct {
+	user, group uint32 // in the sandbox
+	uids, gids  []ociIDMapping
+}
+
+func newIDs(root *sandbox.Root, uid, rootUID uint32) ids {
+	x := ids{user: sandboxUID, group: sandboxUID}
+	if root != nil {
+		x.user, x.group = root.UID, root.GID
+	}
+	m := func(id uint32) []ociIDMapping {
+		if id == 0 {
+			return []ociIDMapping{{ContainerID: 0, HostID: uid, Size: 1}}
+		}
+		return []ociIDMapping{{ContainerID: 0, HostID: rootUID, Size: 1}, {ContainerID: id, HostID: uid, Size: 1}}
+	}
+	x.uids, x.gids = m(x.user), m(x.group)
+	return x
+}
+
+func (x ids) hostUID(id uint32) uint32 { return hostID(x.uids, id) }
+func (x ids) hostGID(id uint32) uint32 { return hostID(x.gids, id) }
+
+func hostID(m []ociIDMapping, id uint32) uint32 {
+	for _, e := range m {
+		if e.ContainerID == id {
+			return e.HostID
+		}
+	}
+	return 65534
+}
+
+// writeBundle writes the sandbox's OCI bundle: config.json and, on the
+// host's root, an empty, read-only root directory holding only mount points
+// and the /usr symlinks; on an image, root is the image's (writable) root.
+func (r *Runtime) writeBundle(dir string, root *local.ImageRoot, spec sandbox.Spec, x ids, l sandbox.Limits, ns *netns.Namespace) error {
 	id := spec.ID
 	rootfs := filepath.Join(dir, "rootfs")
-	for _, d := range []string{"", "usr", "proc", "dev", "sys", "tmp", "etc", "mnt/data", ".berth/run"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
-			return err
-		}
-	}
-	for _, s := range [][2]string{{"bin", "usr/bin"}, {"sbin", "usr/sbin"}, {"lib", "usr/lib"}, {"lib64", "usr/lib64"}} {
-		if err := os.Symlink(s[1], filepath.Join(rootfs, s[0])); err != nil {
-			return err
-		}
-	}
-	touch := func(p string) error {
-		f, err := os.OpenFile(filepath.Join(rootfs, p), os.O_CREATE|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		return f.Close()
-	}
-	if err := touch(".berth/agent"); err != nil {
+	if root != nil {
+		rootfs = root.Dir
+	} else if err := makeRootfs(rootfs, spec); err != nil {
 		return err
 	}
 
@@ -327,10 +371,12 @@ func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint3
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(l.TmpBytes, 10)}},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-		bind("/usr", "/usr", false),
 	}
-	// One read-only /etc, prepared once: see local.PrepareEtc.
-	mounts = append(mounts, bind(filepath.Join(r.host.Dir, "etc"), "/etc", false))
+	if root == nil {
+		// The host's /usr, and one read-only /etc, prepared once: see
+		// local.PrepareEtc.
+		mounts = append(mounts, bind("/usr", "/usr", false), bind(filepath.Join(r.host.Dir, "etc"), "/etc", false))
+	}
 	mounts = append(mounts,
 		// The workspace and /tmp: the sandbox's own disk (local.MakeDisk).
 		bind(filepath.Join(dir, "disk", local.DataDir), "/mnt/data", true),
@@ -339,9 +385,6 @@ func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint3
 		bind(r.host.Agent, "/.berth/agent", false),
 	)
 	for _, m := range spec.Mounts {
-		if err := os.MkdirAll(filepath.Join(rootfs, m.Target), 0o755); err != nil {
-			return err
-		}
 		mounts = append(mounts, bind(m.Source, m.Target, !m.ReadOnly))
 	}
 
@@ -349,13 +392,11 @@ func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint3
 	if ns != nil {
 		netNS.Path = filepath.Join("/run/netns", ns.Name)
 	}
-	rootUID := r.host.UID(slot + rootUIDOffset)
-	ids := []ociIDMapping{{ContainerID: 0, HostID: rootUID, Size: 1}, {ContainerID: sandboxUID, HostID: uid, Size: 1}}
 	nproc := uint64(l.Pids)
 	s := ociSpec{
 		Version: "1.0.2",
 		Process: ociProcess{
-			User: ociUser{UID: sandboxUID, GID: sandboxUID},
+			User: ociUser{UID: x.user, GID: x.group},
 			// RLIMIT_NPROC (below) counts the agent and the code it runs
 			// alike, by user: the agent runs that code under a lower limit
 			// (--max-procs), so that a fork bomb always leaves it room to
@@ -372,15 +413,15 @@ func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint3
 				{Type: "RLIMIT_CORE", Soft: 0, Hard: 0},
 			},
 		},
-		Root:     ociRoot{Path: rootfs, Readonly: true},
+		Root:     ociRoot{Path: rootfs, Readonly: root == nil},
 		Hostname: "sandbox",
 		Mounts:   mounts,
 		Linux: ociLinux{
 			Namespaces: []ociNamespace{
 				{Type: "pid"}, {Type: "ipc"}, {Type: "uts"}, {Type: "mount"}, {Type: "user"}, netNS,
 			},
-			UIDMappings: ids,
-			GIDMappings: ids,
+			UIDMappings: x.uids,
+			GIDMappings: x.gids,
 			CgroupsPath: "/" + r.host.Cgroups.Parent() + "/" + id,
 			Seccomp: &ociSeccomp{
 				DefaultAction: "SCMP_ACT_ALLOW",
@@ -396,6 +437,34 @@ func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint3
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600)
+}
+
+// makeRootfs makes the root of a sandbox on the host's /usr: mount points
+// and the /usr symlinks.
+func makeRootfs(rootfs string, spec sandbox.Spec) error {
+	for _, d := range []string{"", "usr", "proc", "dev", "sys", "tmp", "etc", "mnt/data", ".berth/run"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			return err
+		}
+	}
+	for _, s := range [][2]string{{"bin", "usr/bin"}, {"sbin", "usr/sbin"}, {"lib", "usr/lib"}, {"lib64", "usr/lib64"}} {
+		if err := os.Symlink(s[1], filepath.Join(rootfs, s[0])); err != nil {
+			return err
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(rootfs, ".berth/agent"), os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, m := range spec.Mounts {
+		if err := os.MkdirAll(filepath.Join(rootfs, m.Target), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // runscCmd runs a runsc subcommand against this runtime's state.
@@ -557,6 +626,7 @@ type box struct {
 	slot   int
 	dir    string
 	disk   *local.Disk
+	root   *local.ImageRoot
 	cg     *cgroup.Group
 	netns  *netns.Namespace
 	cmd    *exec.Cmd // runsc run
@@ -620,6 +690,7 @@ func (b *box) teardown() {
 				b.rt.log.Warn("remove network namespace", "sandbox", b.id, "err", err)
 			}
 		}
+		b.root.Unmount()
 		b.disk.Unmount()
 		if b.dir != "" {
 			if err := os.RemoveAll(b.dir); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/gvisor"
 	"github.com/berth-dev/berth/sandbox/internal/local"
+	"github.com/berth-dev/berth/sandbox/sandboxtest"
 )
 
 // runscPath is the repository's static runsc (.bin/runsc) if it was built,
@@ -544,8 +545,11 @@ func TestCleanupAfterCrash(t *testing.T) {
 	state := t.TempDir()
 	o := options(t, instanceName(t), state)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.v")
+	// The helper's own temporary files (its image root) go where this
+	// test removes them: the helper never gets to.
+	tmp := t.TempDir()
 	cmd.Env = append(os.Environ(), "BERTH_GVISOR_CRASH_STATE="+state, "BERTH_GVISOR_CRASH_INSTANCE="+o.Instance,
-		"BERTH_TEST_AGENT="+o.AgentPath)
+		"BERTH_TEST_AGENT="+o.AgentPath, "TMPDIR="+tmp)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -580,6 +584,7 @@ func TestCleanupAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertGone(t, o, "crashed", dir)
+	assertGone(t, o, "crashed-img", sandboxDir(o, "crashed-img"))
 	// And the runtime works afterwards.
 	sb := start(t, rt, sandbox.Spec{ID: "crashed"})
 	if out := shell(t, sb, "echo ok"); out.Stdout != "ok\n" {
@@ -605,6 +610,10 @@ func TestCrashHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := rt.Start(context.Background(), sandbox.Spec{ID: "crashed"}); err != nil {
+		t.Fatal(err)
+	}
+	// One on an image too: its overlay, over its disk, must go as well.
+	if _, err := rt.Start(context.Background(), sandbox.Spec{ID: "crashed-img", Root: sandboxtest.ScratchRoot(t)}); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Println("STARTED")
@@ -799,4 +808,23 @@ func BenchmarkExec(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestConformance(t *testing.T) {
+	rt, _ := newRuntime(t)
+	sandboxtest.Run(t, rt)
+}
+
+// BenchmarkWarmStart compares a warm start on the host's root with one on
+// an image root (Debian with Python).
+func BenchmarkWarmStart(b *testing.B) {
+	rt, _ := newRuntime(b)
+	b.Run("host", func(b *testing.B) { sandboxtest.BenchStart(b, rt, nil) })
+	b.Run("image", func(b *testing.B) { sandboxtest.BenchStart(b, rt, sandboxtest.DebianRoot(b)) })
+}
+
+// BenchmarkShared measures 10 sandboxes on one image root.
+func BenchmarkShared(b *testing.B) {
+	rt, _ := newRuntime(b)
+	sandboxtest.BenchShared(b, rt, sandboxtest.DebianRoot(b), 10)
 }

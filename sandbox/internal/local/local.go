@@ -157,6 +157,15 @@ func (h *Host) Release(slot int) {
 // UID is the unprivileged host uid of the sandbox in slot.
 func (h *Host) UID(slot int) uint32 { return h.uidBase + uint32(slot) }
 
+// RootUIDOffset separates a sandbox's second host uid from its first:
+// UID(slot) and UID(slot+RootUIDOffset). The second is what the sandbox's
+// root maps to: gVisor's sentry and gofer, and the image root's files of a
+// sandbox on an image. Slots stay below it.
+const RootUIDOffset = 1 << 15
+
+// RootUID is the second unprivileged host uid of the sandbox in slot.
+func (h *Host) RootUID(slot int) uint32 { return h.UID(slot + RootUIDOffset) }
+
 // SandboxDir is where a sandbox's files live on the host; name is the
 // sandbox's ID or, where the sandbox could see it, something else unique.
 func (h *Host) SandboxDir(name string) string { return filepath.Join(h.Dir, "sb-"+name) }
