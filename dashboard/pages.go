@@ -268,6 +268,9 @@ func (d *dash) appPage(w http.ResponseWriter, r *http.Request, s *session) {
 	if r.URL.Query().Get("saved") == "traffic" {
 		data.Flash = "Traffic split saved."
 	}
+	if rev := r.URL.Query().Get("deployed"); rev != "" {
+		data.Flash = "Revision " + rev + " created."
+	}
 	d.render(w, r, http.StatusOK, "app", s, data)
 }
 
@@ -312,6 +315,58 @@ func (d *dash) setTraffic(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	data.TrafficError = bad
 	d.render(w, r, http.StatusBadRequest, "app", s, data)
+}
+
+// deploy makes a new revision from an uploaded archive (a gzipped tar of
+// the app's files, as "berth app deploy --dir" sends): the archive goes to
+// POST /v1/sources, and the latest revision's settings, with the new
+// source (and command, if given), to POST /v1/apps/{name}/revisions.
+func (d *dash) deploy(w http.ResponseWriter, r *http.Request, s *session) {
+	name := r.PathValue("name")
+	f, _, err := r.FormFile("archive")
+	if err != nil {
+		d.fail(w, r, s, http.StatusBadRequest, "Choose an archive (a .tar.gz of the app's files) to deploy.")
+		return
+	}
+	defer f.Close()
+	var a controlplane.AppView
+	if err := d.get(r, s, "/v1/apps/"+url.PathEscape(name), &a); err != nil {
+		d.apiFail(w, r, s, err)
+		return
+	}
+	if len(a.Revisions) == 0 {
+		d.fail(w, r, s, http.StatusBadRequest, "This app has no revision to take settings from.")
+		return
+	}
+	res, err := d.api.do(r.Context(), d.api.api, http.MethodPost, "http://control/v1/sources",
+		http.Header{"Authorization": {"Bearer " + s.token}, "Content-Type": {"application/gzip"}}, f)
+	if err != nil {
+		d.apiFail(w, r, s, err)
+		return
+	}
+	var src struct {
+		Digest string `json:"digest"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&src)
+	res.Body.Close()
+	if err != nil {
+		d.apiFail(w, r, s, err)
+		return
+	}
+	cfg := a.Revisions[len(a.Revisions)-1].Config
+	cfg.Dir, cfg.Source = "", &app.Source{Archive: src.Digest}
+	cfg.RevisionSuffix = strings.TrimSpace(r.FormValue("revisionSuffix"))
+	if c := strings.TrimSpace(r.FormValue("command")); c != "" {
+		cfg.Command = c
+	}
+	var out struct {
+		Revision app.Revision `json:"revision"`
+	}
+	if err := d.api.call(r.Context(), s.token, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/revisions", cfg, &out); err != nil {
+		d.apiFail(w, r, s, err)
+		return
+	}
+	http.Redirect(w, r, "/ui/apps/"+url.PathEscape(name)+"?deployed="+url.QueryEscape(out.Revision.Name), http.StatusSeeOther)
 }
 
 // appLogs passes the app's log stream (NDJSON, follow) on to the page's

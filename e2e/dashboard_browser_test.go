@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -298,6 +300,32 @@ func TestDashboardInBrowser(t *testing.T) {
 		screenshots(t, ctx, "app")
 	})
 
+	t.Run("deploy archive", func(t *testing.T) {
+		tgz := filepath.Join(t.TempDir(), "app.tgz")
+		writeTarGz(t, tgz, dir)
+		run(t, ctx, "deploy", chromedp.Navigate(ui+"/ui/apps/split"), chromedp.WaitReady("#deploy-form", chromedp.ByQuery),
+			chromedp.Evaluate(`document.getElementById("deploy").open = true`, nil),
+			chromedp.SetUploadFiles(`#deploy-form input[type=file]`, []string{tgz}, chromedp.ByQuery),
+			chromedp.SetValue(`#deploy-form input[name=revisionSuffix]`, "ui", chromedp.ByQuery),
+			chromedp.Submit("#deploy-form", chromedp.ByQuery), chromedp.WaitVisible(".alert.ok", chromedp.ByQuery))
+		if got := text(t, ctx, ".alert.ok"); !strings.Contains(got, "split--ui") {
+			t.Fatalf("after the deploy: %q", got)
+		}
+		v := b.appShow("split")
+		if last := v.Revisions[len(v.Revisions)-1]; last.Name != "split--ui" || last.Config.Source == nil || last.Config.Command != everythingCommand {
+			t.Fatalf("deployed revision: %+v", last)
+		}
+		// Send it all the traffic from the editor: the gateway answers from it.
+		run(t, ctx, "traffic to ui", chromedp.Evaluate(`(() => {
+			for (const el of document.querySelectorAll("input.pct")) { el.value = el.name === "pct:split--ui" ? "100" : "0"; el.dispatchEvent(new Event("input", {bubbles: true})); } })()`, nil),
+			chromedp.Click("#save-traffic", chromedp.ByQuery), chromedp.WaitVisible(".alert.ok", chromedp.ByQuery))
+		for i := range 5 {
+			if _, rev := initialize(t, b.info.PublicURL+"/apps/split/mcp"); rev != "split--ui" {
+				t.Fatalf("request %d after the dashboard's deploy went to %s", i, rev)
+			}
+		}
+	})
+
 	t.Run("logs stream", func(t *testing.T) {
 		run(t, ctx, "app page", chromedp.Navigate(ui+"/ui/apps/tasks"),
 			chromedp.Poll(`document.getElementById("log-status").textContent === "live"`, nil, chromedp.WithPollingTimeout(20*time.Second)))
@@ -494,4 +522,45 @@ func TestDashboardInBrowser(t *testing.T) {
 			chromedp.Navigate(ui+"/ui/pools/code"), chromedp.WaitVisible("#token", chromedp.ByQuery))
 	})
 	t.Logf("screenshots in %s", artifacts(t))
+}
+
+// writeTarGz packs dir's regular files into a gzipped tar at path.
+func writeTarGz(t *testing.T, path, dir string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zw := gzip.NewWriter(f)
+	tw := tar.NewWriter(zw)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		hdr, _ := tar.FileInfoHeader(info, "")
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		src, err := os.Open(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.Copy(tw, src)
+		src.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
