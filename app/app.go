@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,6 +40,9 @@ type Options struct {
 	// traversable by unprivileged uids.
 	StateDir string
 	Logger   *slog.Logger
+	// SecretsDir holds the secret volumes' files, on a tmpfs mounted there
+	// (default: StateDir + "-secrets").
+	SecretsDir string
 	// Capacity, if set, is what the host admits (see sandbox/admit): a
 	// deploy whose replicas could never run on it is refused.
 	Capacity Capacity
@@ -71,6 +75,9 @@ type Manager struct {
 	// gcMu orders collections of sources; lastGC is when the last began.
 	gcMu   sync.Mutex
 	lastGC time.Time
+
+	secretsDir     string
+	secretsMounted bool
 
 	mu   sync.Mutex
 	apps map[string]*App
@@ -110,13 +117,19 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m.secretsDir = cmp.Or(o.SecretsDir, filepath.Clean(o.StateDir)+"-secrets")
+	if err := m.mountSecrets(); err != nil {
+		return nil, err
+	}
 	stored, err := o.Store.ListApps(ctx)
 	if err != nil {
+		m.unmountSecrets()
 		return nil, err
 	}
 	for _, sa := range stored {
 		var d Doc
 		if err := json.Unmarshal(sa.Doc, &d); err != nil {
+			m.unmountSecrets()
 			return nil, fmt.Errorf("app %q: %w", sa.Name, err)
 		}
 		m.apps[d.Name] = m.newApp(d)
@@ -318,6 +331,10 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		a.saveMu.Unlock()
 		return err
 	}
+	if err := m.store.DeleteSecrets(ctx, name); err != nil {
+		a.saveMu.Unlock()
+		return err
+	}
 	a.deleted = true // a deploy in progress now fails instead of storing it again
 	a.saveMu.Unlock()
 	// Move its files aside before the name is free again, so that removing
@@ -366,6 +383,7 @@ func (m *Manager) Close() {
 			go func() { defer wg.Done(); a.stopAll() }()
 		}
 		wg.Wait()
+		m.unmountSecrets()
 	})
 }
 

@@ -61,6 +61,13 @@ type Config struct {
 	// CORS is the app's CORS policy; the app's is its latest deploy's
 	// (ingress is app-wide, as in Container Apps), nil for none.
 	CORS *cors.Spec `json:"corsPolicy,omitempty"`
+
+	// SecretEnv sets environment variables (the keys) to the values of
+	// the app's secrets (the values: secret names; see secrets.go).
+	SecretEnv map[string]string `json:"secretEnv,omitempty"`
+	// SecretVolume, if set, is where every secret of the app is a file
+	// (read-only, mode 0400).
+	SecretVolume string `json:"secretVolume,omitempty"`
 }
 
 // Source names a revision's files.
@@ -146,13 +153,15 @@ func (c *Config) Normalize() error {
 			return invalid("%q is not a valid environment variable name", k)
 		}
 	}
-	seen := map[string]bool{}
+	if err := c.normalizeSecrets(); err != nil {
+		return err
+	}
+	seen := map[string]bool{c.SecretVolume: c.SecretVolume != ""}
 	for _, v := range c.Volumes {
 		if !nameRE().MatchString(v.Name) {
 			return invalid("%q is not a valid volume name", v.Name)
 		}
-		if !strings.HasPrefix(v.Path, "/") || v.Path == "/" || strings.Contains(v.Path, "..") ||
-			v.Path == "/app" || strings.HasPrefix(v.Path, "/proc") || strings.HasPrefix(v.Path, "/usr") || strings.HasPrefix(v.Path, "/.berth") {
+		if !usableMountPath(v.Path) {
 			return invalid("volume %s: %q is not a usable mount path", v.Name, v.Path)
 		}
 		if seen[v.Path] {
@@ -218,6 +227,31 @@ func (c *Config) Normalize() error {
 		return invalid("probe must be tcp, http:/PATH or none")
 	}
 	return nil
+}
+
+// normalizeSecrets checks the secret references.
+func (c *Config) normalizeSecrets() error {
+	for k, s := range c.SecretEnv {
+		if !envRE().MatchString(k) {
+			return invalid("%q is not a valid environment variable name", k)
+		}
+		if _, ok := c.Env[k]; ok {
+			return invalid("environment variable %s is set both to a value and to a secret", k)
+		}
+		if err := ValidSecretName(s); err != nil {
+			return err
+		}
+	}
+	if p := c.SecretVolume; p != "" && !usableMountPath(p) {
+		return invalid("secret volume: %q is not a usable mount path", p)
+	}
+	return nil
+}
+
+// usableMountPath reports whether a volume may be mounted at p.
+func usableMountPath(p string) bool {
+	return strings.HasPrefix(p, "/") && p != "/" && !strings.Contains(p, "..") &&
+		p != "/app" && !strings.HasPrefix(p, "/proc") && !strings.HasPrefix(p, "/usr") && !strings.HasPrefix(p, "/.berth")
 }
 
 // ScaleDownAfter is how long a replica stays idle before it may go.

@@ -57,6 +57,18 @@ func TestConfigNormalize(t *testing.T) {
 		{"suffix", func(c *Config) { c.RevisionSuffix = "Blue" }, "not a valid revision suffix", nil},
 		{"http probe path", func(c *Config) { c.Probe = Probe{Type: "http", Path: "health"} }, "http probe needs a path", nil},
 		{"probe type", func(c *Config) { c.Probe = Probe{Type: "exec"} }, "probe must be tcp, http:/PATH or none", nil},
+		{"secret env", func(c *Config) {
+			c.SecretEnv, c.SecretVolume = map[string]string{"DB_PASSWORD": "db-password"}, "/mnt/secrets"
+		}, "", nil},
+		{"secret env name", func(c *Config) { c.SecretEnv = map[string]string{"A-B": "x"} }, "not a valid environment variable name", nil},
+		{"secret name", func(c *Config) { c.SecretEnv = map[string]string{"A": "Bad_Name"} }, "not a valid secret name", nil},
+		{"env both value and secret", func(c *Config) {
+			c.Env, c.SecretEnv = map[string]string{"A": "1"}, map[string]string{"A": "a"}
+		}, "both to a value and to a secret", nil},
+		{"secret volume over /app", func(c *Config) { c.SecretVolume = "/app" }, "not a usable mount path", nil},
+		{"secret volume and volume at one path", func(c *Config) {
+			c.SecretVolume, c.Volumes = "/data", []Volume{{Name: "a1", Path: "/data"}}
+		}, "two volumes at /data", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()

@@ -48,6 +48,9 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 			return Doc{}, Revision{}, invalid("app %s: %v; lower --memory, --disk or --min, or raise berth up --memory-overcommit/--disk-overcommit", name, err)
 		}
 	}
+	if err := m.checkSecrets(ctx, name, cfg); err != nil {
+		return Doc{}, Revision{}, err
+	}
 	a, first := m.appForDeploy(name)
 	ok := false
 	if first {

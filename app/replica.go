@@ -91,12 +91,18 @@ type revisionRuntime struct {
 	lastStartErr error
 
 	spares chan box // hands keepSpare's sandbox to the next replica
+
+	// secrets reads the revision's secrets once (secrets.go); secretDir
+	// is its secret volume's directory, removed when it stops.
+	secrets   func() (secretSet, error)
+	secretDir string
 }
 
 func newRevisionRuntime(a *App, rev Revision) *revisionRuntime {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &revisionRuntime{app: a, rev: rev, ctx: ctx, end: cancel, lastBusy: time.Now(), changed: make(chan struct{}),
 		log: a.m.log.With("app", a.name, "revision", rev.Name), spares: make(chan box)}
+	r.secrets = sync.OnceValues(r.loadSecrets)
 	r.wg.Add(2)
 	go r.autoscale()
 	go r.keepSpare()
@@ -316,8 +322,8 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 
 	if cfg.Transport == TransportHTTP {
 		env := map[string]string{"PORT": strconv.Itoa(cfg.Port), "BERTH_APP": r.app.name, "BERTH_REVISION": r.rev.Name, "BERTH_REPLICA": id}
-		for k, v := range cfg.Env {
-			env[k] = v
+		if err := r.addEnv(env); err != nil {
+			return r.startFailed(err)
 		}
 		if err := sb.Agent().StartService(r.ctx, agent.ServiceSpec{ID: "app", Command: cfg.Command, Env: env, Dir: "/app"}); err != nil {
 			return r.startFailed(fmt.Errorf("start command: %w", err))
@@ -453,6 +459,7 @@ func (r *revisionRuntime) probe(rep *Replica, exited <-chan error) error {
 func (r *revisionRuntime) stop() {
 	r.end()
 	r.wg.Wait()
+	r.removeSecretFiles()
 }
 
 // StdioProcess is a stdio MCP server process in a replica, one per MCP
@@ -504,8 +511,9 @@ func (a *App) StartStdio(ctx context.Context, label string) (*StdioProcess, erro
 	cfg := rep.Config()
 	id := fmt.Sprintf("stdio-%d", rep.stdioSeq.Add(1))
 	env := map[string]string{"BERTH_APP": a.name, "BERTH_REVISION": rep.Revision(), "BERTH_REPLICA": rep.ID}
-	for k, v := range cfg.Env {
-		env[k] = v
+	if err := rep.rev.addEnv(env); err != nil {
+		rep.Done()
+		return nil, err
 	}
 	if err := rep.Agent().StartService(ctx, agent.ServiceSpec{ID: id, Command: cfg.Command, Env: env, Dir: "/app", Stdio: true}); err != nil {
 		rep.Done()

@@ -18,6 +18,14 @@ type box struct {
 // startSandbox starts a sandbox for one of the revision's replicas.
 func (r *revisionRuntime) startSandbox() (box, error) {
 	cfg := r.rev.Config
+	secrets, err := r.secrets()
+	if err != nil {
+		return box{}, err
+	}
+	mounts := r.app.mounts(r.rev)
+	if secrets.dir != "" {
+		mounts = append(mounts, sandbox.Mount{Source: secrets.dir, Target: cfg.SecretVolume, ReadOnly: true})
+	}
 	r.mu.Lock()
 	r.seq++
 	id := fmt.Sprintf("%s-%d", r.rev.Name, r.seq)
@@ -26,7 +34,7 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 		ID:     id,
 		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU, DiskBytes: cfg.DiskBytes},
 		Egress: cfg.Egress == "enabled",
-		Mounts: r.app.mounts(r.rev),
+		Mounts: mounts,
 		UID:    r.app.uid,
 	})
 	return box{id: id, sb: sb}, err

@@ -23,6 +23,10 @@ func (c *ctl) appRoutes(handle func(string, httpapi.HandlerFunc)) {
 	handle("GET /v1/apps/{name}/keys", c.listAppKeys)
 	handle("POST /v1/apps/{name}/keys", c.createAppKey)
 	handle("DELETE /v1/apps/{name}/keys/{key}", c.revokeAppKey)
+	handle("GET /v1/apps/{name}/secrets", c.listSecrets)
+	handle("PUT /v1/apps/{name}/secrets/{secret}", c.setSecret)
+	handle("DELETE /v1/apps/{name}/secrets/{secret}", c.deleteSecret)
+	handle("POST /v1/apps/{name}/restart", c.restartApp)
 }
 
 // AppView is an app as the API shows it.

@@ -21,6 +21,10 @@
 //	GET    /v1/registries
 //	PUT    /v1/registries/{host}              ({"username": U, "password": P})
 //	DELETE /v1/registries/{host}
+//	GET    /v1/apps/{name}/secrets            (names and dates, never values)
+//	PUT    /v1/apps/{name}/secrets/{secret}   ({"value": BASE64})
+//	DELETE /v1/apps/{name}/secrets/{secret}
+//	POST   /v1/apps/{name}/restart
 //	GET    /v1/events, /v1/metrics/apps, /v1/pools/{name}/sessions (see observe.go)
 package controlplane
 

@@ -21,17 +21,20 @@ import (
 	"github.com/berth-dev/berth/store"
 )
 
-// identifierRE is Azure's rule for session identifiers. (Compiled on first
-// use: the berth binary is also the sandbox agent, whose start-up time
-// counts.)
+// identifierRE is Azure's rule for session identifiers (the data-plane
+// API reference, 2024-10-02-preview on): 4 to 128 of letters, digits and
+// the ASCII punctuation it lists. Identifiers only key the session map and
+// appear in messages (quoted); sandbox IDs are the pool's name and random
+// hex, never derived from them. (Compiled on first use: the berth binary
+// is also the sandbox agent, whose start-up time counts.)
 var identifierRE = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`^[A-Za-z0-9|\-&^%$#(){}\[\];<>]{4,128}$`)
+	return regexp.MustCompile("^[a-zA-Z0-9_|}{\\[\\]:\";'<>?/.,@#$%^&*()\\-+=!~`]{4,128}$")
 })
 
 // ValidIdentifier reports whether id is an acceptable session identifier.
 func ValidIdentifier(id string) error {
 	if !identifierRE().MatchString(id) {
-		return fmt.Errorf("%w: identifiers are 4-128 characters of letters, digits and | - & ^ %% $ # ( ) { } [ ] ; < >", ErrBadIdentifier)
+		return fmt.Errorf("%w: identifiers are 4-128 characters of letters, digits and _ | { } [ ] : \" ; ' < > ? / . , @ # $ %% ^ & * ( ) - + = ! ~ `", ErrBadIdentifier)
 	}
 	return nil
 }

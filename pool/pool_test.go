@@ -152,8 +152,9 @@ func TestIdentifiers(t *testing.T) {
 		{"abc", false},
 		{strings.Repeat("a", 129), false},
 		{"has space", false},
-		{"slash/no", false},
-		{"dot.no", false},
+		{"user@example.com:chat/7", true},
+		{`a_b.c@d:e!f+g=h~i?j,k'l"m*n` + "`", true},
+		{"tab\tno", false},
 		{"ünïcode", false},
 		{"", false},
 	} {

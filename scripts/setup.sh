@@ -47,17 +47,16 @@ if [ "${1:-}" = "--test" ]; then
 		echo "$STATICCHECK_VERSION" >"$BIN/staticcheck.version"
 	fi
 	# mmdebstrap builds the sandbox tests' Debian image root (sandbox/sandboxtest;
-	# cached under /var/cache/berth-test).
-	if ! dpkg-query -W -f='${Status}' mmdebstrap 2>/dev/null | grep -q "install ok installed"; then
-		log "apt-get install mmdebstrap"
+	# cached under /var/cache/berth-test). Chromium, headless, for the tests in
+	# a real browser (e2e); curl and jq for the replay of Azure's MCP tutorials.
+	tneed=()
+	for pkg in mmdebstrap chromium curl jq; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || tneed+=("$pkg")
+	done
+	if [ ${#tneed[@]} -gt 0 ]; then
+		log "apt-get install ${tneed[*]}"
 		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
-	fi
-	# Chromium, headless, for the CORS tests in a real browser (e2e).
-	if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
-		log "apt-get install chromium"
-		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends chromium >/dev/null
+		apt-get install -y -qq --no-install-recommends "${tneed[@]}" >/dev/null
 	fi
 	if [ -x scripts/install-node-tools.sh ]; then
 		scripts/install-node-tools.sh

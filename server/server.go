@@ -272,7 +272,7 @@ func Run(ctx context.Context, o Options) error {
 		AppDomain: o.AppDomain, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
 		Apps: gw, Hosts: apps, Pools: edgePools(pools),
 		PoolMCP:   mcpHandler,
-		DataPlane: dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies}),
+		DataPlane: dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies, Context: ctx}),
 		Logger:    log, AccessLog: o.AccessLog,
 	})
 	if err != nil {

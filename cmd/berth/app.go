@@ -25,7 +25,7 @@ Commands:
               [--path /mcp] [--env K=V]… [--volume NAME:/PATH]… [--min 0] [--max 10]
               [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--disk 1Gi] [--cpu 1]
               [--egress disabled|enabled] [--revision-suffix S] [--probe tcp|http:/PATH|none]
-              [AUTH FLAGS]
+              [AUTH FLAGS] [--env KEY=secretref:SECRET]… [--secret-volume /mnt/secrets]
   auth NAME --auth none|apikey|oidc [AUTH FLAGS]   (the app's, for every revision, at once)
   key create NAME KEYNAME     (prints the key, this once)
   key list NAME
@@ -37,6 +37,7 @@ Commands:
   logs NAME [-f]
   metrics [NAME]    requests, errors (since start, last hour), per-tool calls, p50/p99 per method
   delete NAME
+  restart NAME                start its replicas anew (they read changed secrets)
   hostname add NAME HOST [--label L]   serve the app (or its label) at a custom domain
   hostname list NAME                   its custom domains and their certificates
   hostname delete NAME HOST
@@ -67,6 +68,8 @@ func runApp(ctx context.Context, args []string) error {
 		return runAppHostname(ctx, args)
 	case "metrics":
 		return runAppMetrics(ctx, args)
+	case "restart":
+		return runAppRestart(ctx, args)
 	}
 	fs := flag.NewFlagSet("app "+sub, flag.ContinueOnError)
 	var cf clientFlags
@@ -312,6 +315,7 @@ type deployFlags struct {
 	scaleDown                                                          time.Duration
 	cpu                                                                float64
 	env, volumes                                                       multiFlag
+	secretVolume                                                       string
 	cors                                                               corsFlags
 }
 
@@ -322,6 +326,7 @@ func (d *deployFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&d.port, "port", 8080, "the port the app listens on ($PORT)")
 	fs.StringVar(&d.path, "path", "/mcp", "the MCP endpoint's path")
 	fs.Var(&d.env, "env", "K=V environment variable (repeatable)")
+	fs.StringVar(&d.secretVolume, "secret-volume", "", "mount the app's secrets at PATH, one file each")
 	fs.Var(&d.volumes, "volume", "NAME:/PATH persistent volume (repeatable)")
 	fs.IntVar(&d.min, "min", 0, "minimum replicas (0 scales to zero)")
 	fs.IntVar(&d.max, "max", 10, "maximum replicas")
@@ -358,11 +363,11 @@ func (d *deployFlags) config() (app.Config, error) {
 		if !ok {
 			return cfg, usageError("--env takes K=V, not " + kv)
 		}
-		if cfg.Env == nil {
-			cfg.Env = map[string]string{}
+		if err := addEnv(&cfg, k, v); err != nil {
+			return cfg, err
 		}
-		cfg.Env[k] = v
 	}
+	cfg.SecretVolume = d.secretVolume
 	for _, v := range d.volumes {
 		n, p, ok := strings.Cut(v, ":")
 		if !ok {

@@ -40,16 +40,16 @@ import (
 //	    containers:
 //	      - command: ["./tasks", "--db", "/data/tasks.db"]
 //	        dir: ./bin            # relative to this file
-//	        env: [{name: LOG_LEVEL, value: debug}]
+//	        env: [{name: LOG_LEVEL, value: debug}, {name: DB_PASSWORD, secretRef: db-password}]
 //	        resources: {cpu: 0.5, memory: 512Mi, disk: 1Gi}
 //	        probes: [{type: readiness, httpGet: {path: /healthz}}]
-//	        volumeMounts: [{volumeName: data, mountPath: /data}]
+//	        volumeMounts: [{volumeName: data, mountPath: /data}, {volumeName: secrets, mountPath: /mnt/secrets}]
 //	    scale:
 //	      minReplicas: 0
 //	      maxReplicas: 10
 //	      cooldownPeriod: 300
 //	      rules: [{name: http, http: {metadata: {concurrentRequests: "10"}}}]
-//	    volumes: [{name: data}]
+//	    volumes: [{name: data}, {name: secrets, storageType: Secret}]
 type manifest struct {
 	Name       string `yaml:"name"`
 	Properties struct {
@@ -93,6 +93,8 @@ type manifest struct {
 				Env     []struct {
 					Name  string `yaml:"name"`
 					Value string `yaml:"value"`
+					// SecretRef names one of the app's secrets (berth secret set).
+					SecretRef string `yaml:"secretRef"`
 				} `yaml:"env"`
 				Resources struct {
 					CPU    float64 `yaml:"cpu"`
@@ -130,6 +132,8 @@ type manifest struct {
 			Egress  string `yaml:"egress"`
 			Volumes []struct {
 				Name string `yaml:"name"`
+				// StorageType Secret mounts the app's secrets, one file each.
+				StorageType string `yaml:"storageType"`
 			} `yaml:"volumes"` // made on first use
 		} `yaml:"template"`
 	} `yaml:"properties"`
@@ -322,12 +326,22 @@ func (m *manifest) config(base string) (app.Config, error) {
 		}
 	}
 	for _, e := range ct.Env {
-		if cfg.Env == nil {
-			cfg.Env = map[string]string{}
+		if e.SecretRef != "" {
+			e.Value = "secretref:" + e.SecretRef
 		}
-		cfg.Env[e.Name] = e.Value
+		if err := addEnv(&cfg, e.Name, e.Value); err != nil {
+			return cfg, err
+		}
+	}
+	secretVolumes := map[string]bool{}
+	for _, v := range t.Volumes {
+		secretVolumes[v.Name] = strings.EqualFold(v.StorageType, "Secret")
 	}
 	for _, v := range ct.VolumeMounts {
+		if secretVolumes[v.VolumeName] {
+			cfg.SecretVolume = v.MountPath
+			continue
+		}
 		cfg.Volumes = append(cfg.Volumes, app.Volume{Name: v.VolumeName, Path: v.MountPath})
 	}
 	for _, p := range ct.Probes {
