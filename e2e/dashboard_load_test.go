@@ -134,30 +134,36 @@ func TestDashboardLoadTime(t *testing.T) {
 		_, _ = io.WriteString(w, "<!doctype html><title>blank</title><p>blank")
 	}))
 	defer blank.Close()
-	loadTime := func(u string) (load, response, dom float64) {
-		var nav struct {
-			Response float64 `json:"response"`
-			DOM      float64 `json:"dom"`
-			Load     float64 `json:"load"`
-		}
-		var loads []float64
-		for range 5 {
-			run(t, ctx, "load "+u, chromedp.Navigate(u), chromedp.WaitReady("body", chromedp.ByQuery),
-				chromedp.Poll(`performance.getEntriesByType("navigation")[0].loadEventEnd > 0`, nil, chromedp.WithPollingTimeout(10*time.Second)),
-				chromedp.Evaluate(`(() => { const n = performance.getEntriesByType("navigation")[0];
-					return {response: n.responseEnd - n.startTime, dom: n.domContentLoadedEventEnd - n.startTime, load: n.loadEventEnd - n.startTime}; })()`, &nav))
-			loads = append(loads, nav.Load)
-		}
-		slices.Sort(loads)
-		return loads[2], nav.Response, nav.DOM
+	type timing struct {
+		Response float64 `json:"response"`
+		DOM      float64 `json:"dom"`
+		Load     float64 `json:"load"`
 	}
-	base, _, _ := loadTime(blank.URL)
-	t.Logf("browser baseline (a blank page): load event at %.0f ms", base)
+	loadOnce := func(u string) timing {
+		var nav timing
+		run(t, ctx, "load "+u, chromedp.Navigate(u), chromedp.WaitReady("body", chromedp.ByQuery),
+			chromedp.Poll(`performance.getEntriesByType("navigation")[0].loadEventEnd > 0`, nil, chromedp.WithPollingTimeout(10*time.Second)),
+			chromedp.Evaluate(`(() => { const n = performance.getEntriesByType("navigation")[0];
+				return {response: n.responseEnd - n.startTime, dom: n.domContentLoadedEventEnd - n.startTime, load: n.loadEventEnd - n.startTime}; })()`, &nav))
+		return nav
+	}
+	// Blank page and dashboard page in turns, so that both see the same
+	// load; the median of 7 differences is held to 200 ms.
 	for _, p := range pages {
-		load, response, dom := loadTime(ui + p)
-		t.Logf("browser %s: load event at %.0f ms, %.0f ms over the baseline (median of 5; last: response %.0f ms, DOMContentLoaded %.0f ms)", p, load, load-base, response, dom)
-		if load-base > 200 {
-			t.Errorf("browser %s: load event %.0f ms after the baseline's (> 200 ms)", p, load-base)
+		var over, loads, bases []float64
+		var last timing
+		for range 7 {
+			base := loadOnce(blank.URL).Load
+			last = loadOnce(ui + p)
+			over, loads, bases = append(over, last.Load-base), append(loads, last.Load), append(bases, base)
+		}
+		slices.Sort(over)
+		slices.Sort(loads)
+		slices.Sort(bases)
+		t.Logf("browser %s: load event at %.0f ms, blank page at %.0f ms, %.0f ms over it (medians of 7; last: response %.0f ms, DOMContentLoaded %.0f ms)",
+			p, loads[3], bases[3], over[3], last.Response, last.DOM)
+		if over[3] > 200 {
+			t.Errorf("browser %s: load event %.0f ms after a blank page's (> 200 ms)", p, over[3])
 		}
 	}
 }
