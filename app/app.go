@@ -14,12 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )
@@ -44,6 +46,9 @@ type Options struct {
 	// Capacity, if set, is what the host admits (see sandbox/admit): a
 	// deploy whose replicas could never run on it is refused.
 	Capacity Capacity
+	// Events, if set, records the apps' lifecycle (the system lines of
+	// their logs: revision created, replica ready, failed, scaled down).
+	Events *events.Ring
 	// Sources, if set, holds uploaded archives that revisions name;
 	// without it a deploy that names one is refused.
 	Sources Sources
@@ -65,6 +70,7 @@ type Manager struct {
 	dir     string
 	log     *slog.Logger
 	cap     Capacity
+	events  *events.Ring
 	sources Sources
 	// gcMu orders collections of sources; lastGC is when the last began.
 	gcMu   sync.Mutex
@@ -110,7 +116,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	m.secretsDir = cmp.Or(o.SecretsDir, filepath.Clean(o.StateDir)+"-secrets")
 	if err := m.mountSecrets(); err != nil {
 		return nil, err
@@ -449,8 +455,14 @@ type ReplicaInfo struct {
 	ID       string `json:"id"`
 	Revision string `json:"revision"`
 	Ready    bool   `json:"ready"`
+	// Phase is "starting" until the replica answers its probe, then "ready".
+	Phase    string `json:"phase"`
 	InFlight int64  `json:"inFlight"`
 	Sessions int64  `json:"sessions"`
+	// Restarts counts the replicas that failed in this replica's place.
+	Restarts    int64     `json:"restarts"`
+	StartedAt   time.Time `json:"startedAt"`
+	MemoryBytes uint64    `json:"memoryBytes"`
 }
 
 // Replicas lists the running replicas of every active revision.
@@ -464,7 +476,18 @@ func (a *App) Replicas() []ReplicaInfo {
 	var out []ReplicaInfo
 	for _, rt := range rts {
 		for _, r := range rt.Replicas() {
-			out = append(out, ReplicaInfo{ID: r.ID, Revision: rt.rev.Name, Ready: r.ready.Load(), InFlight: r.inflight.Load(), Sessions: r.sessions.Load()})
+			ri := ReplicaInfo{ID: r.ID, Revision: rt.rev.Name, Ready: r.ready.Load(), Phase: "starting", InFlight: r.inflight.Load(), Sessions: r.sessions.Load(),
+				StartedAt: r.started.UTC()}
+			if ri.Ready {
+				ri.Phase = "ready"
+			}
+			if r.slot != nil {
+				ri.Restarts = r.slot.restarts.Load()
+			}
+			if sr, ok := r.sb.(sandbox.StatsReporter); ok {
+				ri.MemoryBytes = sr.Stats().MemoryBytes
+			}
+			out = append(out, ri)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -562,7 +585,22 @@ func (a *App) log(rev, replica string, l agent.LogLine) {
 }
 
 func (a *App) logf(rev, replica, format string, args ...any) {
-	a.appendLog(LogEntry{Time: time.Now().UTC(), Revision: rev, Replica: replica, Stream: "system", Line: fmt.Sprintf(format, args...)})
+	e := LogEntry{Time: time.Now().UTC(), Revision: rev, Replica: replica, Stream: "system", Line: fmt.Sprintf(format, args...)}
+	a.appendLog(e)
+	a.m.events.Add(events.Event{Time: e.Time, Kind: eventKind(e.Line), App: a.name, Revision: rev, Replica: replica, Message: e.Line})
+}
+
+// eventKind names the kind of event a system log line is.
+func eventKind(line string) string {
+	for _, k := range []struct{ prefix, kind string }{
+		{"revision created", "deploy"}, {"replica failed", "crash"}, {"replica ready", "ready"},
+		{"replica stopping (scaled down)", "scale-down"}, {"revision deactivated", "deactivated"},
+	} {
+		if strings.HasPrefix(line, k.prefix) {
+			return k.kind
+		}
+	}
+	return "app"
 }
 
 func (a *App) appendLog(e LogEntry) {

@@ -32,6 +32,9 @@ type Replica struct {
 	rev *revisionRuntime
 	sb  sandbox.Sandbox
 
+	slot    *slot
+	started time.Time
+
 	ready    atomic.Bool
 	gone     chan struct{} // closed when this incarnation has ended
 	inflight atomic.Int64
@@ -60,6 +63,8 @@ func (r *Replica) Done() {
 type slot struct {
 	stop    chan struct{}
 	current atomic.Pointer[Replica]
+	// restarts counts the replicas of this slot that failed.
+	restarts atomic.Int64
 }
 
 // revisionRuntime runs one active revision's replicas.
@@ -269,6 +274,7 @@ func (r *revisionRuntime) run(s *slot) {
 		if time.Since(started) > time.Minute {
 			backoff = time.Second
 		}
+		s.restarts.Add(1)
 		r.app.logf(r.rev.Name, "", "replica failed: %v; restarting in %s", err, backoff)
 		r.log.Warn("replica failed; restarting", "err", err, "backoff", backoff)
 		select {
@@ -294,7 +300,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		return r.startFailed(fmt.Errorf("start sandbox: %w", err))
 	}
 	id, sb := sp.id, sp.sb
-	rep := &Replica{ID: id, rev: r, sb: sb, gone: make(chan struct{})}
+	rep := &Replica{ID: id, rev: r, sb: sb, gone: make(chan struct{}), slot: s, started: time.Now()}
 	rep.Transport = &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return sb.Agent().DialPort(ctx, cfg.Port)

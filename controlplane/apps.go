@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/httpapi"
 )
 
@@ -174,6 +176,7 @@ func (c *ctl) traffic(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return appError(err)
 	}
+	c.event(events.Event{Kind: "traffic", App: d.Name, Message: "traffic set to " + trafficText(d.Traffic)})
 	if c.o.Names != nil {
 		c.o.Names.AppChanged(r.Context(), d)
 	}
@@ -193,6 +196,7 @@ func (c *ctl) deleteApp(w http.ResponseWriter, r *http.Request) error {
 	if err := m.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return appError(err)
 	}
+	c.event(events.Event{Kind: "app-deleted", App: r.PathValue("name"), Message: "app deleted"})
 	if c.o.Names != nil {
 		c.o.Names.AppDeleted(r.PathValue("name"))
 	}
@@ -215,4 +219,12 @@ func (c *ctl) appLogs(w http.ResponseWriter, r *http.Request) error {
 		_ = rc.Flush()
 		return nil
 	})
+}
+
+func trafficText(t []app.TrafficTarget) string {
+	parts := make([]string, 0, len(t))
+	for _, x := range t {
+		parts = append(parts, x.Revision+"="+strconv.Itoa(x.Percent)+"%")
+	}
+	return strings.Join(parts, ", ")
 }

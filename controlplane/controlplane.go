@@ -25,6 +25,7 @@
 //	PUT    /v1/apps/{name}/secrets/{secret}   ({"value": BASE64})
 //	DELETE /v1/apps/{name}/secrets/{secret}
 //	POST   /v1/apps/{name}/restart
+//	GET    /v1/events, /v1/metrics/apps, /v1/pools/{name}/sessions (see observe.go)
 package controlplane
 
 import (
@@ -35,9 +36,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/source"
@@ -56,7 +60,13 @@ type Options struct {
 	PublicURL string
 	// Names, if set, is told the names each app is served under (the
 	// HTTPS front door binds their certificates).
-	Names Names
+	// Events, if set, is the ring GET /v1/events reads; the API adds what
+	// it changes (traffic, key rotations, pools) to it.
+	Events *events.Ring
+	// Metrics, if set, is the registry the gateway counts requests in,
+	// for GET /v1/metrics/apps.
+	Metrics prometheus.Gatherer
+	Names   Names
 	// Sources, if set, adds the /v1/sources API (uploads of apps' files).
 	Sources *source.Store
 	// Images, if set, adds the /v1/images API; Registries the
@@ -74,7 +84,7 @@ func Handler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	c := &ctl{o: o}
+	c := &ctl{o: o, sampler: &sampler{started: time.Now()}}
 	mux := http.NewServeMux()
 	handle := func(pattern string, h httpapi.HandlerFunc) {
 		mux.Handle(pattern, httpapi.Handle(o.Logger, c.auth(h)))
@@ -91,6 +101,7 @@ func Handler(o Options) http.Handler {
 	handle("POST /v1/pools/{name}/rotate-key", c.rotate)
 	c.appRoutes(handle)
 	c.hostnameRoutes(handle)
+	c.observeRoutes(handle)
 	c.sourceRoutes(handle)
 	c.imageRoutes(handle)
 	// Go's profiler, for operators chasing a slow server (token required).
@@ -110,7 +121,10 @@ func Handler(o Options) http.Handler {
 	return mux
 }
 
-type ctl struct{ o Options }
+type ctl struct {
+	o       Options
+	sampler *sampler
+}
 
 func (c *ctl) auth(h httpapi.HandlerFunc) httpapi.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
@@ -175,6 +189,7 @@ func (c *ctl) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "pool-created", Pool: cfg.Name, Message: "pool created"})
 	httpapi.WriteJSON(w, http.StatusCreated, struct {
 		PoolView
 		APIKey string `json:"apiKey"`
@@ -251,6 +266,7 @@ func (c *ctl) update(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "pool-updated", Pool: p.Name(), Message: "pool settings changed"})
 	httpapi.WriteJSON(w, http.StatusOK, View(p, c.o.PublicURL))
 	return nil
 }
@@ -259,6 +275,7 @@ func (c *ctl) delete(w http.ResponseWriter, r *http.Request) error {
 	if err := c.o.Pools.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "pool-deleted", Pool: r.PathValue("name"), Message: "pool deleted"})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -277,6 +294,7 @@ func (c *ctl) rotate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "key-rotated", Pool: r.PathValue("name"), Message: "pool key rotated; the old key is refused"})
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"apiKey": key})
 	return nil
 }

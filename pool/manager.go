@@ -15,6 +15,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )
@@ -28,6 +29,8 @@ type Options struct {
 	// Capacity, if set, is what the host admits (see sandbox/admit): a
 	// pool whose sessions could never run on it is refused.
 	Capacity Capacity
+	// Events, if set, records ended sessions.
+	Events *events.Ring
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -45,6 +48,7 @@ type Manager struct {
 	runtimes map[string]sandbox.Runtime
 	log      *slog.Logger
 	capacity Capacity
+	events   *events.Ring
 
 	mu    sync.RWMutex
 	pools map[string]*Pool
@@ -55,7 +59,7 @@ func NewManager(o Options) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, pools: map[string]*Pool{}}
+	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, events: o.Events, pools: map[string]*Pool{}}
 }
 
 // Load starts every stored pool.
@@ -80,6 +84,7 @@ func (m *Manager) Load(ctx context.Context) error {
 			continue
 		}
 		p := newPool(cfg, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed())
+		p.events = m.events
 		if err := m.fits(cfg); err != nil {
 			// Served no sandbox until an update makes it fit; not fatal
 			// for the server and its other pools.
@@ -147,6 +152,7 @@ func (m *Manager) Create(ctx context.Context, cfg Config) (*Pool, string, error)
 		return nil, "", err
 	}
 	p := newPool(cfg, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed())
+	p.events = m.events
 	m.pools[cfg.Name] = p
 	m.log.Info("pool created", "pool", cfg.Name, "type", cfg.Type, "runtime", cfg.Runtime)
 	return p, key, nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )
@@ -40,8 +41,9 @@ func ValidIdentifier(id string) error {
 
 // Pool keeps warm sandboxes and maps session identifiers to sandboxes.
 type Pool struct {
-	rt  sandbox.Runtime
-	log *slog.Logger
+	rt     sandbox.Runtime
+	log    *slog.Logger
+	events *events.Ring
 
 	cfg     atomic.Pointer[Config]
 	keyHash atomic.Pointer[[32]byte]
@@ -418,6 +420,7 @@ func (p *Pool) remove(s *Session, why string) bool {
 	}
 	p.mu.Unlock()
 	p.log.Info("session ended", "session", s.ID, "reason", why)
+	p.events.Add(events.Event{Kind: "session-ended", Pool: p.Name(), Session: s.ID, Message: "session ended: " + why})
 	p.poke()
 	return true
 }

@@ -26,12 +26,14 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/dashboard"
 	"github.com/berth-dev/berth/dataplane"
 	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/edge/certs"
 	"github.com/berth-dev/berth/gateway"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/bodymem"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/listen"
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
@@ -203,7 +205,8 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget})
+	evs := events.New(0)
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}
@@ -267,7 +270,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs})
 	if err != nil {
 		return err
 	}
@@ -296,10 +299,15 @@ func Run(ctx context.Context, o Options) error {
 	}
 	admin := http.NewServeMux()
 	admin.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
-	admin.Handle("/", controlplane.Handler(controlplane.Options{
+	api := controlplane.Handler(controlplane.Options{
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log, Names: names,
 		Sources: sources, Images: images, Registries: st,
-	}))
+		Events: evs, Metrics: metrics,
+	})
+	admin.Handle("/", api)
+	// The dashboard: a client of the control API and of the front door.
+	admin.Handle(dashboard.Prefix, dashboard.Handler(dashboard.Options{API: api, DataPlane: front, PublicURL: publicURL, Logger: log}))
+	admin.Handle("GET /ui", http.RedirectHandler(dashboard.Prefix, http.StatusMovedPermanently))
 	adm := newHTTPServer(accessLog(o.AccessLog, admin), o.IdleTimeout, log)
 	if !isLoopback(pubLn.Addr()) {
 		log.Warn("the public listener is reachable beyond this machine; pools are protected by their API keys", "addr", pubLn.Addr().String())

@@ -35,6 +35,7 @@ Commands:
   revisions NAME
   traffic NAME [--set REV=PCT[,REV=PCT…]] [--label REV=LABEL]…
   logs NAME [-f]
+  metrics [NAME]    requests, errors (since start, last hour), per-tool calls, p50/p99 per method
   delete NAME
   restart NAME                start its replicas anew (they read changed secrets)
   hostname add NAME HOST [--label L]   serve the app (or its label) at a custom domain
@@ -65,6 +66,8 @@ func runApp(ctx context.Context, args []string) error {
 		return runAppKey(ctx, args)
 	case "hostname":
 		return runAppHostname(ctx, args)
+	case "metrics":
+		return runAppMetrics(ctx, args)
 	case "restart":
 		return runAppRestart(ctx, args)
 	}

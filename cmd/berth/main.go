@@ -30,6 +30,7 @@ func commands() []command {
 		{name: "app", summary: "deploy and manage MCP server apps", run: runApp},
 		{name: "secret", summary: "set, list and delete apps' secrets", run: runSecret},
 		{name: "apply", summary: "create or update an app from a YAML manifest (-f FILE)", run: runApply},
+		{name: "events", summary: "list the server's recent events (deploys, crashes, scale-downs, key rotations)", run: runEvents},
 		{name: "image", summary: "pull, list and prune container images", run: runImage},
 		{name: "registry", summary: "log in to container registries", run: runRegistry},
 		{name: "ca", summary: "export or trust the root of Berth's local CA (HTTPS)", run: runCA},

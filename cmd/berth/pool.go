@@ -29,6 +29,8 @@ Commands:
   delete NAME
   credentials NAME     print the pool's API key
   rotate-key NAME      replace the key; the old one stops working at once
+  sessions NAME        live sessions: age, idle time, memory, disk, processes
+  end-session NAME ID  end a session now
 
 Every command takes -o json, --data-dir, --server and --token.`
 
@@ -38,6 +40,9 @@ func runPool(ctx context.Context, args []string) error {
 		return nil
 	}
 	sub, args := args[0], args[1:]
+	if sub == "sessions" || sub == "end-session" {
+		return runPoolSessions(ctx, sub, args)
+	}
 	fs := flag.NewFlagSet("pool "+sub, flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
