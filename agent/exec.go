@@ -52,7 +52,7 @@ func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
 		private:   private,
 		maxProcs:  maxProcs,
 		interp:    map[Language]*interp{},
-		env: []string{
+		env: append([]string{
 			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 			"HOME=/tmp",
 			"LANG=C.UTF-8",
@@ -61,8 +61,24 @@ func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
 			"PYTHONDONTWRITEBYTECODE=1",
 			"MPLBACKEND=Agg",
 			"BERTH_MAX_PROCS=" + strconv.Itoa(maxProcs),
-		},
+		}, passedEnv(os.Environ())...),
 	}
+}
+
+// passedEnv picks from the agent's own environment what the sandbox's
+// driver set for the code it runs: the egress proxy and the certificates
+// to trust for it.
+func passedEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch strings.ToUpper(k) {
+		case "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+			"CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "PIP_CERT", "GIT_SSL_CAINFO":
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func (x *executor) run(ctx context.Context, req ExecRequest, send func(Event)) Result {

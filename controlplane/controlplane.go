@@ -180,6 +180,8 @@ type Patch struct {
 	Max             *int     `json:"maxSessions"`
 	CooldownSeconds *int     `json:"cooldownSeconds"`
 	Egress          *string  `json:"egress"`
+	// EgressInject, if set, replaces the pool's inject rules.
+	EgressInject *[]string `json:"egressInject"`
 	MemoryBytes     *int64   `json:"memoryBytes"`
 	DiskBytes       *int64   `json:"diskBytes"`
 	CPU             *float64 `json:"cpu"`
@@ -200,6 +202,7 @@ func (pt Patch) Apply(cfg *pool.Config) {
 	set(&cfg.Max, pt.Max)
 	set(&cfg.CooldownSeconds, pt.CooldownSeconds)
 	set(&cfg.Egress, pt.Egress)
+	set(&cfg.EgressInject, pt.EgressInject)
 	set(&cfg.MemoryBytes, pt.MemoryBytes)
 	set(&cfg.DiskBytes, pt.DiskBytes)
 	set(&cfg.CPU, pt.CPU)

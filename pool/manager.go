@@ -28,6 +28,14 @@ type Options struct {
 	// Capacity, if set, is what the host admits (see sandbox/admit): a
 	// pool whose sessions could never run on it is refused.
 	Capacity Capacity
+	// Egress makes the proxies of pools with egress rules.
+	Egress EgressProxies
+}
+
+// EgressProxies makes the egress proxy of a pool with egress rules, from
+// its stored setting (package egress).
+type EgressProxies interface {
+	ProxyFor(scope, egress string, inject []string) (sandbox.EgressProxy, error)
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -45,6 +53,7 @@ type Manager struct {
 	runtimes map[string]sandbox.Runtime
 	log      *slog.Logger
 	capacity Capacity
+	egress   EgressProxies
 
 	mu    sync.RWMutex
 	pools map[string]*Pool
@@ -55,7 +64,7 @@ func NewManager(o Options) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, pools: map[string]*Pool{}}
+	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, egress: o.Egress, pools: map[string]*Pool{}}
 }
 
 // Load starts every stored pool.
@@ -79,7 +88,7 @@ func (m *Manager) Load(ctx context.Context) error {
 			m.log.Error("pool's runtime is not available; the pool is not served", "pool", cfg.Name, "runtime", cfg.Runtime)
 			continue
 		}
-		p := newPool(cfg, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed())
+		p := newPool(cfg, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress)
 		if err := m.fits(cfg); err != nil {
 			// Served no sandbox until an update makes it fit; not fatal
 			// for the server and its other pools.
@@ -146,7 +155,7 @@ func (m *Manager) Create(ctx context.Context, cfg Config) (*Pool, string, error)
 	if err != nil {
 		return nil, "", err
 	}
-	p := newPool(cfg, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed())
+	p := newPool(cfg, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed(), m.egress)
 	m.pools[cfg.Name] = p
 	m.log.Info("pool created", "pool", cfg.Name, "type", cfg.Type, "runtime", cfg.Runtime)
 	return p, key, nil

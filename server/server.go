@@ -55,6 +55,8 @@ type Options struct {
 	// DefaultPool creates the "default" pool on first start (on unless
 	// NoDefaultPool).
 	NoDefaultPool bool
+	// Egress configures the egress proxy of pools and apps with rules.
+	Egress EgressOptions
 	Version       string
 	Logger        *slog.Logger
 	// AccessLog gets the line logged for every request (default Logger).
@@ -188,7 +190,12 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget})
+	egr, err := newEgress(o.Egress, dir, log)
+	if err != nil {
+		return err
+	}
+	defer egr.Close()
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Egress: egr})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}
@@ -248,7 +255,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Egress: egr})
 	if err != nil {
 		return err
 	}

@@ -127,8 +127,9 @@ type manifest struct {
 					} `yaml:"http"`
 				} `yaml:"rules"`
 			} `yaml:"scale"`
-			Egress  string `yaml:"egress"`
-			Volumes []struct {
+			Egress       string   `yaml:"egress"`
+			EgressInject []string `yaml:"egressInject"`
+			Volumes      []struct {
 				Name string `yaml:"name"`
 			} `yaml:"volumes"` // made on first use
 		} `yaml:"template"`
@@ -288,7 +289,7 @@ func (m *manifest) config(base string) (app.Config, error) {
 	}
 	cfg := app.Config{
 		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path, CORS: in.CorsPolicy,
-		RevisionSuffix: t.RevisionSuffix, CPU: ct.Resources.CPU, Egress: t.Egress,
+		RevisionSuffix: t.RevisionSuffix, CPU: ct.Resources.CPU, Egress: t.Egress, EgressInject: t.EgressInject,
 		Max: t.Scale.MaxReplicas, ScaleDownAfterSeconds: t.Scale.CooldownPeriod,
 	}
 	if t.Scale.MinReplicas != nil {

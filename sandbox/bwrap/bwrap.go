@@ -112,7 +112,10 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		return nil, err
 	}
 	if spec.Egress {
-		if sb.netns, err = r.net.Create(ctx, slot); err != nil {
+		if sb.netns, err = r.net.Create(ctx, slot, spec.EgressProxy != nil); err != nil {
+			return nil, err
+		}
+		if sb.egress, err = local.AttachEgress(ctx, spec.EgressProxy, sb.netns, sb.dir); err != nil {
 			return nil, err
 		}
 	}
@@ -141,7 +144,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 
 	// bubblewrap reads its arguments from fd 6, so that its command line
 	// (which the sandbox sees as /proc/1/cmdline) names no host path.
-	opts, command := r.args(sb.dir, l, spec)
+	opts, command := r.args(sb.dir, l, spec, sb.egress)
 	argsFile, err := memfd("berth-bwrap-args", []byte(strings.Join(opts, "\x00")+"\x00"))
 	if err != nil {
 		return nil, err
@@ -229,7 +232,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 }
 
 // args returns bubblewrap's options and the command it runs.
-func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) (opts, command []string) {
+func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec, egress *sandbox.EgressAttachment) (opts, command []string) {
 	a := []string{
 		"--unshare-all", "--unshare-user", "--disable-userns",
 		"--die-with-parent", "--new-session", "--cap-drop", "ALL",
@@ -261,6 +264,9 @@ func (r *Runtime) args(dir string, l sandbox.Limits, spec sandbox.Spec) (opts, c
 		"--ro-bind", r.host.Agent, "/.berth/agent",
 		"--chdir", "/mnt/data",
 		"--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
+	)
+	a = append(a, egressArgs(egress, dir)...)
+	a = append(a,
 		// Nothing else is writable: the root and /dev tmpfs would be
 		// writable space outside the disk's quota.
 		"--remount-ro", "/dev", "--remount-ro", "/",
@@ -279,6 +285,7 @@ type box struct {
 	disk   *local.Disk
 	cg     *cgroup.Group
 	netns  *netns.Namespace
+	egress *sandbox.EgressAttachment
 	cmd    *exec.Cmd
 	ep     *local.Endpoint
 	client *agent.Client
@@ -316,6 +323,9 @@ func (b *box) teardown() {
 		if b.cg != nil {
 			b.cg.Destroy()
 		}
+		if b.egress != nil {
+			b.egress.Close()
+		}
 		if b.netns != nil {
 			if err := b.netns.Close(); err != nil {
 				b.rt.log.Warn("remove network namespace", "sandbox", b.id, "err", err)
@@ -349,4 +359,21 @@ func memfd(name string, content []byte) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// egressArgs give the sandbox what its egress proxy asks for: environment
+// (after --clearenv) and the CA bundle (before the root is read-only).
+func egressArgs(att *sandbox.EgressAttachment, dir string) []string {
+	if att == nil {
+		return nil
+	}
+	var a []string
+	for _, kv := range att.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		a = append(a, "--setenv", k, v)
+	}
+	if att.CABundle != nil {
+		a = append(a, "--ro-bind", filepath.Join(dir, local.EgressCAFile), sandbox.EgressCAPath)
+	}
+	return a
 }

@@ -192,11 +192,14 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		return nil, err
 	}
 	if spec.Egress {
-		if sb.netns, err = r.net.Create(ctx, slot); err != nil {
+		if sb.netns, err = r.net.Create(ctx, slot, spec.EgressProxy != nil); err != nil {
+			return nil, err
+		}
+		if sb.egress, err = local.AttachEgress(ctx, spec.EgressProxy, sb.netns, sb.dir); err != nil {
 			return nil, err
 		}
 	}
-	if err := r.writeBundle(sb.dir, spec, slot, uid, l, sb.netns); err != nil {
+	if err := r.writeBundle(sb.dir, spec, slot, uid, l, sb.netns, sb.egress); err != nil {
 		return nil, fmt.Errorf("sandbox %s: write bundle: %w", spec.ID, err)
 	}
 
@@ -290,7 +293,7 @@ func (r *Runtime) flags(egress bool) []string {
 
 // writeBundle writes the sandbox's OCI bundle: config.json and an empty,
 // read-only root directory holding only mount points and the /usr symlinks.
-func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint32, l sandbox.Limits, ns *netns.Namespace) error {
+func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint32, l sandbox.Limits, ns *netns.Namespace, egress *sandbox.EgressAttachment) error {
 	id := spec.ID
 	rootfs := filepath.Join(dir, "rootfs")
 	for _, d := range []string{"", "usr", "proc", "dev", "sys", "tmp", "etc", "mnt/data", ".berth/run"} {
@@ -338,6 +341,16 @@ func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint3
 		bind(filepath.Join(dir, "run"), "/.berth/run", true),
 		bind(r.host.Agent, "/.berth/agent", false),
 	)
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "GOMAXPROCS=1"}
+	if egress != nil {
+		env = append(env, egress.Env...)
+		if egress.CABundle != nil {
+			if err := touch(sandbox.EgressCAPath); err != nil {
+				return err
+			}
+			mounts = append(mounts, bind(filepath.Join(dir, local.EgressCAFile), sandbox.EgressCAPath, false))
+		}
+	}
 	for _, m := range spec.Mounts {
 		if err := os.MkdirAll(filepath.Join(rootfs, m.Target), 0o755); err != nil {
 			return err
@@ -362,7 +375,7 @@ func (r *Runtime) writeBundle(dir string, spec sandbox.Spec, slot int, uid uint3
 			// act. GOMAXPROCS=1 keeps its own thread count small.
 			Args: []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
 				"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10)},
-			Env:             []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "GOMAXPROCS=1"},
+			Env:             env,
 			Cwd:             "/mnt/data",
 			NoNewPrivileges: true,
 			Capabilities:    &ociCapabilities{Bounding: []string{}, Effective: []string{}, Inheritable: []string{}, Permitted: []string{}, Ambient: []string{}},
@@ -559,6 +572,7 @@ type box struct {
 	disk   *local.Disk
 	cg     *cgroup.Group
 	netns  *netns.Namespace
+	egress *sandbox.EgressAttachment
 	cmd    *exec.Cmd // runsc run
 	ep     *local.Endpoint
 	client *agent.Client
@@ -614,6 +628,9 @@ func (b *box) teardown() {
 		}
 		if b.cg != nil {
 			b.cg.Destroy()
+		}
+		if b.egress != nil {
+			b.egress.Close()
 		}
 		if b.netns != nil {
 			if err := b.netns.Close(); err != nil {
