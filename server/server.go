@@ -56,9 +56,9 @@ type Options struct {
 	// NoDefaultPool).
 	NoDefaultPool bool
 	// Egress configures the egress proxy of pools and apps with rules.
-	Egress EgressOptions
-	Version       string
-	Logger        *slog.Logger
+	Egress  EgressOptions
+	Version string
+	Logger  *slog.Logger
 	// AccessLog gets the line logged for every request (default Logger).
 	// Berth up gives it a batching writer: a write per request is a
 	// measurable part of a proxied request's cost.
