@@ -51,14 +51,14 @@ type Config struct {
 	MemoryBytes           int64 `json:"memoryBytes"`
 	// DiskBytes bounds each replica's writable space on disk (/tmp; its
 	// volumes are the app's and not counted).
-	DiskBytes      int64   `json:"diskBytes,omitempty"`
-	CPU            float64 `json:"cpu"`
-	Egress         string  `json:"egress"` // "disabled", "enabled" or "allow=HOST,…"
+	DiskBytes int64   `json:"diskBytes,omitempty"`
+	CPU       float64 `json:"cpu"`
+	Egress    string  `json:"egress"` // "disabled", "enabled" or "allow=HOST,…"
 	// EgressInject are headers the egress proxy adds to HTTPS requests
 	// (HOST:Header=secretref:NAME), with an allow-list only.
-	EgressInject []string `json:"egressInject,omitempty"`
-	RevisionSuffix string  `json:"revisionSuffix,omitempty"`
-	Probe          Probe   `json:"probe"`
+	EgressInject   []string `json:"egressInject,omitempty"`
+	RevisionSuffix string   `json:"revisionSuffix,omitempty"`
+	Probe          Probe    `json:"probe"`
 	// Auth, if set, replaces the app's authentication with the deploy
 	// (it is the app's, not the revision's, which does not keep it).
 	Auth *Auth `json:"auth,omitempty"`

@@ -176,19 +176,19 @@ func (c *ctl) show(w http.ResponseWriter, r *http.Request) error {
 // Patch is the body of PATCH /v1/pools/{name}: fields left out keep their
 // value.
 type Patch struct {
-	Ready           *int     `json:"readySessions"`
-	Max             *int     `json:"maxSessions"`
-	CooldownSeconds *int     `json:"cooldownSeconds"`
-	Egress          *string  `json:"egress"`
+	Ready           *int    `json:"readySessions"`
+	Max             *int    `json:"maxSessions"`
+	CooldownSeconds *int    `json:"cooldownSeconds"`
+	Egress          *string `json:"egress"`
 	// EgressInject, if set, replaces the pool's inject rules.
-	EgressInject *[]string `json:"egressInject"`
-	MemoryBytes     *int64   `json:"memoryBytes"`
-	DiskBytes       *int64   `json:"diskBytes"`
-	CPU             *float64 `json:"cpu"`
-	TimeoutSeconds  *int     `json:"timeoutSeconds"`
-	MCP             *bool    `json:"mcp"`
-	MCPAuth         *string  `json:"mcpAuth"`
-	Auth            *string  `json:"auth"`
+	EgressInject   *[]string `json:"egressInject"`
+	MemoryBytes    *int64    `json:"memoryBytes"`
+	DiskBytes      *int64    `json:"diskBytes"`
+	CPU            *float64  `json:"cpu"`
+	TimeoutSeconds *int      `json:"timeoutSeconds"`
+	MCP            *bool     `json:"mcp"`
+	MCPAuth        *string   `json:"mcpAuth"`
+	Auth           *string   `json:"auth"`
 	// OIDC, if set, replaces the pool's OIDC settings as a whole.
 	OIDC *pool.OIDC `json:"oidc"`
 	// CORS replaces the pool's CORS policy; ClearCORS removes it.

@@ -50,7 +50,7 @@ type Options struct {
 
 // Service makes proxies for scopes.
 type Service struct {
-	o   Options
+	o       Options
 	mu      sync.Mutex
 	cas     map[string]*ca
 	proxies map[string]*Proxy

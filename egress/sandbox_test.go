@@ -191,8 +191,8 @@ func TestInject(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			sb := startBox(t, rt, "inj-"+name, px)
 			for _, code := range []string{
-				"curl -sS --max-time 20 https://inject.test/",                 // through HTTPS_PROXY
-				"curl -sS --noproxy '*' --max-time 20 https://inject.test/",  // transparent
+				"curl -sS --max-time 20 https://inject.test/",               // through HTTPS_PROXY
+				"curl -sS --noproxy '*' --max-time 20 https://inject.test/", // transparent
 				"python3 -c 'import urllib.request as u; print(u.urlopen(\"https://inject.test/\").read().decode())'",
 			} {
 				out := run(t, sb, code)

@@ -42,7 +42,7 @@ type Config struct {
 	// EgressInject are headers the egress proxy adds to HTTPS requests
 	// (HOST:Header=secretref:NAME), with an allow-list only.
 	EgressInject []string `json:"egressInject,omitempty"`
-	MemoryBytes     int64  `json:"memoryBytes"`
+	MemoryBytes  int64    `json:"memoryBytes"`
 	// DiskBytes bounds each session's writable space on disk (its
 	// workspace and /tmp), in bytes and in files (one per 16 KiB).
 	DiskBytes int64   `json:"diskBytes"`
