@@ -215,10 +215,15 @@ func (px *Proxy) Attach(ctx context.Context, gw, peer netip.Addr) (*sandbox.Egre
 	return a, nil
 }
 
+// MaxConns bounds the connections one sandbox has open through its proxy
+// on each port; beyond it, new ones are closed at once.
+const MaxConns = 256
+
 // accept serves ln's connections from peer until ctx ends.
 func (px *Proxy) accept(ctx context.Context, ln net.Listener, peer netip.Addr, h func(context.Context, net.Conn)) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	slots := make(chan struct{}, MaxConns)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -228,7 +233,15 @@ func (px *Proxy) accept(ctx context.Context, ln net.Listener, peer netip.Addr, h
 			c.Close() // only the sandbox on this veth is served here
 			continue
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			px.s.o.Logger.Warn("egress: too many connections from one sandbox", "scope", px.scope, "max", MaxConns)
+			reset(c)
+			continue
+		}
 		wg.Go(func() {
+			defer func() { <-slots }()
 			defer c.Close()
 			stop := context.AfterFunc(ctx, func() { c.Close() })
 			defer stop()
@@ -316,6 +329,7 @@ func (px *Proxy) serveExplicit(ctx context.Context, c net.Conn) {
 			writeError(c, http.StatusBadRequest, "berth egress: a proxy request needs an absolute http:// URL or CONNECT")
 			return
 		}
+		req.Close = true // one request per connection
 		px.forward(ctx, c, req, "http", nil)
 		return
 	}
@@ -356,6 +370,7 @@ func (px *Proxy) serveTransparentHTTP(ctx context.Context, c net.Conn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	req.URL.Scheme, req.URL.Host = "http", req.Host
+	req.Close = true // one request per connection
 	px.forward(ctx, c, req, "http", nil)
 }
 

@@ -35,7 +35,7 @@ func (m mapSecrets) Secret(_ context.Context, scope, name string) ([]byte, error
 	return []byte(v), nil
 }
 
-func runtimes(t *testing.T) map[string]sandbox.Runtime {
+func runtimes(t testing.TB) map[string]sandbox.Runtime {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "nft")
@@ -71,7 +71,7 @@ func runtimes(t *testing.T) map[string]sandbox.Runtime {
 	return rts
 }
 
-func startBox(t *testing.T, rt sandbox.Runtime, id string, px sandbox.EgressProxy) sandbox.Sandbox {
+func startBox(t testing.TB, rt sandbox.Runtime, id string, px sandbox.EgressProxy) sandbox.Sandbox {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -84,7 +84,7 @@ func startBox(t *testing.T, rt sandbox.Runtime, id string, px sandbox.EgressProx
 	return sb
 }
 
-func run(t *testing.T, sb sandbox.Sandbox, code string) *agent.Output {
+func run(t testing.TB, sb sandbox.Sandbox, code string) *agent.Output {
 	t.Helper()
 	out, err := sb.Agent().Exec(context.Background(), agent.ExecRequest{Language: agent.Shell, Code: code, TimeoutMillis: 60000}, nil)
 	if err != nil {
@@ -95,7 +95,7 @@ func run(t *testing.T, sb sandbox.Sandbox, code string) *agent.Output {
 
 const secret = "ghp_SECRET_9f3c1b7e2d5a8f0c4e6b"
 
-func newService(t *testing.T, u *upstream, dnsAddr string, sec egress.Secrets) (*egress.Service, string) {
+func newService(t testing.TB, u *upstream, dnsAddr string, sec egress.Secrets) (*egress.Service, string) {
 	dir := t.TempDir()
 	return egress.New(egress.Options{Dir: dir, Secrets: sec, Resolver: resolverAt(dnsAddr), UpstreamRoots: u.roots}), dir
 }

@@ -107,7 +107,7 @@ func sh(t testing.TB, args ...string) {
 	}
 }
 
-func startUpstream(t *testing.T) *upstream {
+func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	caPEM, certPEM, keyPEM := testCA(t, "up.test", "inject.test", "notallowed.test", "trick.test", "hosttrick.test")
 	dir := t.TempDir()
@@ -175,7 +175,7 @@ func startUpstream(t *testing.T) *upstream {
 // testDNS answers on loopback as a resolver that the proxy is pointed at:
 // allowed names to the upstream, and two allowed names to forbidden
 // addresses (the DNS trick).
-func testDNS(t *testing.T) string {
+func testDNS(t testing.TB) string {
 	t.Helper()
 	answers := map[string]string{
 		"up.test.":         upstreamIP,
@@ -214,7 +214,7 @@ func resolverAt(addr string) *net.Resolver {
 }
 
 // testCA returns a CA and a server certificate it signed for names.
-func testCA(t *testing.T, names ...string) (caPEM, certPEM, keyPEM []byte) {
+func testCA(t testing.TB, names ...string) (caPEM, certPEM, keyPEM []byte) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "egress test upstream CA"},
