@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -167,6 +168,9 @@ func printPool(p controlplane.PoolView) {
 		{"Sessions", fmt.Sprintf("%d live, %d warm", p.Status.Sessions, p.Status.Warm)},
 		{"Execute", p.Endpoints.CodeExecute},
 		{"Files", p.Endpoints.Files},
+	}
+	if len(p.EgressInject) > 0 {
+		rows = slices.Insert(rows, 7, [2]string{"Egress inject", strings.Join(p.EgressInject, ", ")})
 	}
 	auth := p.Auth
 	if p.OIDC != nil && p.Auth != pool.AuthKey {
