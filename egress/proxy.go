@@ -388,7 +388,7 @@ func (px *Proxy) serveTransparentTLS(ctx context.Context, c net.Conn) {
 	}
 	host := hello.ServerName
 	if err := px.check(host, 443); err != nil {
-		reset(c)
+		denyTLS(c)
 		return
 	}
 	if px.ca != nil && len(px.p.injections(host)) > 0 {
@@ -397,7 +397,7 @@ func (px *Proxy) serveTransparentTLS(ctx context.Context, c net.Conn) {
 	}
 	up, err := px.dialChecked(ctx, "tcp", net.JoinHostPort(host, "443"))
 	if err != nil {
-		reset(c)
+		denyTLS(c)
 		return
 	}
 	defer up.Close()
@@ -512,6 +512,13 @@ func errMessage(err error) string {
 func writeError(w io.Writer, code int, msg string) {
 	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s\n",
 		code, http.StatusText(code), len(msg)+1, msg)
+}
+
+// denyTLS answers a ClientHello with a fatal access_denied alert, which
+// TLS clients report as such ("tlsv1 alert access denied"), and closes c.
+func denyTLS(c net.Conn) {
+	_, _ = c.Write([]byte{21, 3, 3, 0, 2, 2, 49})
+	_ = c.Close()
 }
 
 // reset closes c with a TCP reset.

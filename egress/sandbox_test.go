@@ -111,6 +111,10 @@ func TestAllowList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	px2, err := svc.Proxy("pool/allow2", egress.Policy{Allow: []string{"notallowed.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, rt := range rts {
 		t.Run(name, func(t *testing.T) {
 			sb := startBox(t, rt, "allow-"+name, px)
@@ -130,13 +134,27 @@ func TestAllowList(t *testing.T) {
 				{"transparent, sandbox's DNS", "curl -sS --noproxy '*' --max-time 20 --cacert /tmp/up-ca.pem https://up.test/", "UPSTREAM-OK host=up.test tls=true"},
 				{"transparent http", "curl -sS --noproxy '*' --max-time 20 http://up.test/", "UPSTREAM-OK host=up.test tls=false"},
 				{"sandbox's DNS refuses", "getent hosts notallowed.test || echo NXDOMAIN", "NXDOMAIN"},
-				{"transparent, forged address", "curl -sS --noproxy '*' --max-time 20 --cacert /tmp/up-ca.pem --resolve notallowed.test:443:" + upstreamIP + " https://notallowed.test/ 2>&1 || echo REFUSED",
-					"REFUSED"},
+				{"transparent, forged address", "curl -sS --noproxy '*' --max-time 20 --cacert /tmp/up-ca.pem --resolve notallowed.test:443:" + upstreamIP + " https://notallowed.test/ 2>&1",
+					"alert access denied"},
+				{"transparent, allowed name forged to loopback, TLS", "curl -sS --noproxy '*' --max-time 20 --cacert /tmp/up-ca.pem --resolve trick.test:443:" + upstreamIP + " https://trick.test/ 2>&1",
+					"alert access denied"},
 				{"transparent, allowed name forged to loopback", "curl -sS --noproxy '*' --max-time 20 --resolve trick.test:80:" + upstreamIP + " http://trick.test/ 2>&1",
 					"a loopback address"},
 				{"raw socket, other port", rawConnect(upstreamIP, 8443), "REFUSED"},
 				{"raw socket, 443 without TLS", rawConnect(upstreamIP, 443), "REFUSED"},
 			}
+			// Another sandbox's proxy, whose rules allow notallowed.test, is
+			// out of reach.
+			other := startBox(t, rt, "allow2-"+name, px2)
+			otherProxy := strings.TrimSpace(run(t, other, "echo $HTTPS_PROXY").Stdout)
+			if !strings.HasPrefix(otherProxy, "http://100.") {
+				t.Fatalf("other sandbox's proxy: %q", otherProxy)
+			}
+			if out := run(t, other, "curl -sS --max-time 20 http://notallowed.test/"); !strings.Contains(out.Stdout, "UPSTREAM-OK") {
+				t.Fatalf("other sandbox cannot use its own proxy: %s %s", out.Stdout, out.Stderr)
+			}
+			cases = append(cases, struct{ name, code, want string }{"another sandbox's proxy",
+				"curl -sS --max-time 5 -x " + otherProxy + " http://notallowed.test/ 2>&1 || echo REFUSED", "REFUSED"})
 			for _, c := range cases {
 				out := run(t, sb, c.code)
 				got := out.Stdout + out.Stderr
