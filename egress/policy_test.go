@@ -63,19 +63,19 @@ func TestAllows(t *testing.T) {
 	}
 	own := func(a netip.Addr) bool { return a == netip.MustParseAddr("203.0.113.7") }
 	for addr, want := range map[string]string{
-		"198.18.0.2":      "",
-		"127.0.0.1":       "loopback",
+		"198.18.0.2":       "",
+		"127.0.0.1":        "loopback",
 		"::ffff:127.0.0.1": "loopback",
-		"169.254.169.254": "metadata",
-		"169.254.1.1":     "link-local",
-		"10.0.0.1":        "private",
-		"10.1.2.3":        "", // named by a rule
-		"192.168.1.5":     "",
-		"192.168.1.6":     "private",
-		"100.64.0.1":      "private",
-		"203.0.113.7":     "the Berth host",
-		"fd00::1":         "private",
-		"::1":             "loopback",
+		"169.254.169.254":  "metadata",
+		"169.254.1.1":      "link-local",
+		"10.0.0.1":         "private",
+		"10.1.2.3":         "", // named by a rule
+		"192.168.1.5":      "",
+		"192.168.1.6":      "private",
+		"100.64.0.1":       "private",
+		"203.0.113.7":      "the Berth host",
+		"fd00::1":          "private",
+		"::1":              "loopback",
 	} {
 		if got := p.why(netip.MustParseAddr(addr), own); want == "" && got != "" || want != "" && !strings.Contains(got, want) {
 			t.Errorf("why(%s) = %q, want %q", addr, got, want)
