@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bufio"
+	"cmp"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -15,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -291,8 +293,10 @@ func (px *Proxy) dialChecked(ctx context.Context, _, hostport string) (net.Conn,
 		addrs = []netip.Addr{a}
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		addrs, err = px.s.o.Resolver.LookupNetIP(rctx, "ip4", host)
+		addrs, err = px.s.o.Resolver.LookupNetIP(rctx, "ip", host)
 		cancel()
+		// IPv4 first: hosts often have no IPv6 route out.
+		slices.SortStableFunc(addrs, func(a, b netip.Addr) int { return cmp.Compare(family(a), family(b)) })
 		if err != nil || len(addrs) == 0 {
 			return nil, px.refuse(host, "cannot resolve %s: %v", host, err)
 		}
@@ -312,6 +316,14 @@ func (px *Proxy) dialChecked(ctx context.Context, _, hostport string) (net.Conn,
 		last = err
 	}
 	return nil, fmt.Errorf("berth egress: connect to %s: %w", hostport, last)
+}
+
+// family orders IPv4 before IPv6.
+func family(a netip.Addr) int {
+	if a.Unmap().Is4() {
+		return 4
+	}
+	return 6
 }
 
 // serveExplicit serves HTTP_PROXY/HTTPS_PROXY clients: CONNECT, or a
@@ -369,7 +381,13 @@ func (px *Proxy) serveTransparentHTTP(ctx context.Context, c net.Conn) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	req.URL.Scheme, req.URL.Host = "http", req.Host
+	// The sandbox connected to port 80: a port in Host does not change
+	// where this goes.
+	host := req.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	req.URL.Scheme, req.URL.Host = "http", host
 	req.Close = true // one request per connection
 	px.forward(ctx, c, req, "http", nil)
 }
