@@ -54,7 +54,7 @@ func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
 		private:   private,
 		maxProcs:  maxProcs,
 		interp:    map[Language]*interp{},
-		env: []string{
+		env: append([]string{
 			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 			"HOME=/tmp",
 			"LANG=C.UTF-8",
@@ -66,7 +66,7 @@ func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
 			"BERTH_MAX_FIGURES=" + strconv.Itoa(MaxImages),
 			"BERTH_MAX_FIGURE_BYTES=" + strconv.Itoa(MaxOneImageBytes),
 			"BERTH_MAX_FIGURES_TOTAL_BYTES=" + strconv.Itoa(MaxImageBytes),
-		},
+		}, passedEnv(os.Environ())...),
 	}
 	x.env = append(x.env, proxyEnv...)
 	return x
@@ -84,6 +84,22 @@ func (x *executor) addEnv(kv ...string) {
 	x.envMu.Lock()
 	defer x.envMu.Unlock()
 	x.env = append(x.env, kv...)
+}
+
+// passedEnv picks from the agent's own environment what the sandbox's
+// driver set for the code it runs: the egress proxy and the certificates
+// to trust for it.
+func passedEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch strings.ToUpper(k) {
+		case "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+			"CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "PIP_CERT", "GIT_SSL_CAINFO":
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func (x *executor) run(ctx context.Context, req ExecRequest, send func(Event)) Result {

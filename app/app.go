@@ -52,6 +52,14 @@ type Options struct {
 	// Sources, if set, holds uploaded archives that revisions name;
 	// without it a deploy that names one is refused.
 	Sources Sources
+	// Egress makes the proxies of apps with egress rules.
+	Egress EgressProxies
+}
+
+// EgressProxies makes the egress proxy of an app with egress rules, from
+// its revision's setting (package egress).
+type EgressProxies interface {
+	ProxyFor(scope, egress string, inject []string) (sandbox.EgressProxy, error)
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -67,6 +75,7 @@ type Capacity interface {
 type Manager struct {
 	store   *store.Store
 	runtime sandbox.Runtime
+	egress  EgressProxies
 	dir     string
 	log     *slog.Logger
 	cap     Capacity
@@ -116,7 +125,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, egress: o.Egress, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	m.secretsDir = cmp.Or(o.SecretsDir, filepath.Clean(o.StateDir)+"-secrets")
 	if err := m.mountSecrets(); err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/egress"
 	"github.com/berth-dev/berth/source"
 )
 
@@ -50,11 +51,14 @@ type Config struct {
 	MemoryBytes           int64 `json:"memoryBytes"`
 	// DiskBytes bounds each replica's writable space on disk (/tmp; its
 	// volumes are the app's and not counted).
-	DiskBytes      int64   `json:"diskBytes,omitempty"`
-	CPU            float64 `json:"cpu"`
-	Egress         string  `json:"egress"`
-	RevisionSuffix string  `json:"revisionSuffix,omitempty"`
-	Probe          Probe   `json:"probe"`
+	DiskBytes int64   `json:"diskBytes,omitempty"`
+	CPU       float64 `json:"cpu"`
+	Egress    string  `json:"egress"` // "disabled", "enabled" or "allow=HOST,…"
+	// EgressInject are headers the egress proxy adds to HTTPS requests
+	// (HOST:Header=secretref:NAME), with an allow-list only.
+	EgressInject   []string `json:"egressInject,omitempty"`
+	RevisionSuffix string   `json:"revisionSuffix,omitempty"`
+	Probe          Probe    `json:"probe"`
 	// Auth, if set, replaces the app's authentication with the deploy
 	// (it is the app's, not the revision's, which does not keep it).
 	Auth *Auth `json:"auth,omitempty"`
@@ -202,12 +206,11 @@ func (c *Config) Normalize() error {
 	if c.CPU == 0 {
 		c.CPU = 1
 	}
-	if c.Egress == "" {
-		c.Egress = "disabled"
+	egr, inject, _, err := egress.Setting(c.Egress, c.EgressInject)
+	if err != nil {
+		return invalid("%s", err)
 	}
-	if c.Egress != "disabled" && c.Egress != "enabled" {
-		return invalid("egress must be disabled or enabled")
-	}
+	c.Egress, c.EgressInject = egr, inject
 	if c.RevisionSuffix != "" && !suffixRE().MatchString(c.RevisionSuffix) {
 		return invalid("%q is not a valid revision suffix (lowercase letters, digits, dashes)", c.RevisionSuffix)
 	}

@@ -30,14 +30,25 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 	r.seq++
 	id := fmt.Sprintf("%s-%d", r.rev.Name, r.seq)
 	r.mu.Unlock()
-	sb, err := r.app.m.runtime.Start(r.ctx, sandbox.Spec{
+	spec := sandbox.Spec{
 		ID:     id,
 		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU, DiskBytes: cfg.DiskBytes},
-		Egress: cfg.Egress == "enabled",
+		Egress: cfg.Egress != "disabled",
 		Mounts: mounts,
 		UID:    r.app.uid,
 		Owner:  sandbox.Owner{Kind: "app", Name: r.app.name},
-	})
+	}
+	if spec.Egress && cfg.Egress != "enabled" {
+		if r.app.m.egress == nil {
+			return box{id: id}, errors.New("egress rules need the server's egress proxy")
+		}
+		px, err := r.app.m.egress.ProxyFor("app/"+r.app.name, cfg.Egress, cfg.EgressInject)
+		if err != nil {
+			return box{id: id}, err
+		}
+		spec.EgressProxy = px
+	}
+	sb, err := r.app.m.runtime.Start(r.ctx, spec)
 	return box{id: id, sb: sb}, err
 }
 

@@ -209,17 +209,19 @@ func (c *ctl) show(w http.ResponseWriter, r *http.Request) error {
 // Patch is the body of PATCH /v1/pools/{name}: fields left out keep their
 // value.
 type Patch struct {
-	Ready           *int     `json:"readySessions"`
-	Max             *int     `json:"maxSessions"`
-	CooldownSeconds *int     `json:"cooldownSeconds"`
-	Egress          *string  `json:"egress"`
-	MemoryBytes     *int64   `json:"memoryBytes"`
-	DiskBytes       *int64   `json:"diskBytes"`
-	CPU             *float64 `json:"cpu"`
-	TimeoutSeconds  *int     `json:"timeoutSeconds"`
-	MCP             *bool    `json:"mcp"`
-	MCPAuth         *string  `json:"mcpAuth"`
-	Auth            *string  `json:"auth"`
+	Ready           *int    `json:"readySessions"`
+	Max             *int    `json:"maxSessions"`
+	CooldownSeconds *int    `json:"cooldownSeconds"`
+	Egress          *string `json:"egress"`
+	// EgressInject, if set, replaces the pool's inject rules.
+	EgressInject   *[]string `json:"egressInject"`
+	MemoryBytes    *int64    `json:"memoryBytes"`
+	DiskBytes      *int64    `json:"diskBytes"`
+	CPU            *float64  `json:"cpu"`
+	TimeoutSeconds *int      `json:"timeoutSeconds"`
+	MCP            *bool     `json:"mcp"`
+	MCPAuth        *string   `json:"mcpAuth"`
+	Auth           *string   `json:"auth"`
 	// OIDC, if set, replaces the pool's OIDC settings as a whole.
 	OIDC *pool.OIDC `json:"oidc"`
 	// CORS replaces the pool's CORS policy; ClearCORS removes it.
@@ -233,6 +235,7 @@ func (pt Patch) Apply(cfg *pool.Config) {
 	set(&cfg.Max, pt.Max)
 	set(&cfg.CooldownSeconds, pt.CooldownSeconds)
 	set(&cfg.Egress, pt.Egress)
+	set(&cfg.EgressInject, pt.EgressInject)
 	set(&cfg.MemoryBytes, pt.MemoryBytes)
 	set(&cfg.DiskBytes, pt.DiskBytes)
 	set(&cfg.CPU, pt.CPU)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/egress"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -37,8 +38,11 @@ type Config struct {
 	// CooldownSeconds is how long a session may be idle before it is
 	// destroyed.
 	CooldownSeconds int    `json:"cooldownSeconds"`
-	Egress          string `json:"egress"` // "disabled" or "enabled"
-	MemoryBytes     int64  `json:"memoryBytes"`
+	Egress          string `json:"egress"` // "disabled", "enabled" or "allow=HOST,…"
+	// EgressInject are headers the egress proxy adds to HTTPS requests
+	// (HOST:Header=secretref:NAME), with an allow-list only.
+	EgressInject []string `json:"egressInject,omitempty"`
+	MemoryBytes  int64    `json:"memoryBytes"`
 	// DiskBytes bounds each session's writable space on disk (its
 	// workspace and /tmp), in bytes and in files (one per 16 KiB).
 	DiskBytes int64   `json:"diskBytes"`
@@ -124,12 +128,11 @@ func (c *Config) Normalize() error {
 	if c.CooldownSeconds < 1 || c.CooldownSeconds > 7*24*3600 {
 		return invalid("cooldownSeconds", "cooldown must be between 1s and 7 days, not %ds", c.CooldownSeconds)
 	}
-	if c.Egress == "" {
-		c.Egress = "disabled"
+	egr, inject, _, err := egress.Setting(c.Egress, c.EgressInject)
+	if err != nil {
+		return invalid("egress", "%s", err)
 	}
-	if c.Egress != "disabled" && c.Egress != "enabled" {
-		return invalid("egress", "egress must be \"disabled\" or \"enabled\", not %q", c.Egress)
-	}
+	c.Egress, c.EgressInject = egr, inject
 	if c.MemoryBytes == 0 {
 		c.MemoryBytes = DefaultMemory
 	}
@@ -206,14 +209,20 @@ type shape struct {
 	Type   string
 	Limits sandbox.Limits
 	Egress bool
+	// EgressRules is the allow-list and inject rules, if any.
+	EgressRules string
 }
 
 func (c Config) shape() shape {
-	return shape{
+	sh := shape{
 		Type:   c.Type,
 		Limits: sandbox.Limits{MemoryBytes: c.MemoryBytes, CPU: c.CPU, DiskBytes: c.DiskBytes},
-		Egress: c.Egress == "enabled",
+		Egress: c.Egress != "disabled",
 	}
+	if strings.HasPrefix(c.Egress, "allow=") {
+		sh.EgressRules = c.Egress + "\n" + strings.Join(c.EgressInject, "\n")
+	}
+	return sh
 }
 
 // Cooldown is the idle time after which a session is destroyed.

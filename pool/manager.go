@@ -31,6 +31,14 @@ type Options struct {
 	Capacity Capacity
 	// Events, if set, records ended sessions.
 	Events *events.Ring
+	// Egress makes the proxies of pools with egress rules.
+	Egress EgressProxies
+}
+
+// EgressProxies makes the egress proxy of a pool with egress rules, from
+// its stored setting (package egress).
+type EgressProxies interface {
+	ProxyFor(scope, egress string, inject []string) (sandbox.EgressProxy, error)
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -49,6 +57,7 @@ type Manager struct {
 	log      *slog.Logger
 	capacity Capacity
 	events   *events.Ring
+	egress   EgressProxies
 
 	mu    sync.RWMutex
 	pools map[string]*Pool
@@ -59,7 +68,7 @@ func NewManager(o Options) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, events: o.Events, pools: map[string]*Pool{}}
+	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, events: o.Events, egress: o.Egress, pools: map[string]*Pool{}}
 }
 
 // Load starts every stored pool.
@@ -83,7 +92,7 @@ func (m *Manager) Load(ctx context.Context) error {
 			m.log.Error("pool's runtime is not available; the pool is not served", "pool", cfg.Name, "runtime", cfg.Runtime)
 			continue
 		}
-		p := newPool(cfg, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed())
+		p := newPool(cfg, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress)
 		p.events = m.events
 		if err := m.fits(cfg); err != nil {
 			// Served no sandbox until an update makes it fit; not fatal
@@ -151,8 +160,8 @@ func (m *Manager) Create(ctx context.Context, cfg Config) (*Pool, string, error)
 	if err != nil {
 		return nil, "", err
 	}
-	p := newPool(cfg, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed())
-	p.events = m.events
+	p := newPool(cfg, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed(), m.egress)
+		p.events = m.events
 	m.pools[cfg.Name] = p
 	m.log.Info("pool created", "pool", cfg.Name, "type", cfg.Type, "runtime", cfg.Runtime)
 	return p, key, nil

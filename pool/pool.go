@@ -44,6 +44,9 @@ type Pool struct {
 	rt     sandbox.Runtime
 	log    *slog.Logger
 	events *events.Ring
+	// egress makes the proxies of pools with egress rules (nil: such
+	// pools cannot start sandboxes).
+	egress EgressProxies
 
 	cfg     atomic.Pointer[Config]
 	keyHash atomic.Pointer[[32]byte]
@@ -67,10 +70,10 @@ type Pool struct {
 	closed   bool
 }
 
-func newPool(cfg Config, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}) *Pool {
+func newPool(cfg Config, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}, egr EgressProxies) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool{
-		rt: rt, log: log.With("pool", cfg.Name), created: created, freed: freed,
+		rt: rt, log: log.With("pool", cfg.Name), created: created, freed: freed, egress: egr,
 		ctx: ctx, cancel: cancel, refill: make(chan struct{}, 1),
 		sessions: map[string]*Session{},
 	}
@@ -259,12 +262,24 @@ func (p *Pool) start(s *Session) {
 func (p *Pool) startSandbox(ctx context.Context, sh shape) (sandbox.Sandbox, error) {
 	b := make([]byte, 5)
 	_, _ = rand.Read(b)
-	sb, err := p.rt.Start(ctx, sandbox.Spec{
+	spec := sandbox.Spec{
 		ID:     p.Name() + "-" + hex.EncodeToString(b),
 		Limits: sh.Limits,
 		Egress: sh.Egress,
 		Owner:  sandbox.Owner{Kind: "pool", Name: p.Name()},
-	})
+	}
+	if sh.EgressRules != "" {
+		if p.egress == nil {
+			return nil, errors.New("egress rules need the server's egress proxy")
+		}
+		cfg := p.Config()
+		px, err := p.egress.ProxyFor("pool/"+p.Name(), cfg.Egress, cfg.EgressInject)
+		if err != nil {
+			return nil, err
+		}
+		spec.EgressProxy = px
+	}
+	sb, err := p.rt.Start(ctx, spec)
 	if err != nil {
 		return nil, err
 	}

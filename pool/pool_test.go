@@ -273,6 +273,8 @@ func TestConfigValidation(t *testing.T) {
 		{pool.Config{Name: "ok", Type: "ruby"}, "type"},
 		{pool.Config{Name: "ok", Ready: 5, Max: 2}, "readySessions"},
 		{pool.Config{Name: "ok", Egress: "maybe"}, "egress"},
+		{pool.Config{Name: "ok", Egress: "allow=*"}, "egress"},
+		{pool.Config{Name: "ok", Egress: "allow=a.example", EgressInject: []string{"b.example:X=secretref:S"}}, "egress"},
 		{pool.Config{Name: "ok", MemoryBytes: 1}, "memoryBytes"},
 		{pool.Config{Name: "ok", CPU: 100}, "cpu"},
 		{pool.Config{Name: "ok", MCPAuth: "oauth"}, "mcpAuth"},

@@ -59,8 +59,10 @@ type Options struct {
 	// DefaultPool creates the "default" pool on first start (on unless
 	// NoDefaultPool).
 	NoDefaultPool bool
-	Version       string
-	Logger        *slog.Logger
+	// Egress configures the egress proxy of pools and apps with rules.
+	Egress  EgressOptions
+	Version string
+	Logger  *slog.Logger
 	// AccessLog gets the line logged for every request (default Logger).
 	// Berth up gives it a batching writer: a write per request is a
 	// measurable part of a proxied request's cost.
@@ -205,8 +207,13 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
+	egr, err := newEgress(o.Egress, dir, log)
+	if err != nil {
+		return err
+	}
+	defer egr.Close()
 	evs := events.New(0)
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs})
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs, Egress: egr})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}
@@ -270,7 +277,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr})
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,8 @@ Commands:
   deploy NAME --command "CMD ARGS…" [--dir DIR] [--transport http|stdio] [--port 8080]
               [--path /mcp] [--env K=V]… [--volume NAME:/PATH]… [--min 0] [--max 10]
               [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--disk 1Gi] [--cpu 1]
-              [--egress disabled|enabled] [--revision-suffix S] [--probe tcp|http:/PATH|none]
+              [--egress disabled|enabled|allow=HOST,…] [--egress-inject HOST:Header=secretref:NAME]…
+              [--revision-suffix S] [--probe tcp|http:/PATH|none]
               [--ingress external|internal] [AUTH FLAGS] [--env KEY=secretref:SECRET]… [--secret-volume /mnt/secrets]
   auth NAME --auth none|apikey|oidc [AUTH FLAGS]   (the app's, for every revision, at once)
   key create NAME KEYNAME     (prints the key, this once)
@@ -320,7 +321,7 @@ type deployFlags struct {
 	port, min, max, concurrency                                        int
 	scaleDown                                                          time.Duration
 	cpu                                                                float64
-	env, volumes                                                       multiFlag
+	env, volumes, inject                                               multiFlag
 	secretVolume                                                       string
 	cors                                                               corsFlags
 }
@@ -341,7 +342,8 @@ func (d *deployFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.memory, "memory", "512Mi", "memory per replica")
 	fs.StringVar(&d.disk, "disk", "1Gi", "disk space per replica (its /tmp; files limited in proportion)")
 	fs.Float64Var(&d.cpu, "cpu", 1, "CPU cores per replica")
-	fs.StringVar(&d.egress, "egress", "disabled", "network egress: disabled or enabled")
+	fs.StringVar(&d.egress, "egress", "disabled", "network egress: disabled, enabled, or allow=HOST,*.DOMAIN,… (only those hosts, through Berth's egress proxy)")
+	fs.Var(&d.inject, "egress-inject", "HOST:Header=secretref:NAME: the egress proxy adds this header to HTTPS requests to HOST (repeatable; needs an allow-list)")
 	fs.StringVar(&d.suffix, "revision-suffix", "", "the new revision's name is NAME--SUFFIX")
 	fs.StringVar(&d.probe, "probe", "", "readiness probe: tcp, http:/PATH or none (default tcp; none for stdio)")
 	fs.StringVar(&d.ingress, "ingress", "", "external (the public listeners) or internal (other apps and sessions only); default: unchanged, external for a new app")
@@ -363,7 +365,7 @@ func (d *deployFlags) config() (app.Config, error) {
 	cfg := app.Config{
 		Command: d.command, Transport: d.transport, Port: d.port, Path: d.path,
 		Min: d.min, Max: d.max, Concurrency: d.concurrency, ScaleDownAfterSeconds: sd,
-		MemoryBytes: mem, DiskBytes: disk, CPU: d.cpu, Egress: d.egress, RevisionSuffix: d.suffix,
+		MemoryBytes: mem, DiskBytes: disk, CPU: d.cpu, Egress: d.egress, EgressInject: d.inject, RevisionSuffix: d.suffix,
 		Ingress: d.ingress,
 	}
 	for _, kv := range d.env {

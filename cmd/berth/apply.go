@@ -132,8 +132,9 @@ type manifest struct {
 					} `yaml:"http"`
 				} `yaml:"rules"`
 			} `yaml:"scale"`
-			Egress  string `yaml:"egress"`
-			Volumes []struct {
+			Egress       string   `yaml:"egress"`
+			EgressInject []string `yaml:"egressInject"`
+			Volumes      []struct {
 				Name string `yaml:"name"`
 				// StorageType Secret mounts the app's secrets, one file each.
 				StorageType string `yaml:"storageType"`
@@ -298,7 +299,7 @@ func (m *manifest) config(base string) (app.Config, error) {
 	}
 	cfg := app.Config{
 		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path, CORS: in.CorsPolicy,
-		RevisionSuffix: t.RevisionSuffix, CPU: ct.Resources.CPU, Egress: t.Egress,
+		RevisionSuffix: t.RevisionSuffix, CPU: ct.Resources.CPU, Egress: t.Egress, EgressInject: t.EgressInject,
 		Max: t.Scale.MaxReplicas, ScaleDownAfterSeconds: t.Scale.CooldownPeriod,
 	}
 	if t.Scale.MinReplicas != nil {
