@@ -43,6 +43,11 @@ type Options struct {
 	// Sources, if set, holds uploaded archives that revisions name;
 	// without it a deploy that names one is refused.
 	Sources Sources
+	// Images, if set, is the image store apps from images run from;
+	// without it a deploy that names an image is refused.
+	Images Images
+	// RegistryLogins, if set, keeps apps' own registry logins.
+	RegistryLogins RegistryLogins
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -62,6 +67,8 @@ type Manager struct {
 	log     *slog.Logger
 	cap     Capacity
 	sources Sources
+	images  Images
+	logins  RegistryLogins
 	// gcMu orders collections of sources; lastGC is when the last began.
 	gcMu   sync.Mutex
 	lastGC time.Time
@@ -103,7 +110,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, images: o.Images, logins: o.RegistryLogins, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	stored, err := o.Store.ListApps(ctx)
 	if err != nil {
 		return nil, err
@@ -330,6 +337,11 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		m.hosts.remove(name, h.Host)
 	}
 	a.stopAll()
+	if m.logins != nil {
+		if err := m.logins.DeleteAppRegistryCredentials(ctx, name); err != nil {
+			m.log.Warn("forget deleted app's registry logins", "app", name, "err", err)
+		}
+	}
 	defer m.collectSources()
 	return os.RemoveAll(trash)
 }

@@ -257,7 +257,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Images: images, RegistryLogins: st})
 	if err != nil {
 		return err
 	}
@@ -287,6 +287,8 @@ func Run(ctx context.Context, o Options) error {
 	admin.Handle("/", controlplane.Handler(controlplane.Options{
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log, Names: names,
 		Sources: sources, Images: images, Registries: st,
+		// Images a revision runs are kept (pools' images: see pool).
+		ImageInUse: apps.ImageInUse,
 	}))
 	adm := newHTTPServer(accessLog(o.AccessLog, admin), o.IdleTimeout, log)
 	if !isLoopback(pubLn.Addr()) {

@@ -116,13 +116,13 @@ func runApp(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
+			if cfg.Source != nil {
+				src.Image = cfg.Source.Image
+			}
 			cfg.Source = src
 		}
-		var out struct {
-			Revision app.Revision         `json:"revision"`
-			App      controlplane.AppView `json:"app"`
-		}
-		if err := c.call(ctx, http.MethodPost, "/v1/apps/"+name+"/revisions", cfg, &out); err != nil {
+		out, err := deployRevision(ctx, c, name, cfg, cf.output == "json")
+		if err != nil {
 			return err
 		}
 		if cf.output == "json" {
@@ -304,6 +304,8 @@ func (a *apiClient) stream(ctx context.Context, path string, fn func([]byte) err
 
 // deployFlags are the flags of app deploy.
 type deployFlags struct {
+	image, args, regServer, regUser                                    string
+	regPasswordStdin                                                   bool
 	command, dir, transport, path, memory, disk, egress, suffix, probe string
 	port, min, max, concurrency                                        int
 	scaleDown                                                          time.Duration
@@ -313,10 +315,15 @@ type deployFlags struct {
 }
 
 func (d *deployFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&d.command, "command", "", "the command that starts the MCP server (run with /bin/sh -c in /app)")
+	fs.StringVar(&d.command, "command", "", "the command that starts the MCP server (run with /bin/sh -c in /app; with --image: the argv that replaces the image's Entrypoint)")
+	fs.StringVar(&d.image, "image", "", "run this image (REPO:TAG or REPO@DIGEST; a tag is resolved to its digest now, and the revision keeps the digest)")
+	fs.StringVar(&d.args, "args", "", "with --image: the arguments that replace the image's Cmd (split like a shell, no expansion)")
+	fs.StringVar(&d.regServer, "registry-server", "", "the image's registry host, for the app's own login (with --registry-username)")
+	fs.StringVar(&d.regUser, "registry-username", "", "the app's registry user")
+	fs.BoolVar(&d.regPasswordStdin, "registry-password-stdin", false, "read the app's registry password from standard input")
 	fs.StringVar(&d.dir, "dir", "", "local directory whose files the revision gets, read-only at /app (packed and uploaded; .berthignore lists what to leave out)")
 	fs.StringVar(&d.transport, "transport", "http", "http (listens on $PORT) or stdio")
-	fs.IntVar(&d.port, "port", 8080, "the port the app listens on ($PORT)")
+	fs.IntVar(&d.port, "port", 0, "the port the app listens on ($PORT; default 8080, or the image's first exposed port)")
 	fs.StringVar(&d.path, "path", "/mcp", "the MCP endpoint's path")
 	fs.Var(&d.env, "env", "K=V environment variable (repeatable)")
 	fs.Var(&d.volumes, "volume", "NAME:/PATH persistent volume (repeatable)")
@@ -349,6 +356,9 @@ func (d *deployFlags) config() (app.Config, error) {
 		Command: d.command, Transport: d.transport, Port: d.port, Path: d.path,
 		Min: d.min, Max: d.max, Concurrency: d.concurrency, ScaleDownAfterSeconds: sd,
 		MemoryBytes: mem, DiskBytes: disk, CPU: d.cpu, Egress: d.egress, RevisionSuffix: d.suffix,
+	}
+	if err := d.imageConfig(&cfg); err != nil {
+		return cfg, err
 	}
 	for _, kv := range d.env {
 		k, v, ok := strings.Cut(kv, "=")
