@@ -215,7 +215,7 @@ func (u *unpacker) entry(h *tar.Header, name string, r io.Reader) error {
 func (u *unpacker) replace(name string, isDir bool) error {
 	fi, err := u.root.Lstat(name)
 	if errors.Is(err, fs.ErrNotExist) {
-		return u.root.MkdirAll(path.Dir(name), 0o755)
+		return u.parents(name)
 	}
 	if err != nil {
 		return err
@@ -225,6 +225,31 @@ func (u *unpacker) replace(name string, isDir bool) error {
 	}
 	u.forget(name)
 	return u.root.RemoveAll(name)
+}
+
+// parents creates the missing parents of name, owned by the image's root
+// (shifted): a layer that names a/b/c without a and a/b gets directories
+// an image user's root owns, as Docker's do, never files of host root
+// (which an idmapped mount of the root would show as nobody's).
+func (u *unpacker) parents(name string) error {
+	dir := path.Dir(name)
+	if dir == "." {
+		return nil
+	}
+	parts := strings.Split(dir, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		if _, err := u.root.Lstat(p); err == nil {
+			continue
+		}
+		if err := u.root.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := u.root.Lchown(p, int(u.shift), int(u.shift)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (u *unpacker) dir(h *tar.Header, name string) error {
