@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/imagetest"
 	"github.com/berth-dev/berth/internal/registrytest"
 )
@@ -142,5 +145,197 @@ func waitTCP(t testing.TB, port int) {
 			t.Fatalf("nothing listens on %d", port)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// idsGo serves what the app sees of itself: its ids, directory and
+// environment, and whether it can write files its image user owns.
+const idsGo = `package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+)
+
+func main() {
+	http.HandleFunc("/info", func(w http.ResponseWriter, r *http.Request) {
+		cwd, _ := os.Getwd()
+		m, _ := os.ReadFile("/proc/self/uid_map")
+		out := map[string]any{"uid": os.Getuid(), "gid": os.Getgid(), "cwd": cwd, "version": os.Getenv("VERSION"),
+			"home": os.Getenv("HOME"), "uidMap": strings.TrimSpace(string(m)), "args": os.Args[1:]}
+		werr := ""
+		if err := os.WriteFile("/home/app/new", []byte("x"), 0o644); err != nil {
+			werr = err.Error()
+		} else if f, err := os.OpenFile("/home/app/data", os.O_WRONLY|os.O_APPEND, 0); err != nil {
+			werr = err.Error()
+		} else {
+			_, err = f.WriteString("more")
+			f.Close()
+			if err != nil {
+				werr = err.Error()
+			}
+		}
+		out["writeError"] = werr
+		if err := os.WriteFile("/etc/owned-by-root", []byte("x"), 0o644); err == nil {
+			out["rootWrite"] = "allowed"
+		}
+		json.NewEncoder(w).Encode(out)
+	})
+	http.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) { os.Exit(3) })
+	http.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), nil)
+}
+`
+
+type idsInfo struct {
+	UID, GID           int
+	Cwd, Version, Home string
+	UIDMap             string
+	Args               []string
+	WriteError         string
+	RootWrite          string
+}
+
+// idsImage is idsGo as user app (1000) with VERSION=version, owning
+// /home/app/data.
+func idsImage(t testing.TB, bin []byte, version string) v1.Image {
+	e := imagetest.Mode(imagetest.File("prog", string(bin)), 0o755)
+	return imagetest.Image(t, v1.Config{
+		User: "app", Entrypoint: []string{"/prog"}, Cmd: []string{"from-image"}, WorkingDir: "/home/app",
+		Env: []string{"VERSION=" + version}, ExposedPorts: map[string]struct{}{"8080/tcp": {}},
+	}, imagetest.Layer(t, e, imagetest.File("etc/passwd", "root:x:0:0:root:/root:/prog\napp:x:1000:1000:app:/home/app:/prog\n"),
+		imagetest.File("etc/group", "root:x:0:\napp:x:1000:\n"), imagetest.Owned(imagetest.Dir("home/app"), 1000, 1000),
+		imagetest.Owned(imagetest.File("home/app/data", "image data"), 1000, 1000)))
+}
+
+func (b *berth) appInfo(name string) idsInfo {
+	b.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r := b.do(http.MethodGet, "/apps/"+name+"/info", nil, nil)
+		var info idsInfo
+		if r.Status == http.StatusOK && json.Unmarshal(r.Body, &info) == nil {
+			return info
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("GET /apps/%s/info: %d %s", name, r.Status, r.Body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// hostUIDsOf lists the host uids of processes whose command line has mark.
+func hostUIDsOf(t testing.TB, mark string) []int {
+	var out []int
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cl, err := os.ReadFile(filepath.Join(p, "cmdline"))
+		if err != nil || !bytes.Contains(cl, []byte(mark)) || !bytes.HasPrefix(cl, []byte("/prog\x00")) {
+			continue
+		}
+		st, _ := os.ReadFile(filepath.Join(p, "status"))
+		for _, l := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
+				n, _ := strconv.Atoi(f[1])
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// TestAppImageUsersAndDigests runs an image as its user: not host root,
+// not host uid 1000, able to write the files its image user owns. The
+// revision keeps the digest its tag had: a tag moved after the deploy
+// changes nothing for it (not its replicas' restarts, not prune); a new
+// deploy, here from a remote CLI in another directory, picks the new one.
+func TestAppImageUsersAndDigests(t *testing.T) {
+	for _, rt := range []string{"bwrap", "gvisor"} {
+		t.Run(rt, func(t *testing.T) { testAppImageUsersAndDigests(t, rt) })
+	}
+}
+
+func testAppImageUsersAndDigests(t *testing.T, runtime string) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	bin := imagetest.GoBinary(t, idsGo)
+	d1 := imagetest.Push(t, reg.Ref("ids:latest"), idsImage(t, bin, "v1"))
+	b := startBerth(t, "", "--insecure-registry", reg.Host, "--app-runtime", runtime)
+	mark := "imgapps-" + runtime
+	b.cli("app", "deploy", "ids", "--image", reg.Ref("ids:latest"), "--min", "1", "--args", "'from flag' "+mark)
+	b.waitReplicas("ids", 1)
+	info := b.appInfo("ids")
+	t.Logf("%s: %+v", runtime, info)
+	if info.UID != 1000 || info.GID != 1000 || info.Cwd != "/home/app" || info.Home != "/home/app" || info.Version != "v1" ||
+		strings.Join(info.Args, "|") != "from flag|"+mark {
+		t.Fatalf("the app does not run as its image says: %+v", info)
+	}
+	if info.WriteError != "" {
+		t.Fatalf("the image user cannot write its own files: %s", info.WriteError)
+	}
+	if info.RootWrite != "" {
+		t.Fatalf("the image user can write a directory of the image's root")
+	}
+	if runtime == "bwrap" {
+		uids := hostUIDsOf(t, mark)
+		if len(uids) == 0 {
+			t.Fatalf("no host process of the app")
+		}
+		for _, u := range uids {
+			if u == 0 || u == 1000 || u < 65536 { // apps get host uids from 900,000 up
+				t.Fatalf("the app runs as host uid %d", u)
+			}
+		}
+	}
+
+	// The tag moves; the revision does not.
+	d2 := imagetest.Push(t, reg.Ref("ids:latest"), idsImage(t, bin, "v2"))
+	if d1 == d2 {
+		t.Fatal("the two images have one digest")
+	}
+	if out := b.cli("image", "prune"); !strings.HasPrefix(out, "freed ") {
+		t.Fatalf("prune: %s", out)
+	}
+	_ = b.do(http.MethodGet, "/apps/ids/exit", nil, nil) // the replica restarts
+	time.Sleep(2 * time.Second)
+	b.waitReplicas("ids", 1)
+	if info := b.appInfo("ids"); info.Version != "v1" {
+		t.Fatalf("after the tag moved, the revision runs %q", info.Version)
+	}
+	v := b.appShow("ids")
+	if src := v.Revisions[0].Config.Source; src.Image != reg.Ref("ids")+"@"+d1.String() || src.ImageTag != reg.Ref("ids:latest") {
+		t.Fatalf("revision source %+v", src)
+	}
+
+	// A deploy from elsewhere, with --server and --token only.
+	if _, errOut, code := b.remoteCLI(t.TempDir(), "app", "deploy", "ids", "--image", reg.Ref("ids:latest"), "--min", "1"); code != 0 {
+		t.Fatalf("remote deploy: exit %d: %s", code, errOut)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for b.appInfo("ids").Version != "v2" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new deploy does not run the tag's new image")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	v = b.appShow("ids")
+	if src := v.Revisions[1].Config.Source; src.Image != reg.Ref("ids")+"@"+d2.String() {
+		t.Fatalf("second revision source %+v", src)
+	}
+	if info := b.appInfo("ids"); len(info.Args) != 1 || info.Args[0] != "from-image" {
+		t.Fatalf("without --args the image's Cmd runs: %+v", info.Args)
+	}
+	// Both images are in use (the first revision is still stored).
+	b.cli("image", "prune")
+	var list []image.Image
+	b.cliJSON(&list, "image", "list")
+	if len(list) != 2 {
+		t.Fatalf("prune removed an image a revision runs: %+v", list)
+	}
+	b.cli("app", "delete", "ids")
+	b.cli("image", "prune")
+	b.cliJSON(&list, "image", "list")
+	if len(list) != 0 {
+		t.Fatalf("prune kept images no revision runs: %+v", list)
 	}
 }
