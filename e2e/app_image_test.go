@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/imagetest"
 	"github.com/berth-dev/berth/internal/registrytest"
+	"github.com/berth-dev/berth/server"
 )
 
 // everythingImage is the go-sdk conformance server (static) on an empty
@@ -338,4 +342,130 @@ func testAppImageUsersAndDigests(t *testing.T, runtime string) {
 	if len(list) != 0 {
 		t.Fatalf("prune kept images no revision runs: %+v", list)
 	}
+}
+
+// TestAppImagePullKilled kills the server (SIGKILL) while a deploy pulls
+// an image whose big layer the registry sends only half of: after a
+// restart nothing of that pull is left (no temporary files, no root, no
+// app, no mounts or loop devices), and the next deploy pulls it again.
+func TestAppImagePullKilled(t *testing.T) {
+	big := make([]byte, 4<<20)
+	_, _ = rand.Read(big)
+	bigLayer := imagetest.Layer(t, imagetest.File("big", string(big)))
+	bigDigest, err := bigLayer.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hold atomic.Bool
+	hold.Store(true)
+	started := make(chan struct{}, 10)
+	var gets atomic.Int32
+	reg := registrytest.Start(t, registrytest.Options{Wrap: func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+bigDigest.String()) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			gets.Add(1)
+			if !hold.Load() {
+				next.ServeHTTP(w, r)
+				return
+			}
+			rc, _ := bigLayer.Compressed()
+			defer rc.Close()
+			size, _ := bigLayer.Size()
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.CopyN(w, rc, size/2)
+			w.(http.Flusher).Flush()
+			started <- struct{}{}
+			<-r.Context().Done() // the rest never comes
+		})
+	}})
+	bin := imagetest.GoBinary(t, idsGo)
+	img := imagetest.Image(t, v1.Config{Entrypoint: []string{"/prog"}, ExposedPorts: map[string]struct{}{"8080/tcp": {}}},
+		imagetest.Layer(t, imagetest.Mode(imagetest.File("prog", string(bin)), 0o755)), bigLayer)
+	imagetest.Push(t, reg.Ref("slow:1"), img)
+	dataDir := t.TempDir()
+	b := startBerth(t, dataDir, "--insecure-registry", reg.Host)
+	deploy := exec.Command(b.bin, "app", "deploy", "slow", "--image", reg.Ref("slow:1"), "--min", "1")
+	deploy.Env = append(os.Environ(), "BERTH_DATA_DIR="+dataDir)
+	if err := deploy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the pull did not reach the big layer")
+	}
+	tmp := filepath.Join(dataDir, "images", "tmp")
+	if ents, _ := os.ReadDir(tmp); len(ents) == 0 {
+		t.Fatalf("no pull in progress in %s", tmp)
+	}
+	_ = b.cmd.Process.Kill()
+	<-b.exited
+	_ = deploy.Wait()
+
+	b = startBerth(t, dataDir, "--insecure-registry", reg.Host)
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Fatalf("the killed pull left %v in %s", ents, tmp)
+	}
+	if roots, _ := os.ReadDir(filepath.Join(dataDir, "images", "rootfs", "sha256")); len(roots) != 0 {
+		t.Fatalf("the killed pull left a root: %v", roots)
+	}
+	if out := b.cli("app", "list"); strings.Contains(out, "slow") {
+		t.Fatalf("the killed deploy left an app:\n%s", out)
+	}
+	abs, _ := filepath.Abs(dataDir)
+	inst := filepath.Join("/var/lib/berth", server.Instance(abs))
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(mi, []byte(abs)) || bytes.Contains(mi, []byte(inst+"/")) {
+		t.Fatalf("mounts left:\n%s", mi)
+	}
+	if out, err := exec.Command("losetup", "-a").Output(); err == nil && bytes.Contains(out, []byte(inst+"/")) {
+		t.Fatalf("loop devices left:\n%s", out)
+	}
+	hold.Store(false)
+	before := gets.Load()
+	b.cli("app", "deploy", "slow", "--image", reg.Ref("slow:1"), "--min", "1")
+	b.waitReplicas("slow", 1)
+	if gets.Load() == before {
+		t.Fatalf("the layer was not downloaded again")
+	}
+}
+
+// duBytes is the disk space used under dir on its own file system (du -sx:
+// a sandbox's disk image counts what it holds, not the mounts on it).
+func duBytes(t testing.TB, dir string) int64 {
+	out, err := exec.Command("du", "-sx", "--block-size=1", dir).Output()
+	if err != nil {
+		t.Fatalf("du %s: %v", dir, err)
+	}
+	n, _ := strconv.ParseInt(strings.Fields(string(out))[0], 10, 64)
+	return n
+}
+
+// BenchmarkImageReplicasDisk measures the disk that N replicas of one
+// image use: one shared root, and per replica only its disk's own writes
+// (the overlay's upper layer and /tmp on its sparse disk image).
+func BenchmarkImageReplicasDisk(b *testing.B) {
+	const n = 5
+	reg := registrytest.Start(b, registrytest.Options{})
+	imagetest.Push(b, reg.Ref("bench/everything:1"), everythingImage(b))
+	dataDir := b.TempDir()
+	srv := startBerth(b, dataDir, "--insecure-registry", reg.Host)
+	abs, _ := filepath.Abs(dataDir)
+	inst := filepath.Join("/var/lib/berth", server.Instance(abs))
+	srv.cli("image", "pull", reg.Ref("bench/everything:1"))
+	base := duBytes(b, inst)
+	for i := 0; i < b.N; i++ {
+		srv.cli("app", "deploy", "disk", "--image", reg.Ref("bench/everything:1"), "--min", strconv.Itoa(n), "--max", strconv.Itoa(n))
+		srv.waitReplicas("disk", n)
+	}
+	time.Sleep(time.Second) // the spare sandbox too
+	rootfs := duBytes(b, filepath.Join(dataDir, "images", "rootfs"))
+	total := duBytes(b, inst) - base
+	b.ReportMetric(float64(rootfs)/(1<<20), "image-root-MiB")
+	b.ReportMetric(float64(total)/(n+1)/(1<<10), "per-sandbox-KiB")
+	b.ReportMetric(float64(rootfs+total)/(1<<20), "total-MiB")
+	b.ReportMetric(float64(rootfs*n)/(1<<20), "copies-would-be-MiB")
 }
