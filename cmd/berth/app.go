@@ -22,6 +22,8 @@ const appUsage = `Usage: berth app COMMAND [flags]
 
 Commands:
   deploy NAME --command "CMD ARGS…" [--dir DIR] [--transport http|stdio] [--port 8080]
+  deploy NAME --image REF [--command "ENTRYPOINT…"] [--args "ARGS…"]
+              [--registry-server HOST --registry-username U --registry-password-stdin]
               [--path /mcp] [--env K=V]… [--volume NAME:/PATH]… [--min 0] [--max 10]
               [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--disk 1Gi] [--cpu 1]
               [--egress disabled|enabled] [--revision-suffix S] [--probe tcp|http:/PATH|none]
@@ -172,7 +174,7 @@ func runApp(ctx context.Context, args []string) error {
 						pct = t.Percent
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d%%\t%s\n", r.Name, r.CreatedAt.Format(time.RFC3339), pct, r.Config.Command)
+				fmt.Fprintf(tw, "%s\t%s\t%d%%\t%s\n", r.Name, r.CreatedAt.Format(time.RFC3339), pct, revisionCommand(r.Config))
 			}
 			return tw.Flush()
 		}

@@ -156,3 +156,15 @@ func deployRevision(ctx context.Context, c *apiClient, name string, cfg app.Conf
 	}
 	return nil, fmt.Errorf("the server ended the deploy without a result")
 }
+
+// revisionCommand is what a revision runs, for the revisions table.
+func revisionCommand(c app.Config) string {
+	if !c.HasImage() {
+		return c.Command
+	}
+	s := "image " + c.Source.Image
+	if len(c.Entrypoint) > 0 || len(c.Args) > 0 {
+		s += " " + strings.Join(append(append([]string(nil), c.Entrypoint...), c.Args...), " ")
+	}
+	return s
+}
