@@ -62,7 +62,7 @@ func (m *Manager) resolveImage(ctx context.Context, appName string, cfg *Config,
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return invalid("image %s: %v", ref, err)
+		return invalid("%v", err) // it names the image
 	}
 	r, _ := name.ParseReference(ref, name.WeakValidation)
 	cfg.Source.ImageTag = ref

@@ -469,3 +469,43 @@ func BenchmarkImageReplicasDisk(b *testing.B) {
 	b.ReportMetric(float64(rootfs+total)/(1<<20), "total-MiB")
 	b.ReportMetric(float64(rootfs*n)/(1<<20), "copies-would-be-MiB")
 }
+
+// TestAppImageApply deploys an image with berth apply (Container Apps'
+// template.containers[].image, command, args, env, resources): the
+// image runs as the file says, and applying the file again makes no new
+// revision although the revision keeps a digest and the file a tag.
+func TestAppImageApply(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	imagetest.Push(t, reg.Ref("ids:1"), idsImage(t, imagetest.GoBinary(t, idsGo), "v1"))
+	b := startBerth(t, "", "--insecure-registry", reg.Host)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "app.yaml")
+	manifest := `name: ids-yaml
+properties:
+  template:
+    containers:
+      - image: ` + reg.Ref("ids:1") + `
+        command: ["/prog"]
+        args: ["from yaml"]
+        env: [{name: VERSION, value: from-yaml}]
+        resources: {cpu: 0.5, memory: 0.5Gi}
+    scale: {minReplicas: 1, maxReplicas: 2}
+`
+	if err := os.WriteFile(file, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.cli("apply", "-f", file); !strings.Contains(out, "revision ids-yaml--r1 created") {
+		t.Fatalf("apply: %s", out)
+	}
+	b.waitReplicas("ids-yaml", 1)
+	if info := b.appInfo("ids-yaml"); info.Version != "from-yaml" || strings.Join(info.Args, "|") != "from yaml" || info.UID != 1000 {
+		t.Fatalf("the app does not run as the file says: %+v", info)
+	}
+	v := b.appShow("ids-yaml")
+	if c := v.Revisions[0].Config; c.MemoryBytes != 512<<20 || c.CPU != 0.5 || c.Port != 8080 {
+		t.Fatalf("revision config %+v", c)
+	}
+	if out := b.cli("apply", "-f", file); !strings.Contains(out, "template unchanged") {
+		t.Fatalf("second apply: %s", out)
+	}
+}

@@ -184,7 +184,11 @@ func runApply(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s: %w", *file, err)
 		}
 		defer src.remove()
+		img := cfg.Source
 		cfg.Dir, cfg.Source = "", src.source()
+		if img != nil {
+			cfg.Source.Image = img.Image
+		}
 	}
 	// A new revision only if the template differs from the latest one.
 	var cur controlplane.AppView
@@ -471,7 +475,8 @@ func sameImage(last, want *app.Config, defaultPort bool) {
 	if !last.HasImage() || !want.HasImage() || last.Source.ImageTag != want.Source.Image {
 		return
 	}
-	src := *last.Source
+	src := *want.Source
+	src.Image, src.ImageTag = last.Source.Image, last.Source.ImageTag
 	want.Source = &src
 	if defaultPort {
 		want.Port = last.Port
