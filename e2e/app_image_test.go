@@ -19,6 +19,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/imagetest"
 	"github.com/berth-dev/berth/internal/registrytest"
@@ -507,5 +509,55 @@ properties:
 	}
 	if out := b.cli("apply", "-f", file); !strings.Contains(out, "template unchanged") {
 		t.Fatalf("second apply: %s", out)
+	}
+}
+
+// TestAppImageDeployProgress asks the control API for a deploy's progress
+// (Accept: application/x-ndjson): the image's layers' download and unpack,
+// then the revision; an image the registry lacks ends with an error line.
+func TestAppImageDeployProgress(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	imagetest.Push(t, reg.Ref("ids:1"), idsImage(t, imagetest.GoBinary(t, idsGo), "v1"))
+	b := startBerth(t, "", "--insecure-registry", reg.Host)
+	deploy := func(ref string) []controlplane.DeployEvent {
+		body, _ := json.Marshal(app.Config{Source: &app.Source{Image: ref}})
+		req, _ := http.NewRequest(http.MethodPost, b.info.AdminURL+"/v1/apps/progress/revisions", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+b.token())
+		req.Header.Set("Accept", "application/x-ndjson")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
+			t.Fatalf("content type %q", ct)
+		}
+		var evs []controlplane.DeployEvent
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var ev controlplane.DeployEvent
+			if err := dec.Decode(&ev); err == io.EOF {
+				return evs
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, ev)
+		}
+	}
+	evs := deploy(reg.Ref("ids:1"))
+	statuses := map[string]bool{}
+	for _, ev := range evs[:len(evs)-1] {
+		if ev.Progress == nil {
+			t.Fatalf("not a progress line: %+v", ev)
+		}
+		statuses[ev.Progress.Status] = true
+	}
+	last := evs[len(evs)-1]
+	if !statuses["downloaded"] || !statuses["unpacked"] || last.Result == nil || last.Result.Revision.Name != "progress--r1" {
+		t.Fatalf("events: %+v", evs)
+	}
+	evs = deploy(reg.Ref("nothing:1"))
+	if last := evs[len(evs)-1]; last.Error == "" || last.Code != "InvalidSetting" || !strings.Contains(last.Error, "nothing:1") {
+		t.Fatalf("deploy of a missing image: %+v", evs)
 	}
 }

@@ -263,6 +263,9 @@ func printApp(a controlplane.AppView) {
 	for _, h := range a.URLs.Hostnames {
 		fmt.Fprintf(tw, "Host %s:\t%s%s\n", h.Host, h.URL, hostNote(h))
 	}
+	if n := len(a.Revisions); n > 0 && a.Revisions[n-1].Config.HasImage() {
+		fmt.Fprintf(tw, "Image:\t%s\n", a.Revisions[n-1].Config.Source.Image)
+	}
 	fmt.Fprintf(tw, "Traffic:\t%s\n", trafficString(a.Traffic))
 	fmt.Fprintf(tw, "Auth:\t%s\n", authString(a.Auth, len(a.APIKeys)))
 	fmt.Fprintf(tw, "CORS:\t%s\n", a.CORS.String())
