@@ -561,3 +561,38 @@ func TestAppImageDeployProgress(t *testing.T) {
 		t.Fatalf("deploy of a missing image: %+v", evs)
 	}
 }
+
+// TestAppImagePulledAgain: a revision whose image is no longer in the
+// store (removed behind the server's back) pulls it again by digest, with
+// the app's own registry login, when it next starts a replica.
+func TestAppImagePulledAgain(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{User: "carol", Password: "imgapps-again"})
+	d := imagetest.Push(t, reg.Ref("ids:1"), idsImage(t, imagetest.GoBinary(t, idsGo), "v1"), imagetest.BasicAuth("carol", "imgapps-again"))
+	dataDir := t.TempDir()
+	b := startBerth(t, dataDir, "--insecure-registry", reg.Host)
+	if _, errOut, code := b.cliStdin("imgapps-again\n", "app", "deploy", "again", "--image", reg.Ref("ids:1"), "--min", "1",
+		"--registry-server", reg.Host, "--registry-username", "carol", "--registry-password-stdin"); code != 0 {
+		t.Fatalf("deploy: %s", errOut)
+	}
+	b.waitReplicas("again", 1)
+	b.stop()
+	for _, sub := range []string{"rootfs/sha256", "meta/sha256", "blobs/sha256"} {
+		ents, _ := os.ReadDir(filepath.Join(dataDir, "images", sub))
+		for _, e := range ents {
+			if err := os.RemoveAll(filepath.Join(dataDir, "images", sub, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b = startBerth(t, dataDir, "--insecure-registry", reg.Host)
+	b.waitReplicas("again", 1)
+	if info := b.appInfo("again"); info.Version != "v1" {
+		t.Fatalf("after the pull again: %+v", info)
+	}
+	var list []image.Image
+	b.cliJSON(&list, "image", "list")
+	if len(list) != 1 || list[0].Digest != d.String() {
+		t.Fatalf("images: %+v", list)
+	}
+	b.waitLog("pulling the revision's image again")
+}
