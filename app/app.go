@@ -54,6 +54,11 @@ type Options struct {
 	Sources Sources
 	// Egress makes the proxies of apps with egress rules.
 	Egress EgressProxies
+	// Images, if set, is the image store apps from images run from;
+	// without it a deploy that names an image is refused.
+	Images Images
+	// RegistryLogins, if set, keeps apps' own registry logins.
+	RegistryLogins RegistryLogins
 }
 
 // EgressProxies makes the egress proxy of an app with egress rules, from
@@ -81,6 +86,8 @@ type Manager struct {
 	cap     Capacity
 	events  *events.Ring
 	sources Sources
+	images  Images
+	logins  RegistryLogins
 	// gcMu orders collections of sources; lastGC is when the last began.
 	gcMu   sync.Mutex
 	lastGC time.Time
@@ -125,7 +132,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, egress: o.Egress, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, egress: o.Egress, images: o.Images, logins: o.RegistryLogins, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	m.secretsDir = cmp.Or(o.SecretsDir, filepath.Clean(o.StateDir)+"-secrets")
 	if err := m.mountSecrets(); err != nil {
 		return nil, err
@@ -365,6 +372,11 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		m.hosts.remove(name, h.Host)
 	}
 	a.stopAll()
+	if m.logins != nil {
+		if err := m.logins.DeleteAppRegistryCredentials(ctx, name); err != nil {
+			m.log.Warn("forget deleted app's registry logins", "app", name, "err", err)
+		}
+	}
 	defer m.collectSources()
 	return os.RemoveAll(trash)
 }

@@ -28,8 +28,17 @@ const (
 
 // Config is what a deploy asks for; a revision keeps a copy.
 type Config struct {
-	// Command runs with /bin/sh -c in /app (the app's files).
+	// Command runs with /bin/sh -c in /app (the app's files). An app
+	// from an image runs the image's Entrypoint and Cmd instead, or
+	// Entrypoint and Args when set (as Kubernetes' command and args).
 	Command string `json:"command"`
+	// Entrypoint replaces the image's Entrypoint; Args its Cmd.
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Args       []string `json:"args,omitempty"`
+	// Registries are logins for the registries of the app's image
+	// (Container Apps' configuration.registries). A password given is
+	// sealed in the server's store; revisions keep server and user only.
+	Registries []Registry `json:"registries,omitempty"`
 	// Source is where the revision's files (read-only at /app) come from;
 	// nil for none.
 	Source *Source `json:"source,omitempty"`
@@ -82,7 +91,26 @@ type Source struct {
 	// Archive is the digest of an archive uploaded to the server (POST
 	// /v1/sources; the CLI's --dir), unpacked into the revision.
 	Archive string `json:"archive,omitempty"`
+	// Image is an image reference. A deploy resolves a tag to the
+	// image's digest and the revision keeps "REPO@sha256:…", so its
+	// files never change under it.
+	Image string `json:"image,omitempty"`
+	// ImageTag is the reference as the deploy named it (for show).
+	ImageTag string `json:"imageTag,omitempty"`
 }
+
+// Registry is a login for a registry host.
+type Registry struct {
+	Server   string `json:"server"`
+	Username string `json:"username,omitempty"`
+	// Password is only ever sent, never kept in a revision or shown.
+	Password string `json:"password,omitempty"`
+	// PasswordSecretRef names an app secret holding the password.
+	PasswordSecretRef string `json:"passwordSecretRef,omitempty"`
+}
+
+// HasImage reports whether the revision runs an image.
+func (c *Config) HasImage() bool { return c.Source != nil && c.Source.Image != "" }
 
 // Volume is a persistent per-app directory mounted at Path.
 type Volume struct {
@@ -124,17 +152,30 @@ func ValidName(name string) error {
 
 // Normalize fills defaults and validates.
 func (c *Config) Normalize() error {
-	if strings.TrimSpace(c.Command) == "" {
+	if strings.TrimSpace(c.Command) == "" && !c.HasImage() {
 		return invalid("--command is required: the command that starts the MCP server")
+	}
+	if c.HasImage() && c.Command != "" {
+		return invalid("an app from an image takes its command as an argv (entrypoint, args; the CLI's --command and --args), not as a shell command")
+	}
+	if !c.HasImage() && (len(c.Entrypoint) > 0 || len(c.Args) > 0) {
+		return invalid("entrypoint and args are for apps from an image (--image); give --command")
+	}
+	for _, r := range c.Registries {
+		if r.Server == "" || strings.ContainsAny(r.Server, "/@ \t") {
+			return invalid("registry server: host or host:port, as in image references, got %q", r.Server)
+		}
 	}
 	if c.Dir != "" {
 		return invalid("the server does not copy a directory of its own host (dir %q): deploy with the CLI, whose --dir uploads the directory (berth app deploy NAME --dir DIR)", c.Dir)
 	}
 	if c.Source != nil {
-		if c.Source.Archive == "" {
+		if c.Source.Archive == "" && c.Source.Image == "" {
 			c.Source = nil
-		} else if err := source.ValidDigest(c.Source.Archive); err != nil {
-			return invalid("source.archive: %v", err)
+		} else if c.Source.Archive != "" {
+			if err := source.ValidDigest(c.Source.Archive); err != nil {
+				return invalid("source.archive: %v", err)
+			}
 		}
 	}
 	if c.Transport == "" {

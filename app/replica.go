@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -31,6 +32,7 @@ type Replica struct {
 	ID  string
 	rev *revisionRuntime
 	sb  sandbox.Sandbox
+	im  *image.Image // the revision's image, if it runs one
 
 	slot    *slot
 	started time.Time
@@ -300,7 +302,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		return r.startFailed(fmt.Errorf("start sandbox: %w", err))
 	}
 	id, sb := sp.id, sp.sb
-	rep := &Replica{ID: id, rev: r, sb: sb, gone: make(chan struct{}), slot: s, started: time.Now()}
+	rep := &Replica{ID: id, rev: r, sb: sb, im: sp.im, gone: make(chan struct{}), slot: s, started: time.Now()}
 	rep.Transport = &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return sb.Agent().DialPort(ctx, cfg.Port)
@@ -325,7 +327,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		if err := r.addEnv(env); err != nil {
 			return r.startFailed(err)
 		}
-		if err := sb.Agent().StartService(r.ctx, agent.ServiceSpec{ID: "app", Command: cfg.Command, Env: env, Dir: "/app"}); err != nil {
+		if err := sb.Agent().StartService(r.ctx, rep.serviceSpec("app", env, false)); err != nil {
 			return r.startFailed(fmt.Errorf("start command: %w", err))
 		}
 		logCtx, stopLogs := context.WithCancel(r.ctx)
@@ -508,14 +510,13 @@ func (a *App) StartStdio(ctx context.Context, label string) (*StdioProcess, erro
 	if err != nil {
 		return nil, err
 	}
-	cfg := rep.Config()
 	id := fmt.Sprintf("stdio-%d", rep.stdioSeq.Add(1))
 	env := map[string]string{"BERTH_APP": a.name, "BERTH_REVISION": rep.Revision(), "BERTH_REPLICA": rep.ID}
 	if err := rep.rev.addEnv(env); err != nil {
 		rep.Done()
 		return nil, err
 	}
-	if err := rep.Agent().StartService(ctx, agent.ServiceSpec{ID: id, Command: cfg.Command, Env: env, Dir: "/app", Stdio: true}); err != nil {
+	if err := rep.Agent().StartService(ctx, rep.serviceSpec(id, env, true)); err != nil {
 		rep.Done()
 		return nil, fmt.Errorf("start the stdio server: %w", err)
 	}
@@ -530,4 +531,15 @@ func (a *App) StartStdio(ctx context.Context, label string) (*StdioProcess, erro
 	}
 	rep.sessions.Add(1)
 	return &StdioProcess{rep: rep, id: id, conn: conn}, nil
+}
+
+// serviceSpec is how the agent runs the app's command: a shell command in
+// /app, or an image's argv, environment and working directory.
+func (r *Replica) serviceSpec(id string, env map[string]string, stdio bool) agent.ServiceSpec {
+	cfg := r.rev.rev.Config
+	if r.im == nil {
+		return agent.ServiceSpec{ID: id, Command: cfg.Command, Env: env, Dir: "/app", Stdio: stdio}
+	}
+	argv, env, dir := imageCommand(cfg, r.im, env)
+	return agent.ServiceSpec{ID: id, Argv: argv, Env: env, Dir: dir, Stdio: stdio}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -13,6 +14,7 @@ import (
 type box struct {
 	id string
 	sb sandbox.Sandbox
+	im *image.Image
 }
 
 // startSandbox starts a sandbox for one of the revision's replicas.
@@ -48,8 +50,16 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 		}
 		spec.EgressProxy = px
 	}
+	var im *image.Image
+	if cfg.HasImage() {
+		var err error
+		if im, err = r.image(r.ctx); err != nil {
+			return box{id: id}, fmt.Errorf("the revision's image: %w", err)
+		}
+		spec.Root = imageRoot(im)
+	}
 	sb, err := r.app.m.runtime.Start(r.ctx, spec)
-	return box{id: id, sb: sb}, err
+	return box{id: id, sb: sb, im: im}, err
 }
 
 // takeSandbox returns the spare sandbox if there is a live one, or starts

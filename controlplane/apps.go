@@ -9,6 +9,7 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/httpapi"
 )
 
@@ -142,18 +143,69 @@ func (c *ctl) deploy(w http.ResponseWriter, r *http.Request) error {
 	if err := httpapi.DecodeJSON(w, r, 1<<20, &cfg); err != nil {
 		return err
 	}
-	d, rev, err := m.Deploy(r.Context(), r.PathValue("name"), cfg)
+	if strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
+		return c.deployStreaming(w, r, m, cfg)
+	}
+	out, err := c.deployed(r, m, cfg, nil)
 	if err != nil {
-		return appError(err)
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+// DeployResult is the answer to a deploy.
+type DeployResult struct {
+	Revision app.Revision `json:"revision"`
+	App      AppView      `json:"app"`
+}
+
+// DeployEvent is one line of a deploy's NDJSON answer (asked for with
+// Accept: application/x-ndjson): the image pull's progress, then the
+// result or an error.
+type DeployEvent struct {
+	Progress *image.Progress `json:"progress,omitempty"`
+	Result   *DeployResult   `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Code     string          `json:"code,omitempty"`
+}
+
+func (c *ctl) deployed(r *http.Request, m *app.Manager, cfg app.Config, progress func(image.Progress)) (*DeployResult, error) {
+	d, rev, err := m.DeployProgress(r.Context(), r.PathValue("name"), cfg, progress)
+	if err != nil {
+		return nil, appError(err)
 	}
 	if c.o.Names != nil {
 		c.o.Names.AppChanged(r.Context(), d)
 	}
 	a, err := m.Get(r.PathValue("name"))
 	if err != nil {
-		return appError(err)
+		return nil, appError(err)
 	}
-	httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"revision": rev, "app": c.appView(a)})
+	return &DeployResult{Revision: rev, App: c.appView(a)}, nil
+}
+
+// deployStreaming deploys telling the client how the image pull goes.
+func (c *ctl) deployStreaming(w http.ResponseWriter, r *http.Request, m *app.Manager, cfg app.Config) error {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	rc := http.NewResponseController(w)
+	out, err := c.deployed(r, m, cfg, func(p image.Progress) {
+		_ = enc.Encode(DeployEvent{Progress: &p})
+		_ = rc.Flush()
+	})
+	if err != nil {
+		e := httpapi.Classify(err)
+		if e.Status >= 500 {
+			c.o.Logger.Error("deploy failed", "app", r.PathValue("name"), "err", err)
+		}
+		_ = enc.Encode(DeployEvent{Error: e.Message, Code: e.Code})
+	} else {
+		_ = enc.Encode(DeployEvent{Result: out})
+	}
+	_ = rc.Flush()
 	return nil
 }
 

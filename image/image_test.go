@@ -90,8 +90,12 @@ func TestPullByTag(t *testing.T) {
 			if u, _, _ := owner("prog"); u != tc.shift {
 				t.Errorf("prog owned by %d, want %d", u, tc.shift)
 			}
-			for _, d := range []string{"proc", "dev", "sys", "tmp", "run", "etc", "mnt/data", ".berth", "work/dir", "etc/resolv.conf", "etc/hosts", "etc/hostname"} {
-				owner(d)
+			// Directories no layer names (etc, home, work) are image root's,
+			// not host root's: an idmapped mount shows host root's as nobody's.
+			for _, d := range []string{"proc", "dev", "sys", "tmp", "run", "etc", "home", "mnt/data", ".berth", "work", "work/dir", "etc/resolv.conf", "etc/hosts", "etc/hostname"} {
+				if u, g, _ := owner(d); u != tc.shift || g != tc.shift {
+					t.Errorf("%s owned by %d:%d, want %d", d, u, g, tc.shift)
+				}
 			}
 			if _, _, m := owner("tmp"); m&os.ModeSticky == 0 || m.Perm() != 0o777 {
 				t.Errorf("tmp mode %v", m)

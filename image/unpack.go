@@ -222,7 +222,7 @@ func (u *unpacker) parent(name string) (*os.Root, string, error) {
 	}
 	r, err := u.root.OpenRoot(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err = u.root.MkdirAll(dir, 0o755); err == nil {
+		if err = u.parents(name); err == nil {
 			r, err = u.root.OpenRoot(dir)
 		}
 	}
@@ -272,6 +272,31 @@ func (u *unpacker) replace(name string, isDir bool) (*os.Root, string, error) {
 		return u.parent(name)
 	}
 	return pr, base, nil
+}
+
+// parents creates the missing parents of name, owned by the image's root
+// (shifted): a layer that names a/b/c without a and a/b gets directories
+// an image user's root owns, as Docker's do, never files of host root
+// (which an idmapped mount of the root would show as nobody's).
+func (u *unpacker) parents(name string) error {
+	dir := path.Dir(name)
+	if dir == "." {
+		return nil
+	}
+	parts := strings.Split(dir, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		if _, err := u.root.Lstat(p); err == nil {
+			continue
+		}
+		if err := u.root.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := u.root.Lchown(p, int(u.shift), int(u.shift)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (u *unpacker) dir(h *tar.Header, name string) error {

@@ -277,7 +277,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st})
 	if err != nil {
 		return err
 	}
@@ -310,6 +310,8 @@ func Run(ctx context.Context, o Options) error {
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log, Names: names,
 		Sources: sources, Images: images, Registries: st,
 		Events: evs, Metrics: metrics,
+		// Images a revision runs are kept (pools' images: see pool).
+		ImageInUse: apps.ImageInUse,
 	})
 	admin.Handle("/", api)
 	// The dashboard: a client of the control API and of the front door.

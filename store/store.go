@@ -75,7 +75,7 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1) // one writer; reads are cheap and rare
-	if _, err := db.Exec(schema + appsSchema + registriesSchema + secretsSchema); err != nil {
+	if _, err := db.Exec(schema + appsSchema + registriesSchema + appRegistriesSchema + secretsSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: migrate: %w", err)
 	}

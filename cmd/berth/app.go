@@ -22,6 +22,8 @@ const appUsage = `Usage: berth app COMMAND [flags]
 
 Commands:
   deploy NAME --command "CMD ARGS…" [--dir DIR] [--transport http|stdio] [--port 8080]
+  deploy NAME --image REF [--command "ENTRYPOINT…"] [--args "ARGS…"]
+              [--registry-server HOST --registry-username U --registry-password-stdin]
               [--path /mcp] [--env K=V]… [--volume NAME:/PATH]… [--min 0] [--max 10]
               [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--disk 1Gi] [--cpu 1]
               [--egress disabled|enabled|allow=HOST,…] [--egress-inject HOST:Header=secretref:NAME]…
@@ -123,13 +125,13 @@ func runApp(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
+			if cfg.Source != nil {
+				src.Image = cfg.Source.Image
+			}
 			cfg.Source = src
 		}
-		var out struct {
-			Revision app.Revision         `json:"revision"`
-			App      controlplane.AppView `json:"app"`
-		}
-		if err := c.call(ctx, http.MethodPost, "/v1/apps/"+name+"/revisions", cfg, &out); err != nil {
+		out, err := deployRevision(ctx, c, name, cfg, cf.output == "json")
+		if err != nil {
 			return err
 		}
 		if cf.output == "json" {
@@ -179,7 +181,7 @@ func runApp(ctx context.Context, args []string) error {
 						pct = t.Percent
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d%%\t%s\n", r.Name, r.CreatedAt.Format(time.RFC3339), pct, r.Config.Command)
+				fmt.Fprintf(tw, "%s\t%s\t%d%%\t%s\n", r.Name, r.CreatedAt.Format(time.RFC3339), pct, revisionCommand(r.Config))
 			}
 			return tw.Flush()
 		}
@@ -268,6 +270,9 @@ func printApp(a controlplane.AppView) {
 	for _, h := range a.URLs.Hostnames {
 		fmt.Fprintf(tw, "Host %s:\t%s%s\n", h.Host, h.URL, hostNote(h))
 	}
+	if n := len(a.Revisions); n > 0 && a.Revisions[n-1].Config.HasImage() {
+		fmt.Fprintf(tw, "Image:\t%s\n", a.Revisions[n-1].Config.Source.Image)
+	}
 	fmt.Fprintf(tw, "Traffic:\t%s\n", trafficString(a.Traffic))
 	fmt.Fprintf(tw, "Auth:\t%s\n", authString(a.Auth, len(a.APIKeys)))
 	fmt.Fprintf(tw, "CORS:\t%s\n", a.CORS.String())
@@ -316,6 +321,8 @@ func (a *apiClient) stream(ctx context.Context, path string, fn func([]byte) err
 
 // deployFlags are the flags of app deploy.
 type deployFlags struct {
+	image, args, regServer, regUser                                    string
+	regPasswordStdin                                                   bool
 	command, dir, transport, path, memory, disk, egress, suffix, probe string
 	ingress                                                            string
 	port, min, max, concurrency                                        int
@@ -327,10 +334,15 @@ type deployFlags struct {
 }
 
 func (d *deployFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&d.command, "command", "", "the command that starts the MCP server (run with /bin/sh -c in /app)")
+	fs.StringVar(&d.command, "command", "", "the command that starts the MCP server (run with /bin/sh -c in /app; with --image: the argv that replaces the image's Entrypoint)")
+	fs.StringVar(&d.image, "image", "", "run this image (REPO:TAG or REPO@DIGEST; a tag is resolved to its digest now, and the revision keeps the digest)")
+	fs.StringVar(&d.args, "args", "", "with --image: the arguments that replace the image's Cmd (split like a shell, no expansion)")
+	fs.StringVar(&d.regServer, "registry-server", "", "the image's registry host, for the app's own login (with --registry-username)")
+	fs.StringVar(&d.regUser, "registry-username", "", "the app's registry user")
+	fs.BoolVar(&d.regPasswordStdin, "registry-password-stdin", false, "read the app's registry password from standard input")
 	fs.StringVar(&d.dir, "dir", "", "local directory whose files the revision gets, read-only at /app (packed and uploaded; .berthignore lists what to leave out)")
 	fs.StringVar(&d.transport, "transport", "http", "http (listens on $PORT) or stdio")
-	fs.IntVar(&d.port, "port", 8080, "the port the app listens on ($PORT)")
+	fs.IntVar(&d.port, "port", 0, "the port the app listens on ($PORT; default 8080, or the image's first exposed port)")
 	fs.StringVar(&d.path, "path", "/mcp", "the MCP endpoint's path")
 	fs.Var(&d.env, "env", "K=V environment variable (repeatable)")
 	fs.StringVar(&d.secretVolume, "secret-volume", "", "mount the app's secrets at PATH, one file each")
@@ -367,6 +379,9 @@ func (d *deployFlags) config() (app.Config, error) {
 		Min: d.min, Max: d.max, Concurrency: d.concurrency, ScaleDownAfterSeconds: sd,
 		MemoryBytes: mem, DiskBytes: disk, CPU: d.cpu, Egress: d.egress, EgressInject: d.inject, RevisionSuffix: d.suffix,
 		Ingress: d.ingress,
+	}
+	if err := d.imageConfig(&cfg); err != nil {
+		return cfg, err
 	}
 	for _, kv := range d.env {
 		k, v, ok := strings.Cut(kv, "=")

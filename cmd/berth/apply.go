@@ -85,11 +85,21 @@ type manifest struct {
 				AllowedClients []string `yaml:"allowedClients"`
 				ForwardToken   bool     `yaml:"forwardToken"`
 			} `yaml:"auth"`
+			// Registries are the app's registry logins; a password comes
+			// from passwordSecretRef (a secret of the app's) or from an
+			// earlier deploy's --registry-password-stdin.
+			Registries []struct {
+				Server            string `yaml:"server"`
+				Username          string `yaml:"username"`
+				PasswordSecretRef string `yaml:"passwordSecretRef"`
+				Identity          string `yaml:"identity"`
+			} `yaml:"registries"`
 		} `yaml:"configuration"`
 		Template struct {
 			RevisionSuffix string `yaml:"revisionSuffix"`
 			Containers     []struct {
 				Name    string    `yaml:"name"`
+				Image   string    `yaml:"image"`
 				Command yaml.Node `yaml:"command"`
 				Args    []string  `yaml:"args"`
 				Dir     string    `yaml:"dir"`
@@ -180,7 +190,11 @@ func runApply(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s: %w", *file, err)
 		}
 		defer src.remove()
+		img := cfg.Source
 		cfg.Dir, cfg.Source = "", src.source()
+		if img != nil {
+			cfg.Source.Image = img.Image
+		}
 	}
 	// A new revision only if the template differs from the latest one.
 	var cur controlplane.AppView
@@ -192,6 +206,7 @@ func runApply(ctx context.Context, args []string) error {
 			return err
 		}
 		last := cur.Revisions[len(cur.Revisions)-1].Config
+		sameImage(&last, &want, m.Properties.Configuration.Ingress.TargetPort == 0)
 		last.RevisionSuffix, want.RevisionSuffix = "", ""
 		want.Auth = nil // the app's, not the revision's: set below
 		// Ingress is the app's too; a change is deployed with a new revision.
@@ -206,11 +221,8 @@ func runApply(ctx context.Context, args []string) error {
 				return err
 			}
 		}
-		var dep struct {
-			Revision app.Revision         `json:"revision"`
-			App      controlplane.AppView `json:"app"`
-		}
-		if err := c.call(ctx, http.MethodPost, "/v1/apps/"+m.Name+"/revisions", cfg, &dep); err != nil {
+		dep, err := deployRevision(ctx, c, m.Name, cfg, cf.output == "json")
+		if err != nil {
 			return err
 		}
 		out = dep.App
@@ -293,9 +305,12 @@ func (m *manifest) config(base string) (app.Config, error) {
 		return app.Config{}, fmt.Errorf("template.containers must have exactly one container, not %d", len(t.Containers))
 	}
 	ct := t.Containers[0]
-	cmd, err := commandString(ct.Command, ct.Args)
-	if err != nil {
-		return app.Config{}, err
+	var cmd string
+	var err error
+	if ct.Image == "" {
+		if cmd, err = commandString(ct.Command, ct.Args); err != nil {
+			return app.Config{}, err
+		}
 	}
 	cfg := app.Config{
 		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path, CORS: in.CorsPolicy,
@@ -317,6 +332,9 @@ func (m *manifest) config(base string) (app.Config, error) {
 		if cfg.Auth.Mode == "" {
 			return app.Config{}, fmt.Errorf("configuration.auth.mode is required: none, apikey or oidc")
 		}
+	}
+	if err := m.imageConfig(&cfg); err != nil {
+		return cfg, err
 	}
 	if ct.Dir != "" {
 		dir := ct.Dir
@@ -432,4 +450,57 @@ func (m *manifest) traffic() controlplane.TrafficRequest {
 		}
 	}
 	return tr
+}
+
+// imageConfig fills the settings of a container that names an image: its
+// command (a list or a string, split like a shell) replaces the image's
+// Entrypoint, its args the image's Cmd.
+func (m *manifest) imageConfig(cfg *app.Config) error {
+	ct := m.Properties.Template.Containers[0]
+	regs := m.Properties.Configuration.Registries
+	if ct.Image == "" {
+		if len(regs) > 0 {
+			return fmt.Errorf("configuration.registries needs a container with an image")
+		}
+		return nil
+	}
+	cfg.Source = &app.Source{Image: ct.Image}
+	switch ct.Command.Kind {
+	case 0:
+	case yaml.ScalarNode:
+		argv, err := splitArgs(ct.Command.Value)
+		if err != nil {
+			return fmt.Errorf("command: %w", err)
+		}
+		cfg.Entrypoint = argv
+	case yaml.SequenceNode:
+		if err := ct.Command.Decode(&cfg.Entrypoint); err != nil {
+			return fmt.Errorf("command: %w", err)
+		}
+	default:
+		return fmt.Errorf("command must be a string or a list")
+	}
+	cfg.Args = ct.Args
+	for _, r := range regs {
+		if r.Identity != "" {
+			return fmt.Errorf("registries %s: identity: Berth logs in with a username and password", r.Server)
+		}
+		cfg.Registries = append(cfg.Registries, app.Registry{Server: r.Server, Username: r.Username, PasswordSecretRef: r.PasswordSecretRef})
+	}
+	return nil
+}
+
+// sameImage makes a stored revision comparable with a manifest's template:
+// the revision keeps the digest its tag resolved to, and the image's port
+// when the manifest names none.
+func sameImage(last, want *app.Config, defaultPort bool) {
+	if !last.HasImage() || !want.HasImage() || last.Source.ImageTag != want.Source.Image {
+		return
+	}
+	src := *want.Source
+	src.Image, src.ImageTag = last.Source.Image, last.Source.ImageTag
+	want.Source = &src
+	if defaultPort {
+		want.Port = last.Port
+	}
 }
