@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/app"
-	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/httpapi"
 )
 
