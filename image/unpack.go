@@ -186,7 +186,7 @@ func (u *unpacker) entry(h *tar.Header, name string, r io.Reader) error {
 	switch h.Typeflag {
 	case tar.TypeDir:
 		err = u.dir(h, name)
-	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old tars use TypeRegA
+	case tar.TypeReg: // the tar reader turns the old TypeRegA into TypeReg
 		err = u.file(h, name, r)
 	case tar.TypeSymlink:
 		if err = u.replace(name, false); err == nil {
