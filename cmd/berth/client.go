@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/server"
@@ -115,16 +118,79 @@ func (a *apiClient) call(ctx context.Context, method, path string, body, out any
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		var eb httpapi.Body
-		if json.NewDecoder(resp.Body).Decode(&eb) == nil && eb.Error.Message != "" {
-			return fmt.Errorf("%s", eb.Error.Message)
-		}
-		return fmt.Errorf("server answered %s", resp.Status)
+		return apiError(resp)
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// apiError is the message of an error response.
+func apiError(resp *http.Response) error {
+	var eb httpapi.Body
+	if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb) == nil && eb.Error.Message != "" {
+		return fmt.Errorf("%s", eb.Error.Message)
+	}
+	return fmt.Errorf("server answered %s", resp.Status)
+}
+
+// errStop ends a stream early without an error.
+var errStop = errors.New("stop")
+
+// stream sends a request (body, if not nil, as JSON) and reads the
+// NDJSON answer line by line, until fn returns errStop or an error, the
+// answer ends, or ctx is done (not an error: -f follows until
+// interrupted). No timeout: a stream lasts what it lasts.
+func (a *apiClient) stream(ctx context.Context, method, path string, body any, fn func([]byte) error) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("cannot reach the server at %s: %w", a.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return apiError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		if err := fn(sc.Bytes()); err != nil {
+			if errors.Is(err, errStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return sc.Err()
+}
+
+// isTerminal reports whether f is a terminal (not merely a character
+// device such as /dev/null).
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func printJSON(v any) error {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/image"
-	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 )
 
@@ -116,55 +113,37 @@ func shortDigest(d string) string {
 // pullImage streams a pull's progress: redrawn per layer on a terminal,
 // a line per layer step otherwise.
 func pullImage(ctx context.Context, c *apiClient, req controlplane.PullRequest, asJSON bool) error {
-	b, _ := json.Marshal(req)
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/images/pull", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	hreq.Header.Set("Authorization", "Bearer "+c.token)
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{}).Do(hreq) // no timeout: a big pull takes what it takes
-	if err != nil {
-		return fmt.Errorf("cannot reach the server at %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		var eb httpapi.Body
-		if json.NewDecoder(resp.Body).Decode(&eb) == nil && eb.Error.Message != "" {
-			return fmt.Errorf("%s", eb.Error.Message)
-		}
-		return fmt.Errorf("server answered %s", resp.Status)
-	}
 	view := newProgressView(os.Stdout, isTerminal(os.Stdout) && !asJSON)
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
+	var im *image.Image
+	err := c.stream(ctx, http.MethodPost, "/v1/images/pull", req, func(line []byte) error {
 		var ev controlplane.PullEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+		if err := json.Unmarshal(line, &ev); err != nil {
 			return fmt.Errorf("bad answer from the server: %w", err)
 		}
 		switch {
 		case ev.Error != "":
 			return fmt.Errorf("%s", ev.Error)
 		case ev.Image != nil:
-			if asJSON {
-				return printJSON(ev.Image)
-			}
-			fmt.Printf("%s: %s (%s)\n", ev.Image.Ref, ev.Image.Digest, pool.FormatBytes(ev.Image.Size))
-			return nil
+			im = ev.Image
+			return errStop
 		case ev.Progress != nil && !asJSON:
 			view.update(*ev.Progress)
 		}
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	switch {
+	case err != nil:
 		return err
+	case im == nil:
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("the server ended the pull without a result")
+	case asJSON:
+		return printJSON(im)
 	}
-	return fmt.Errorf("the server ended the pull without a result")
-}
-
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	fmt.Printf("%s: %s (%s)\n", im.Ref, im.Digest, pool.FormatBytes(im.Size))
+	return nil
 }
 
 // progressView shows one line per layer.

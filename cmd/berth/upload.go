@@ -15,11 +15,8 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/internal/archive"
-	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/source"
 )
 
@@ -159,15 +156,6 @@ func (a *apiClient) hasSource(ctx context.Context, digest string) (bool, error) 
 	return false, apiError(resp)
 }
 
-// apiError is the message of an error response.
-func apiError(resp *http.Response) error {
-	var eb httpapi.Body
-	if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb) == nil && eb.Error.Message != "" {
-		return fmt.Errorf("%s", eb.Error.Message)
-	}
-	return fmt.Errorf("server answered %s", resp.Status)
-}
-
 // progress shows how much of an upload was sent: a bar redrawn in place
 // on a terminal, a line at the start otherwise.
 type progress struct {
@@ -182,8 +170,7 @@ type progress struct {
 }
 
 func newProgress(f *os.File, label string, total int64) *progress {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	p := &progress{w: f, label: label, total: total, tty: err == nil}
+	p := &progress{w: f, label: label, total: total, tty: isTerminal(f)}
 	if !p.tty {
 		fmt.Fprintf(f, "%s: %s\n", label, human(total))
 	}
