@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -205,14 +204,9 @@ func (c *ctl) appLogs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	enc := json.NewEncoder(w)
-	rc := http.NewResponseController(w)
+	send := httpapi.NDJSON(w)
 	return a.Logs(r.Context(), r.URL.Query().Get("follow") == "true", func(e app.LogEntry) error {
-		if err := enc.Encode(e); err != nil {
-			return nil // the client went away
-		}
-		_ = rc.Flush()
+		_ = send(e) // an error: the client went away
 		return nil
 	})
 }
