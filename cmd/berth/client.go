@@ -52,6 +52,48 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// groupCmd is a parsed command of a group (berth image|registry|secret).
+type groupCmd struct {
+	sub  string
+	pos  []string
+	c    *apiClient
+	json bool // -o json
+}
+
+// parseGroup parses "GROUP SUB [flags] ARGS…": SUB must be a key of want,
+// which says how many positional arguments it takes; flags, if set,
+// registers SUB's own flags. With no SUB or -h it prints usage and
+// returns nil, nil.
+func parseGroup(group, usage string, args []string, want map[string]int, flags func(sub string, fs *flag.FlagSet)) (*groupCmd, error) {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Println(usage)
+		return nil, nil
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet(group+" "+sub, flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	if flags != nil {
+		flags(sub, fs)
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	n, ok := want[sub]
+	if !ok {
+		return nil, usageError(fmt.Sprintf("unknown %s command %q\n\n%s", group, sub, usage))
+	}
+	if len(pos) != n {
+		return nil, usageError(fmt.Sprintf("%s %s takes %d argument(s)\n\n%s", group, sub, n, usage))
+	}
+	c, err := cf.client()
+	if err != nil {
+		return nil, err
+	}
+	return &groupCmd{sub: sub, pos: pos, c: c, json: cf.output == "json"}, nil
+}
+
 // flagError makes a flag parsing error a usage error (exit status 2);
 // -h stays flag.ErrHelp (exit status 0).
 func flagError(err error) error {

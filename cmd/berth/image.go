@@ -26,37 +26,19 @@ Commands:
 
 // runImage runs berth image pull|list|prune.
 func runImage(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Println(imageUsage)
-		return nil
-	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("image "+sub, flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
 	var user string
 	var stdin bool
-	if sub == "pull" {
-		fs.StringVar(&user, "u", "", "registry user for this pull (default: the stored login, or anonymous)")
-		fs.BoolVar(&stdin, "password-stdin", false, "read the registry password from standard input")
-	}
-	pos, err := parseArgs(fs, args)
-	if err != nil {
+	g, err := parseGroup("image", imageUsage, args, map[string]int{"pull": 1, "list": 0, "prune": 0}, func(sub string, fs *flag.FlagSet) {
+		if sub == "pull" {
+			fs.StringVar(&user, "u", "", "registry user for this pull (default: the stored login, or anonymous)")
+			fs.BoolVar(&stdin, "password-stdin", false, "read the registry password from standard input")
+		}
+	})
+	if g == nil || err != nil {
 		return err
 	}
-	want := map[string]int{"pull": 1, "list": 0, "prune": 0}
-	n, ok := want[sub]
-	if !ok {
-		return usageError(fmt.Sprintf("unknown image command %q\n\n%s", sub, imageUsage))
-	}
-	if len(pos) != n {
-		return usageError(fmt.Sprintf("image %s takes %d argument(s)\n\n%s", sub, n, imageUsage))
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	switch sub {
+	c, pos := g.c, g.pos
+	switch g.sub {
 	case "pull":
 		req := controlplane.PullRequest{Ref: pos[0], Username: user}
 		if user != "" {
@@ -69,7 +51,7 @@ func runImage(ctx context.Context, args []string) error {
 			}
 			req.Password = strings.TrimRight(string(b), "\r\n")
 		}
-		return pullImage(ctx, c, req, cf.output == "json")
+		return pullImage(ctx, c, req, g.json)
 	case "list":
 		var out struct {
 			Value []image.Image `json:"value"`
@@ -77,7 +59,7 @@ func runImage(ctx context.Context, args []string) error {
 		if err := c.call(ctx, http.MethodGet, "/v1/images", nil, &out); err != nil {
 			return err
 		}
-		if cf.output == "json" {
+		if g.json {
 			return printJSON(out.Value)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -95,7 +77,7 @@ func runImage(ctx context.Context, args []string) error {
 		if err := c.call(ctx, http.MethodPost, "/v1/images/prune", nil, &out); err != nil {
 			return err
 		}
-		if cf.output == "json" {
+		if g.json {
 			return printJSON(out)
 		}
 		fmt.Printf("freed %s\n", pool.FormatBytes(out.FreedBytes))
