@@ -14,7 +14,6 @@ import (
 
 	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/image"
-	"github.com/berth-dev/berth/pool"
 )
 
 const imageUsage = `Usage: berth image COMMAND [flags]
@@ -69,7 +68,7 @@ func runImage(ctx context.Context, args []string) error {
 			if refs == "" {
 				refs = "<none>"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", refs, shortDigest(im.Digest), pool.FormatBytes(im.Size), im.LastUsed.Local().Format("2006-01-02 15:04:05"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", refs, shortDigest(im.Digest), human(im.Size), im.LastUsed.Local().Format("2006-01-02 15:04:05"))
 		}
 		return tw.Flush()
 	default:
@@ -80,7 +79,7 @@ func runImage(ctx context.Context, args []string) error {
 		if g.json {
 			return printJSON(out)
 		}
-		fmt.Printf("freed %s\n", pool.FormatBytes(out.FreedBytes))
+		fmt.Printf("freed %s\n", human(out.FreedBytes))
 		return nil
 	}
 }
@@ -124,7 +123,7 @@ func pullImage(ctx context.Context, c *apiClient, req controlplane.PullRequest, 
 	case asJSON:
 		return printJSON(im)
 	}
-	fmt.Printf("%s: %s (%s)\n", im.Ref, im.Digest, pool.FormatBytes(im.Size))
+	fmt.Printf("%s: %s (%s)\n", im.Ref, im.Digest, human(im.Size))
 	return nil
 }
 
@@ -150,7 +149,7 @@ func (v *progressView) update(p image.Progress) {
 	v.state[p.Layer] = p
 	if !v.tty {
 		if p.Status != "downloading" && v.status[p.Layer] != p.Status {
-			fmt.Fprintf(v.w, "%s: %s %s\n", shortDigest(p.Layer), p.Status, pool.FormatBytes(p.Total))
+			fmt.Fprintf(v.w, "%s: %s %s\n", shortDigest(p.Layer), p.Status, human(p.Total))
 		}
 		v.status[p.Layer] = p.Status
 		return
@@ -168,7 +167,7 @@ func (v *progressView) update(p image.Progress) {
 		if s.Total > 0 {
 			pct = int(s.Done * 100 / s.Total)
 		}
-		fmt.Fprintf(v.w, "\x1b[2K%s: %-11s %3d%% of %s\n", shortDigest(l), s.Status, pct, pool.FormatBytes(s.Total))
+		fmt.Fprintf(v.w, "\x1b[2K%s: %-11s %3d%% of %s\n", shortDigest(l), s.Status, pct, human(s.Total))
 	}
 	v.drawn = len(v.order)
 }
