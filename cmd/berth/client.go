@@ -136,23 +136,33 @@ func (c *clientFlags) client() (*apiClient, error) {
 	return &apiClient{base: strings.TrimRight(base, "/"), token: token, hc: &http.Client{Timeout: 5 * time.Minute}}, nil
 }
 
-// call sends a request and decodes the JSON answer into out (if not nil).
-func (a *apiClient) call(ctx context.Context, method, path string, body, out any) error {
+// request is a request to the control API with the admin token and body,
+// if not nil, as JSON.
+func (a *apiClient) request(ctx context.Context, method, path string, body any) (*http.Request, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+a.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+// call sends a request and decodes the JSON answer into out (if not nil).
+func (a *apiClient) call(ctx context.Context, method, path string, body, out any) error {
+	req, err := a.request(ctx, method, path, body)
+	if err != nil {
+		return err
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
@@ -185,21 +195,9 @@ var errStop = errors.New("stop")
 // answer ends, or ctx is done (not an error: -f follows until
 // interrupted). No timeout: a stream lasts what it lasts.
 func (a *apiClient) stream(ctx context.Context, method, path string, body any, fn func([]byte) error) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	req, err := a.request(ctx, method, path, body)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := (&http.Client{}).Do(req)
 	if err != nil {

@@ -137,11 +137,10 @@ func (a *apiClient) ensureSource(ctx context.Context, p *packed) error {
 }
 
 func (a *apiClient) hasSource(ctx context.Context, digest string) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/v1/sources/"+digest, nil)
+	req, err := a.request(ctx, http.MethodGet, "/v1/sources/"+digest, nil)
 	if err != nil {
 		return false, err
 	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
 	resp, err := a.hc.Do(req)
 	if err != nil {
 		return false, fmt.Errorf("cannot reach the server at %s: %w", a.base, err)
