@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -187,25 +186,20 @@ func (c *ctl) deployed(r *http.Request, m *app.Manager, cfg app.Config, progress
 
 // deployStreaming deploys telling the client how the image pull goes.
 func (c *ctl) deployStreaming(w http.ResponseWriter, r *http.Request, m *app.Manager, cfg app.Config) error {
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	send := httpapi.NDJSON(w)
 	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	rc := http.NewResponseController(w)
 	out, err := c.deployed(r, m, cfg, func(p image.Progress) {
-		_ = enc.Encode(DeployEvent{Progress: &p})
-		_ = rc.Flush()
+		_ = send(DeployEvent{Progress: &p})
 	})
 	if err != nil {
 		e := httpapi.Classify(err)
 		if e.Status >= 500 {
 			c.o.Logger.Error("deploy failed", "app", r.PathValue("name"), "err", err)
 		}
-		_ = enc.Encode(DeployEvent{Error: e.Message, Code: e.Code})
+		_ = send(DeployEvent{Error: e.Message, Code: e.Code})
 	} else {
-		_ = enc.Encode(DeployEvent{Result: out})
+		_ = send(DeployEvent{Result: out})
 	}
-	_ = rc.Flush()
 	return nil
 }
 
@@ -261,14 +255,9 @@ func (c *ctl) appLogs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	enc := json.NewEncoder(w)
-	rc := http.NewResponseController(w)
+	send := httpapi.NDJSON(w)
 	return a.Logs(r.Context(), r.URL.Query().Get("follow") == "true", func(e app.LogEntry) error {
-		if err := enc.Encode(e); err != nil {
-			return nil // the client went away
-		}
-		_ = rc.Flush()
+		_ = send(e) // an error: the client went away
 		return nil
 	})
 }

@@ -18,6 +18,11 @@ func TestResolveName(t *testing.T) {
 		{"/", "a.txt", "a.txt", true},
 		{"sub", "a.txt", "sub/a.txt", true},
 		{"/mnt/data/sub", "/mnt/data/a.txt", "sub/a.txt", true},
+		{"", "mnt/data/a.txt", "a.txt", true}, // "files//mnt/data/a.txt" after path cleaning
+		{"", "mnt/data/sub/a.txt", "sub/a.txt", true},
+		{"sub", "mnt/data/a.txt", "sub/a.txt", true},
+		{"", "mnt/database/x", "mnt/database/x", true},
+		{"", "mnt/data/../../x", "", false},
 		{"", "/etc/passwd", "", false},
 		{"", "/mnt/database/x", "", false},
 		{"", "../x", "", false},

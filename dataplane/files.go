@@ -55,13 +55,18 @@ func resourceFile(f agent.FileInfo, dir string) ResourceFile {
 const mountPrefix = "/mnt/data"
 
 // trimMount makes a client's path relative to /mnt/data: "/", "/mnt/data"
-// and "/mnt/data/" are the workspace itself ("").
+// and "/mnt/data/" are the workspace itself (""). A name that starts with
+// "mnt/data/" is read as "/mnt/data/…" that lost its slash: LangChain
+// quote()s "/mnt/data/x" into "files//mnt/data/x/content", and the
+// router's path cleaning redirects that to "files/mnt/data/x/content".
 func trimMount(p string) string {
 	switch {
 	case p == "/" || p == mountPrefix || p == mountPrefix+"/":
 		return ""
 	case strings.HasPrefix(p, mountPrefix+"/"):
 		return strings.TrimLeft(p[len(mountPrefix):], "/")
+	case strings.HasPrefix(p, mountPrefix[1:]+"/"):
+		return strings.TrimLeft(p[len(mountPrefix)-1:], "/")
 	}
 	return p
 }

@@ -242,6 +242,12 @@ func langchainPythonREPL(t *testing.T, c azClient) {
 	if r := c.ok(c.send("GET", buildURL("files/content/"+pyQuote("out/r.txt")), map[string]string{"Authorization": auth, "User-Agent": ua}, nil), "download"); string(r.Body) != "report" {
 		t.Fatalf("download: %q", r.Body)
 	}
+	// download_file(remote_file_path="/mnt/data/out/r.txt"): the URL has
+	// "files/content//mnt/data/…", which the server's path cleaning
+	// redirects to "files/content/mnt/data/…"; both name the same file.
+	if r := c.ok(c.send("GET", buildURL("files/content/"+pyQuote("/mnt/data/out/r.txt")), map[string]string{"Authorization": auth, "User-Agent": ua}, nil), "download /mnt/data/…"); string(r.Body) != "report" {
+		t.Fatalf("download of /mnt/data/out/r.txt: %q", r.Body)
+	}
 	r = c.ok(c.send("GET", buildURL("files"), map[string]string{"Authorization": auth, "User-Agent": ua}, nil), "list")
 	names := []string{}
 	for i := range list(jsonOf(t, r)["value"]) {
@@ -303,6 +309,12 @@ func langchainBashTool(t *testing.T, c azClient) {
 	r = c.ok(c.send("GET", buildURL("files/"+pyQuote("sub/d.txt")+"/content"), map[string]string{"Authorization": auth, "User-Agent": ua}, nil), "download")
 	if string(r.Body) != "deep\n" {
 		t.Fatalf("download: %q", r.Body)
+	}
+	// download_file(remote_file_path="/mnt/data/notes.txt") builds
+	// "files//mnt/data/notes.txt/content" (quote() keeps the slashes).
+	r = c.ok(c.send("GET", buildURL("files/"+pyQuote("/mnt/data/notes.txt")+"/content"), map[string]string{"Authorization": auth, "User-Agent": ua}, nil), "download /mnt/data/…")
+	if string(r.Body) != "first line\n" {
+		t.Fatalf("download of /mnt/data/notes.txt: %q", r.Body)
 	}
 	r = c.ok(c.send("GET", buildURL("files"), map[string]string{"Authorization": auth, "User-Agent": ua}, nil), "list")
 	got := map[string]float64{}

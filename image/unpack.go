@@ -20,6 +20,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/berth-dev/berth/internal/archive"
 )
 
 // unpackImage applies the layers, in order, to a new root in tmp, fixes it
@@ -155,17 +157,15 @@ func decompress(r *bufio.Reader) (io.ReadCloser, error) {
 	return io.NopCloser(r), nil
 }
 
-// cleanName makes a tar name relative to the root, refusing names that
-// are absolute or climb out of it.
+// cleanName makes a tar name relative to the root ("." for the root),
+// by the rules of uploaded archives (archive.EntryName): no absolute
+// names, no "..".
 func cleanName(n string) (string, error) {
-	if strings.HasPrefix(n, "/") {
-		return "", errors.New("absolute path in a layer")
+	c, err := archive.EntryName(n)
+	if c == "" && err == nil {
+		c = "."
 	}
-	c := path.Clean(n)
-	if c == ".." || strings.HasPrefix(c, "../") {
-		return "", errors.New(`path leaves the image root ("..")`)
-	}
-	return c, nil
+	return c, err
 }
 
 func (u *unpacker) whiteout(target string) error {

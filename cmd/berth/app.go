@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -222,7 +221,7 @@ func runApp(ctx context.Context, args []string) error {
 		printApp(out)
 		return nil
 	case "logs":
-		return c.stream(ctx, "/v1/apps/"+name+"/logs?follow="+strconv.FormatBool(follow), func(line []byte) error {
+		return c.stream(ctx, http.MethodGet, "/v1/apps/"+name+"/logs?follow="+strconv.FormatBool(follow), nil, func(line []byte) error {
 			if cf.output == "json" {
 				_, err := fmt.Printf("%s\n", line)
 				return err
@@ -285,38 +284,6 @@ func printApp(a controlplane.AppView) {
 		fmt.Fprintf(tw, "Replica %s:\tready=%v inFlight=%d sessions=%d\n", r.ID, r.Ready, r.InFlight, r.Sessions)
 	}
 	tw.Flush()
-}
-
-// stream reads an ndjson response line by line.
-func (a *apiClient) stream(ctx context.Context, path string, fn func([]byte) error) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	hc := &http.Client{} // no timeout: -f follows until interrupted
-	resp, err := hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("cannot reach the server at %s: %w", a.base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("server answered %s", resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if err := fn(sc.Bytes()); err != nil {
-			return err
-		}
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	return sc.Err()
 }
 
 // deployFlags are the flags of app deploy.

@@ -356,12 +356,31 @@ func (m *manifest) config(base string) (app.Config, error) {
 			return cfg, fmt.Errorf("resources.disk: %w", err)
 		}
 	}
+	if err := m.envVolumesProbe(&cfg); err != nil {
+		return cfg, err
+	}
+	for _, r := range t.Scale.Rules {
+		if c := r.HTTP.Metadata.ConcurrentRequests; c != "" {
+			if cfg.Concurrency, err = strconv.Atoi(c); err != nil {
+				return cfg, fmt.Errorf("concurrentRequests: %w", err)
+			}
+		}
+	}
+	return cfg, nil
+}
+
+// envVolumesProbe adds the container's environment (values or secret
+// references), its volume mounts (a Secret volume is the secret volume)
+// and its readiness probe to cfg.
+func (m *manifest) envVolumesProbe(cfg *app.Config) error {
+	t := m.Properties.Template
+	ct := t.Containers[0]
 	for _, e := range ct.Env {
 		if e.SecretRef != "" {
 			e.Value = "secretref:" + e.SecretRef
 		}
-		if err := addEnv(&cfg, e.Name, e.Value); err != nil {
-			return cfg, err
+		if err := addEnv(cfg, e.Name, e.Value); err != nil {
+			return err
 		}
 	}
 	secretVolumes := map[string]bool{}
@@ -386,14 +405,7 @@ func (m *manifest) config(base string) (app.Config, error) {
 			cfg.Probe = app.Probe{Type: "tcp"}
 		}
 	}
-	for _, r := range t.Scale.Rules {
-		if c := r.HTTP.Metadata.ConcurrentRequests; c != "" {
-			if cfg.Concurrency, err = strconv.Atoi(c); err != nil {
-				return cfg, fmt.Errorf("concurrentRequests: %w", err)
-			}
-		}
-	}
-	return cfg, nil
+	return nil
 }
 
 // commandString joins a command given as a list (quoted for sh) or takes

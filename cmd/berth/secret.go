@@ -32,35 +32,18 @@ A change takes effect on the next revision, or on the running ones after: berth 
 Every command takes -o json, --data-dir, --server and --token.`
 
 func runSecret(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Println(secretUsage)
-		return nil
-	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("secret "+sub, flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
 	var file string
-	if sub == "set" {
-		fs.StringVar(&file, "file", "", "read the value from FILE (exactly; default: stdin)")
-	}
-	pos, err := parseArgs(fs, args)
-	if err != nil {
+	g, err := parseGroup("secret", secretUsage, args, map[string]int{"set": 2, "list": 1, "delete": 2}, func(sub string, fs *flag.FlagSet) {
+		if sub == "set" {
+			fs.StringVar(&file, "file", "", "read the value from FILE (exactly; default: stdin)")
+		}
+	})
+	if g == nil || err != nil {
 		return err
 	}
-	want := map[string]int{"set": 2, "list": 1, "delete": 2}[sub]
-	if want == 0 {
-		return usageError(fmt.Sprintf("unknown secret command %q\n\n%s", sub, secretUsage))
-	}
-	if len(pos) != want {
-		return usageError(fmt.Sprintf("secret %s takes %d arguments\n\n%s", sub, want, secretUsage))
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
+	c, pos := g.c, g.pos
 	base := "/v1/apps/" + url.PathEscape(pos[0]) + "/secrets"
-	switch sub {
+	switch g.sub {
 	case "set":
 		value, err := secretValue(file)
 		if err != nil {
@@ -70,7 +53,7 @@ func runSecret(ctx context.Context, args []string) error {
 		if err := c.call(ctx, http.MethodPut, base+"/"+url.PathEscape(pos[1]), controlplane.SecretRequest{Value: value}, &out); err != nil {
 			return err
 		}
-		if cf.output == "json" {
+		if g.json {
 			return printJSON(out)
 		}
 		fmt.Printf("secret %s of app %s set: %s\n", pos[1], pos[0], out.Note)
@@ -81,7 +64,7 @@ func runSecret(ctx context.Context, args []string) error {
 		if err := c.call(ctx, http.MethodGet, base, nil, &out); err != nil {
 			return err
 		}
-		if cf.output == "json" {
+		if g.json {
 			return printJSON(out)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -95,7 +78,7 @@ func runSecret(ctx context.Context, args []string) error {
 		if err := c.call(ctx, http.MethodDelete, base+"/"+url.PathEscape(pos[1]), nil, &out); err != nil {
 			return err
 		}
-		if cf.output == "json" {
+		if g.json {
 			return printJSON(out)
 		}
 		fmt.Printf("secret %s of app %s deleted: %s\n", pos[1], pos[0], out.Note)
