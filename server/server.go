@@ -101,6 +101,10 @@ type Options struct {
 	MaxUploadBytes int64
 	// InsecureRegistries are registry hosts reached over plain HTTP.
 	InsecureRegistries []string
+	// BuiltinImages are OCI image layouts loaded into the image store at
+	// start, by name: a pool's image "builtin:NAME" is the one loaded from
+	// BuiltinImages[NAME].
+	BuiltinImages map[string]string
 }
 
 // Connection limits of the control listener, apart from the public one's.
@@ -197,7 +201,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget})
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Images: images, Resolve: builtinImages(images, o.BuiltinImages)})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}
@@ -269,7 +273,7 @@ func Run(ctx context.Context, o Options) error {
 		AppDomain: o.AppDomain, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
 		Apps: gw, Hosts: apps, Pools: edgePools(pools),
 		PoolMCP:   mcpHandler,
-		DataPlane: dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies}),
+		DataPlane: dataplane.Custom(dataplane.Options{Pools: pools, Logger: log}, dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies})),
 		Logger:    log, AccessLog: o.AccessLog,
 	})
 	if err != nil {
@@ -286,7 +290,7 @@ func Run(ctx context.Context, o Options) error {
 	admin.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	admin.Handle("/", controlplane.Handler(controlplane.Options{
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log, Names: names,
-		Sources: sources, Images: images, Registries: st,
+		Sources: sources, Images: images, Registries: st, ImageInUse: func(d string) bool { return pools.ImageDigests()[d] },
 	}))
 	adm := newHTTPServer(accessLog(o.AccessLog, admin), o.IdleTimeout, log)
 	if !isLoopback(pubLn.Addr()) {

@@ -116,50 +116,59 @@ func shortDigest(d string) string {
 // pullImage streams a pull's progress: redrawn per layer on a terminal,
 // a line per layer step otherwise.
 func pullImage(ctx context.Context, c *apiClient, req controlplane.PullRequest, asJSON bool) error {
+	im, err := pullStream(ctx, c, req, newProgressView(os.Stdout, isTerminal(os.Stdout) && !asJSON), asJSON)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(im)
+	}
+	fmt.Printf("%s: %s (%s)\n", im.Ref, im.Digest, pool.FormatBytes(im.Size))
+	return nil
+}
+
+// pullStream pulls through the control API, showing progress on view
+// (none if quiet), and returns the image.
+func pullStream(ctx context.Context, c *apiClient, req controlplane.PullRequest, view *progressView, quiet bool) (*image.Image, error) {
 	b, _ := json.Marshal(req)
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/images/pull", bytes.NewReader(b))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hreq.Header.Set("Authorization", "Bearer "+c.token)
 	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := (&http.Client{}).Do(hreq) // no timeout: a big pull takes what it takes
 	if err != nil {
-		return fmt.Errorf("cannot reach the server at %s: %w", c.base, err)
+		return nil, fmt.Errorf("cannot reach the server at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		var eb httpapi.Body
 		if json.NewDecoder(resp.Body).Decode(&eb) == nil && eb.Error.Message != "" {
-			return fmt.Errorf("%s", eb.Error.Message)
+			return nil, fmt.Errorf("%s", eb.Error.Message)
 		}
-		return fmt.Errorf("server answered %s", resp.Status)
+		return nil, fmt.Errorf("server answered %s", resp.Status)
 	}
-	view := newProgressView(os.Stdout, isTerminal(os.Stdout) && !asJSON)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		var ev controlplane.PullEvent
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return fmt.Errorf("bad answer from the server: %w", err)
+			return nil, fmt.Errorf("bad answer from the server: %w", err)
 		}
 		switch {
 		case ev.Error != "":
-			return fmt.Errorf("%s", ev.Error)
+			return nil, fmt.Errorf("%s", ev.Error)
 		case ev.Image != nil:
-			if asJSON {
-				return printJSON(ev.Image)
-			}
-			fmt.Printf("%s: %s (%s)\n", ev.Image.Ref, ev.Image.Digest, pool.FormatBytes(ev.Image.Size))
-			return nil
-		case ev.Progress != nil && !asJSON:
+			return ev.Image, nil
+		case ev.Progress != nil && !quiet:
 			view.update(*ev.Progress)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return err
+		return nil, err
 	}
-	return fmt.Errorf("the server ended the pull without a result")
+	return nil, fmt.Errorf("the server ended the pull without a result")
 }
 
 func isTerminal(f *os.File) bool {

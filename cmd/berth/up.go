@@ -47,6 +47,8 @@ func runUp(ctx context.Context, args []string) error {
 	var manifests multiFlag
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
 	var insecure multiFlag
+	var builtins multiFlag
+	fs.Var(&builtins, "builtin-image", "NAME=DIR: the OCI image layout in DIR is what pools name as image builtin:NAME (repeatable; scripts/images.sh builds python and shell)")
 	fs.Var(&insecure, "insecure-registry", "registry host (HOST or HOST:PORT) reached over plain HTTP instead of HTTPS; repeatable")
 	var origins []string
 	fs.Func("allow-origin", "browser origin (scheme://host[:port]) allowed on MCP endpoints besides loopback; repeatable or comma-separated, * for any", func(v string) error {
@@ -104,7 +106,7 @@ func runUp(ctx context.Context, args []string) error {
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
 		Admission:      ao,
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
-		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure,
+		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure, BuiltinImages: builtinLayouts(builtins),
 		HTTPSListen: *httpsListen, TLS: *tlsOpts,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
@@ -229,4 +231,18 @@ func tlsFlags(fs *flag.FlagSet, httpsListen, mode string, o *server.TLSOptions) 
 		return usageError("--acme-email, --acme-ca and --acme-ca-root need --tls acme")
 	}
 	return nil
+}
+
+// builtinLayouts reads --builtin-image NAME=DIR flags.
+func builtinLayouts(flags []string) map[string]string {
+	out := map[string]string{}
+	for _, f := range flags {
+		if name, dir, ok := strings.Cut(f, "="); ok && name != "" && dir != "" {
+			if abs, err := filepath.Abs(dir); err == nil {
+				dir = abs
+			}
+			out[name] = dir
+		}
+	}
+	return out
 }
