@@ -215,7 +215,7 @@ func (u *unpacker) entry(h *tar.Header, name string, r io.Reader) error {
 func (u *unpacker) replace(name string, isDir bool) error {
 	fi, err := u.root.Lstat(name)
 	if errors.Is(err, fs.ErrNotExist) {
-		return u.root.MkdirAll(path.Dir(name), 0o755)
+		return u.parents(path.Dir(name))
 	}
 	if err != nil {
 		return err
@@ -225,6 +225,26 @@ func (u *unpacker) replace(name string, isDir bool) error {
 	}
 	u.forget(name)
 	return u.root.RemoveAll(name)
+}
+
+// parents makes the missing parents of an entry (a layer need not list
+// them), owned by image root like the rest of the image: a directory left
+// to host root would be no one's inside a sandbox, and the runtime could
+// not make its files (/etc/hosts) in it.
+func (u *unpacker) parents(dir string) error {
+	if dir == "." || dir == "/" {
+		return nil
+	}
+	if _, err := u.root.Lstat(dir); err == nil {
+		return nil
+	}
+	if err := u.parents(path.Dir(dir)); err != nil {
+		return err
+	}
+	if err := u.root.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return u.root.Lchown(dir, int(u.shift), int(u.shift))
 }
 
 func (u *unpacker) dir(h *tar.Header, name string) error {

@@ -42,7 +42,7 @@ type Pool struct {
 	rt  sandbox.Runtime
 	log *slog.Logger
 
-	cfg     atomic.Pointer[Config]
+	cfg atomic.Pointer[Config]
 	// img is the image of cfg.ImageDigest (nil: the host's /usr).
 	img     atomic.Pointer[image.Image]
 	keyHash atomic.Pointer[[32]byte]

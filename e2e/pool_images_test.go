@@ -1,0 +1,335 @@
+package e2e
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/internal/imagetest"
+	"github.com/berth-dev/berth/internal/registrytest"
+	"github.com/berth-dev/berth/sandbox/sandboxtest"
+)
+
+// debianImage pushes the sandbox tests' cached Debian root (bash,
+// python3) as an image, with a marker file that no host root has, and
+// returns its reference and digest.
+func debianImage(t *testing.T, reg *registrytest.Registry, marker string) (string, string) {
+	t.Helper()
+	root := sandboxtest.DebianRoot(t).Dir
+	base, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return treeTar(root), nil },
+		tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestSpeed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := imagetest.Image(t, v1.Config{User: "app", Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}},
+		base, imagetest.Layer(t, imagetest.File("etc/berth-marker", marker)))
+	ref := reg.Ref("e2e/debian:1")
+	return ref, imagetest.Push(t, ref, img).String()
+}
+
+// treeTar streams dir as a tar of its directories, regular files and
+// symlinks, with the image store's uid shift taken off (device nodes and
+// the like are left out).
+func treeTar(dir string) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || p == dir {
+				return err
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			link := ""
+			switch {
+			case fi.Mode()&fs.ModeSymlink != 0:
+				if link, err = os.Readlink(p); err != nil {
+					return err
+				}
+			case !fi.Mode().IsRegular() && !fi.IsDir():
+				return nil
+			}
+			h, err := tar.FileInfoHeader(fi, link)
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(dir, p)
+			h.Name, h.Uname, h.Gname = rel, "", ""
+			h.Uid, h.Gid = h.Uid%1_000_000_000, h.Gid%1_000_000_000 // unshift
+			if fi.IsDir() {
+				h.Name += "/"
+			}
+			if err := tw.WriteHeader(h); err != nil {
+				return err
+			}
+			if fi.Mode().IsRegular() {
+				f, err := os.Open(p)
+				if err != nil {
+					return err
+				}
+				_, err = io.Copy(tw, f)
+				f.Close()
+				return err
+			}
+			return nil
+		})
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr
+}
+
+// hostUIDOf reads a /proc/self/uid_map and returns the host uid that
+// inside uid maps to.
+func hostUIDOf(t *testing.T, uidMap string, inside int) int {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(uidMap), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		in, _ := strconv.Atoi(f[0])
+		out, _ := strconv.Atoi(f[1])
+		n, _ := strconv.Atoi(f[2])
+		if inside >= in && inside < in+n {
+			return out + inside - in
+		}
+	}
+	t.Fatalf("uid %d not in uid_map %q", inside, uidMap)
+	return -1
+}
+
+// TestPoolOnImage runs code-interpreter pools on a Debian image pulled
+// from a registry on loopback: a python pool (bwrap) and a shell pool
+// (gVisor) with its MCP endpoint; an image without python3 is refused at
+// create; updating a pool's image replaces its warm sandboxes.
+func TestPoolOnImage(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	marker := "berth-image-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	ref, digest := debianImage(t, reg, marker)
+	b := startBerth(t, "", "--insecure-registry", reg.Host)
+
+	t.Run("python on bwrap", func(t *testing.T) {
+		key := b.createPool("hpimgpy", "--type", "python", "--image", ref, "--ready", "1")
+		var v controlplane.PoolView
+		b.cliJSON(&v, "pool", "show", "hpimgpy")
+		if v.Image != ref || v.ImageDigest != digest {
+			t.Fatalf("pool show: image %q digest %q, want %q %q", v.Image, v.ImageDigest, ref, digest)
+		}
+		r := b.execute("hpimgpy", key, "py-one", "x = 41\nprint(open('/etc/berth-marker').read())")
+		if r.Status != "Success" || r.Stdout != marker+"\n" {
+			t.Fatalf("first execution: %+v", r)
+		}
+		if r := b.execute("hpimgpy", key, "py-one", "x + 1"); string(r.Result) != "42" {
+			t.Fatalf("state: %+v", r)
+		}
+		if r := b.execute("hpimgpy", key, "py-two", "x"); r.Status == "Success" || !strings.Contains(r.Stderr, "NameError") {
+			t.Fatalf("another identifier sees x: %+v", r)
+		}
+		if up := b.upload("hpimgpy", key, "py-one", "data.txt", strings.NewReader("from the files API")); up.Status != http.StatusOK {
+			t.Fatalf("upload: %d %s", up.Status, up.Body)
+		}
+		if r := b.execute("hpimgpy", key, "py-one", "open('/mnt/data/data.txt').read()"); string(r.Result) != `"from the files API"` {
+			t.Fatalf("uploaded file from python: %+v", r)
+		}
+		if got := b.do(http.MethodGet, "/pools/hpimgpy/files/content/data.txt?identifier=py-one", keyHeader(key), nil); string(got.Body) != "from the files API" {
+			t.Fatalf("download: %d %s", got.Status, got.Body)
+		}
+		r = b.execute("hpimgpy", key, "py-one", "import os\nprint(os.getuid(), open('/proc/self/uid_map').read())")
+		uid, uidMap, _ := strings.Cut(r.Stdout, " ")
+		if uid != "1000" {
+			t.Fatalf("python runs as image uid %q, want the image user app (1000): %+v", uid, r)
+		}
+		if host := hostUIDOf(t, uidMap, 1000); host == 0 || host == 1000 {
+			t.Fatalf("python runs as host uid %d", host)
+		}
+	})
+
+	t.Run("image without python3", func(t *testing.T) {
+		noPy := reg.Ref("e2e/nopython:1")
+		imagetest.Push(t, noPy, imagetest.GoImage(t, "package main\nfunc main() {}\n", v1.Config{}))
+		_, errOut, code := b.try("pool", "create", "hpimgbad", "--type", "python", "--image", noPy)
+		if code != 1 || !strings.Contains(errOut, "cannot run a python pool") || !strings.Contains(errOut, "python3") {
+			t.Fatalf("create on an image without python3: exit %d: %s", code, errOut)
+		}
+		if _, _, code := b.try("pool", "show", "hpimgbad"); code == 0 {
+			t.Fatal("the refused pool exists")
+		}
+	})
+
+	t.Run("shell on gvisor, MCP, image update", func(t *testing.T) {
+		key := b.createPool("hpimgsh", "--type", "shell", "--runtime", "gvisor", "--ready", "1", "--mcp")
+		if r := b.execute("hpimgsh", key, "sh-host", "cat /etc/berth-marker; export A=1"); r.ExitCode == nil || *r.ExitCode == 0 {
+			t.Fatalf("a host-root sandbox has the image's marker: %+v", r)
+		}
+		waitWarm(t, b, "hpimgsh", 1)
+		b.cli("pool", "update", "hpimgsh", "--image", ref)
+		// A new identifier gets a sandbox on the image, never a warm one
+		// made before the update.
+		if r := b.execute("hpimgsh", key, "sh-image", "cat /etc/berth-marker; export B=2"); r.Stdout != marker {
+			t.Fatalf("after the update: %+v", r)
+		}
+		if r := b.execute("hpimgsh", key, "sh-image", "echo $B; id -un"); r.Stdout != "2\napp\n" {
+			t.Fatalf("state on the image: %+v", r)
+		}
+		// The live session keeps its sandbox and state.
+		if r := b.execute("hpimgsh", key, "sh-host", "echo $A"); r.Stdout != "1\n" {
+			t.Fatalf("the live session lost its state: %+v", r)
+		}
+		c, err := dialMCP(t, b.mcpURL("hpimgsh"), key, false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := c.launch()
+		if out := c.sh(env, "cat /etc/berth-marker"); out.Stdout != marker {
+			t.Fatalf("MCP shell on the image: %+v", out)
+		}
+	})
+}
+
+// counterServer is a custom container: a static Go HTTP server that
+// counts its requests and says who it is and what it was sent.
+const counterServer = `package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	me := strconv.FormatInt(time.Now().UnixNano(), 36)
+	var n atomic.Int64
+	http.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, n.Add(1)) })
+	http.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s path=%s query=%s key=%q auth=%q greeting=%s uid=%d", me, r.URL.Path, r.URL.RawQuery,
+			r.Header.Get("X-Ms-Apikey"), r.Header.Get("Authorization"), os.Getenv("GREETING"), os.Getuid())
+	})
+	http.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 3; i++ {
+			fmt.Fprintf(w, "tick %d\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+	if err := http.ListenAndServe(":8080", nil); err != nil {
+		panic(err)
+	}
+}
+`
+
+// TestCustomContainerPool runs a custom pool of a static Go server image:
+// each identifier reaches a container of its own, with its own state;
+// the key is required; the pool's max gives 429; cooldown removes them.
+func TestCustomContainerPool(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	ref := reg.Ref("e2e/counter:1")
+	imagetest.Push(t, ref, imagetest.GoImage(t, counterServer, v1.Config{User: "app"}))
+	b := startBerth(t, "", "--insecure-registry", reg.Host)
+	key := b.createPool("hpcustom", "--type", "custom", "--image", ref, "--target-port", "8080",
+		"--ready", "1", "--max", "2", "--cooldown", "3s", "--env", "GREETING=hello")
+
+	get := func(id, path string, h http.Header) resp {
+		t.Helper()
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		return b.do(http.MethodGet, "/pools/hpcustom"+path+sep+"identifier="+id, h, nil)
+	}
+	body := func(id, path string) string {
+		t.Helper()
+		r := get(id, path, keyHeader(key))
+		if r.Status != http.StatusOK {
+			t.Fatalf("GET %s as %s: %d %s", path, id, r.Status, r.Body)
+		}
+		return string(r.Body)
+	}
+
+	if r := get("alpha", "/count", nil); r.Status != http.StatusUnauthorized {
+		t.Fatalf("without a key: %d %s", r.Status, r.Body)
+	}
+	if r := get("alpha", "/count", http.Header{"X-Ms-Apikey": {"wrong"}}); r.Status != http.StatusUnauthorized {
+		t.Fatalf("with a wrong key: %d %s", r.Status, r.Body)
+	}
+	for i, want := range []string{"1", "2", "3"} {
+		if got := body("alpha", "/count"); got != want {
+			t.Fatalf("alpha's request %d: %q, want %q", i, got, want)
+		}
+	}
+	if got := body("beta", "/count"); got != "1" {
+		t.Fatalf("beta shares alpha's counter: %q", got)
+	}
+	alpha, beta := body("alpha", "/whoami?x=1"), body("beta", "/whoami")
+	if strings.Fields(alpha)[0] == strings.Fields(beta)[0] {
+		t.Fatalf("alpha and beta reach one container: %q %q", alpha, beta)
+	}
+	if !strings.Contains(alpha, `path=/whoami query=x=1 key="" auth="" greeting=hello`) {
+		t.Fatalf("what the container was sent: %q", alpha)
+	}
+	if uid := alpha[strings.LastIndex(alpha, "uid=")+4:]; uid != "1000" {
+		t.Fatalf("the container runs as image uid %s, want app (1000)", uid)
+	}
+	bearer := http.Header{"Authorization": {"Bearer " + key}}
+	if r := get("alpha", "/whoami", bearer); r.Status != http.StatusOK || strings.Fields(string(r.Body))[0] != strings.Fields(alpha)[0] {
+		t.Fatalf("alpha with a bearer key: %d %s", r.Status, r.Body)
+	}
+	if r := get("alpha", "/nothing", keyHeader(key)); r.Status != http.StatusNotFound {
+		t.Fatalf("the container's own 404: %d %s", r.Status, r.Body)
+	}
+	start := time.Now()
+	if got := body("alpha", "/stream"); got != "tick 0\ntick 1\ntick 2\n" || time.Since(start) < 400*time.Millisecond {
+		t.Fatalf("stream: %q", got)
+	}
+	if r := get("gamma", "/count", keyHeader(key)); r.Status != http.StatusTooManyRequests {
+		t.Fatalf("a third identifier with --max 2: %d %s", r.Status, r.Body)
+	}
+	if r := b.do(http.MethodGet, "/pools/hpcustom/count", keyHeader(key), nil); r.Status != http.StatusBadRequest {
+		t.Fatalf("no identifier: %d %s", r.Status, r.Body)
+	}
+
+	// Cooldown: idle sessions go, and with them their containers.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var v controlplane.PoolView
+		b.cliJSON(&v, "pool", "show", "hpcustom")
+		if v.Status.Sessions == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sessions left after the cooldown: %+v", v.Status)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := body("alpha", "/count"); got != "1" {
+		t.Fatalf("alpha after its cooldown: %q, want a new container", got)
+	}
+	b.waitLog("session ended", "hpcustom", "idle past cooldown")
+	var v controlplane.PoolView
+	b.cliJSON(&v, "pool", "show", "hpcustom")
+	raw, _ := json.Marshal(v)
+	if v.Container == nil || v.Container.TargetPort != 8080 || v.ImageDigest == "" {
+		t.Fatalf("pool show: %s", raw)
+	}
+}
