@@ -73,21 +73,21 @@ func summarize(d []time.Duration) Latency {
 
 // Result is one runtime's numbers.
 type Result struct {
-	Runtime           string  `json:"runtime"`
-	BareStart         Latency `json:"bareToolStart"`
-	ColdStart         Latency `json:"coldSandboxStart"`
-	ColdOverBare      float64 `json:"coldOverBareP50"`
-	WarmAcquireEcho   Latency `json:"warmAcquireFirstEcho"`
+	Runtime         string  `json:"runtime"`
+	BareStart       Latency `json:"bareToolStart"`
+	ColdStart       Latency `json:"coldSandboxStart"`
+	ColdOverBare    float64 `json:"coldOverBareP50"`
+	WarmAcquireEcho Latency `json:"warmAcquireFirstEcho"`
 	// WarmAcquireEchoImage is the same on a pool on Options.Image.
 	WarmAcquireEchoImage *Latency `json:"warmAcquireFirstEchoImage,omitempty"`
-	Echo              Latency `json:"echoInSession"`
-	PythonPrint       Latency `json:"pythonPrintInSession"`
-	IdleSessions      int     `json:"idleSessions"`
-	IdleCgroupBytes   int64   `json:"idleMemoryPerSessionCgroupBytes"`
-	IdleSystemBytes   int64   `json:"idleMemoryPerSessionSystemBytes"`
-	SessionsIn24GiB   int64   `json:"sessionsThatFitIn24GiB"`
-	IdleStartDuration float64 `json:"idleSessionsStartSeconds"`
-	IdleStartFailures int     `json:"idleSessionsStartFailures"`
+	Echo                 Latency  `json:"echoInSession"`
+	PythonPrint          Latency  `json:"pythonPrintInSession"`
+	IdleSessions         int      `json:"idleSessions"`
+	IdleCgroupBytes      int64    `json:"idleMemoryPerSessionCgroupBytes"`
+	IdleSystemBytes      int64    `json:"idleMemoryPerSessionSystemBytes"`
+	SessionsIn24GiB      int64    `json:"sessionsThatFitIn24GiB"`
+	IdleStartDuration    float64  `json:"idleSessionsStartSeconds"`
+	IdleStartFailures    int      `json:"idleSessionsStartFailures"`
 }
 
 // Run measures every runtime in turn.
