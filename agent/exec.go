@@ -61,6 +61,9 @@ func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
 			"PYTHONDONTWRITEBYTECODE=1",
 			"MPLBACKEND=Agg",
 			"BERTH_MAX_PROCS=" + strconv.Itoa(maxProcs),
+			"BERTH_MAX_FIGURES=" + strconv.Itoa(MaxImages),
+			"BERTH_MAX_FIGURE_BYTES=" + strconv.Itoa(MaxOneImageBytes),
+			"BERTH_MAX_FIGURES_TOTAL_BYTES=" + strconv.Itoa(MaxImageBytes),
 		},
 	}
 }
@@ -257,11 +260,12 @@ func parsePayload(lang Language, payload []byte, reset bool) Result {
 			ExitCode int             `json:"exitCode"`
 			Value    json.RawMessage `json:"value"`
 			Error    string          `json:"error"`
+			Images   []Image         `json:"images"`
 		}
 		if err := json.Unmarshal(payload, &p); err != nil {
 			return Result{Status: StatusFailure, ExitCode: -1, Error: "malformed interpreter reply"}
 		}
-		r.ExitCode, r.Value, r.Error = p.ExitCode, p.Value, p.Error
+		r.ExitCode, r.Value, r.Error, r.Images = p.ExitCode, p.Value, p.Error, p.Images
 	}
 	r.Status = statusOf(r.ExitCode)
 	return r

@@ -78,6 +78,10 @@ type Result struct {
 	Signal string `json:"signal,omitempty"`
 	// Value is the JSON value of a trailing Python expression (null if none).
 	Value json.RawMessage `json:"value,omitempty"`
+	// Images are the figures a Python execution drew (matplotlib's show(),
+	// or figures still open when it ended), in order; the driver returns at
+	// most MaxImages, of at most MaxImageBytes in all.
+	Images []Image `json:"images,omitempty"`
 	// Error describes a Python exception or why the execution could not run.
 	Error           string `json:"error,omitempty"`
 	DurationMillis  int64  `json:"durationMillis"`
@@ -92,6 +96,20 @@ type Result struct {
 	Processes int `json:"processes"`
 	MaxProcs  int `json:"maxProcs,omitempty"`
 }
+
+// Image is a figure an execution returned.
+type Image struct {
+	Format string `json:"format"` // "png"
+	Data   []byte `json:"data"`   // the encoded image (base64 in JSON)
+}
+
+// Bounds on the figures of one Python execution (the driver's defaults;
+// past them, a figure is dropped with a note on stderr).
+const (
+	MaxImages        = 4
+	MaxImageBytes    = 4 << 20 // all of an execution's PNGs together
+	MaxOneImageBytes = 2 << 20 // one PNG
+)
 
 // FileInfo describes a file in the workspace.
 type FileInfo struct {

@@ -15,6 +15,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,7 +128,38 @@ type ExecuteResult struct {
 	StdoutTruncated             bool            `json:"stdoutTruncated,omitempty"`
 	StderrTruncated             bool            `json:"stderrTruncated,omitempty"`
 	Error                       *ExecError      `json:"error,omitempty"`
+	// Images holds the figures beyond the one in Result (Berth's
+	// extension: Azure returns one).
+	Images []ImageResult `json:"images,omitempty"`
 }
+
+// ImageResult is a figure, as Azure's code interpreter returns one in
+// result.
+type ImageResult struct {
+	Type       string `json:"type"`   // "image"
+	Format     string `json:"format"` // "png"
+	Base64Data []byte `json:"base64_data"`
+}
+
+// Images returns the figures of an execution that are what they claim
+// to be (PNG, within the agent's bounds), in order.
+func Images(x *pool.Execution) []ImageResult {
+	var out []ImageResult
+	total := 0
+	for _, im := range x.Images {
+		if im.Format != "png" || !bytes.HasPrefix(im.Data, pngSignature) {
+			continue
+		}
+		if len(out) == agent.MaxImages || total+len(im.Data) > agent.MaxImageBytes {
+			break
+		}
+		total += len(im.Data)
+		out = append(out, ImageResult{Type: "image", Format: im.Format, Base64Data: im.Data})
+	}
+	return out
+}
+
+var pngSignature = []byte("\x89PNG\r\n\x1a\n")
 
 // ExecError explains a failed execution beyond its exit code.
 type ExecError struct {
@@ -180,6 +212,13 @@ func Result(lang agent.Language, x *pool.Execution) ExecuteResult {
 	}
 	if len(res.Result) == 0 {
 		res.Result = json.RawMessage("null")
+	}
+	// A figure is the result when the code has no trailing value, as in
+	// Azure: {"type":"image","format":"png","base64_data":"…"}.
+	res.Images = Images(x)
+	if len(res.Images) > 0 && string(res.Result) == "null" {
+		b, _ := json.Marshal(res.Images[0])
+		res.Result, res.Images = b, res.Images[1:]
 	}
 	if lang != agent.Python {
 		code := x.ExitCode

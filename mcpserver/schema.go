@@ -129,7 +129,8 @@ var toolDefs = []toolDef{
 			Description: "Run Python 3 code in the persistent interpreter of an environment created by launchShell. Variables, functions and imports persist " +
 				"between calls in the same environment. The value of a trailing expression is returned as result (as JSON; null if the code ends with a statement), " +
 				"print() output is in stdout, and an exception's traceback is in stderr with its summary in error. The working directory is /mnt/data. " +
-				"Long-running code streams its output as progress notifications when the call has a progress token. Each of stdout and stderr is limited to 1 MiB.",
+				"Long-running code streams its output as progress notifications when the call has a progress token. Each of stdout and stderr is limited to 1 MiB. " +
+				"matplotlib figures (plt.show(), or figures left open) come back as PNG image content, at most 4 an execution; save more with savefig.",
 			InputSchema: schema(`{
 				"type": "object",
 				"properties": {
@@ -145,7 +146,8 @@ var toolDefs = []toolDef{
 				"properties": {
 					"stdout": {"type": "string"},
 					"stderr": {"type": "string"},
-					"result": {"description": "JSON value of the code's trailing expression, or null."},
+					"result": {"description": "JSON value of the code's trailing expression; else {\"type\":\"image\",\"format\":\"png\"} if the code drew a figure (the image follows as image content); else null."},
+					"images": {"type": "integer", "description": "How many matplotlib figures the code drew (plt.show() or left open); each follows as PNG image content."},
 					"executionTimeInMilliseconds": {"type": "integer"},
 					` + statusSchema + `,
 					` + execErrorSchema + `,

@@ -241,6 +241,9 @@ type PythonOutput struct {
 	Error                       *dataplane.ExecError `json:"error,omitempty"`
 	StdoutTruncated             bool                 `json:"stdoutTruncated,omitempty"`
 	StderrTruncated             bool                 `json:"stderrTruncated,omitempty"`
+	// Images is how many figures the code drew; they follow the text as
+	// image content (PNG).
+	Images int `json:"images,omitempty"`
 }
 
 func (t *tools) runShell(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -299,11 +302,22 @@ func (t *tools) runPython(ctx context.Context, req *mcp.CallToolRequest) (*mcp.C
 		return nil, err
 	}
 	r := dataplane.Result(agent.Python, x)
-	return structured(PythonOutput{
+	out := PythonOutput{
 		Stdout: r.Stdout, Stderr: r.Stderr, Result: r.Result,
 		ExecutionTimeInMilliseconds: r.ExecutionTimeInMilliseconds, Status: r.Status, Error: r.Error,
 		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated,
-	})
+	}
+	// Figures go to the model as image content, not as base64 in the text.
+	images := dataplane.Images(x)
+	extra := make([]mcp.Content, 0, len(images))
+	for _, im := range images {
+		extra = append(extra, &mcp.ImageContent{Data: im.Base64Data, MIMEType: "image/" + im.Format})
+	}
+	if len(images) > len(r.Images) { // the first figure is the result
+		out.Result = json.RawMessage(`{"type":"image","format":"png"}`)
+	}
+	out.Images = len(images)
+	return structured(out, extra...)
 }
 
 // exec runs code in the environment named by the arguments, streaming its

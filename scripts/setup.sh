@@ -4,6 +4,8 @@
 #   scripts/setup.sh          runtime needs: bubblewrap, nftables, runsc, berth
 #   scripts/setup.sh --test   also the test tools: staticcheck, chromium, npm packages
 #   scripts/setup.sh --bench  also Caddy, the gateway benchmark's reference proxy
+# Every mode also builds the built-in environments' images (scripts/images.sh,
+# cached in .cache/images; BERTH_SKIP_IMAGES=1 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,9 +24,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages: bubblewrap (default sandbox), nftables + iproute2 (egress),
-# util-linux (setpriv), procps, python3 (the Python pools' interpreter).
+# util-linux (setpriv), procps, python3 (the Python pools' interpreter),
+# mmdebstrap (builds the built-in environments' images, scripts/images.sh).
 need=()
-for pkg in bubblewrap nftables iproute2 util-linux procps python3 ca-certificates; do
+for pkg in bubblewrap nftables iproute2 util-linux procps python3 ca-certificates mmdebstrap; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -59,6 +62,13 @@ if [ "${1:-}" = "--test" ]; then
 		apt-get update -qq
 		apt-get install -y -qq --no-install-recommends chromium >/dev/null
 	fi
+	# matplotlib in the host's python3, which host-rooted Python pools run:
+	# the figure tests (agent, dataplane, mcpserver) draw with it.
+	if ! dpkg-query -W -f='${Status}' python3-matplotlib 2>/dev/null | grep -q "install ok installed"; then
+		log "apt-get install python3-matplotlib"
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null
+	fi
 	if [ -x scripts/install-node-tools.sh ]; then
 		scripts/install-node-tools.sh
 	fi
@@ -79,3 +89,9 @@ CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/tasks-app/tasks" ./ex
 # berth itself, static: the same binary is the agent inside every sandbox.
 log "building berth"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o "$BIN/berth" ./cmd/berth
+
+# The built-in environments (python, shell) as OCI image layouts in
+# .cache/images; cached, so this is quick once they are built.
+if [ -z "${BERTH_SKIP_IMAGES:-}" ]; then
+	scripts/images.sh
+fi
