@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/internal/imagetest"
 	"github.com/berth-dev/berth/internal/registrytest"
+	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/sandboxtest"
 )
@@ -297,5 +299,50 @@ func TestCustomContainerPool(t *testing.T) {
 	raw, _ := json.Marshal(v)
 	if v.Container == nil || v.Container.TargetPort != 8080 || v.ImageDigest == "" {
 		t.Fatalf("pool show: %s", raw)
+	}
+}
+
+// TestDefaultPoolsOnBuiltinImages starts berth up as `make up` does: the
+// default pool runs on the built-in shell image, and the example python
+// pool (berth apply of a session pool manifest) on the built-in Python
+// image, with its data stack.
+func TestDefaultPoolsOnBuiltinImages(t *testing.T) {
+	layouts := map[string]string{}
+	for _, name := range []string{"python", "shell"} {
+		dir := filepath.Join(testutil.ModuleRoot(), ".cache", "images", name)
+		if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
+			t.Skipf("SKIP: the built-in image %q is not built (%s): run scripts/images.sh", name, dir)
+		}
+		layouts[name] = dir
+	}
+	b := startBerth(t, "", "--builtin-image", "python="+layouts["python"], "--builtin-image", "shell="+layouts["shell"],
+		"--apply", filepath.Join(testutil.ModuleRoot(), "examples", "pools", "python.yaml"))
+	var v controlplane.PoolView
+	b.cliJSON(&v, "pool", "show", "default")
+	if v.Image != "builtin:shell" || !strings.HasPrefix(v.ImageDigest, "sha256:") {
+		t.Fatalf("default pool: image %q (%q)", v.Image, v.ImageDigest)
+	}
+	key := strings.TrimSpace(b.cli("pool", "credentials", "default"))
+	if r := b.execute("default", key, "builtin-sh", "id -un; command -v jq git curl | wc -l"); r.Stdout != "user\n3\n" {
+		t.Fatalf("default pool's shell: %+v", r)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, _, code := b.try("pool", "show", "python"); code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the example python pool was not applied")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	b.cliJSON(&v, "pool", "show", "python")
+	if v.Type != "python" || v.Image != "builtin:python" || !v.MCP {
+		t.Fatalf("python pool: %+v", v.Config)
+	}
+	pyKey := strings.TrimSpace(b.cli("pool", "credentials", "python"))
+	r := b.execute("python", pyKey, "builtin-py", "import numpy, pandas, matplotlib, scipy\nint(numpy.arange(4).sum()) + len(pandas.DataFrame({'a': [1, 2]}))")
+	if r.Status != "Success" || string(r.Result) != "8" {
+		t.Fatalf("python pool's data stack: %+v", r)
 	}
 }

@@ -239,7 +239,7 @@ func Run(ctx context.Context, o Options) error {
 
 	if !o.NoDefaultPool {
 		var ce *pool.ConfigError
-		if err := ensureDefaultPool(ctx, st, pools); errors.As(err, &ce) {
+		if err := ensureDefaultPool(ctx, st, pools, o.BuiltinImages); errors.As(err, &ce) {
 			// The host cannot back it (too little memory or disk): serve
 			// without it, and try again at the next start.
 			log.Error("the default pool was not created", "err", err)
@@ -333,13 +333,18 @@ func Instance(absDataDir string) string {
 	return hex.EncodeToString(sum[:4])
 }
 
-func ensureDefaultPool(ctx context.Context, st *store.Store, pools *pool.Manager) error {
+// ensureDefaultPool creates the "default" pool on first start: a shell
+// pool, on the built-in shell image if the server has one.
+func ensureDefaultPool(ctx context.Context, st *store.Store, pools *pool.Manager, builtins map[string]string) error {
 	done, err := st.Meta(ctx, "defaultPoolCreated")
 	if err != nil || done != "" {
 		return err
 	}
 	if _, err := pools.Get("default"); err != nil {
 		cfg := pool.Config{Name: "default", Type: pool.TypeShell, MCP: true}
+		if builtins["shell"] != "" {
+			cfg.Image = pool.BuiltinPrefix + "shell"
+		}
 		if _, _, err := pools.Create(ctx, cfg); err != nil && !errors.Is(err, pool.ErrPoolExists) {
 			return fmt.Errorf("create the default pool: %w", err)
 		}
