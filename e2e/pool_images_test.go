@@ -300,6 +300,41 @@ func TestCustomContainerPool(t *testing.T) {
 	if v.Container == nil || v.Container.TargetPort != 8080 || v.ImageDigest == "" {
 		t.Fatalf("pool show: %s", raw)
 	}
+
+	// Under gVisor, and declared in a manifest (berth apply).
+	manifest := filepath.Join(t.TempDir(), "pool.yaml")
+	yml := `type: Microsoft.App/sessionPools
+name: hpcustomg
+properties:
+  containerType: CustomContainer
+  runtime: gvisor
+  scaleConfiguration: {maxConcurrentSessions: 5, readySessionInstances: 1}
+  customContainerTemplate:
+    containers:
+      - image: ` + ref + `
+        env: [{name: GREETING, value: from-yaml}]
+        resources: {cpu: 0.5, memory: 256Mi}
+    ingress: {targetPort: 8080}
+`
+	if err := os.WriteFile(manifest, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.cli("apply", "-f", manifest)
+	if v := b.poolView("hpcustomg"); v.Runtime != "gvisor" || v.Max != 5 || v.CPU != 0.5 {
+		t.Fatalf("the applied pool: %+v", v.Config)
+	}
+	gKey := strings.TrimSpace(b.cli("pool", "credentials", "hpcustomg"))
+	gGet := func(id, path string) string {
+		t.Helper()
+		r := b.do(http.MethodGet, "/pools/hpcustomg"+path+"?identifier="+id, keyHeader(gKey), nil)
+		if r.Status != http.StatusOK {
+			t.Fatalf("GET %s as %s: %d %s", path, id, r.Status, r.Body)
+		}
+		return string(r.Body)
+	}
+	if a, c := gGet("one1", "/whoami"), gGet("two2", "/whoami"); strings.Fields(a)[0] == strings.Fields(c)[0] || !strings.Contains(a, "greeting=from-yaml") {
+		t.Fatalf("the applied pool: %q %q", a, c)
+	}
 }
 
 // TestDefaultPoolsOnBuiltinImages starts berth up as `make up` does: the
@@ -345,4 +380,11 @@ func TestDefaultPoolsOnBuiltinImages(t *testing.T) {
 	if r.Status != "Success" || string(r.Result) != "8" {
 		t.Fatalf("python pool's data stack: %+v", r)
 	}
+}
+
+func (b *berth) poolView(name string) controlplane.PoolView {
+	b.t.Helper()
+	var v controlplane.PoolView
+	b.cliJSON(&v, "pool", "show", name)
+	return v
 }

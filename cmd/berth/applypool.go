@@ -27,6 +27,7 @@ const sessionPoolType = "Microsoft.App/sessionPools"
 //	properties:
 //	  containerType: PythonLTS        # or Shell, CustomContainer
 //	  image: builtin:python           # code-interpreter pools: the image to run on
+//	  runtime: bwrap                  # or gvisor
 //	  mcp: true
 //	  scaleConfiguration: {maxConcurrentSessions: 100, readySessionInstances: 2}
 //	  dynamicPoolConfiguration: {cooldownPeriodInSeconds: 300}
@@ -47,6 +48,7 @@ type poolManifest struct {
 		ContainerType      string `yaml:"containerType"`
 		PoolManagementType string `yaml:"poolManagementType"`
 		Image              string `yaml:"image"`
+		Runtime            string `yaml:"runtime"`
 		MCP                *bool  `yaml:"mcp"`
 		ScaleConfiguration struct {
 			MaxConcurrentSessions int  `yaml:"maxConcurrentSessions"`
@@ -91,7 +93,7 @@ func isPoolManifest(raw []byte) bool {
 // config is the pool the manifest describes.
 func (m *poolManifest) config() (pool.Config, error) {
 	p := m.Properties
-	cfg := pool.Config{Name: m.Name, Image: p.Image, MCP: p.MCP != nil && *p.MCP,
+	cfg := pool.Config{Name: m.Name, Image: p.Image, Runtime: p.Runtime, MCP: p.MCP != nil && *p.MCP,
 		Max: p.ScaleConfiguration.MaxConcurrentSessions, CooldownSeconds: p.DynamicPoolConfiguration.CooldownPeriodInSeconds}
 	if r := p.ScaleConfiguration.ReadySessionInstances; r != nil {
 		cfg.Ready = *r
@@ -183,8 +185,8 @@ func applyPool(ctx context.Context, cf clientFlags, raw []byte, file string) err
 			fmt.Printf("pool %s created (berth pool credentials %s prints its key)\n", cfg.Name, cfg.Name)
 		}
 	} else {
-		if cur.Type != cfg.Type {
-			return fmt.Errorf("%s: pool %s is a %s pool; its type cannot change (delete it first)", file, cfg.Name, cur.Type)
+		if cur.Type != cfg.Type || cfg.Runtime != "" && cur.Runtime != cfg.Runtime {
+			return fmt.Errorf("%s: pool %s is a %s pool on %s; its type and runtime cannot change (delete it first)", file, cfg.Name, cur.Type, cur.Runtime)
 		}
 		patch := controlplane.Patch{Ready: &cfg.Ready, MCP: &cfg.MCP, Egress: &cfg.Egress, Container: cfg.Container}
 		if cfg.Max > 0 {
