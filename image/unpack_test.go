@@ -3,8 +3,8 @@ package image_test
 import (
 	"archive/tar"
 	"context"
-	"os"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
