@@ -190,6 +190,7 @@ func main() {
 	me := strconv.FormatInt(time.Now().UnixNano(), 36)
 	var n atomic.Int64
 	http.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, n.Add(1)) })
+	http.HandleFunc("/mcp", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "the container's own /mcp") })
 	http.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s path=%s query=%s key=%q auth=%q greeting=%s uid=%d", me, r.URL.Path, r.URL.RawQuery,
 			r.Header.Get("X-Ms-Apikey"), r.Header.Get("Authorization"), os.Getenv("GREETING"), os.Getuid())
@@ -269,6 +270,13 @@ func TestCustomContainerPool(t *testing.T) {
 	start := time.Now()
 	if got := body("alpha", "/stream"); got != "tick 0\ntick 1\ntick 2\n" || time.Since(start) < 400*time.Millisecond {
 		t.Fatalf("stream: %q", got)
+	}
+	// /mcp is the container's too, behind the key.
+	if r := get("alpha", "/mcp", nil); r.Status != http.StatusUnauthorized {
+		t.Fatalf("/mcp without a key: %d %s", r.Status, r.Body)
+	}
+	if got := body("alpha", "/mcp"); got != "the container's own /mcp" {
+		t.Fatalf("/mcp: %q", got)
 	}
 	if r := get("gamma", "/count", keyHeader(key)); r.Status != http.StatusTooManyRequests {
 		t.Fatalf("a third identifier with --max 2: %d %s", r.Status, r.Body)
