@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/imagetest"
 	"github.com/berth-dev/berth/internal/registrytest"
 	"github.com/berth-dev/berth/internal/testutil"
@@ -234,6 +235,14 @@ func TestCustomContainerPool(t *testing.T) {
 			t.Fatalf("GET %s as %s: %d %s", path, id, r.Status, r.Body)
 		}
 		return string(r.Body)
+	}
+
+	// A prune keeps the images pools run.
+	b.cli("image", "prune")
+	var list []image.Image
+	b.cliJSON(&list, "image", "list")
+	if len(list) != 1 || list[0].Digest != b.poolView("hpcustom").ImageDigest {
+		t.Fatalf("images after a prune: %+v", list)
 	}
 
 	if r := get("alpha", "/count", nil); r.Status != http.StatusUnauthorized {
