@@ -23,6 +23,7 @@ bench:
 	.bin/berth bench $(ARGS)
 	go test ./e2e -run '^$$' -bench Gateway -benchtime 16000x -timeout 30m
 	go test ./e2e -run '^$$' -bench ColdStart -benchtime 20x -timeout 30m
+	BERTH_UI_LOAD=1 go test ./e2e -run TestDashboardLoadTime -v -timeout 30m
 
 clean:
 	rm -rf .bin/berth

@@ -611,3 +611,15 @@ func (c *Client) stream(ctx context.Context, path string) (net.Conn, error) {
 	}
 	return conn, nil
 }
+
+// Tunnel opens the sandbox's app-to-app tunnel: a connection on which the
+// agent is an HTTP/2 client and the caller serves it (see TunnelAddr). A
+// non-empty identityHeader gives what the agent starts from then on
+// IDENTITY_ENDPOINT and IDENTITY_HEADER (that value).
+func (c *Client) Tunnel(ctx context.Context, identityHeader string) (net.Conn, error) {
+	p := "/tunnel"
+	if identityHeader != "" {
+		p += "?identity=" + url.QueryEscape(identityHeader)
+	}
+	return c.stream(ctx, p)
+}

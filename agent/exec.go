@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,8 @@ type executor struct {
 	procs     *procs
 	workspace string
 	private   string // the agent's own directory for scripts and the driver
-	env       []string
+	envMu     sync.Mutex
+	env       []string // under envMu: addEnv may add to it
 	maxProcs  int
 
 	mu     sync.Mutex // serializes shell and Python executions
@@ -46,13 +48,13 @@ type executor struct {
 }
 
 func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
-	return &executor{
+	x := &executor{
 		procs:     p,
 		workspace: workspace,
 		private:   private,
 		maxProcs:  maxProcs,
 		interp:    map[Language]*interp{},
-		env: []string{
+		env: append([]string{
 			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 			"HOME=/tmp",
 			"LANG=C.UTF-8",
@@ -64,8 +66,40 @@ func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
 			"BERTH_MAX_FIGURES=" + strconv.Itoa(MaxImages),
 			"BERTH_MAX_FIGURE_BYTES=" + strconv.Itoa(MaxOneImageBytes),
 			"BERTH_MAX_FIGURES_TOTAL_BYTES=" + strconv.Itoa(MaxImageBytes),
-		},
+		}, passedEnv(os.Environ())...),
 	}
+	x.env = append(x.env, proxyEnv...)
+	return x
+}
+
+// environ is the environment of what the agent starts.
+func (x *executor) environ() []string {
+	x.envMu.Lock()
+	defer x.envMu.Unlock()
+	return slices.Clone(x.env)
+}
+
+// addEnv adds to the environment of what the agent starts from now on.
+func (x *executor) addEnv(kv ...string) {
+	x.envMu.Lock()
+	defer x.envMu.Unlock()
+	x.env = append(x.env, kv...)
+}
+
+// passedEnv picks from the agent's own environment what the sandbox's
+// driver set for the code it runs: the egress proxy and the certificates
+// to trust for it.
+func passedEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch strings.ToUpper(k) {
+		case "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+			"CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "PIP_CERT", "GIT_SSL_CAINFO":
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func (x *executor) run(ctx context.Context, req ExecRequest, send func(Event)) Result {
@@ -121,7 +155,7 @@ func (x *executor) runCommand(ctx context.Context, req ExecRequest, k *sink) Res
 		return Result{Status: StatusFailure, ExitCode: -1, Error: "argv is empty"}
 	}
 	cmd := x.limitedCommand(req.Argv)
-	cmd.Dir, cmd.Env = x.workspace, x.env
+	cmd.Dir, cmd.Env = x.workspace, x.environ()
 	cmd.Stdin = strings.NewReader(req.Stdin)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, errs, err := x.startPiped(cmd)
@@ -339,7 +373,7 @@ func (x *executor) interpreter(lang Language) (it *interp, reset bool, err error
 		cmd.ExtraFiles = []*os.File{r}
 		input = w
 	}
-	cmd.Dir, cmd.Env = x.workspace, x.env
+	cmd.Dir, cmd.Env = x.workspace, x.environ()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, errs, err := x.startPiped(cmd)
 	if err != nil {

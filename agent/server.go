@@ -89,6 +89,9 @@ func Serve(ctx context.Context, ln net.Listener, opts Options, ready func()) err
 		send(Event{Result: &res})
 	})
 	svc.routes(mux)
+	tun := newTunnel()
+	mux.HandleFunc("GET /tunnel", tun.tunnelRoute(x))
+	go tun.serveLoopback(ctx)
 	mux.HandleFunc("POST /reset", func(w http.ResponseWriter, r *http.Request) {
 		x.reset()
 		w.WriteHeader(http.StatusNoContent)

@@ -135,7 +135,7 @@ func (ss *services) start(spec ServiceSpec) (*service, error) {
 	if cmd.Dir == "" {
 		cmd.Dir = ss.x.workspace
 	}
-	cmd.Env = append(append([]string(nil), ss.x.env...), "BERTH_SERVICE_COMMAND="+spec.Command)
+	cmd.Env = append(ss.x.environ(), "BERTH_SERVICE_COMMAND="+spec.Command)
 	for k, v := range spec.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,12 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )
@@ -37,12 +40,31 @@ type Options struct {
 	// traversable by unprivileged uids.
 	StateDir string
 	Logger   *slog.Logger
+	// SecretsDir holds the secret volumes' files, on a tmpfs mounted there
+	// (default: StateDir + "-secrets").
+	SecretsDir string
 	// Capacity, if set, is what the host admits (see sandbox/admit): a
 	// deploy whose replicas could never run on it is refused.
 	Capacity Capacity
+	// Events, if set, records the apps' lifecycle (the system lines of
+	// their logs: revision created, replica ready, failed, scaled down).
+	Events *events.Ring
 	// Sources, if set, holds uploaded archives that revisions name;
 	// without it a deploy that names one is refused.
 	Sources Sources
+	// Egress makes the proxies of apps with egress rules.
+	Egress EgressProxies
+	// Images, if set, is the image store apps from images run from;
+	// without it a deploy that names an image is refused.
+	Images Images
+	// RegistryLogins, if set, keeps apps' own registry logins.
+	RegistryLogins RegistryLogins
+}
+
+// EgressProxies makes the egress proxy of an app with egress rules, from
+// its revision's setting (package egress).
+type EgressProxies interface {
+	ProxyFor(scope, egress string, inject []string) (sandbox.EgressProxy, error)
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -58,13 +80,20 @@ type Capacity interface {
 type Manager struct {
 	store   *store.Store
 	runtime sandbox.Runtime
+	egress  EgressProxies
 	dir     string
 	log     *slog.Logger
 	cap     Capacity
+	events  *events.Ring
 	sources Sources
+	images  Images
+	logins  RegistryLogins
 	// gcMu orders collections of sources; lastGC is when the last began.
 	gcMu   sync.Mutex
 	lastGC time.Time
+
+	secretsDir     string
+	secretsMounted bool
 
 	mu   sync.Mutex
 	apps map[string]*App
@@ -103,14 +132,20 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, egress: o.Egress, images: o.Images, logins: o.RegistryLogins, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m.secretsDir = cmp.Or(o.SecretsDir, filepath.Clean(o.StateDir)+"-secrets")
+	if err := m.mountSecrets(); err != nil {
+		return nil, err
+	}
 	stored, err := o.Store.ListApps(ctx)
 	if err != nil {
+		m.unmountSecrets()
 		return nil, err
 	}
 	for _, sa := range stored {
 		var d Doc
 		if err := json.Unmarshal(sa.Doc, &d); err != nil {
+			m.unmountSecrets()
 			return nil, fmt.Errorf("app %q: %w", sa.Name, err)
 		}
 		m.apps[d.Name] = m.newApp(d)
@@ -145,6 +180,8 @@ type App struct {
 
 	// cors is the compiled CORS policy of doc (nil: none).
 	cors atomic.Pointer[cors.Policy]
+	// internal is set when the doc's ingress is internal.
+	internal atomic.Bool
 
 	mu       sync.Mutex
 	doc      Doc
@@ -187,6 +224,7 @@ func (m *Manager) newApp(d Doc) *App {
 		reserved: map[string]bool{}, logSubs: map[chan LogEntry]struct{}{},
 	}
 	a.cors.Store(cors.CompileStored(d.CORS, m.log))
+	a.internal.Store(d.Ingress == IngressInternal)
 	return a
 }
 
@@ -312,6 +350,10 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		a.saveMu.Unlock()
 		return err
 	}
+	if err := m.store.DeleteSecrets(ctx, name); err != nil {
+		a.saveMu.Unlock()
+		return err
+	}
 	a.deleted = true // a deploy in progress now fails instead of storing it again
 	a.saveMu.Unlock()
 	// Move its files aside before the name is free again, so that removing
@@ -330,6 +372,11 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		m.hosts.remove(name, h.Host)
 	}
 	a.stopAll()
+	if m.logins != nil {
+		if err := m.logins.DeleteAppRegistryCredentials(ctx, name); err != nil {
+			m.log.Warn("forget deleted app's registry logins", "app", name, "err", err)
+		}
+	}
 	defer m.collectSources()
 	return os.RemoveAll(trash)
 }
@@ -360,6 +407,7 @@ func (m *Manager) Close() {
 			go func() { defer wg.Done(); a.stopAll() }()
 		}
 		wg.Wait()
+		m.unmountSecrets()
 	})
 }
 
@@ -428,8 +476,14 @@ type ReplicaInfo struct {
 	ID       string `json:"id"`
 	Revision string `json:"revision"`
 	Ready    bool   `json:"ready"`
+	// Phase is "starting" until the replica answers its probe, then "ready".
+	Phase    string `json:"phase"`
 	InFlight int64  `json:"inFlight"`
 	Sessions int64  `json:"sessions"`
+	// Restarts counts the replicas that failed in this replica's place.
+	Restarts    int64     `json:"restarts"`
+	StartedAt   time.Time `json:"startedAt"`
+	MemoryBytes uint64    `json:"memoryBytes"`
 }
 
 // Replicas lists the running replicas of every active revision.
@@ -443,7 +497,18 @@ func (a *App) Replicas() []ReplicaInfo {
 	var out []ReplicaInfo
 	for _, rt := range rts {
 		for _, r := range rt.Replicas() {
-			out = append(out, ReplicaInfo{ID: r.ID, Revision: rt.rev.Name, Ready: r.ready.Load(), InFlight: r.inflight.Load(), Sessions: r.sessions.Load()})
+			ri := ReplicaInfo{ID: r.ID, Revision: rt.rev.Name, Ready: r.ready.Load(), Phase: "starting", InFlight: r.inflight.Load(), Sessions: r.sessions.Load(),
+				StartedAt: r.started.UTC()}
+			if ri.Ready {
+				ri.Phase = "ready"
+			}
+			if r.slot != nil {
+				ri.Restarts = r.slot.restarts.Load()
+			}
+			if sr, ok := r.sb.(sandbox.StatsReporter); ok {
+				ri.MemoryBytes = sr.Stats().MemoryBytes
+			}
+			out = append(out, ri)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -541,7 +606,22 @@ func (a *App) log(rev, replica string, l agent.LogLine) {
 }
 
 func (a *App) logf(rev, replica, format string, args ...any) {
-	a.appendLog(LogEntry{Time: time.Now().UTC(), Revision: rev, Replica: replica, Stream: "system", Line: fmt.Sprintf(format, args...)})
+	e := LogEntry{Time: time.Now().UTC(), Revision: rev, Replica: replica, Stream: "system", Line: fmt.Sprintf(format, args...)}
+	a.appendLog(e)
+	a.m.events.Add(events.Event{Time: e.Time, Kind: eventKind(e.Line), App: a.name, Revision: rev, Replica: replica, Message: e.Line})
+}
+
+// eventKind names the kind of event a system log line is.
+func eventKind(line string) string {
+	for _, k := range []struct{ prefix, kind string }{
+		{"revision created", "deploy"}, {"replica failed", "crash"}, {"replica ready", "ready"},
+		{"replica stopping (scaled down)", "scale-down"}, {"revision deactivated", "deactivated"},
+	} {
+		if strings.HasPrefix(line, k.prefix) {
+			return k.kind
+		}
+	}
+	return "app"
 }
 
 func (a *App) appendLog(e LogEntry) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/egress"
 	"github.com/berth-dev/berth/source"
 )
 
@@ -27,8 +28,17 @@ const (
 
 // Config is what a deploy asks for; a revision keeps a copy.
 type Config struct {
-	// Command runs with /bin/sh -c in /app (the app's files).
+	// Command runs with /bin/sh -c in /app (the app's files). An app
+	// from an image runs the image's Entrypoint and Cmd instead, or
+	// Entrypoint and Args when set (as Kubernetes' command and args).
 	Command string `json:"command"`
+	// Entrypoint replaces the image's Entrypoint; Args its Cmd.
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Args       []string `json:"args,omitempty"`
+	// Registries are logins for the registries of the app's image
+	// (Container Apps' configuration.registries). A password given is
+	// sealed in the server's store; revisions keep server and user only.
+	Registries []Registry `json:"registries,omitempty"`
 	// Source is where the revision's files (read-only at /app) come from;
 	// nil for none.
 	Source *Source `json:"source,omitempty"`
@@ -50,17 +60,30 @@ type Config struct {
 	MemoryBytes           int64 `json:"memoryBytes"`
 	// DiskBytes bounds each replica's writable space on disk (/tmp; its
 	// volumes are the app's and not counted).
-	DiskBytes      int64   `json:"diskBytes,omitempty"`
-	CPU            float64 `json:"cpu"`
-	Egress         string  `json:"egress"`
-	RevisionSuffix string  `json:"revisionSuffix,omitempty"`
-	Probe          Probe   `json:"probe"`
+	DiskBytes int64   `json:"diskBytes,omitempty"`
+	CPU       float64 `json:"cpu"`
+	Egress    string  `json:"egress"` // "disabled", "enabled" or "allow=HOST,…"
+	// EgressInject are headers the egress proxy adds to HTTPS requests
+	// (HOST:Header=secretref:NAME), with an allow-list only.
+	EgressInject   []string `json:"egressInject,omitempty"`
+	RevisionSuffix string   `json:"revisionSuffix,omitempty"`
+	Probe          Probe    `json:"probe"`
 	// Auth, if set, replaces the app's authentication with the deploy
 	// (it is the app's, not the revision's, which does not keep it).
 	Auth *Auth `json:"auth,omitempty"`
 	// CORS is the app's CORS policy; the app's is its latest deploy's
 	// (ingress is app-wide, as in Container Apps), nil for none.
 	CORS *cors.Spec `json:"corsPolicy,omitempty"`
+	// Ingress, if set (external or internal), replaces the app's ingress
+	// with the deploy (it is the app's, as Auth is).
+	Ingress string `json:"ingress,omitempty"`
+
+	// SecretEnv sets environment variables (the keys) to the values of
+	// the app's secrets (the values: secret names; see secrets.go).
+	SecretEnv map[string]string `json:"secretEnv,omitempty"`
+	// SecretVolume, if set, is where every secret of the app is a file
+	// (read-only, mode 0400).
+	SecretVolume string `json:"secretVolume,omitempty"`
 }
 
 // Source names a revision's files.
@@ -68,7 +91,26 @@ type Source struct {
 	// Archive is the digest of an archive uploaded to the server (POST
 	// /v1/sources; the CLI's --dir), unpacked into the revision.
 	Archive string `json:"archive,omitempty"`
+	// Image is an image reference. A deploy resolves a tag to the
+	// image's digest and the revision keeps "REPO@sha256:…", so its
+	// files never change under it.
+	Image string `json:"image,omitempty"`
+	// ImageTag is the reference as the deploy named it (for show).
+	ImageTag string `json:"imageTag,omitempty"`
 }
+
+// Registry is a login for a registry host.
+type Registry struct {
+	Server   string `json:"server"`
+	Username string `json:"username,omitempty"`
+	// Password is only ever sent, never kept in a revision or shown.
+	Password string `json:"password,omitempty"`
+	// PasswordSecretRef names an app secret holding the password.
+	PasswordSecretRef string `json:"passwordSecretRef,omitempty"`
+}
+
+// HasImage reports whether the revision runs an image.
+func (c *Config) HasImage() bool { return c.Source != nil && c.Source.Image != "" }
 
 // Volume is a persistent per-app directory mounted at Path.
 type Volume struct {
@@ -110,17 +152,30 @@ func ValidName(name string) error {
 
 // Normalize fills defaults and validates.
 func (c *Config) Normalize() error {
-	if strings.TrimSpace(c.Command) == "" {
+	if strings.TrimSpace(c.Command) == "" && !c.HasImage() {
 		return invalid("--command is required: the command that starts the MCP server")
+	}
+	if c.HasImage() && c.Command != "" {
+		return invalid("an app from an image takes its command as an argv (entrypoint, args; the CLI's --command and --args), not as a shell command")
+	}
+	if !c.HasImage() && (len(c.Entrypoint) > 0 || len(c.Args) > 0) {
+		return invalid("entrypoint and args are for apps from an image (--image); give --command")
+	}
+	for _, r := range c.Registries {
+		if r.Server == "" || strings.ContainsAny(r.Server, "/@ \t") {
+			return invalid("registry server: host or host:port, as in image references, got %q", r.Server)
+		}
 	}
 	if c.Dir != "" {
 		return invalid("the server does not copy a directory of its own host (dir %q): deploy with the CLI, whose --dir uploads the directory (berth app deploy NAME --dir DIR)", c.Dir)
 	}
 	if c.Source != nil {
-		if c.Source.Archive == "" {
+		if c.Source.Archive == "" && c.Source.Image == "" {
 			c.Source = nil
-		} else if err := source.ValidDigest(c.Source.Archive); err != nil {
-			return invalid("source.archive: %v", err)
+		} else if c.Source.Archive != "" {
+			if err := source.ValidDigest(c.Source.Archive); err != nil {
+				return invalid("source.archive: %v", err)
+			}
 		}
 	}
 	if c.Transport == "" {
@@ -146,13 +201,15 @@ func (c *Config) Normalize() error {
 			return invalid("%q is not a valid environment variable name", k)
 		}
 	}
-	seen := map[string]bool{}
+	if err := c.normalizeSecrets(); err != nil {
+		return err
+	}
+	seen := map[string]bool{c.SecretVolume: c.SecretVolume != ""}
 	for _, v := range c.Volumes {
 		if !nameRE().MatchString(v.Name) {
 			return invalid("%q is not a valid volume name", v.Name)
 		}
-		if !strings.HasPrefix(v.Path, "/") || v.Path == "/" || strings.Contains(v.Path, "..") ||
-			v.Path == "/app" || strings.HasPrefix(v.Path, "/proc") || strings.HasPrefix(v.Path, "/usr") || strings.HasPrefix(v.Path, "/.berth") {
+		if !usableMountPath(v.Path) {
 			return invalid("volume %s: %q is not a usable mount path", v.Name, v.Path)
 		}
 		if seen[v.Path] {
@@ -190,14 +247,16 @@ func (c *Config) Normalize() error {
 	if c.CPU == 0 {
 		c.CPU = 1
 	}
-	if c.Egress == "" {
-		c.Egress = "disabled"
+	egr, inject, _, err := egress.Setting(c.Egress, c.EgressInject)
+	if err != nil {
+		return invalid("%s", err)
 	}
-	if c.Egress != "disabled" && c.Egress != "enabled" {
-		return invalid("egress must be disabled or enabled")
-	}
+	c.Egress, c.EgressInject = egr, inject
 	if c.RevisionSuffix != "" && !suffixRE().MatchString(c.RevisionSuffix) {
 		return invalid("%q is not a valid revision suffix (lowercase letters, digits, dashes)", c.RevisionSuffix)
+	}
+	if c.Ingress != "" && c.Ingress != IngressExternal && c.Ingress != IngressInternal {
+		return invalid("ingress must be external or internal, not %q", c.Ingress)
 	}
 	if err := c.CORS.Normalize(); err != nil {
 		return invalid("%s", err.Error())
@@ -218,6 +277,31 @@ func (c *Config) Normalize() error {
 		return invalid("probe must be tcp, http:/PATH or none")
 	}
 	return nil
+}
+
+// normalizeSecrets checks the secret references.
+func (c *Config) normalizeSecrets() error {
+	for k, s := range c.SecretEnv {
+		if !envRE().MatchString(k) {
+			return invalid("%q is not a valid environment variable name", k)
+		}
+		if _, ok := c.Env[k]; ok {
+			return invalid("environment variable %s is set both to a value and to a secret", k)
+		}
+		if err := ValidSecretName(s); err != nil {
+			return err
+		}
+	}
+	if p := c.SecretVolume; p != "" && !usableMountPath(p) {
+		return invalid("secret volume: %q is not a usable mount path", p)
+	}
+	return nil
+}
+
+// usableMountPath reports whether a volume may be mounted at p.
+func usableMountPath(p string) bool {
+	return strings.HasPrefix(p, "/") && p != "/" && !strings.Contains(p, "..") &&
+		p != "/app" && !strings.HasPrefix(p, "/proc") && !strings.HasPrefix(p, "/usr") && !strings.HasPrefix(p, "/.berth")
 }
 
 // ScaleDownAfter is how long a replica stays idle before it may go.
@@ -256,6 +340,9 @@ type Doc struct {
 	CreatedAt time.Time `json:"createdAt"`
 	// Auth is how callers authenticate (nil: none), for every revision.
 	Auth *Auth `json:"auth,omitempty"`
+	// Ingress is external ("": the default) or internal (reachable only
+	// from other apps and sessions).
+	Ingress string `json:"ingress,omitempty"`
 	// APIKeys are the app's keys (hashed), used when Auth.Mode is apikey.
 	APIKeys []APIKey `json:"apiKeys,omitempty"`
 }

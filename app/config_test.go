@@ -43,6 +43,7 @@ func TestConfigNormalize(t *testing.T) {
 		{"port", func(c *Config) { c.Port = 70000 }, "port must be 1-65535", nil},
 		{"path", func(c *Config) { c.Path = "mcp" }, "path must start with /", nil},
 		{"env name", func(c *Config) { c.Env = map[string]string{"A-B": "1"} }, "not a valid environment variable name", nil},
+		{"ingress", func(c *Config) { c.Ingress = "public" }, "ingress must be external or internal", nil},
 		{"volume name", func(c *Config) { c.Volumes = []Volume{{Name: "Data", Path: "/data"}} }, "not a valid volume name", nil},
 		{"volume over /app", func(c *Config) { c.Volumes = []Volume{{Name: "data", Path: "/app"}} }, "not a usable mount path", nil},
 		{"volume climbing out", func(c *Config) { c.Volumes = []Volume{{Name: "data", Path: "/data/../usr"}} }, "not a usable mount path", nil},
@@ -53,10 +54,25 @@ func TestConfigNormalize(t *testing.T) {
 		{"max too high", func(c *Config) { c.Max = 101 }, "0 <= min <= max <= 100", nil},
 		{"concurrency", func(c *Config) { c.Concurrency = -1 }, "concurrency must be at least 1", nil},
 		{"scale-down", func(c *Config) { c.ScaleDownAfterSeconds = -5 }, "scale-down-after must be at least 1s", nil},
-		{"egress", func(c *Config) { c.Egress = "open" }, "egress must be disabled or enabled", nil},
+		{"egress", func(c *Config) { c.Egress = "open" }, "egress must be disabled, enabled or allow=", nil},
+		{"egress allow-list", func(c *Config) { c.Egress = "allow=a.example,*.b.example,bad host" }, "not a host name", nil},
+		{"inject without allow-list", func(c *Config) { c.Egress, c.EgressInject = "enabled", []string{"a.example:X=secretref:S"} }, "need an allow-list", nil},
+		{"inject a literal", func(c *Config) { c.Egress, c.EgressInject = "allow=a.example", []string{"a.example:X=hunter2"} }, "secretref:NAME", nil},
 		{"suffix", func(c *Config) { c.RevisionSuffix = "Blue" }, "not a valid revision suffix", nil},
 		{"http probe path", func(c *Config) { c.Probe = Probe{Type: "http", Path: "health"} }, "http probe needs a path", nil},
 		{"probe type", func(c *Config) { c.Probe = Probe{Type: "exec"} }, "probe must be tcp, http:/PATH or none", nil},
+		{"secret env", func(c *Config) {
+			c.SecretEnv, c.SecretVolume = map[string]string{"DB_PASSWORD": "db-password"}, "/mnt/secrets"
+		}, "", nil},
+		{"secret env name", func(c *Config) { c.SecretEnv = map[string]string{"A-B": "x"} }, "not a valid environment variable name", nil},
+		{"secret name", func(c *Config) { c.SecretEnv = map[string]string{"A": "Bad_Name"} }, "not a valid secret name", nil},
+		{"env both value and secret", func(c *Config) {
+			c.Env, c.SecretEnv = map[string]string{"A": "1"}, map[string]string{"A": "a"}
+		}, "both to a value and to a secret", nil},
+		{"secret volume over /app", func(c *Config) { c.SecretVolume = "/app" }, "not a usable mount path", nil},
+		{"secret volume and volume at one path", func(c *Config) {
+			c.SecretVolume, c.Volumes = "/data", []Volume{{Name: "a1", Path: "/data"}}
+		}, "two volumes at /data", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()

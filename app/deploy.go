@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -29,14 +30,28 @@ const stagingPrefix = ".staging-"
 // a deploy that fails leaves the app as it was, and a failed first deploy
 // leaves no app.
 func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Revision, error) {
+	return m.DeployProgress(ctx, name, cfg, nil)
+}
+
+// DeployProgress is Deploy telling progress how the pull of the
+// revision's image goes (nil: not told).
+func (m *Manager) DeployProgress(ctx context.Context, name string, cfg Config, progress func(image.Progress)) (Doc, Revision, error) {
 	if err := ValidName(name); err != nil {
+		return Doc{}, Revision{}, err
+	}
+	if cfg.Source != nil {
+		src := *cfg.Source
+		cfg.Source = &src
+	}
+	cfg.Registries = append([]Registry(nil), cfg.Registries...)
+	if err := m.resolveImage(ctx, name, &cfg, progress); err != nil {
 		return Doc{}, Revision{}, err
 	}
 	if err := cfg.Normalize(); err != nil {
 		return Doc{}, Revision{}, err
 	}
-	auth := cfg.Auth
-	cfg.Auth = nil
+	auth, ingress := cfg.Auth, cfg.Ingress
+	cfg.Auth, cfg.Ingress = nil, ""
 	if auth != nil {
 		if err := auth.Normalize(); err != nil {
 			return Doc{}, Revision{}, err
@@ -47,6 +62,9 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 		if err := m.cap.Fits(cfg.MemoryBytes, cfg.DiskBytes, cfg.Min+1); err != nil {
 			return Doc{}, Revision{}, invalid("app %s: %v; lower --memory, --disk or --min, or raise berth up --memory-overcommit/--disk-overcommit", name, err)
 		}
+	}
+	if err := m.checkSecrets(ctx, name, cfg); err != nil {
+		return Doc{}, Revision{}, err
 	}
 	a, first := m.appForDeploy(name)
 	ok := false
@@ -69,6 +87,9 @@ func (m *Manager) Deploy(ctx context.Context, name string, cfg Config) (Doc, Rev
 		d.Revisions = append(d.Revisions, rev)
 		if auth != nil {
 			d.Auth = auth
+		}
+		if ingress != "" {
+			d.Ingress = ingress
 		}
 		d.CORS = rev.Config.CORS
 		if d.Latest || len(d.Traffic) == 0 {
@@ -172,6 +193,7 @@ func (a *App) update(ctx context.Context, fn func(*Doc) error) (Doc, error) {
 	a.doc = d
 	a.mu.Unlock()
 	a.cors.Store(cors.CompileStored(d.CORS, a.m.log))
+	a.internal.Store(d.Ingress == IngressInternal)
 	return a.Doc(), nil
 }
 
@@ -247,7 +269,12 @@ func (a *App) discard(revName string) {
 }
 
 func (a *App) mounts(rev Revision) []sandbox.Mount {
-	ms := []sandbox.Mount{{Source: filepath.Join(a.revisionsDir(), rev.Name), Target: "/app", ReadOnly: true}}
+	var ms []sandbox.Mount
+	// An image app's files are its image's (many keep theirs in /app):
+	// /app is the revision's only when it has an archive or no source.
+	if !rev.Config.HasImage() || rev.Config.Source.Archive != "" {
+		ms = append(ms, sandbox.Mount{Source: filepath.Join(a.revisionsDir(), rev.Name), Target: "/app", ReadOnly: true})
+	}
 	for _, v := range rev.Config.Volumes {
 		ms = append(ms, sandbox.Mount{Source: filepath.Join(a.dir, "volumes", v.Name), Target: v.Path})
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -31,6 +32,10 @@ type Replica struct {
 	ID  string
 	rev *revisionRuntime
 	sb  sandbox.Sandbox
+	im  *image.Image // the revision's image, if it runs one
+
+	slot    *slot
+	started time.Time
 
 	ready    atomic.Bool
 	gone     chan struct{} // closed when this incarnation has ended
@@ -60,6 +65,8 @@ func (r *Replica) Done() {
 type slot struct {
 	stop    chan struct{}
 	current atomic.Pointer[Replica]
+	// restarts counts the replicas of this slot that failed.
+	restarts atomic.Int64
 }
 
 // revisionRuntime runs one active revision's replicas.
@@ -86,12 +93,18 @@ type revisionRuntime struct {
 	lastStartErr error
 
 	spares chan box // hands keepSpare's sandbox to the next replica
+
+	// secrets reads the revision's secrets once (secrets.go); secretDir
+	// is its secret volume's directory, removed when it stops.
+	secrets   func() (secretSet, error)
+	secretDir string
 }
 
 func newRevisionRuntime(a *App, rev Revision) *revisionRuntime {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &revisionRuntime{app: a, rev: rev, ctx: ctx, end: cancel, lastBusy: time.Now(), changed: make(chan struct{}),
 		log: a.m.log.With("app", a.name, "revision", rev.Name), spares: make(chan box)}
+	r.secrets = sync.OnceValues(r.loadSecrets)
 	r.wg.Add(2)
 	go r.autoscale()
 	go r.keepSpare()
@@ -263,6 +276,7 @@ func (r *revisionRuntime) run(s *slot) {
 		if time.Since(started) > time.Minute {
 			backoff = time.Second
 		}
+		s.restarts.Add(1)
 		r.app.logf(r.rev.Name, "", "replica failed: %v; restarting in %s", err, backoff)
 		r.log.Warn("replica failed; restarting", "err", err, "backoff", backoff)
 		select {
@@ -288,7 +302,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		return r.startFailed(fmt.Errorf("start sandbox: %w", err))
 	}
 	id, sb := sp.id, sp.sb
-	rep := &Replica{ID: id, rev: r, sb: sb, gone: make(chan struct{})}
+	rep := &Replica{ID: id, rev: r, sb: sb, im: sp.im, gone: make(chan struct{}), slot: s, started: time.Now()}
 	rep.Transport = &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return sb.Agent().DialPort(ctx, cfg.Port)
@@ -310,10 +324,10 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 
 	if cfg.Transport == TransportHTTP {
 		env := map[string]string{"PORT": strconv.Itoa(cfg.Port), "BERTH_APP": r.app.name, "BERTH_REVISION": r.rev.Name, "BERTH_REPLICA": id}
-		for k, v := range cfg.Env {
-			env[k] = v
+		if err := r.addEnv(env); err != nil {
+			return r.startFailed(err)
 		}
-		if err := sb.Agent().StartService(r.ctx, agent.ServiceSpec{ID: "app", Command: cfg.Command, Env: env, Dir: "/app"}); err != nil {
+		if err := sb.Agent().StartService(r.ctx, rep.serviceSpec("app", env, false)); err != nil {
 			return r.startFailed(fmt.Errorf("start command: %w", err))
 		}
 		logCtx, stopLogs := context.WithCancel(r.ctx)
@@ -447,6 +461,7 @@ func (r *revisionRuntime) probe(rep *Replica, exited <-chan error) error {
 func (r *revisionRuntime) stop() {
 	r.end()
 	r.wg.Wait()
+	r.removeSecretFiles()
 }
 
 // StdioProcess is a stdio MCP server process in a replica, one per MCP
@@ -495,13 +510,13 @@ func (a *App) StartStdio(ctx context.Context, label string) (*StdioProcess, erro
 	if err != nil {
 		return nil, err
 	}
-	cfg := rep.Config()
 	id := fmt.Sprintf("stdio-%d", rep.stdioSeq.Add(1))
 	env := map[string]string{"BERTH_APP": a.name, "BERTH_REVISION": rep.Revision(), "BERTH_REPLICA": rep.ID}
-	for k, v := range cfg.Env {
-		env[k] = v
+	if err := rep.rev.addEnv(env); err != nil {
+		rep.Done()
+		return nil, err
 	}
-	if err := rep.Agent().StartService(ctx, agent.ServiceSpec{ID: id, Command: cfg.Command, Env: env, Dir: "/app", Stdio: true}); err != nil {
+	if err := rep.Agent().StartService(ctx, rep.serviceSpec(id, env, true)); err != nil {
 		rep.Done()
 		return nil, fmt.Errorf("start the stdio server: %w", err)
 	}
@@ -516,4 +531,15 @@ func (a *App) StartStdio(ctx context.Context, label string) (*StdioProcess, erro
 	}
 	rep.sessions.Add(1)
 	return &StdioProcess{rep: rep, id: id, conn: conn}, nil
+}
+
+// serviceSpec is how the agent runs the app's command: a shell command in
+// /app, or an image's argv, environment and working directory.
+func (r *Replica) serviceSpec(id string, env map[string]string, stdio bool) agent.ServiceSpec {
+	cfg := r.rev.rev.Config
+	if r.im == nil {
+		return agent.ServiceSpec{ID: id, Command: cfg.Command, Env: env, Dir: "/app", Stdio: stdio}
+	}
+	argv, env, dir := imageCommand(cfg, r.im, env)
+	return agent.ServiceSpec{ID: id, Argv: argv, Env: env, Dir: dir, Stdio: stdio}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -13,23 +14,52 @@ import (
 type box struct {
 	id string
 	sb sandbox.Sandbox
+	im *image.Image
 }
 
 // startSandbox starts a sandbox for one of the revision's replicas.
 func (r *revisionRuntime) startSandbox() (box, error) {
 	cfg := r.rev.Config
+	secrets, err := r.secrets()
+	if err != nil {
+		return box{}, err
+	}
+	mounts := r.app.mounts(r.rev)
+	if secrets.dir != "" {
+		mounts = append(mounts, sandbox.Mount{Source: secrets.dir, Target: cfg.SecretVolume, ReadOnly: true})
+	}
 	r.mu.Lock()
 	r.seq++
 	id := fmt.Sprintf("%s-%d", r.rev.Name, r.seq)
 	r.mu.Unlock()
-	sb, err := r.app.m.runtime.Start(r.ctx, sandbox.Spec{
+	spec := sandbox.Spec{
 		ID:     id,
 		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU, DiskBytes: cfg.DiskBytes},
-		Egress: cfg.Egress == "enabled",
-		Mounts: r.app.mounts(r.rev),
+		Egress: cfg.Egress != "disabled",
+		Mounts: mounts,
 		UID:    r.app.uid,
-	})
-	return box{id: id, sb: sb}, err
+		Owner:  sandbox.Owner{Kind: "app", Name: r.app.name},
+	}
+	if spec.Egress && cfg.Egress != "enabled" {
+		if r.app.m.egress == nil {
+			return box{id: id}, errors.New("egress rules need the server's egress proxy")
+		}
+		px, err := r.app.m.egress.ProxyFor("app/"+r.app.name, cfg.Egress, cfg.EgressInject)
+		if err != nil {
+			return box{id: id}, err
+		}
+		spec.EgressProxy = px
+	}
+	var im *image.Image
+	if cfg.HasImage() {
+		var err error
+		if im, err = r.image(r.ctx); err != nil {
+			return box{id: id}, fmt.Errorf("the revision's image: %w", err)
+		}
+		spec.Root = imageRoot(im)
+	}
+	sb, err := r.app.m.runtime.Start(r.ctx, spec)
+	return box{id: id, sb: sb, im: im}, err
 }
 
 // takeSandbox returns the spare sandbox if there is a live one, or starts

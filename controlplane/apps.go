@@ -1,12 +1,14 @@
 package controlplane
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/berth-dev/berth/app"
+	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/httpapi"
 )
 
@@ -21,6 +23,10 @@ func (c *ctl) appRoutes(handle func(string, httpapi.HandlerFunc)) {
 	handle("GET /v1/apps/{name}/keys", c.listAppKeys)
 	handle("POST /v1/apps/{name}/keys", c.createAppKey)
 	handle("DELETE /v1/apps/{name}/keys/{key}", c.revokeAppKey)
+	handle("GET /v1/apps/{name}/secrets", c.listSecrets)
+	handle("PUT /v1/apps/{name}/secrets/{secret}", c.setSecret)
+	handle("DELETE /v1/apps/{name}/secrets/{secret}", c.deleteSecret)
+	handle("POST /v1/apps/{name}/restart", c.restartApp)
 }
 
 // AppView is an app as the API shows it.
@@ -136,18 +142,64 @@ func (c *ctl) deploy(w http.ResponseWriter, r *http.Request) error {
 	if err := httpapi.DecodeJSON(w, r, 1<<20, &cfg); err != nil {
 		return err
 	}
-	d, rev, err := m.Deploy(r.Context(), r.PathValue("name"), cfg)
+	if strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
+		return c.deployStreaming(w, r, m, cfg)
+	}
+	out, err := c.deployed(r, m, cfg, nil)
 	if err != nil {
-		return appError(err)
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+// DeployResult is the answer to a deploy.
+type DeployResult struct {
+	Revision app.Revision `json:"revision"`
+	App      AppView      `json:"app"`
+}
+
+// DeployEvent is one line of a deploy's NDJSON answer (asked for with
+// Accept: application/x-ndjson): the image pull's progress, then the
+// result or an error.
+type DeployEvent struct {
+	Progress *image.Progress `json:"progress,omitempty"`
+	Result   *DeployResult   `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Code     string          `json:"code,omitempty"`
+}
+
+func (c *ctl) deployed(r *http.Request, m *app.Manager, cfg app.Config, progress func(image.Progress)) (*DeployResult, error) {
+	d, rev, err := m.DeployProgress(r.Context(), r.PathValue("name"), cfg, progress)
+	if err != nil {
+		return nil, appError(err)
 	}
 	if c.o.Names != nil {
 		c.o.Names.AppChanged(r.Context(), d)
 	}
 	a, err := m.Get(r.PathValue("name"))
 	if err != nil {
-		return appError(err)
+		return nil, appError(err)
 	}
-	httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"revision": rev, "app": c.appView(a)})
+	return &DeployResult{Revision: rev, App: c.appView(a)}, nil
+}
+
+// deployStreaming deploys telling the client how the image pull goes.
+func (c *ctl) deployStreaming(w http.ResponseWriter, r *http.Request, m *app.Manager, cfg app.Config) error {
+	send := httpapi.NDJSON(w)
+	w.WriteHeader(http.StatusOK)
+	out, err := c.deployed(r, m, cfg, func(p image.Progress) {
+		_ = send(DeployEvent{Progress: &p})
+	})
+	if err != nil {
+		e := httpapi.Classify(err)
+		if e.Status >= 500 {
+			c.o.Logger.Error("deploy failed", "app", r.PathValue("name"), "err", err)
+		}
+		_ = send(DeployEvent{Error: e.Message, Code: e.Code})
+	} else {
+		_ = send(DeployEvent{Result: out})
+	}
 	return nil
 }
 
@@ -170,6 +222,7 @@ func (c *ctl) traffic(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return appError(err)
 	}
+	c.event(events.Event{Kind: "traffic", App: d.Name, Message: "traffic set to " + trafficText(d.Traffic)})
 	if c.o.Names != nil {
 		c.o.Names.AppChanged(r.Context(), d)
 	}
@@ -189,6 +242,7 @@ func (c *ctl) deleteApp(w http.ResponseWriter, r *http.Request) error {
 	if err := m.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return appError(err)
 	}
+	c.event(events.Event{Kind: "app-deleted", App: r.PathValue("name"), Message: "app deleted"})
 	if c.o.Names != nil {
 		c.o.Names.AppDeleted(r.PathValue("name"))
 	}
@@ -201,14 +255,17 @@ func (c *ctl) appLogs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	enc := json.NewEncoder(w)
-	rc := http.NewResponseController(w)
+	send := httpapi.NDJSON(w)
 	return a.Logs(r.Context(), r.URL.Query().Get("follow") == "true", func(e app.LogEntry) error {
-		if err := enc.Encode(e); err != nil {
-			return nil // the client went away
-		}
-		_ = rc.Flush()
+		_ = send(e) // an error: the client went away
 		return nil
 	})
+}
+
+func trafficText(t []app.TrafficTarget) string {
+	parts := make([]string, 0, len(t))
+	for _, x := range t {
+		parts = append(parts, x.Revision+"="+strconv.Itoa(x.Percent)+"%")
+	}
+	return strings.Join(parts, ", ")
 }

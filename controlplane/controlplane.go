@@ -21,6 +21,11 @@
 //	GET    /v1/registries
 //	PUT    /v1/registries/{host}              ({"username": U, "password": P})
 //	DELETE /v1/registries/{host}
+//	GET    /v1/apps/{name}/secrets            (names and dates, never values)
+//	PUT    /v1/apps/{name}/secrets/{secret}   ({"value": BASE64})
+//	DELETE /v1/apps/{name}/secrets/{secret}
+//	POST   /v1/apps/{name}/restart
+//	GET    /v1/events, /v1/metrics/apps, /v1/pools/{name}/sessions (see observe.go)
 package controlplane
 
 import (
@@ -31,9 +36,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/source"
@@ -52,7 +60,13 @@ type Options struct {
 	PublicURL string
 	// Names, if set, is told the names each app is served under (the
 	// HTTPS front door binds their certificates).
-	Names Names
+	// Events, if set, is the ring GET /v1/events reads; the API adds what
+	// it changes (traffic, key rotations, pools) to it.
+	Events *events.Ring
+	// Metrics, if set, is the registry the gateway counts requests in,
+	// for GET /v1/metrics/apps.
+	Metrics prometheus.Gatherer
+	Names   Names
 	// Sources, if set, adds the /v1/sources API (uploads of apps' files).
 	Sources *source.Store
 	// Images, if set, adds the /v1/images API; Registries the
@@ -70,7 +84,7 @@ func Handler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	c := &ctl{o: o}
+	c := &ctl{o: o, sampler: &sampler{started: time.Now()}}
 	mux := http.NewServeMux()
 	handle := func(pattern string, h httpapi.HandlerFunc) {
 		mux.Handle(pattern, httpapi.Handle(o.Logger, c.auth(h)))
@@ -87,6 +101,7 @@ func Handler(o Options) http.Handler {
 	handle("POST /v1/pools/{name}/rotate-key", c.rotate)
 	c.appRoutes(handle)
 	c.hostnameRoutes(handle)
+	c.observeRoutes(handle)
 	c.sourceRoutes(handle)
 	c.imageRoutes(handle)
 	// Go's profiler, for operators chasing a slow server (token required).
@@ -106,7 +121,10 @@ func Handler(o Options) http.Handler {
 	return mux
 }
 
-type ctl struct{ o Options }
+type ctl struct {
+	o       Options
+	sampler *sampler
+}
 
 func (c *ctl) auth(h httpapi.HandlerFunc) httpapi.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
@@ -171,6 +189,7 @@ func (c *ctl) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "pool-created", Pool: cfg.Name, Message: "pool created"})
 	httpapi.WriteJSON(w, http.StatusCreated, struct {
 		PoolView
 		APIKey string `json:"apiKey"`
@@ -190,17 +209,19 @@ func (c *ctl) show(w http.ResponseWriter, r *http.Request) error {
 // Patch is the body of PATCH /v1/pools/{name}: fields left out keep their
 // value.
 type Patch struct {
-	Ready           *int     `json:"readySessions"`
-	Max             *int     `json:"maxSessions"`
-	CooldownSeconds *int     `json:"cooldownSeconds"`
-	Egress          *string  `json:"egress"`
-	MemoryBytes     *int64   `json:"memoryBytes"`
-	DiskBytes       *int64   `json:"diskBytes"`
-	CPU             *float64 `json:"cpu"`
-	TimeoutSeconds  *int     `json:"timeoutSeconds"`
-	MCP             *bool    `json:"mcp"`
-	MCPAuth         *string  `json:"mcpAuth"`
-	Auth            *string  `json:"auth"`
+	Ready           *int    `json:"readySessions"`
+	Max             *int    `json:"maxSessions"`
+	CooldownSeconds *int    `json:"cooldownSeconds"`
+	Egress          *string `json:"egress"`
+	// EgressInject, if set, replaces the pool's inject rules.
+	EgressInject   *[]string `json:"egressInject"`
+	MemoryBytes    *int64    `json:"memoryBytes"`
+	DiskBytes      *int64    `json:"diskBytes"`
+	CPU            *float64  `json:"cpu"`
+	TimeoutSeconds *int      `json:"timeoutSeconds"`
+	MCP            *bool     `json:"mcp"`
+	MCPAuth        *string   `json:"mcpAuth"`
+	Auth           *string   `json:"auth"`
 	// OIDC, if set, replaces the pool's OIDC settings as a whole.
 	OIDC *pool.OIDC `json:"oidc"`
 	// CORS replaces the pool's CORS policy; ClearCORS removes it.
@@ -220,6 +241,7 @@ func (pt Patch) Apply(cfg *pool.Config) {
 	set(&cfg.Max, pt.Max)
 	set(&cfg.CooldownSeconds, pt.CooldownSeconds)
 	set(&cfg.Egress, pt.Egress)
+	set(&cfg.EgressInject, pt.EgressInject)
 	set(&cfg.MemoryBytes, pt.MemoryBytes)
 	set(&cfg.DiskBytes, pt.DiskBytes)
 	set(&cfg.CPU, pt.CPU)
@@ -260,6 +282,7 @@ func (c *ctl) update(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "pool-updated", Pool: p.Name(), Message: "pool settings changed"})
 	httpapi.WriteJSON(w, http.StatusOK, View(p, c.o.PublicURL))
 	return nil
 }
@@ -268,6 +291,7 @@ func (c *ctl) delete(w http.ResponseWriter, r *http.Request) error {
 	if err := c.o.Pools.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "pool-deleted", Pool: r.PathValue("name"), Message: "pool deleted"})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -286,6 +310,7 @@ func (c *ctl) rotate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.event(events.Event{Kind: "key-rotated", Pool: r.PathValue("name"), Message: "pool key rotated; the old key is refused"})
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"apiKey": key})
 	return nil
 }

@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -83,27 +82,16 @@ func (c *ctl) pullImage(w http.ResponseWriter, r *http.Request) error {
 	if req.Username != "" {
 		po.Auth = &image.Auth{User: req.Username, Password: req.Password}
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	send := httpapi.NDJSON(w)
 	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	flush := func() {
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
-		}
-	}
-	po.Progress = func(p image.Progress) {
-		_ = enc.Encode(PullEvent{Progress: &p})
-		flush()
-	}
+	po.Progress = func(p image.Progress) { _ = send(PullEvent{Progress: &p}) }
 	im, err := c.o.Images.Pull(r.Context(), req.Ref, po)
 	if err != nil {
 		c.o.Logger.Warn("image pull failed", "ref", req.Ref, "err", err)
-		_ = enc.Encode(PullEvent{Error: err.Error()})
+		_ = send(PullEvent{Error: err.Error()})
 	} else {
-		_ = enc.Encode(PullEvent{Image: im})
+		_ = send(PullEvent{Image: im})
 	}
-	flush()
 	return nil
 }
 

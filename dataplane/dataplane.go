@@ -1,13 +1,20 @@
 // Package dataplane serves the session pools' REST API on the public
-// listener, shaped like Azure Container Apps dynamic sessions:
+// listener, shaped like Azure Container Apps dynamic sessions in each of
+// its data-plane API versions (chosen by the api-version query parameter
+// where the shapes differ; see version.go):
 //
-//	POST   /pools/{pool}/code/execute?identifier=ID
-//	POST   /pools/{pool}/files/upload?identifier=ID      (multipart field "file")
-//	GET    /pools/{pool}/files?identifier=ID
-//	GET    /pools/{pool}/files/content/{name}?identifier=ID
+//	POST   /pools/{pool}/code/execute?identifier=ID           (2024-02-02-preview)
+//	POST   /pools/{pool}/executions?identifier=ID             (2024-10-02-preview on)
+//	GET    /pools/{pool}/executions/{id}?identifier=ID
+//	POST   /pools/{pool}/files/upload?identifier=ID           (multipart field "file")
+//	POST   /pools/{pool}/files?identifier=ID[&path=DIR]
+//	GET    /pools/{pool}/files?identifier=ID[&path=DIR][&recursive=true]
+//	GET    /pools/{pool}/files/content/{name}?identifier=ID   (2024-02-02-preview)
+//	GET    /pools/{pool}/files/{name}[/content]?identifier=ID
 //	DELETE /pools/{pool}/files/{name}?identifier=ID
-//	GET    /pools/{pool}/sessions
-//	DELETE /pools/{pool}/sessions/{identifier}
+//	GET    /pools/{pool}/session?identifier=ID, DELETE likewise
+//	GET    /pools/{pool}/listSessions, GET /pools/{pool}/metadata
+//	GET    /pools/{pool}/sessions, DELETE /pools/{pool}/sessions/{identifier}
 //
 // Every request carries the pool's API key in x-ms-apikey or as a bearer
 // token, which the front door (package edge) checks: this handler is only
@@ -16,16 +23,14 @@ package dataplane
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
-	"mime/multipart"
 	"net/http"
-	"path"
-	"strconv"
 	"time"
 
 	"github.com/berth-dev/berth/agent"
@@ -49,6 +54,9 @@ type Options struct {
 	// Bodies is the server-wide budget of request bodies held in memory
 	// (an execute's JSON; uploads stream and hold none). Nil: none.
 	Bodies *bodymem.Budget
+	// Context bounds asynchronous executions, which outlive their
+	// request: the server's lifetime (nil: context.Background()).
+	Context context.Context
 }
 
 // Handler returns the data plane's routes.
@@ -56,18 +64,28 @@ func Handler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	a := &api{pools: o.Pools, log: o.Logger, bodies: o.Bodies}
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
+	a := &api{pools: o.Pools, log: o.Logger, bodies: o.Bodies, execs: newExecutions(o.Context)}
 	mux := http.NewServeMux()
 	handle := func(pattern string, h httpapi.HandlerFunc) {
 		mux.Handle(pattern, httpapi.Handle(a.log, h))
 	}
 	handle("POST /pools/{pool}/code/execute", a.execute)
+	handle("POST /pools/{pool}/executions", a.executions)
+	handle("GET /pools/{pool}/executions/{id}", a.getExecution)
 	handle("POST /pools/{pool}/files/upload", a.upload)
+	handle("POST /pools/{pool}/files", a.uploadFile)
 	handle("GET /pools/{pool}/files", a.listFiles)
-	handle("GET /pools/{pool}/files/content/{name...}", a.download)
+	handle("GET /pools/{pool}/files/{name...}", a.getFile)
 	handle("DELETE /pools/{pool}/files/{name...}", a.deleteFile)
 	handle("GET /pools/{pool}/sessions", a.listSessions)
 	handle("DELETE /pools/{pool}/sessions/{identifier}", a.deleteSession)
+	handle("GET /pools/{pool}/session", a.getSession)
+	handle("DELETE /pools/{pool}/session", a.endSession)
+	handle("GET /pools/{pool}/listSessions", a.listSessionsV2)
+	handle("GET /pools/{pool}/metadata", a.metadata)
 	return mux
 }
 
@@ -75,6 +93,7 @@ type api struct {
 	pools  *pool.Manager
 	log    *slog.Logger
 	bodies *bodymem.Budget
+	execs  *executions
 }
 
 // authorize finds the pool named in the path; the edge has checked the
@@ -177,25 +196,27 @@ func (a *api) execute(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	pr := req.Properties
-	switch {
-	case pr.Code == nil:
+	if pr.Code == nil {
 		return httpapi.Errorf(http.StatusBadRequest, "MissingCode", `properties.code is required: {"properties":{"codeInputType":"inline","executionType":"synchronous","code":"..."}}`)
-	case pr.CodeInputType != "" && pr.CodeInputType != "inline":
-		return httpapi.Errorf(http.StatusBadRequest, "UnsupportedCodeInputType", fmt.Sprintf("codeInputType %q is not supported; use \"inline\"", pr.CodeInputType))
-	case pr.ExecutionType != "" && pr.ExecutionType != "synchronous":
-		return httpapi.Errorf(http.StatusBadRequest, "UnsupportedExecutionType", fmt.Sprintf("executionType %q is not supported; use \"synchronous\"", pr.ExecutionType))
-	case pr.TimeoutInSeconds < 0:
+	}
+	code, err := decodeCode(pr.CodeInputType, *pr.Code)
+	if err != nil {
+		return err
+	}
+	if async, err := asynchronous(pr.ExecutionType); err != nil {
+		return err
+	} else if async {
+		return httpapi.Errorf(http.StatusBadRequest, "UnsupportedExecutionType", "asynchronous executions need api-version=2024-10-02-preview or later and POST …/executions; code/execute is synchronous")
+	}
+	if pr.TimeoutInSeconds < 0 {
 		return httpapi.Errorf(http.StatusBadRequest, "InvalidTimeout", "timeoutInSeconds must be positive")
 	}
 	s, err := sessionIn(p, r)
 	if err != nil {
 		return err
 	}
-	lang := agent.Shell
-	if p.Config().Type == pool.TypePython {
-		lang = agent.Python
-	}
-	x, err := s.Exec(r.Context(), lang, *pr.Code, nil, pool.ExecOptions{Timeout: time.Duration(pr.TimeoutInSeconds) * time.Second})
+	lang := poolLanguage(p)
+	x, err := s.Exec(r.Context(), lang, code, nil, pool.ExecOptions{Timeout: time.Duration(pr.TimeoutInSeconds) * time.Second})
 	if err != nil {
 		return err
 	}
@@ -263,30 +284,39 @@ func fileProps(f agent.FileInfo) fileEntry {
 }
 
 func (a *api) upload(w http.ResponseWriter, r *http.Request) error {
-	p, err := a.authorize(r)
+	info, _, err := a.receive(w, r)
 	if err != nil {
 		return err
 	}
-	if r.ContentLength > MaxUploadBytes+multipartSlack {
-		return tooLarge()
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"value": []fileEntry{fileProps(info)}})
+	return nil
+}
+
+// receive stores the "file" part of a multipart upload in the request's
+// session, and returns it with its name relative to /mnt/data.
+func (a *api) receive(w http.ResponseWriter, r *http.Request) (agent.FileInfo, string, error) {
+	p, err := a.authorize(r)
+	if err != nil {
+		return agent.FileInfo{}, "", err
 	}
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		return httpapi.Errorf(http.StatusBadRequest, "NotMultipart", "upload a file as multipart/form-data with the field name \"file\"")
+	if r.ContentLength > MaxUploadBytes+multipartSlack {
+		return agent.FileInfo{}, "", tooLarge()
+	}
+	mr, err := multipartBody(w, r)
+	if err != nil {
+		return agent.FileInfo{}, "", err
 	}
 	s, err := sessionIn(p, r)
 	if err != nil {
-		return err
+		return agent.FileInfo{}, "", err
 	}
-	mr := multipart.NewReader(http.MaxBytesReader(w, r.Body, MaxUploadBytes+multipartSlack), params["boundary"])
-	dir := r.URL.Query().Get("path")
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
-			return httpapi.Errorf(http.StatusBadRequest, "MissingFile", "the multipart body has no field named \"file\"")
+			return agent.FileInfo{}, "", httpapi.Errorf(http.StatusBadRequest, "MissingFile", "the multipart body has no field named \"file\"")
 		}
 		if err != nil {
-			return uploadError(err)
+			return agent.FileInfo{}, "", uploadError(err)
 		}
 		if part.FormName() != "file" {
 			continue
@@ -294,26 +324,22 @@ func (a *api) upload(w http.ResponseWriter, r *http.Request) error {
 		// Not part.FileName(): it silently drops directories, and a name
 		// that tries to climb out of the workspace deserves a 400.
 		_, disp, _ := mime.ParseMediaType(part.Header.Get("Content-Disposition"))
-		name := disp["filename"]
-		if name == "" {
-			return httpapi.Errorf(http.StatusBadRequest, "MissingFileName", "the \"file\" part has no filename")
+		if disp["filename"] == "" {
+			return agent.FileInfo{}, "", httpapi.Errorf(http.StatusBadRequest, "MissingFileName", "the \"file\" part has no filename")
 		}
-		if dir != "" {
-			name = path.Join(dir, name)
-		}
-		if _, err := agent.CleanName(name); err != nil {
-			return httpapi.Errorf(http.StatusBadRequest, "InvalidFileName", err.Error())
+		name, err := resolveName(r.URL.Query().Get("path"), disp["filename"])
+		if err != nil {
+			return agent.FileInfo{}, "", err
 		}
 		lr := &limitedReader{r: part, n: MaxUploadBytes}
 		info, err := s.WriteFile(r.Context(), name, lr)
 		if lr.exceeded {
-			return tooLarge()
+			return agent.FileInfo{}, "", tooLarge()
 		}
 		if err != nil {
-			return uploadError(err)
+			return agent.FileInfo{}, "", uploadError(err)
 		}
-		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"value": []fileEntry{fileProps(info)}})
-		return nil
+		return info, name, nil
 	}
 }
 
@@ -348,87 +374,6 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 		return 0, errors.New("file too large")
 	}
 	return n, err
-}
-
-func (a *api) listFiles(w http.ResponseWriter, r *http.Request) error {
-	s, err := a.session(r)
-	if err != nil {
-		return err
-	}
-	dir := r.URL.Query().Get("path")
-	if dir != "" {
-		if _, err := agent.CleanName(dir); err != nil {
-			return httpapi.Errorf(http.StatusBadRequest, "InvalidPath", err.Error())
-		}
-	}
-	list, err := s.ListFiles(r.Context(), dir)
-	if err != nil {
-		return err
-	}
-	out := make([]fileEntry, 0, len(list))
-	for _, f := range list {
-		out = append(out, fileProps(f))
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
-	return nil
-}
-
-func fileName(r *http.Request) (string, error) {
-	name := r.PathValue("name")
-	if dir := r.URL.Query().Get("path"); dir != "" {
-		name = path.Join(dir, name)
-	}
-	if _, err := agent.CleanName(name); err != nil {
-		return "", httpapi.Errorf(http.StatusBadRequest, "InvalidFileName", err.Error())
-	}
-	return name, nil
-}
-
-// fileRequest authorizes a request on one file and returns its session and
-// the file's name (checked before any session is created).
-func (a *api) fileRequest(r *http.Request) (*pool.Session, string, error) {
-	p, err := a.authorize(r)
-	if err != nil {
-		return nil, "", err
-	}
-	name, err := fileName(r)
-	if err != nil {
-		return nil, "", err
-	}
-	s, err := sessionIn(p, r)
-	return s, name, err
-}
-
-func (a *api) download(w http.ResponseWriter, r *http.Request) error {
-	s, name, err := a.fileRequest(r)
-	if err != nil {
-		return err
-	}
-	rc, size, err := s.OpenFile(r.Context(), name)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(name)}))
-	if size >= 0 {
-		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-	}
-	w.WriteHeader(http.StatusOK)
-	_, _ = io.Copy(w, rc)
-	return nil
-}
-
-func (a *api) deleteFile(w http.ResponseWriter, r *http.Request) error {
-	s, name, err := a.fileRequest(r)
-	if err != nil {
-		return err
-	}
-	if err := s.RemoveFile(r.Context(), name); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 func (a *api) listSessions(w http.ResponseWriter, r *http.Request) error {

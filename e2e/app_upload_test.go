@@ -33,16 +33,7 @@ func (b *berth) remoteCLI(cwd string, args ...string) (string, string, int) {
 	cmd := exec.Command(b.bin, args...)
 	cmd.Dir = cwd
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + cwd, "BERTH_DATA_DIR=" + filepath.Join(cwd, "no-such-data-dir")}
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		b.t.Fatal(err)
-	}
-	return out.String(), errOut.String(), code
+	return b.runCmd(cmd)
 }
 
 func (b *berth) token() string {

@@ -24,7 +24,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/imagetest"
 	"github.com/berth-dev/berth/internal/oidctest"
+	"github.com/berth-dev/berth/internal/registrytest"
 	"github.com/berth-dev/berth/internal/testutil"
 )
 
@@ -378,7 +380,9 @@ func processCPU(b testing.TB, pid int) time.Duration {
 // BenchmarkColdStart measures a request to an app at zero replicas: time to
 // the first byte of the initialize response, minus the app's own start time
 // (exec to accepting connections, measured on the host), gives the
-// platform's part (sandbox, agent, probe, routing).
+// platform's part (sandbox, agent, probe, routing). The same server runs
+// from a directory (dir) and from an image held by the image store
+// (image), side by side in one run.
 func BenchmarkColdStart(b *testing.B) {
 	dir := everythingServer(b)
 	// The app's own start time.
@@ -395,15 +399,23 @@ func BenchmarkColdStart(b *testing.B) {
 		_ = p.Process.Kill()
 		_ = p.Wait()
 	}
-	srv := startBerth(b, "")
+	reg := registrytest.Start(b, registrytest.Options{})
+	imagetest.Push(b, reg.Ref("bench/everything:1"), everythingImage(b))
+	srv := startBerth(b, "", "--insecure-registry", reg.Host)
 	srv.cli("app", "deploy", "cold", "--dir", dir, "--command", everythingCommand, "--min", "0", "--scale-down-after", "1s")
-	url := srv.info.PublicURL + "/apps/cold/mcp"
+	srv.cli("app", "deploy", "cold-image", "--image", reg.Ref("bench/everything:1"), "--min", "0", "--scale-down-after", "1s")
+	b.Run("dir", func(b *testing.B) { coldStarts(b, srv, "cold", own) })
+	b.Run("image", func(b *testing.B) { coldStarts(b, srv, "cold-image", own) })
+}
+
+func coldStarts(b *testing.B, srv *berth, name string, own []time.Duration) {
+	url := srv.info.PublicURL + "/apps/" + name + "/mcp"
 	var ttfb []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		deadline := time.Now().Add(60 * time.Second)
-		for len(srv.appShow("cold").Replicas) > 0 {
+		for len(srv.appShow(name).Replicas) > 0 {
 			if time.Now().After(deadline) {
 				b.Fatal("did not scale to zero")
 			}
@@ -419,6 +431,7 @@ func BenchmarkColdStart(b *testing.B) {
 	}
 	b.StopTimer()
 	med := func(d []time.Duration) float64 {
+		d = slices.Clone(d)
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 		return float64(d[len(d)/2].Microseconds()) / 1000
 	}

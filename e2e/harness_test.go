@@ -184,6 +184,11 @@ func (b *berth) cli(args ...string) string {
 func (b *berth) try(args ...string) (string, string, int) {
 	cmd := exec.Command(b.bin, args...)
 	cmd.Env = append(os.Environ(), "BERTH_DATA_DIR="+b.dataDir)
+	return b.runCmd(cmd)
+}
+
+// runCmd runs cmd and returns stdout, stderr and the exit code.
+func (b *berth) runCmd(cmd *exec.Cmd) (string, string, int) {
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()

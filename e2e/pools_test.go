@@ -250,7 +250,7 @@ func TestBadRequests(t *testing.T) {
 		{"oversized body", "POST", "/pools/strict/code/execute?identifier=abcd", keyHeader(key), exec(big), 413, "PayloadTooLarge"},
 		{"no identifier", "POST", "/pools/strict/code/execute", keyHeader(key), exec("true"), 400, "MissingIdentifier"},
 		{"short identifier", "POST", "/pools/strict/code/execute?identifier=abc", keyHeader(key), exec("true"), 400, "InvalidIdentifier"},
-		{"bad identifier chars", "POST", "/pools/strict/code/execute?identifier=a%2Fb%2Fc%2Fd", keyHeader(key), exec("true"), 400, "InvalidIdentifier"},
+		{"bad identifier chars", "POST", "/pools/strict/code/execute?identifier=a%20b%C3%A9c%0Ad", keyHeader(key), exec("true"), 400, "InvalidIdentifier"},
 		{"traversal download", "GET", "/pools/strict/files/content/..%2F..%2Fetc%2Fpasswd?identifier=abcd", keyHeader(key), "", 400, "InvalidFileName"},
 		{"traversal via path", "GET", "/pools/strict/files/content/passwd?identifier=abcd&path=../../etc", keyHeader(key), "", 400, "InvalidFileName"},
 		{"traversal delete", "DELETE", "/pools/strict/files/..%2Fx?identifier=abcd", keyHeader(key), "", 400, "InvalidFileName"},
@@ -268,6 +268,9 @@ func TestBadRequests(t *testing.T) {
 				var e struct{ Error struct{ Message string } }
 				if json.Unmarshal(r.Body, &e) != nil || len(e.Error.Message) < 10 || strings.Contains(e.Error.Message, "goroutine") {
 					t.Fatalf("error body is not a helpful JSON message: %s", r.Body)
+				}
+				if got := r.Header.Get("x-ms-error-code"); got != tc.code {
+					t.Fatalf("x-ms-error-code %q, want %q", got, tc.code)
 				}
 			}
 		})

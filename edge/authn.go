@@ -180,8 +180,9 @@ func stripPrincipal(h http.Header) {
 
 // verifiers caches one oidcauth.Verifier per OIDC configuration.
 type verifiers struct {
-	mu sync.Mutex
-	m  map[string]*oidcauth.Verifier
+	client *http.Client // nil: oidcauth's default
+	mu     sync.Mutex
+	m      map[string]*oidcauth.Verifier
 }
 
 // maxVerifiers bounds the cache; past it, it starts anew.
@@ -194,7 +195,7 @@ func (c *verifiers) get(a *OIDCSettings) (*oidcauth.Verifier, error) {
 	if v := c.m[key]; v != nil {
 		return v, nil
 	}
-	v, err := oidcauth.New(oidcauth.Options{Issuer: a.Issuer, Audience: a.Audience, Scopes: a.Scopes, AllowedClients: a.AllowedClients})
+	v, err := oidcauth.New(oidcauth.Options{Issuer: a.Issuer, Audience: a.Audience, Scopes: a.Scopes, AllowedClients: a.AllowedClients, HTTPClient: c.client})
 	if err != nil {
 		return nil, err
 	}
@@ -278,12 +279,15 @@ func writeJSON(w http.ResponseWriter, v any) *Error {
 
 // authApp authenticates a request for an app, by its mode. It returns
 // true when the edge answered the request itself (the metadata).
-func (e *Edge) authApp(w http.ResponseWriter, r *http.Request, rt Route) (bool, *Error) {
+func (e *Edge) authApp(w http.ResponseWriter, r *http.Request, rt Route, hidden bool) (bool, *Error) {
 	stripPrincipal(r.Header)
 	if e.appAuths == nil {
 		return false, nil
 	}
 	a, found := e.appAuths.AppAuth(rt.Name)
+	if hidden {
+		a, found = AppAuth{}, false
+	}
 	if rt.PRM && (!found || a.Mode != AuthOIDC) {
 		return true, &Error{Status: http.StatusNotFound, Message: "no protected resource metadata: the app does not use --auth oidc"}
 	}

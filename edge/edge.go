@@ -5,7 +5,9 @@
 //     (server/https.go, with certificates from edge/certs); the plain
 //     listener then redirects app and pool requests to it
 //     (RedirectToHTTPS, only to names it serves);
-//   - host routing: an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN), by
+//   - host routing: for a call from a sandbox (marked with a Caller by the
+//     server that serves its tunnel, see internal.go), the app its Host
+//     names; otherwise an app by host (NAME.DOMAIN, NAME---LABEL.DOMAIN), by
 //     custom domain (Hosts: one map lookup) or by path (/apps/NAME/…), a
 //     pool's MCP endpoint (/pools/{pool}/mcp), and the data plane (every
 //     other path);
@@ -38,6 +40,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/berth-dev/berth/identity"
 )
 
 // Kind is the kind of a route.
@@ -164,6 +168,14 @@ type Options struct {
 	// takes.
 	DataPlane http.Handler
 
+	// Issuer, if set, serves Berth's workload identity issuer's discovery
+	// document and JWKS (identity.DiscoveryPath, JWKSPath) on every host
+	// that is not an app's.
+	Issuer http.Handler
+	// OIDCClient, if set, fetches OIDC issuers' discovery documents and
+	// keys (one that trusts Berth's own CA, for its own issuer on HTTPS).
+	OIDCClient *http.Client
+
 	Logger *slog.Logger
 	// AccessLog gets the access line of every request (default Logger).
 	AccessLog *slog.Logger
@@ -208,6 +220,7 @@ func New(o Options) (*Edge, error) {
 	}
 	e := &Edge{o: o, log: o.Logger, access: o.AccessLog, domain: d, publicHost: ph, pools: op, stdio: appHostPolicy{domain: d}}
 	e.appAuths, _ = o.Apps.(AppAuths)
+	e.verifiers.client = o.OIDCClient
 	return e, nil
 }
 
@@ -216,6 +229,9 @@ func New(o Options) (*Edge, error) {
 // one label under the app domain or a custom domain (bound before
 // --public-url named it).
 func (e *Edge) Route(r *http.Request) Route {
+	if _, ok := CallerFrom(r.Context()); ok {
+		return internalRoute(r)
+	}
 	if host := stripPort(r.Host); e.publicHost == "" || !strings.EqualFold(host, e.publicHost) {
 		if name, label, ok := e.appHost(host); ok {
 			return Route{Kind: KindApp, Name: name, Label: label, Path: r.URL.Path}
@@ -329,6 +345,10 @@ func (e *Edge) serve(st *state, r *http.Request) *Error {
 		}
 		e.o.PoolMCP.ServeHTTP(st, r)
 	default:
+		if e.o.Issuer != nil && (r.URL.Path == identity.DiscoveryPath || r.URL.Path == identity.JWKSPath) {
+			e.o.Issuer.ServeHTTP(st, r)
+			return nil
+		}
 		if err := e.authDataPlane(r, st.route.Name); err != nil {
 			return err
 		}
@@ -341,9 +361,16 @@ func (e *Edge) serveApp(st *state, r *http.Request) *Error {
 	stdio, found := e.o.Apps.AppKind(st.route.Name)
 	var w http.ResponseWriter = st
 	policy := e.appCORS(st.route.Name)
-	if found && stdio {
+	// An internal app is, to the public listeners, one that does not
+	// exist: the gateway answers as for an unknown app.
+	hidden := e.hiddenApp(r, st.route.Name)
+	if hidden {
+		found, policy = false, nil
+	}
+	if _, inside := CallerFrom(r.Context()); found && stdio && !inside {
 		// A stdio server has no HTTP side to defend itself against
-		// DNS rebinding: the edge does it for it.
+		// DNS rebinding: the edge does it for it. (A call from a
+		// sandbox names the app, not a DNS name: nothing to rebind.)
 		check := e.stdio.check
 		if policy != nil {
 			check = e.stdio.checkHost // the app's policy judges the Origin
@@ -366,11 +393,14 @@ func (e *Edge) serveApp(st *state, r *http.Request) *Error {
 		// Added to whatever policy the app sets: browsers enforce both.
 		st.Header().Set("Content-Security-Policy", PathAppCSP)
 	}
-	if done, err := e.authApp(st, r, st.route); err != nil || done {
+	if done, err := e.authApp(st, r, st.route, hidden); err != nil || done {
 		return err
 	}
 	st.app = AppRequest{Name: st.route.Name, Label: st.route.Label, Path: st.route.Path,
 		Caller: r.Header.Get("X-Ms-Client-Principal-Id")}
+	if c, ok := CallerFrom(r.Context()); ok && st.app.Caller == "" {
+		st.app.Caller = c.String()
+	}
 	e.o.Apps.ServeApp(w, r, &st.app)
 	return nil
 }

@@ -63,7 +63,8 @@ type Body struct {
 
 // WriteError writes err as the response, in the format of its route: a
 // JSON-RPC error body when the error has an RPCCode (the edge gives every
-// error of an MCP route one), else {"error":{"code","message","requestId"}}.
+// error of an MCP route one), else {"error":{"code","message","requestId"}}
+// with the code in x-ms-error-code too.
 // An error that is no *Error is a 500 whose cause only the log sees. The
 // cause is logged with the request id: on the edge's logger when the
 // request came through an edge, else slog.Default().
@@ -122,6 +123,9 @@ func WriteErrorLog(w http.ResponseWriter, r *http.Request, log *slog.Logger, err
 		b.Error.Code = http.StatusText(e.Status)
 	}
 	h.Set("Content-Type", "application/json; charset=utf-8")
+	// Azure's data plane names the code in a header too (the REST
+	// reference's x-ms-error-code), for clients that read only headers.
+	h.Set("x-ms-error-code", b.Error.Code)
 	w.WriteHeader(e.Status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)

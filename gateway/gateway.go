@@ -208,6 +208,12 @@ func (g *Gateway) AppAuth(name string) (edge.AppAuth, bool) {
 	return out, true
 }
 
+// InternalApp says whether an app has internal ingress, for the edge.
+func (g *Gateway) InternalApp(name string) bool {
+	a, err := g.o.Apps.Get(name)
+	return err == nil && a.Internal()
+}
+
 // AppCORS is an app's CORS policy (nil if it has none), for the edge.
 func (g *Gateway) AppCORS(name string) *cors.Policy {
 	a, err := g.o.Apps.Get(name)
@@ -223,6 +229,10 @@ func (g *Gateway) ServeApp(w http.ResponseWriter, r *http.Request, req *edge.App
 	start := time.Now()
 	name, label, path := req.Name, req.Label, req.Path
 	a, err := g.o.Apps.Get(name)
+	if _, inside := edge.CallerFrom(r.Context()); err == nil && a.Internal() && !inside {
+		// Internal ingress: to a public listener the app does not exist.
+		a, err = nil, fmt.Errorf("%w: %q", app.ErrNotFound, name)
+	}
 	if err != nil {
 		edge.WriteError(w, r, &edge.Error{Status: http.StatusNotFound, Message: err.Error()})
 		return

@@ -84,8 +84,10 @@ func ensureDir(root *os.Root, name string, mode os.FileMode, id int) error {
 		}
 		return nil
 	}
-	if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
-		return err
+	if d := path.Dir(name); d != "." {
+		if err := ensureDir(root, d, 0o755, id); err != nil {
+			return err
+		}
 	}
 	if err := root.Mkdir(name, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err

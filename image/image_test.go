@@ -90,8 +90,12 @@ func TestPullByTag(t *testing.T) {
 			if u, _, _ := owner("prog"); u != tc.shift {
 				t.Errorf("prog owned by %d, want %d", u, tc.shift)
 			}
-			for _, d := range []string{"proc", "dev", "sys", "tmp", "run", "etc", "mnt/data", ".berth", "work/dir", "etc/resolv.conf", "etc/hosts", "etc/hostname"} {
-				owner(d)
+			// Directories no layer names (etc, home, work) are image root's,
+			// not host root's: an idmapped mount shows host root's as nobody's.
+			for _, d := range []string{"proc", "dev", "sys", "tmp", "run", "etc", "home", "mnt/data", ".berth", "work", "work/dir", "etc/resolv.conf", "etc/hosts", "etc/hostname"} {
+				if u, g, _ := owner(d); u != tc.shift || g != tc.shift {
+					t.Errorf("%s owned by %d:%d, want %d", d, u, g, tc.shift)
+				}
 			}
 			if _, _, m := owner("tmp"); m&os.ModeSticky == 0 || m.Perm() != 0o777 {
 				t.Errorf("tmp mode %v", m)
@@ -429,4 +433,28 @@ func TestProgress(t *testing.T) {
 		t.Fatalf("progress %+v", seen)
 	}
 	_ = io.EOF
+}
+
+func TestLoadCorruptBlobFails(t *testing.T) {
+	dir := t.TempDir()
+	l := imagetest.Layer(t, imagetest.File("data", strings.Repeat("z", 50_000)))
+	imagetest.WriteLayout(t, filepath.Join(dir, "layout"), imagetest.Image(t, v1.Config{}, l))
+	d, _ := l.Digest()
+	blob := filepath.Join(dir, "layout/blobs/sha256", d.Hex)
+	b, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(blob, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, filepath.Join(dir, "images"), image.Options{})
+	_, err = s.Load(context.Background(), filepath.Join(dir, "layout"), "berth.local/bad:1")
+	if err == nil || !strings.Contains(err.Error(), "does not match its digest") {
+		t.Fatalf("a corrupted layout blob: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir(), "blobs/sha256", d.Hex)); !os.IsNotExist(err) {
+		t.Fatalf("the corrupted blob was stored: %v", err)
+	}
 }

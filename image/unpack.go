@@ -20,6 +20,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/berth-dev/berth/internal/archive"
 )
 
 // unpackImage applies the layers, in order, to a new root in tmp, fixes it
@@ -38,7 +40,8 @@ func (s *Store) unpackImage(ctx context.Context, ref, hex string, cfg *v1.Config
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	defer root.Close()
-	u := &unpacker{root: root, shift: s.o.IDShift, dirs: map[string]*tar.Header{}}
+	u := &unpacker{root: root, shift: s.o.IDShift, dirs: map[string]*tar.Header{}, open: map[string]*os.Root{}}
+	defer u.closeDirs()
 	for i, d := range descs {
 		report(Progress{Layer: d.digest.String(), Status: "unpacking", Total: d.size})
 		if err := u.applyBlob(ctx, s.blobPath(d.digest.Hex)); err != nil {
@@ -69,6 +72,7 @@ type unpacker struct {
 	root  *os.Root
 	shift uint32
 	dirs  map[string]*tar.Header // directory modes and times, applied last
+	open  map[string]*os.Root    // open directories, by path (see parent)
 	layer map[string]bool        // paths the current layer wrote (opaque dirs)
 }
 
@@ -92,9 +96,11 @@ func (u *unpacker) applyBlob(ctx context.Context, blob string) error {
 		return err
 	}
 	defer r.Close()
+	ra := newReadAhead(r)
+	defer ra.Close() // before r.Close: the goroutine reads r
 	u.layer = map[string]bool{}
 	var opaque []string
-	tr := tar.NewReader(r)
+	tr := tar.NewReader(ra)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -151,20 +157,19 @@ func decompress(r *bufio.Reader) (io.ReadCloser, error) {
 	return io.NopCloser(r), nil
 }
 
-// cleanName makes a tar name relative to the root, refusing names that
-// are absolute or climb out of it.
+// cleanName makes a tar name relative to the root ("." for the root),
+// by the rules of uploaded archives (archive.EntryName): no absolute
+// names, no "..".
 func cleanName(n string) (string, error) {
-	if strings.HasPrefix(n, "/") {
-		return "", errors.New("absolute path in a layer")
+	c, err := archive.EntryName(n)
+	if c == "" && err == nil {
+		c = "."
 	}
-	c := path.Clean(n)
-	if c == ".." || strings.HasPrefix(c, "../") {
-		return "", errors.New(`path leaves the image root ("..")`)
-	}
-	return c, nil
+	return c, err
 }
 
 func (u *unpacker) whiteout(target string) error {
+	u.closeDirs()
 	if err := u.root.RemoveAll(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -186,15 +191,10 @@ func (u *unpacker) entry(h *tar.Header, name string, r io.Reader) error {
 	switch h.Typeflag {
 	case tar.TypeDir:
 		err = u.dir(h, name)
-	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old tars use TypeRegA
+	case tar.TypeReg: // archive/tar turns old TypeRegA entries into TypeReg
 		err = u.file(h, name, r)
 	case tar.TypeSymlink:
-		if err = u.replace(name, false); err == nil {
-			err = u.root.Symlink(h.Linkname, name)
-		}
-		if err == nil {
-			err = u.chown(h, name)
-		}
+		err = u.symlink(h, name)
 	case tar.TypeLink:
 		err = u.link(h, name)
 	default:
@@ -209,52 +209,105 @@ func (u *unpacker) entry(h *tar.Header, name string, r io.Reader) error {
 	return nil
 }
 
-// replace makes way for a new entry at name: parents are created, and what
-// is there is removed unless both are directories. It reports whether a
-// directory is kept.
-func (u *unpacker) replace(name string, isDir bool) error {
-	fi, err := u.root.Lstat(name)
+// parent opens (and caches) the directory that will hold an entry,
+// creating it if missing. Entries are then written with single-name
+// operations in it, which spares os.Root a walk from the top per call.
+func (u *unpacker) parent(name string) (*os.Root, string, error) {
+	dir, base := path.Dir(name), path.Base(name)
+	if dir == "." {
+		return u.root, base, nil
+	}
+	if r, ok := u.open[dir]; ok {
+		return r, base, nil
+	}
+	r, err := u.root.OpenRoot(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return u.parents(path.Dir(name))
+		if err = u.parents(name); err == nil {
+			r, err = u.root.OpenRoot(dir)
+		}
 	}
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	if isDir && fi.IsDir() {
-		return nil
+	if len(u.open) >= 1024 {
+		u.closeDirs()
 	}
-	u.forget(name)
-	return u.root.RemoveAll(name)
+	u.open[dir] = r
+	return r, base, nil
 }
 
-// parents makes the missing parents of an entry (a layer need not list
-// them), owned by image root like the rest of the image: a directory left
-// to host root would be no one's inside a sandbox, and the runtime could
-// not make its files (/etc/hosts) in it.
-func (u *unpacker) parents(dir string) error {
-	if dir == "." || dir == "/" {
+// closeDirs forgets the open directories (after anything was removed, a
+// cached handle may name a directory no longer in the tree).
+func (u *unpacker) closeDirs() {
+	for k, r := range u.open {
+		r.Close()
+		delete(u.open, k)
+	}
+}
+
+// replace makes way for a new entry at name: what is there is removed
+// unless both are directories. It returns the directory to write in and
+// the entry's name in it.
+func (u *unpacker) replace(name string, isDir bool) (*os.Root, string, error) {
+	pr, base, err := u.parent(name)
+	if err != nil {
+		return nil, "", err
+	}
+	fi, err := pr.Lstat(base)
+	if errors.Is(err, fs.ErrNotExist) {
+		return pr, base, nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if isDir && fi.IsDir() {
+		return pr, base, nil
+	}
+	u.forget(name)
+	if err := pr.RemoveAll(base); err != nil {
+		return nil, "", err
+	}
+	if fi.IsDir() {
+		u.closeDirs()
+		return u.parent(name)
+	}
+	return pr, base, nil
+}
+
+// parents creates the missing parents of name, owned by the image's root
+// (shifted): a layer that names a/b/c without a and a/b gets directories
+// an image user's root owns, as Docker's do, never files of host root
+// (which an idmapped mount of the root would show as nobody's).
+func (u *unpacker) parents(name string) error {
+	dir := path.Dir(name)
+	if dir == "." {
 		return nil
 	}
-	if _, err := u.root.Lstat(dir); err == nil {
-		return nil
+	parts := strings.Split(dir, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		if _, err := u.root.Lstat(p); err == nil {
+			continue
+		}
+		if err := u.root.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := u.root.Lchown(p, int(u.shift), int(u.shift)); err != nil {
+			return err
+		}
 	}
-	if err := u.parents(path.Dir(dir)); err != nil {
-		return err
-	}
-	if err := u.root.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return u.root.Lchown(dir, int(u.shift), int(u.shift))
+	return nil
 }
 
 func (u *unpacker) dir(h *tar.Header, name string) error {
-	if err := u.replace(name, true); err != nil {
+	pr, base, err := u.replace(name, true)
+	if err != nil {
 		return err
 	}
-	if err := u.root.Mkdir(name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := pr.Mkdir(base, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	if err := u.chown(h, name); err != nil {
+	if err := pr.Lchown(base, int(u.id(h.Uid)), int(u.id(h.Gid))); err != nil {
 		return err
 	}
 	u.dirs[name] = h
@@ -262,10 +315,11 @@ func (u *unpacker) dir(h *tar.Header, name string) error {
 }
 
 func (u *unpacker) file(h *tar.Header, name string, r io.Reader) error {
-	if err := u.replace(name, false); err != nil {
+	pr, base, err := u.replace(name, false)
+	if err != nil {
 		return err
 	}
-	f, err := u.root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := pr.OpenFile(base, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -282,7 +336,18 @@ func (u *unpacker) file(h *tar.Header, name string, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	return u.root.Chtimes(name, h.ModTime, h.ModTime)
+	return pr.Chtimes(base, h.ModTime, h.ModTime)
+}
+
+func (u *unpacker) symlink(h *tar.Header, name string) error {
+	pr, base, err := u.replace(name, false)
+	if err != nil {
+		return err
+	}
+	if err := pr.Symlink(h.Linkname, base); err != nil {
+		return err
+	}
+	return pr.Lchown(base, int(u.id(h.Uid)), int(u.id(h.Gid)))
 }
 
 func (u *unpacker) link(h *tar.Header, name string) error {
@@ -290,7 +355,7 @@ func (u *unpacker) link(h *tar.Header, name string) error {
 	if err != nil {
 		return fmt.Errorf("hard link target %q: %w", h.Linkname, err)
 	}
-	if err := u.replace(name, false); err != nil {
+	if _, _, err := u.replace(name, false); err != nil {
 		return err
 	}
 	if err := u.root.Link(target, name); err != nil {
@@ -315,10 +380,6 @@ func (u *unpacker) id(n int) uint32 {
 		return math.MaxUint32 - 1 // nobody's; cannot be a real owner
 	}
 	return uint32(v)
-}
-
-func (u *unpacker) chown(h *tar.Header, name string) error {
-	return u.root.Lchown(name, int(u.id(h.Uid)), int(u.id(h.Gid)))
 }
 
 // clearLower removes what lower layers put under d, keeping what the
@@ -346,6 +407,7 @@ func (u *unpacker) clearLower(d string) error {
 			}
 			continue
 		}
+		u.closeDirs()
 		if err := u.root.RemoveAll(p); err != nil {
 			return err
 		}

@@ -110,9 +110,9 @@ func TestHostileLayers(t *testing.T) {
 		entries []it.Entry
 		err     string
 	}{
-		{"dotdot", []it.Entry{it.File(up+canary[1:]+"/pwned", "x")}, `path leaves the image root`},
-		{"dotdot inside", []it.Entry{it.Dir("a"), it.File("a/../../pwned", "x")}, `path leaves the image root`},
-		{"absolute", []it.Entry{it.File(canary+"/pwned", "x")}, `absolute path`},
+		{"dotdot", []it.Entry{it.File(up+canary[1:]+"/pwned", "x")}, `name leaves the archive's root (..)`},
+		{"dotdot inside", []it.Entry{it.Dir("a"), it.File("a/../../pwned", "x")}, `name leaves the archive's root (..)`},
+		{"absolute", []it.Entry{it.File(canary+"/pwned", "x")}, `absolute name`},
 		{"absolute symlink then write", []it.Entry{it.Symlink("esc", canary), it.File("esc/pwned", "x")}, `path escapes from parent`},
 		{"absolute symlink then dir", []it.Entry{it.Symlink("esc", canary), it.Dir("esc/sub")}, `path escapes from parent`},
 		{"relative symlink then write", []it.Entry{it.Symlink("esc", up+canary[1:]), it.File("esc/pwned", "x")}, `path escapes from parent`},

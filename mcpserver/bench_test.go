@@ -2,8 +2,10 @@ package mcpserver_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -163,4 +165,39 @@ func BenchmarkConcurrentClients(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkEchoPlain is echo in an existing environment as Azure's
+// tutorials send it: an independent POST without a session, Accept or
+// MCP-Protocol-Version, answered as one JSON body.
+func BenchmarkEchoPlain(b *testing.B) {
+	e := newEnv(b, mcpserver.Options{})
+	key := e.create(b, pool.Config{Name: "p"})
+	c := benchClient(b, e, "p", key, "2025-11-25")
+	id := c.launch()
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":"3","method":"tools/call","params":{"name":%q,"arguments":{"environmentId":%q,"shellCommand":"echo hi"}}}`, mcpserver.ToolRunShell, id)
+	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	post := func() {
+		req, _ := http.NewRequest(http.MethodPost, e.url("p"), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Ms-Apikey", key)
+		resp, err := hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(out), `"stdout":"hi\n"`) {
+			b.Fatalf("%d %s", resp.StatusCode, out)
+		}
+	}
+	post()
+	lat := make(latencies, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		post()
+		lat = append(lat, time.Since(start))
+	}
+	lat.report(b)
 }

@@ -9,7 +9,11 @@
 // (github.com/modelcontextprotocol/go-sdk). Protocol versions 2025-03-26,
 // 2025-06-18 and 2025-11-25 use stateful sessions (Mcp-Session-Id, DELETE
 // to end one); requests carrying MCP-Protocol-Version 2026-07-28 or later
-// (the sessionless revision, SEP-2575) are served by a stateless handler.
+// (the sessionless revision, SEP-2575) are served by a stateless handler,
+// and so is any request without a session but an initialize from a client
+// that reads SSE: independent POSTs such as Azure's curl tutorials get one
+// answer each, as application/json unless they name text/event-stream in
+// Accept (route.go). An initialize without params is one for 2025-03-26.
 // The front door (package edge) checks every request's Origin and Host
 // (DNS rebinding), answers CORS and checks the pool's key before this
 // handler sees it; this handler then checks that the pool exists and has
@@ -92,12 +96,14 @@ type Handler struct {
 	servers map[string]*poolServer
 }
 
-// poolServer is the MCP server of one pool, with its two transports.
+// poolServer is the MCP server of one pool, with its transports (see
+// route.go).
 type poolServer struct {
 	pool      *pool.Pool
 	server    *mcp.Server
 	stateful  *mcp.StreamableHTTPHandler
 	stateless *mcp.StreamableHTTPHandler
+	plain     *mcp.StreamableHTTPHandler
 }
 
 // New returns the handler.
@@ -140,11 +146,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer br.Release()
 		r.Body, ew.body1 = br, br
 	}
-	if v := r.Header.Get("Mcp-Protocol-Version"); v >= statelessVersion {
-		ps.stateless.ServeHTTP(ew, r)
-		return
-	}
-	ps.stateful.ServeHTTP(ew, r)
+	ps.route(r).ServeHTTP(ew, r)
 }
 
 // errorWriter turns the SDK's plain-text transport errors (400 for a bad
@@ -236,9 +238,10 @@ func (h *Handler) serverFor(p *pool.Pool) *poolServer {
 	}
 	srv := newServer(p, h.version, h.log)
 	get := func(*http.Request) *mcp.Server { return srv }
-	opts := func(stateless bool) *mcp.StreamableHTTPOptions {
+	opts := func(stateless, json bool) *mcp.StreamableHTTPOptions {
 		return &mcp.StreamableHTTPOptions{
 			Stateless:                  stateless,
+			JSONResponse:               json,
 			Logger:                     sdkLogger(h.log),
 			SessionTimeout:             h.timeout,
 			MaxRequestBodyBytes:        MaxRequestBytes,
@@ -247,8 +250,9 @@ func (h *Handler) serverFor(p *pool.Pool) *poolServer {
 	}
 	ps := &poolServer{
 		pool: p, server: srv,
-		stateful:  mcp.NewStreamableHTTPHandler(get, opts(false)),
-		stateless: mcp.NewStreamableHTTPHandler(get, opts(true)),
+		stateful:  mcp.NewStreamableHTTPHandler(get, opts(false, false)),
+		stateless: mcp.NewStreamableHTTPHandler(get, opts(true, false)),
+		plain:     mcp.NewStreamableHTTPHandler(get, opts(true, true)),
 	}
 	h.servers[name] = ps
 	return ps

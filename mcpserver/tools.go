@@ -36,6 +36,26 @@ const (
 	ToolClose        = "closeRemoteEnvironment"
 )
 
+// Tool names of Azure's tutorials and labs for launchShell: callable, not
+// listed (launchPythonEnvironment in the Python tutorial of 2025-11-05,
+// launchShellEnvironment in a shell lab).
+var toolAliases = map[string]string{
+	"launchPythonEnvironment": ToolLaunchShell,
+	"launchShellEnvironment":  ToolLaunchShell,
+}
+
+// resolveAliases renames an aliased tool in tools/call to its tool.
+func resolveAliases(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if r, ok := req.(*mcp.CallToolRequest); ok && r.Params != nil {
+			if name, ok := toolAliases[r.Params.Name]; ok {
+				r.Params.Name = name
+			}
+		}
+		return next(ctx, method, req)
+	}
+}
+
 // MaxFileBytes bounds a file moved by the upload and download tools; the
 // data plane's file API takes larger ones.
 const MaxFileBytes = 8 << 20
@@ -67,6 +87,7 @@ func newServer(p *pool.Pool, version string, log *slog.Logger) *mcp.Server {
 		Capabilities:              &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
 		SupportedProtocolVersions: protocolVersions,
 	})
+	srv.AddReceivingMiddleware(resolveAliases)
 	t := &tools{pool: p, log: log.With("pool", name)}
 	for _, d := range toolDefs {
 		srv.AddTool(d.tool, t.wrap(d.tool.Name, d.handler(t)))

@@ -419,3 +419,67 @@ func TestFileLimits(t *testing.T) {
 		t.Fatalf("oversized download: %s", msg)
 	}
 }
+
+// TestSessionless checks requests without a session: answered each on
+// its own, as JSON unless the client names SSE in Accept, while an
+// initialize from a client that reads SSE still opens a session.
+func TestSessionless(t *testing.T) {
+	e := newEnv(t, mcpserver.Options{})
+	key := e.create(t, pool.Config{Name: "p"})
+	u := e.url("p")
+	hdr := func(accept string) map[string]string { return map[string]string{"X-Ms-Apikey": key, "Accept": accept} }
+	call := func(id int, tool string, args string) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":%s}}`, id, tool, args)
+	}
+	for _, accept := range []string{"", "*/*", "application/json"} {
+		// initialize without params: 2025-03-26, no session, one JSON body.
+		r := do(t, "POST", u, hdr(accept), `{"jsonrpc":"2.0","id":"1","method":"initialize"}`)
+		if r.status != 200 || r.header.Get("Content-Type") != "application/json" || r.header.Get("Mcp-Session-Id") != "" ||
+			!strings.Contains(r.body, `"protocolVersion":"2025-03-26"`) || !json.Valid([]byte(r.body)) {
+			t.Fatalf("Accept %q: initialize: %d %v %s", accept, r.status, r.header, r.body)
+		}
+		// With params, too.
+		if r := do(t, "POST", u, hdr(accept), fmt.Sprintf(initBody, "2025-06-18")); r.status != 200 || r.header.Get("Mcp-Session-Id") != "" ||
+			!strings.Contains(r.body, `"protocolVersion":"2025-06-18"`) {
+			t.Fatalf("Accept %q: initialize with params: %d %v %s", accept, r.status, r.header, r.body)
+		}
+		// tools/list hides the aliases; they launch environments.
+		if r := do(t, "POST", u, hdr(accept), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`); r.status != 200 ||
+			!strings.Contains(r.body, mcpserver.ToolLaunchShell) || strings.Contains(r.body, "launchPythonEnvironment") || strings.Contains(r.body, "launchShellEnvironment") {
+			t.Fatalf("Accept %q: tools/list: %d %s", accept, r.status, r.body)
+		}
+		var env string
+		for _, alias := range []string{"launchPythonEnvironment", "launchShellEnvironment", mcpserver.ToolLaunchShell} {
+			r := do(t, "POST", u, hdr(accept), call(3, alias, "{}"))
+			var out struct {
+				Result struct {
+					StructuredContent struct{ EnvironmentID string }
+				}
+			}
+			if err := json.Unmarshal([]byte(r.body), &out); err != nil || !strings.HasPrefix(out.Result.StructuredContent.EnvironmentID, "env-") {
+				t.Fatalf("Accept %q: %s: %d %s", accept, alias, r.status, r.body)
+			}
+			env = out.Result.StructuredContent.EnvironmentID
+		}
+		// A large body (past what routing reads) arrives whole.
+		big := strings.Repeat("x", 200<<10)
+		r = do(t, "POST", u, hdr(accept), call(4, mcpserver.ToolRunShell, fmt.Sprintf(`{"environmentId":%q,"shellCommand":"echo %s | wc -c"}`, env, big)))
+		if !strings.Contains(r.body, fmt.Sprintf(`"stdout":"%d\n"`, len(big)+1)) {
+			t.Fatalf("Accept %q: large call: %d %.300s", accept, r.status, r.body)
+		}
+	}
+	// A client that names SSE: a tools/call without a session is answered
+	// as SSE, and an initialize opens a session.
+	both := "application/json, text/event-stream"
+	r := do(t, "POST", u, hdr(both), call(5, "launchShellEnvironment", "{}"))
+	if r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" || !strings.Contains(r.body, "env-") {
+		t.Fatalf("SSE tools/call without a session: %d %v %s", r.status, r.header, r.body)
+	}
+	if r := do(t, "POST", u, hdr(both), `{"jsonrpc":"2.0","id":"1","method":"initialize"}`); r.status != 200 || r.header.Get("Mcp-Session-Id") == "" {
+		t.Fatalf("SSE initialize: %d %v %s", r.status, r.header, r.body)
+	}
+	// A session's requests keep the session's rules.
+	if r := do(t, "POST", u, map[string]string{"X-Ms-Apikey": key, "Accept": "", "Mcp-Session-Id": "nope"}, `{"jsonrpc":"2.0","id":6,"method":"ping"}`); r.status != http.StatusBadRequest && r.status != http.StatusNotFound {
+		t.Fatalf("unknown session without Accept: %d %s", r.status, r.body)
+	}
+}

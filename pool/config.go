@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/egress"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -42,8 +43,11 @@ type Config struct {
 	// CooldownSeconds is how long a session may be idle before it is
 	// destroyed.
 	CooldownSeconds int    `json:"cooldownSeconds"`
-	Egress          string `json:"egress"` // "disabled" or "enabled"
-	MemoryBytes     int64  `json:"memoryBytes"`
+	Egress          string `json:"egress"` // "disabled", "enabled" or "allow=HOST,…"
+	// EgressInject are headers the egress proxy adds to HTTPS requests
+	// (HOST:Header=secretref:NAME), with an allow-list only.
+	EgressInject []string `json:"egressInject,omitempty"`
+	MemoryBytes  int64    `json:"memoryBytes"`
 	// DiskBytes bounds each session's writable space on disk (its
 	// workspace and /tmp), in bytes and in files (one per 16 KiB).
 	DiskBytes int64   `json:"diskBytes"`
@@ -156,12 +160,11 @@ func (c *Config) Normalize() error {
 	if c.CooldownSeconds < 1 || c.CooldownSeconds > 7*24*3600 {
 		return invalid("cooldownSeconds", "cooldown must be between 1s and 7 days, not %ds", c.CooldownSeconds)
 	}
-	if c.Egress == "" {
-		c.Egress = "disabled"
+	egr, inject, _, err := egress.Setting(c.Egress, c.EgressInject)
+	if err != nil {
+		return invalid("egress", "%s", err)
 	}
-	if c.Egress != "disabled" && c.Egress != "enabled" {
-		return invalid("egress", "egress must be \"disabled\" or \"enabled\", not %q", c.Egress)
-	}
+	c.Egress, c.EgressInject = egr, inject
 	if c.MemoryBytes == 0 {
 		c.MemoryBytes = DefaultMemory
 	}
@@ -273,14 +276,19 @@ type shape struct {
 	Image string
 	// Container is a custom pool's container settings, encoded.
 	Container string
+	// EgressRules is the allow-list and inject rules, if any.
+	EgressRules string
 }
 
 func (c Config) shape() shape {
 	sh := shape{
 		Type:   c.Type,
 		Limits: sandbox.Limits{MemoryBytes: c.MemoryBytes, CPU: c.CPU, DiskBytes: c.DiskBytes},
-		Egress: c.Egress == "enabled",
+		Egress: c.Egress != "disabled",
 		Image:  c.ImageDigest,
+	}
+	if strings.HasPrefix(c.Egress, "allow=") {
+		sh.EgressRules = c.Egress + "\n" + strings.Join(c.EgressInject, "\n")
 	}
 	if c.Container != nil {
 		b, _ := json.Marshal(c.Container) // map keys sorted: a stable encoding

@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )
@@ -33,6 +34,16 @@ type Options struct {
 	// if set, finds a reference (default: Images.Pull).
 	Images  Images
 	Resolve ResolveImage
+	// Events, if set, records ended sessions.
+	Events *events.Ring
+	// Egress makes the proxies of pools with egress rules.
+	Egress EgressProxies
+}
+
+// EgressProxies makes the egress proxy of a pool with egress rules, from
+// its stored setting (package egress).
+type EgressProxies interface {
+	ProxyFor(scope, egress string, inject []string) (sandbox.EgressProxy, error)
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -54,6 +65,8 @@ type Manager struct {
 	resolve  ResolveImage
 	// wg counts the watchers of probe sandboxes' containers.
 	wg sync.WaitGroup
+	events   *events.Ring
+	egress   EgressProxies
 
 	mu    sync.RWMutex
 	pools map[string]*Pool
@@ -64,7 +77,7 @@ func NewManager(o Options) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, images: o.Images, resolve: o.Resolve, pools: map[string]*Pool{}}
+	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, events: o.Events, egress: o.Egress, images: o.Images, resolve: o.Resolve, pools: map[string]*Pool{}}
 }
 
 // Load starts every stored pool.
@@ -89,7 +102,8 @@ func (m *Manager) Load(ctx context.Context) error {
 			continue
 		}
 		im, imgErr := m.storedImage(cfg)
-		p := newPool(cfg, im, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed())
+		p := newPool(cfg, im, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress)
+		p.events = m.events
 		if imgErr != nil {
 			m.log.Error("pool's image is missing; it starts no sandboxes until it is changed (berth pool update --image)", "pool", cfg.Name, "err", imgErr)
 			p.setUnusable(imgErr)
@@ -182,7 +196,8 @@ func (m *Manager) create(ctx context.Context, cfg Config, im *image.Image, rt sa
 	if err != nil {
 		return nil, "", err
 	}
-	p := newPool(cfg, im, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed())
+	p := newPool(cfg, im, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed(), m.egress)
+	p.events = m.events
 	m.pools[cfg.Name] = p
 	return p, key, nil
 }
@@ -193,7 +208,7 @@ func (m *Manager) probe(ctx context.Context, rt sandbox.Runtime, cfg Config, im 
 	if im == nil {
 		return nil, nil
 	}
-	sb, err := startSandbox(ctx, rt, cfg.Name, cfg.shape(), im, &m.wg, m.log.With("pool", cfg.Name))
+	sb, err := startSandbox(ctx, rt, cfg, cfg.shape(), im, m.egress, &m.wg, m.log.With("pool", cfg.Name))
 	if err != nil {
 		return nil, probeError(cfg, err)
 	}

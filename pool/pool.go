@@ -18,29 +18,37 @@ import (
 	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/edge/cors"
 	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
 )
 
-// identifierRE is Azure's rule for session identifiers. (Compiled on first
-// use: the berth binary is also the sandbox agent, whose start-up time
-// counts.)
+// identifierRE is Azure's rule for session identifiers (the data-plane
+// API reference, 2024-10-02-preview on): 4 to 128 of letters, digits and
+// the ASCII punctuation it lists. Identifiers only key the session map and
+// appear in messages (quoted); sandbox IDs are the pool's name and random
+// hex, never derived from them. (Compiled on first use: the berth binary
+// is also the sandbox agent, whose start-up time counts.)
 var identifierRE = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`^[A-Za-z0-9|\-&^%$#(){}\[\];<>]{4,128}$`)
+	return regexp.MustCompile("^[a-zA-Z0-9_|}{\\[\\]:\";'<>?/.,@#$%^&*()\\-+=!~`]{4,128}$")
 })
 
 // ValidIdentifier reports whether id is an acceptable session identifier.
 func ValidIdentifier(id string) error {
 	if !identifierRE().MatchString(id) {
-		return fmt.Errorf("%w: identifiers are 4-128 characters of letters, digits and | - & ^ %% $ # ( ) { } [ ] ; < >", ErrBadIdentifier)
+		return fmt.Errorf("%w: identifiers are 4-128 characters of letters, digits and _ | { } [ ] : \" ; ' < > ? / . , @ # $ %% ^ & * ( ) - + = ! ~ `", ErrBadIdentifier)
 	}
 	return nil
 }
 
 // Pool keeps warm sandboxes and maps session identifiers to sandboxes.
 type Pool struct {
-	rt  sandbox.Runtime
-	log *slog.Logger
+	rt     sandbox.Runtime
+	log    *slog.Logger
+	events *events.Ring
+	// egress makes the proxies of pools with egress rules (nil: such
+	// pools cannot start sandboxes).
+	egress EgressProxies
 
 	cfg atomic.Pointer[Config]
 	// img is the image of cfg.ImageDigest (nil: the host's /usr).
@@ -66,10 +74,10 @@ type Pool struct {
 	closed   bool
 }
 
-func newPool(cfg Config, img *image.Image, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}) *Pool {
+func newPool(cfg Config, img *image.Image, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}, egr EgressProxies) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool{
-		rt: rt, log: log.With("pool", cfg.Name), created: created, freed: freed,
+		rt: rt, log: log.With("pool", cfg.Name), created: created, freed: freed, egress: egr,
 		ctx: ctx, cancel: cancel, refill: make(chan struct{}, 1),
 		sessions: map[string]*Session{},
 	}
@@ -261,14 +269,15 @@ func (p *Pool) start(s *Session) {
 // startSandbox starts a sandbox of the given shape (the pool's current one,
 // read by the caller, which keeps it to compare later).
 func (p *Pool) startSandbox(ctx context.Context, sh shape) (sandbox.Sandbox, error) {
-	return startSandbox(ctx, p.rt, p.Name(), sh, p.img.Load(), &p.wg, p.log)
+	return startSandbox(ctx, p.rt, p.Config(), sh, p.img.Load(), p.egress, &p.wg, p.log)
 }
 
-// startSandbox starts a sandbox of shape sh on im (nil: the host's /usr)
-// and readies it: the interpreter of a shell or python pool runs, a custom
-// pool's container listens. wg counts the goroutine that watches a custom
-// container; log gets what it says when it ends.
-func startSandbox(ctx context.Context, rt sandbox.Runtime, name string, sh shape, im *image.Image, wg *sync.WaitGroup, log *slog.Logger) (sandbox.Sandbox, error) {
+// startSandbox starts a sandbox of shape sh for the pool of cfg on im
+// (nil: the host's /usr) and readies it: the interpreter of a shell or
+// python pool runs, a custom pool's container listens. egr makes the
+// egress proxy of a pool with egress rules; wg counts the goroutine that
+// watches a custom container; log gets what it says when it ends.
+func startSandbox(ctx context.Context, rt sandbox.Runtime, cfg Config, sh shape, im *image.Image, egr EgressProxies, wg *sync.WaitGroup, log *slog.Logger) (sandbox.Sandbox, error) {
 	if im != nil && im.Digest != sh.Image || im == nil && sh.Image != "" {
 		// An update changed the image while this one started: the next
 		// round starts one of the new shape.
@@ -276,12 +285,24 @@ func startSandbox(ctx context.Context, rt sandbox.Runtime, name string, sh shape
 	}
 	b := make([]byte, 5)
 	_, _ = rand.Read(b)
-	sb, err := rt.Start(ctx, sandbox.Spec{
-		ID:     name + "-" + hex.EncodeToString(b),
+	spec := sandbox.Spec{
+		ID:     cfg.Name + "-" + hex.EncodeToString(b),
 		Limits: sh.Limits,
 		Egress: sh.Egress,
+		Owner:  sandbox.Owner{Kind: "pool", Name: cfg.Name},
 		Root:   rootOf(im),
-	})
+	}
+	if sh.EgressRules != "" {
+		if egr == nil {
+			return nil, errors.New("egress rules need the server's egress proxy")
+		}
+		px, err := egr.ProxyFor("pool/"+cfg.Name, cfg.Egress, cfg.EgressInject)
+		if err != nil {
+			return nil, err
+		}
+		spec.EgressProxy = px
+	}
+	sb, err := rt.Start(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -466,6 +487,7 @@ func (p *Pool) remove(s *Session, why string) bool {
 	}
 	p.mu.Unlock()
 	p.log.Info("session ended", "session", s.ID, "reason", why)
+	p.events.Add(events.Event{Kind: "session-ended", Pool: p.Name(), Session: s.ID, Message: "session ended: " + why})
 	p.poke()
 	return true
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/berth-dev/berth/agent"
@@ -65,6 +66,11 @@ type Spec struct {
 	// (never to the host's own services). Without it the sandbox has only
 	// loopback.
 	Egress bool
+	// EgressProxy, with Egress, replaces the sandbox's route out: it gets
+	// no NAT, only the proxy's listeners on the host side of its veth (and
+	// its ports 80, 443 and 53 redirected to them), so that everything it
+	// sends out passes the proxy's rules.
+	EgressProxy EgressProxy
 	// Mounts are host directories to bind into the sandbox (an app's files,
 	// its volumes). Their parents must be traversable by the sandbox's uid.
 	Mounts []Mount
@@ -76,6 +82,15 @@ type Spec struct {
 	// unpacked root instead of the host's /usr. Without it the sandbox runs
 	// on the host's read-only /usr and a curated /etc.
 	Root *Root
+	// Owner is whom the sandbox runs for (zero: nobody in particular). A
+	// sandbox with an owner is connected to the app-to-app tunnel, which
+	// tells the apps it calls who it is (see package workload).
+	Owner Owner
+}
+
+// Owner is the app (Kind "app") or pool ("pool") a sandbox runs for.
+type Owner struct {
+	Kind, Name string
 }
 
 // ImageIDShift is what Berth's image store adds to every uid and gid of an
@@ -201,3 +216,25 @@ type Runtime interface {
 // ErrUnavailable means a driver cannot run on this host (a tool is missing,
 // or the kernel lacks a feature); its message says what to install.
 var ErrUnavailable = errors.New("sandbox runtime unavailable")
+
+// EgressProxy serves the egress of sandboxes with egress rules.
+type EgressProxy interface {
+	// Attach starts serving one sandbox: gw is the host side of its veth
+	// (where the proxy listens), peer the sandbox's own address.
+	Attach(ctx context.Context, gw, peer netip.Addr) (*EgressAttachment, error)
+}
+
+// EgressAttachment is what a driver gives a sandbox whose egress a proxy
+// serves.
+type EgressAttachment struct {
+	// Env is set for the sandbox's processes (HTTPS_PROXY, SSL_CERT_FILE…).
+	Env []string
+	// CABundle, if not nil, is placed read-only at EgressCAPath.
+	CABundle []byte
+	// Close stops serving the sandbox.
+	Close func()
+}
+
+// EgressCAPath is where a sandbox finds the certificates it trusts for
+// egress through the proxy.
+const EgressCAPath = "/.berth/egress-ca.pem"

@@ -5,8 +5,8 @@
 # Each is a Debian bookworm rootfs made by mmdebstrap from the host's apt
 # sources, turned into one gzip layer and an OCI layout by
 # scripts/imagebuild (go-containerregistry). Results are cached in
-# .cache/images/NAME-KEY/ (KEY hashes the package list, this script, the
-# builder and the apt sources), with .cache/images/NAME -> NAME-KEY; a cached
+# /var/cache/berth/images/NAME-KEY/ (outside the clone; KEY hashes the package list, this script, the
+# builder and the apt sources), with NAME -> NAME-KEY; a cached
 # image is not built again.
 #   scripts/images.sh [NAME…]     build what is missing (default: all)
 #   scripts/images.sh --force …   build again even if cached
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CACHE=${BERTH_IMAGE_CACHE:-$PWD/.cache/images}
+CACHE=${BERTH_IMAGE_CACHE:-/var/cache/berth/images}
 SOURCES=/etc/apt/sources.list.d/debian.sources
 SUITE=bookworm
 force=0

@@ -5,7 +5,7 @@
 #   scripts/setup.sh --test   also the test tools: staticcheck, chromium, npm packages
 #   scripts/setup.sh --bench  also Caddy, the gateway benchmark's reference proxy
 # Every mode also builds the built-in environments' images (scripts/images.sh,
-# cached in .cache/images; BERTH_SKIP_IMAGES=1 skips them).
+# cached in /var/cache/berth/images; BERTH_SKIP_IMAGES=1 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,17 +50,16 @@ if [ "${1:-}" = "--test" ]; then
 		echo "$STATICCHECK_VERSION" >"$BIN/staticcheck.version"
 	fi
 	# mmdebstrap builds the sandbox tests' Debian image root (sandbox/sandboxtest;
-	# cached under /var/cache/berth-test).
-	if ! dpkg-query -W -f='${Status}' mmdebstrap 2>/dev/null | grep -q "install ok installed"; then
-		log "apt-get install mmdebstrap"
+	# cached under /var/cache/berth-test). Chromium, headless, for the tests in
+	# a real browser (e2e); curl and jq for the replay of Azure's MCP tutorials.
+	tneed=()
+	for pkg in mmdebstrap chromium curl jq; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || tneed+=("$pkg")
+	done
+	if [ ${#tneed[@]} -gt 0 ]; then
+		log "apt-get install ${tneed[*]}"
 		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
-	fi
-	# Chromium, headless, for the CORS tests in a real browser (e2e).
-	if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
-		log "apt-get install chromium"
-		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends chromium >/dev/null
+		apt-get install -y -qq --no-install-recommends "${tneed[@]}" >/dev/null
 	fi
 	# matplotlib in the host's python3, which host-rooted Python pools run:
 	# the figure tests (agent, dataplane, mcpserver) draw with it.
@@ -91,7 +90,7 @@ log "building berth"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o "$BIN/berth" ./cmd/berth
 
 # The built-in environments (python, shell) as OCI image layouts in
-# .cache/images; cached, so this is quick once they are built.
+# /var/cache/berth/images; cached, so this is quick once they are built.
 if [ -z "${BERTH_SKIP_IMAGES:-}" ]; then
 	scripts/images.sh
 fi

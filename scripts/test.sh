@@ -34,4 +34,4 @@ log "staticcheck"
 
 log "go test -race"
 # Packages run two at a time (the machine has 2 cores); sandboxes need root.
-go test -race -p 2 -timeout 25m -count=1 ./... "$@"
+go test -race -p 2 -timeout 50m -count=1 ./... "$@"

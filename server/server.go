@@ -26,12 +26,14 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/dashboard"
 	"github.com/berth-dev/berth/dataplane"
 	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/edge/certs"
 	"github.com/berth-dev/berth/gateway"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/bodymem"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/listen"
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
@@ -39,6 +41,7 @@ import (
 	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/source"
 	"github.com/berth-dev/berth/store"
+	"github.com/berth-dev/berth/workload"
 )
 
 // Options configure a server. The zero value serves ./.berth on
@@ -56,8 +59,10 @@ type Options struct {
 	// DefaultPool creates the "default" pool on first start (on unless
 	// NoDefaultPool).
 	NoDefaultPool bool
-	Version       string
-	Logger        *slog.Logger
+	// Egress configures the egress proxy of pools and apps with rules.
+	Egress  EgressOptions
+	Version string
+	Logger  *slog.Logger
 	// AccessLog gets the line logged for every request (default Logger).
 	// Berth up gives it a batching writer: a write per request is a
 	// measurable part of a proxied request's cost.
@@ -185,6 +190,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// App-to-app calls and workload identity, through each sandbox's agent.
+	tunnels := workload.New(workload.Options{Logger: log})
+	for name, rt := range runtimes {
+		runtimes[name] = tunnels.Runtime(rt)
+	}
 
 	st, err := store.Open(dir)
 	if err != nil {
@@ -201,7 +211,14 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Images: images, Resolve: builtinImages(images, o.BuiltinImages)})
+	egr, err := newEgress(o.Egress, dir, log)
+	if err != nil {
+		return err
+	}
+	defer egr.Close()
+	evs := events.New(0)
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs, Egress: egr,
+		Images: images, Resolve: builtinImages(images, o.BuiltinImages)})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}
@@ -232,6 +249,10 @@ func Run(ctx context.Context, o Options) error {
 		publicURL = "http://" + pubLn.Addr().String()
 	}
 	bodies := bodymem.New(o.BodyMemory)
+	issuer, err := newIssuer(dir, publicURL)
+	if err != nil {
+		return err
+	}
 	info := Info{PID: os.Getpid(), AdminURL: "http://" + admLn.Addr().String(), PublicURL: publicURL, Version: o.Version}
 	if httpsLn != nil {
 		info.PlainURL = "http://" + pubLn.Addr().String()
@@ -261,7 +282,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st})
 	if err != nil {
 		return err
 	}
@@ -273,12 +294,14 @@ func Run(ctx context.Context, o Options) error {
 		AppDomain: o.AppDomain, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
 		Apps: gw, Hosts: apps, Pools: edgePools(pools),
 		PoolMCP:   mcpHandler,
-		DataPlane: dataplane.Custom(dataplane.Options{Pools: pools, Logger: log}, dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies})),
+		DataPlane: dataplane.Custom(dataplane.Options{Pools: pools, Logger: log}, dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies, Context: ctx})),
 		Logger:    log, AccessLog: o.AccessLog,
+		Issuer: issuer.Handler(), OIDCClient: oidcClient(dir),
 	})
 	if err != nil {
 		return err
 	}
+	tunnels.SetFront(front, issuer)
 	srvs, lns := []*http.Server{newHTTPServer(front, o.IdleTimeout, log)}, []net.Listener{pubLn}
 	var names controlplane.Names
 	if cm != nil {
@@ -288,10 +311,17 @@ func Run(ctx context.Context, o Options) error {
 	}
 	admin := http.NewServeMux()
 	admin.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
-	admin.Handle("/", controlplane.Handler(controlplane.Options{
+	api := controlplane.Handler(controlplane.Options{
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log, Names: names,
-		Sources: sources, Images: images, Registries: st, ImageInUse: func(d string) bool { return pools.ImageDigests()[d] },
-	}))
+		Sources: sources, Images: images, Registries: st,
+		Events: evs, Metrics: metrics,
+		// Images a revision or a pool runs are kept.
+		ImageInUse: func(d string) bool { return apps.ImageInUse(d) || pools.ImageDigests()[d] },
+	})
+	admin.Handle("/", api)
+	// The dashboard: a client of the control API and of the front door.
+	admin.Handle(dashboard.Prefix, dashboard.Handler(dashboard.Options{API: api, DataPlane: front, PublicURL: publicURL, Logger: log}))
+	admin.Handle("GET /ui", http.RedirectHandler(dashboard.Prefix, http.StatusMovedPermanently))
 	adm := newHTTPServer(accessLog(o.AccessLog, admin), o.IdleTimeout, log)
 	if !isLoopback(pubLn.Addr()) {
 		log.Warn("the public listener is reachable beyond this machine; pools are protected by their API keys", "addr", pubLn.Addr().String())

@@ -1,6 +1,6 @@
 // Package store is Berth's embedded state: an SQLite database (pure Go,
 // modernc.org/sqlite) in the data directory holding pools and their API
-// keys, so that both survive restarts.
+// keys, apps, and apps' secrets (secrets.go), so that all survive restarts.
 //
 // Keys are stored twice, for two readers: a SHA-256 hash that requests are
 // checked against, and a copy sealed with AES-GCM under a master key kept in
@@ -75,7 +75,7 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1) // one writer; reads are cheap and rare
-	if _, err := db.Exec(schema + appsSchema + registriesSchema); err != nil {
+	if _, err := db.Exec(schema + appsSchema + registriesSchema + appRegistriesSchema + secretsSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: migrate: %w", err)
 	}
@@ -124,6 +124,8 @@ type Pool struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
+
+var randRead = rand.Read
 
 func (s *Store) seal(key string) ([]byte, error) {
 	nonce := make([]byte, s.aead.NonceSize())

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -22,10 +21,13 @@ const appUsage = `Usage: berth app COMMAND [flags]
 
 Commands:
   deploy NAME --command "CMD ARGS…" [--dir DIR] [--transport http|stdio] [--port 8080]
+  deploy NAME --image REF [--command "ENTRYPOINT…"] [--args "ARGS…"]
+              [--registry-server HOST --registry-username U --registry-password-stdin]
               [--path /mcp] [--env K=V]… [--volume NAME:/PATH]… [--min 0] [--max 10]
               [--concurrency 10] [--scale-down-after 300s] [--memory 512Mi] [--disk 1Gi] [--cpu 1]
-              [--egress disabled|enabled] [--revision-suffix S] [--probe tcp|http:/PATH|none]
-              [AUTH FLAGS]
+              [--egress disabled|enabled|allow=HOST,…] [--egress-inject HOST:Header=secretref:NAME]…
+              [--revision-suffix S] [--probe tcp|http:/PATH|none]
+              [--ingress external|internal] [AUTH FLAGS] [--env KEY=secretref:SECRET]… [--secret-volume /mnt/secrets]
   auth NAME --auth none|apikey|oidc [AUTH FLAGS]   (the app's, for every revision, at once)
   key create NAME KEYNAME     (prints the key, this once)
   key list NAME
@@ -35,7 +37,9 @@ Commands:
   revisions NAME
   traffic NAME [--set REV=PCT[,REV=PCT…]] [--label REV=LABEL]…
   logs NAME [-f]
+  metrics [NAME]    requests, errors (since start, last hour), per-tool calls, p50/p99 per method
   delete NAME
+  restart NAME                start its replicas anew (they read changed secrets)
   hostname add NAME HOST [--label L]   serve the app (or its label) at a custom domain
   hostname list NAME                   its custom domains and their certificates
   hostname delete NAME HOST
@@ -64,6 +68,10 @@ func runApp(ctx context.Context, args []string) error {
 		return runAppKey(ctx, args)
 	case "hostname":
 		return runAppHostname(ctx, args)
+	case "metrics":
+		return runAppMetrics(ctx, args)
+	case "restart":
+		return runAppRestart(ctx, args)
 	}
 	fs := flag.NewFlagSet("app "+sub, flag.ContinueOnError)
 	var cf clientFlags
@@ -116,13 +124,13 @@ func runApp(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
+			if cfg.Source != nil {
+				src.Image = cfg.Source.Image
+			}
 			cfg.Source = src
 		}
-		var out struct {
-			Revision app.Revision         `json:"revision"`
-			App      controlplane.AppView `json:"app"`
-		}
-		if err := c.call(ctx, http.MethodPost, "/v1/apps/"+name+"/revisions", cfg, &out); err != nil {
+		out, err := deployRevision(ctx, c, name, cfg, cf.output == "json")
+		if err != nil {
 			return err
 		}
 		if cf.output == "json" {
@@ -172,7 +180,7 @@ func runApp(ctx context.Context, args []string) error {
 						pct = t.Percent
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d%%\t%s\n", r.Name, r.CreatedAt.Format(time.RFC3339), pct, r.Config.Command)
+				fmt.Fprintf(tw, "%s\t%s\t%d%%\t%s\n", r.Name, r.CreatedAt.Format(time.RFC3339), pct, revisionCommand(r.Config))
 			}
 			return tw.Flush()
 		}
@@ -213,7 +221,7 @@ func runApp(ctx context.Context, args []string) error {
 		printApp(out)
 		return nil
 	case "logs":
-		return c.stream(ctx, "/v1/apps/"+name+"/logs?follow="+strconv.FormatBool(follow), func(line []byte) error {
+		return c.stream(ctx, http.MethodGet, "/v1/apps/"+name+"/logs?follow="+strconv.FormatBool(follow), nil, func(line []byte) error {
 			if cf.output == "json" {
 				_, err := fmt.Printf("%s\n", line)
 				return err
@@ -261,64 +269,50 @@ func printApp(a controlplane.AppView) {
 	for _, h := range a.URLs.Hostnames {
 		fmt.Fprintf(tw, "Host %s:\t%s%s\n", h.Host, h.URL, hostNote(h))
 	}
+	if n := len(a.Revisions); n > 0 && a.Revisions[n-1].Config.HasImage() {
+		fmt.Fprintf(tw, "Image:\t%s\n", a.Revisions[n-1].Config.Source.Image)
+	}
 	fmt.Fprintf(tw, "Traffic:\t%s\n", trafficString(a.Traffic))
 	fmt.Fprintf(tw, "Auth:\t%s\n", authString(a.Auth, len(a.APIKeys)))
 	fmt.Fprintf(tw, "CORS:\t%s\n", a.CORS.String())
+	if a.Ingress == app.IngressInternal {
+		fmt.Fprintf(tw, "Ingress:\tinternal (http://%s from other apps and sessions only)\n", a.Name)
+	} else {
+		fmt.Fprintf(tw, "Ingress:\texternal (also http://%s from other apps and sessions)\n", a.Name)
+	}
 	for _, r := range a.Replicas {
 		fmt.Fprintf(tw, "Replica %s:\tready=%v inFlight=%d sessions=%d\n", r.ID, r.Ready, r.InFlight, r.Sessions)
 	}
 	tw.Flush()
 }
 
-// stream reads an ndjson response line by line.
-func (a *apiClient) stream(ctx context.Context, path string, fn func([]byte) error) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	hc := &http.Client{} // no timeout: -f follows until interrupted
-	resp, err := hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("cannot reach the server at %s: %w", a.base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("server answered %s", resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if err := fn(sc.Bytes()); err != nil {
-			return err
-		}
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	return sc.Err()
-}
-
 // deployFlags are the flags of app deploy.
 type deployFlags struct {
+	image, args, regServer, regUser                                    string
+	regPasswordStdin                                                   bool
 	command, dir, transport, path, memory, disk, egress, suffix, probe string
+	ingress                                                            string
 	port, min, max, concurrency                                        int
 	scaleDown                                                          time.Duration
 	cpu                                                                float64
-	env, volumes                                                       multiFlag
+	env, volumes, inject                                               multiFlag
+	secretVolume                                                       string
 	cors                                                               corsFlags
 }
 
 func (d *deployFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&d.command, "command", "", "the command that starts the MCP server (run with /bin/sh -c in /app)")
+	fs.StringVar(&d.command, "command", "", "the command that starts the MCP server (run with /bin/sh -c in /app; with --image: the argv that replaces the image's Entrypoint)")
+	fs.StringVar(&d.image, "image", "", "run this image (REPO:TAG or REPO@DIGEST; a tag is resolved to its digest now, and the revision keeps the digest)")
+	fs.StringVar(&d.args, "args", "", "with --image: the arguments that replace the image's Cmd (split like a shell, no expansion)")
+	fs.StringVar(&d.regServer, "registry-server", "", "the image's registry host, for the app's own login (with --registry-username)")
+	fs.StringVar(&d.regUser, "registry-username", "", "the app's registry user")
+	fs.BoolVar(&d.regPasswordStdin, "registry-password-stdin", false, "read the app's registry password from standard input")
 	fs.StringVar(&d.dir, "dir", "", "local directory whose files the revision gets, read-only at /app (packed and uploaded; .berthignore lists what to leave out)")
 	fs.StringVar(&d.transport, "transport", "http", "http (listens on $PORT) or stdio")
-	fs.IntVar(&d.port, "port", 8080, "the port the app listens on ($PORT)")
+	fs.IntVar(&d.port, "port", 0, "the port the app listens on ($PORT; default 8080, or the image's first exposed port)")
 	fs.StringVar(&d.path, "path", "/mcp", "the MCP endpoint's path")
 	fs.Var(&d.env, "env", "K=V environment variable (repeatable)")
+	fs.StringVar(&d.secretVolume, "secret-volume", "", "mount the app's secrets at PATH, one file each")
 	fs.Var(&d.volumes, "volume", "NAME:/PATH persistent volume (repeatable)")
 	fs.IntVar(&d.min, "min", 0, "minimum replicas (0 scales to zero)")
 	fs.IntVar(&d.max, "max", 10, "maximum replicas")
@@ -327,9 +321,11 @@ func (d *deployFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.memory, "memory", "512Mi", "memory per replica")
 	fs.StringVar(&d.disk, "disk", "1Gi", "disk space per replica (its /tmp; files limited in proportion)")
 	fs.Float64Var(&d.cpu, "cpu", 1, "CPU cores per replica")
-	fs.StringVar(&d.egress, "egress", "disabled", "network egress: disabled or enabled")
+	fs.StringVar(&d.egress, "egress", "disabled", "network egress: disabled, enabled, or allow=HOST,*.DOMAIN,… (only those hosts, through Berth's egress proxy)")
+	fs.Var(&d.inject, "egress-inject", "HOST:Header=secretref:NAME: the egress proxy adds this header to HTTPS requests to HOST (repeatable; needs an allow-list)")
 	fs.StringVar(&d.suffix, "revision-suffix", "", "the new revision's name is NAME--SUFFIX")
 	fs.StringVar(&d.probe, "probe", "", "readiness probe: tcp, http:/PATH or none (default tcp; none for stdio)")
+	fs.StringVar(&d.ingress, "ingress", "", "external (the public listeners) or internal (other apps and sessions only); default: unchanged, external for a new app")
 }
 
 func (d *deployFlags) config() (app.Config, error) {
@@ -348,18 +344,22 @@ func (d *deployFlags) config() (app.Config, error) {
 	cfg := app.Config{
 		Command: d.command, Transport: d.transport, Port: d.port, Path: d.path,
 		Min: d.min, Max: d.max, Concurrency: d.concurrency, ScaleDownAfterSeconds: sd,
-		MemoryBytes: mem, DiskBytes: disk, CPU: d.cpu, Egress: d.egress, RevisionSuffix: d.suffix,
+		MemoryBytes: mem, DiskBytes: disk, CPU: d.cpu, Egress: d.egress, EgressInject: d.inject, RevisionSuffix: d.suffix,
+		Ingress: d.ingress,
+	}
+	if err := d.imageConfig(&cfg); err != nil {
+		return cfg, err
 	}
 	for _, kv := range d.env {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
 			return cfg, usageError("--env takes K=V, not " + kv)
 		}
-		if cfg.Env == nil {
-			cfg.Env = map[string]string{}
+		if err := addEnv(&cfg, k, v); err != nil {
+			return cfg, err
 		}
-		cfg.Env[k] = v
 	}
+	cfg.SecretVolume = d.secretVolume
 	for _, v := range d.volumes {
 		n, p, ok := strings.Cut(v, ":")
 		if !ok {

@@ -40,21 +40,24 @@ import (
 //	    containers:
 //	      - command: ["./tasks", "--db", "/data/tasks.db"]
 //	        dir: ./bin            # relative to this file
-//	        env: [{name: LOG_LEVEL, value: debug}]
+//	        env: [{name: LOG_LEVEL, value: debug}, {name: DB_PASSWORD, secretRef: db-password}]
 //	        resources: {cpu: 0.5, memory: 512Mi, disk: 1Gi}
 //	        probes: [{type: readiness, httpGet: {path: /healthz}}]
-//	        volumeMounts: [{volumeName: data, mountPath: /data}]
+//	        volumeMounts: [{volumeName: data, mountPath: /data}, {volumeName: secrets, mountPath: /mnt/secrets}]
 //	    scale:
 //	      minReplicas: 0
 //	      maxReplicas: 10
 //	      cooldownPeriod: 300
 //	      rules: [{name: http, http: {metadata: {concurrentRequests: "10"}}}]
-//	    volumes: [{name: data}]
+//	    volumes: [{name: data}, {name: secrets, storageType: Secret}]
 type manifest struct {
 	Name       string `yaml:"name"`
 	Properties struct {
 		Configuration struct {
 			Ingress struct {
+				// External is Container Apps' ingress.external: false makes
+				// the app internal (absent: unchanged).
+				External   *bool  `yaml:"external"`
 				TargetPort int    `yaml:"targetPort"`
 				Transport  string `yaml:"transport"`
 				Path       string `yaml:"path"`
@@ -82,17 +85,29 @@ type manifest struct {
 				AllowedClients []string `yaml:"allowedClients"`
 				ForwardToken   bool     `yaml:"forwardToken"`
 			} `yaml:"auth"`
+			// Registries are the app's registry logins; a password comes
+			// from passwordSecretRef (a secret of the app's) or from an
+			// earlier deploy's --registry-password-stdin.
+			Registries []struct {
+				Server            string `yaml:"server"`
+				Username          string `yaml:"username"`
+				PasswordSecretRef string `yaml:"passwordSecretRef"`
+				Identity          string `yaml:"identity"`
+			} `yaml:"registries"`
 		} `yaml:"configuration"`
 		Template struct {
 			RevisionSuffix string `yaml:"revisionSuffix"`
 			Containers     []struct {
 				Name    string    `yaml:"name"`
+				Image   string    `yaml:"image"`
 				Command yaml.Node `yaml:"command"`
 				Args    []string  `yaml:"args"`
 				Dir     string    `yaml:"dir"`
 				Env     []struct {
 					Name  string `yaml:"name"`
 					Value string `yaml:"value"`
+					// SecretRef names one of the app's secrets (berth secret set).
+					SecretRef string `yaml:"secretRef"`
 				} `yaml:"env"`
 				Resources struct {
 					CPU    float64 `yaml:"cpu"`
@@ -127,9 +142,12 @@ type manifest struct {
 					} `yaml:"http"`
 				} `yaml:"rules"`
 			} `yaml:"scale"`
-			Egress  string `yaml:"egress"`
-			Volumes []struct {
+			Egress       string   `yaml:"egress"`
+			EgressInject []string `yaml:"egressInject"`
+			Volumes      []struct {
 				Name string `yaml:"name"`
+				// StorageType Secret mounts the app's secrets, one file each.
+				StorageType string `yaml:"storageType"`
 			} `yaml:"volumes"` // made on first use
 		} `yaml:"template"`
 	} `yaml:"properties"`
@@ -175,7 +193,11 @@ func runApply(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s: %w", *file, err)
 		}
 		defer src.remove()
+		img := cfg.Source
 		cfg.Dir, cfg.Source = "", src.source()
+		if img != nil {
+			cfg.Source.Image = img.Image
+		}
 	}
 	// A new revision only if the template differs from the latest one.
 	var cur controlplane.AppView
@@ -187,9 +209,13 @@ func runApply(ctx context.Context, args []string) error {
 			return err
 		}
 		last := cur.Revisions[len(cur.Revisions)-1].Config
+		sameImage(&last, &want, m.Properties.Configuration.Ingress.TargetPort == 0)
 		last.RevisionSuffix, want.RevisionSuffix = "", ""
 		want.Auth = nil // the app's, not the revision's: set below
-		changed = !reflect.DeepEqual(last, want)
+		// Ingress is the app's too; a change is deployed with a new revision.
+		ingress := want.Ingress
+		want.Ingress = ""
+		changed = !reflect.DeepEqual(last, want) || (ingress != "" && ingress != cmp.Or(cur.Ingress, app.IngressExternal))
 	}
 	var out controlplane.AppView
 	if changed {
@@ -198,11 +224,8 @@ func runApply(ctx context.Context, args []string) error {
 				return err
 			}
 		}
-		var dep struct {
-			Revision app.Revision         `json:"revision"`
-			App      controlplane.AppView `json:"app"`
-		}
-		if err := c.call(ctx, http.MethodPost, "/v1/apps/"+m.Name+"/revisions", cfg, &dep); err != nil {
+		dep, err := deployRevision(ctx, c, m.Name, cfg, cf.output == "json")
+		if err != nil {
 			return err
 		}
 		out = dep.App
@@ -285,17 +308,26 @@ func (m *manifest) config(base string) (app.Config, error) {
 		return app.Config{}, fmt.Errorf("template.containers must have exactly one container, not %d", len(t.Containers))
 	}
 	ct := t.Containers[0]
-	cmd, err := commandString(ct.Command, ct.Args)
-	if err != nil {
-		return app.Config{}, err
+	var cmd string
+	var err error
+	if ct.Image == "" {
+		if cmd, err = commandString(ct.Command, ct.Args); err != nil {
+			return app.Config{}, err
+		}
 	}
 	cfg := app.Config{
 		Command: cmd, Transport: in.Transport, Port: in.TargetPort, Path: in.Path, CORS: in.CorsPolicy,
-		RevisionSuffix: t.RevisionSuffix, CPU: ct.Resources.CPU, Egress: t.Egress,
+		RevisionSuffix: t.RevisionSuffix, CPU: ct.Resources.CPU, Egress: t.Egress, EgressInject: t.EgressInject,
 		Max: t.Scale.MaxReplicas, ScaleDownAfterSeconds: t.Scale.CooldownPeriod,
 	}
 	if t.Scale.MinReplicas != nil {
 		cfg.Min = *t.Scale.MinReplicas
+	}
+	if in.External != nil {
+		cfg.Ingress = app.IngressExternal
+		if !*in.External {
+			cfg.Ingress = app.IngressInternal
+		}
 	}
 	if a := m.Properties.Configuration.Auth; a != nil {
 		cfg.Auth = &app.Auth{Mode: a.Mode, Issuer: a.Issuer, Audience: a.Audience, Scopes: a.Scopes,
@@ -303,6 +335,9 @@ func (m *manifest) config(base string) (app.Config, error) {
 		if cfg.Auth.Mode == "" {
 			return app.Config{}, fmt.Errorf("configuration.auth.mode is required: none, apikey or oidc")
 		}
+	}
+	if err := m.imageConfig(&cfg); err != nil {
+		return cfg, err
 	}
 	if ct.Dir != "" {
 		dir := ct.Dir
@@ -324,13 +359,42 @@ func (m *manifest) config(base string) (app.Config, error) {
 			return cfg, fmt.Errorf("resources.disk: %w", err)
 		}
 	}
-	for _, e := range ct.Env {
-		if cfg.Env == nil {
-			cfg.Env = map[string]string{}
+	if err := m.envVolumesProbe(&cfg); err != nil {
+		return cfg, err
+	}
+	for _, r := range t.Scale.Rules {
+		if c := r.HTTP.Metadata.ConcurrentRequests; c != "" {
+			if cfg.Concurrency, err = strconv.Atoi(c); err != nil {
+				return cfg, fmt.Errorf("concurrentRequests: %w", err)
+			}
 		}
-		cfg.Env[e.Name] = e.Value
+	}
+	return cfg, nil
+}
+
+// envVolumesProbe adds the container's environment (values or secret
+// references), its volume mounts (a Secret volume is the secret volume)
+// and its readiness probe to cfg.
+func (m *manifest) envVolumesProbe(cfg *app.Config) error {
+	t := m.Properties.Template
+	ct := t.Containers[0]
+	for _, e := range ct.Env {
+		if e.SecretRef != "" {
+			e.Value = "secretref:" + e.SecretRef
+		}
+		if err := addEnv(cfg, e.Name, e.Value); err != nil {
+			return err
+		}
+	}
+	secretVolumes := map[string]bool{}
+	for _, v := range t.Volumes {
+		secretVolumes[v.Name] = strings.EqualFold(v.StorageType, "Secret")
 	}
 	for _, v := range ct.VolumeMounts {
+		if secretVolumes[v.VolumeName] {
+			cfg.SecretVolume = v.MountPath
+			continue
+		}
 		cfg.Volumes = append(cfg.Volumes, app.Volume{Name: v.VolumeName, Path: v.MountPath})
 	}
 	for _, p := range ct.Probes {
@@ -344,14 +408,7 @@ func (m *manifest) config(base string) (app.Config, error) {
 			cfg.Probe = app.Probe{Type: "tcp"}
 		}
 	}
-	for _, r := range t.Scale.Rules {
-		if c := r.HTTP.Metadata.ConcurrentRequests; c != "" {
-			if cfg.Concurrency, err = strconv.Atoi(c); err != nil {
-				return cfg, fmt.Errorf("concurrentRequests: %w", err)
-			}
-		}
-	}
-	return cfg, nil
+	return nil
 }
 
 // commandString joins a command given as a list (quoted for sh) or takes
@@ -408,4 +465,57 @@ func (m *manifest) traffic() controlplane.TrafficRequest {
 		}
 	}
 	return tr
+}
+
+// imageConfig fills the settings of a container that names an image: its
+// command (a list or a string, split like a shell) replaces the image's
+// Entrypoint, its args the image's Cmd.
+func (m *manifest) imageConfig(cfg *app.Config) error {
+	ct := m.Properties.Template.Containers[0]
+	regs := m.Properties.Configuration.Registries
+	if ct.Image == "" {
+		if len(regs) > 0 {
+			return fmt.Errorf("configuration.registries needs a container with an image")
+		}
+		return nil
+	}
+	cfg.Source = &app.Source{Image: ct.Image}
+	switch ct.Command.Kind {
+	case 0:
+	case yaml.ScalarNode:
+		argv, err := splitArgs(ct.Command.Value)
+		if err != nil {
+			return fmt.Errorf("command: %w", err)
+		}
+		cfg.Entrypoint = argv
+	case yaml.SequenceNode:
+		if err := ct.Command.Decode(&cfg.Entrypoint); err != nil {
+			return fmt.Errorf("command: %w", err)
+		}
+	default:
+		return fmt.Errorf("command must be a string or a list")
+	}
+	cfg.Args = ct.Args
+	for _, r := range regs {
+		if r.Identity != "" {
+			return fmt.Errorf("registries %s: identity: Berth logs in with a username and password", r.Server)
+		}
+		cfg.Registries = append(cfg.Registries, app.Registry{Server: r.Server, Username: r.Username, PasswordSecretRef: r.PasswordSecretRef})
+	}
+	return nil
+}
+
+// sameImage makes a stored revision comparable with a manifest's template:
+// the revision keeps the digest its tag resolved to, and the image's port
+// when the manifest names none.
+func sameImage(last, want *app.Config, defaultPort bool) {
+	if !last.HasImage() || !want.HasImage() || last.Source.ImageTag != want.Source.Image {
+		return
+	}
+	src := *want.Source
+	src.Image, src.ImageTag = last.Source.Image, last.Source.ImageTag
+	want.Source = &src
+	if defaultPort {
+		want.Port = last.Port
+	}
 }

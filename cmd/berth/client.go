@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/server"
@@ -47,6 +50,48 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// groupCmd is a parsed command of a group (berth image|registry|secret).
+type groupCmd struct {
+	sub  string
+	pos  []string
+	c    *apiClient
+	json bool // -o json
+}
+
+// parseGroup parses "GROUP SUB [flags] ARGS…": SUB must be a key of want,
+// which says how many positional arguments it takes; flags, if set,
+// registers SUB's own flags. With no SUB or -h it prints usage and
+// returns nil, nil.
+func parseGroup(group, usage string, args []string, want map[string]int, flags func(sub string, fs *flag.FlagSet)) (*groupCmd, error) {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Println(usage)
+		return nil, nil
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet(group+" "+sub, flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	if flags != nil {
+		flags(sub, fs)
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	n, ok := want[sub]
+	if !ok {
+		return nil, usageError(fmt.Sprintf("unknown %s command %q\n\n%s", group, sub, usage))
+	}
+	if len(pos) != n {
+		return nil, usageError(fmt.Sprintf("%s %s takes %d argument(s)\n\n%s", group, sub, n, usage))
+	}
+	c, err := cf.client()
+	if err != nil {
+		return nil, err
+	}
+	return &groupCmd{sub: sub, pos: pos, c: c, json: cf.output == "json"}, nil
 }
 
 // flagError makes a flag parsing error a usage error (exit status 2);
@@ -91,23 +136,33 @@ func (c *clientFlags) client() (*apiClient, error) {
 	return &apiClient{base: strings.TrimRight(base, "/"), token: token, hc: &http.Client{Timeout: 5 * time.Minute}}, nil
 }
 
-// call sends a request and decodes the JSON answer into out (if not nil).
-func (a *apiClient) call(ctx context.Context, method, path string, body, out any) error {
+// request is a request to the control API with the admin token and body,
+// if not nil, as JSON.
+func (a *apiClient) request(ctx context.Context, method, path string, body any) (*http.Request, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+a.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+// call sends a request and decodes the JSON answer into out (if not nil).
+func (a *apiClient) call(ctx context.Context, method, path string, body, out any) error {
+	req, err := a.request(ctx, method, path, body)
+	if err != nil {
+		return err
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
@@ -115,16 +170,67 @@ func (a *apiClient) call(ctx context.Context, method, path string, body, out any
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		var eb httpapi.Body
-		if json.NewDecoder(resp.Body).Decode(&eb) == nil && eb.Error.Message != "" {
-			return fmt.Errorf("%s", eb.Error.Message)
-		}
-		return fmt.Errorf("server answered %s", resp.Status)
+		return apiError(resp)
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// apiError is the message of an error response.
+func apiError(resp *http.Response) error {
+	var eb httpapi.Body
+	if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb) == nil && eb.Error.Message != "" {
+		return fmt.Errorf("%s", eb.Error.Message)
+	}
+	return fmt.Errorf("server answered %s", resp.Status)
+}
+
+// errStop ends a stream early without an error.
+var errStop = errors.New("stop")
+
+// stream sends a request (body, if not nil, as JSON) and reads the
+// NDJSON answer line by line, until fn returns errStop or an error, the
+// answer ends, or ctx is done (not an error: -f follows until
+// interrupted). No timeout: a stream lasts what it lasts.
+func (a *apiClient) stream(ctx context.Context, method, path string, body any, fn func([]byte) error) error {
+	req, err := a.request(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("cannot reach the server at %s: %w", a.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return apiError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		if err := fn(sc.Bytes()); err != nil {
+			if errors.Is(err, errStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return sc.Err()
+}
+
+// isTerminal reports whether f is a terminal (not merely a character
+// device such as /dev/null).
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func printJSON(v any) error {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -16,8 +14,6 @@ import (
 
 	"github.com/berth-dev/berth/controlplane"
 	"github.com/berth-dev/berth/image"
-	"github.com/berth-dev/berth/internal/httpapi"
-	"github.com/berth-dev/berth/pool"
 )
 
 const imageUsage = `Usage: berth image COMMAND [flags]
@@ -29,37 +25,19 @@ Commands:
 
 // runImage runs berth image pull|list|prune.
 func runImage(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Println(imageUsage)
-		return nil
-	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("image "+sub, flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
 	var user string
 	var stdin bool
-	if sub == "pull" {
-		fs.StringVar(&user, "u", "", "registry user for this pull (default: the stored login, or anonymous)")
-		fs.BoolVar(&stdin, "password-stdin", false, "read the registry password from standard input")
-	}
-	pos, err := parseArgs(fs, args)
-	if err != nil {
+	g, err := parseGroup("image", imageUsage, args, map[string]int{"pull": 1, "list": 0, "prune": 0}, func(sub string, fs *flag.FlagSet) {
+		if sub == "pull" {
+			fs.StringVar(&user, "u", "", "registry user for this pull (default: the stored login, or anonymous)")
+			fs.BoolVar(&stdin, "password-stdin", false, "read the registry password from standard input")
+		}
+	})
+	if g == nil || err != nil {
 		return err
 	}
-	want := map[string]int{"pull": 1, "list": 0, "prune": 0}
-	n, ok := want[sub]
-	if !ok {
-		return usageError(fmt.Sprintf("unknown image command %q\n\n%s", sub, imageUsage))
-	}
-	if len(pos) != n {
-		return usageError(fmt.Sprintf("image %s takes %d argument(s)\n\n%s", sub, n, imageUsage))
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	switch sub {
+	c, pos := g.c, g.pos
+	switch g.sub {
 	case "pull":
 		req := controlplane.PullRequest{Ref: pos[0], Username: user}
 		if user != "" {
@@ -72,7 +50,7 @@ func runImage(ctx context.Context, args []string) error {
 			}
 			req.Password = strings.TrimRight(string(b), "\r\n")
 		}
-		return pullImage(ctx, c, req, cf.output == "json")
+		return pullImage(ctx, c, req, g.json)
 	case "list":
 		var out struct {
 			Value []image.Image `json:"value"`
@@ -80,7 +58,7 @@ func runImage(ctx context.Context, args []string) error {
 		if err := c.call(ctx, http.MethodGet, "/v1/images", nil, &out); err != nil {
 			return err
 		}
-		if cf.output == "json" {
+		if g.json {
 			return printJSON(out.Value)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -90,7 +68,7 @@ func runImage(ctx context.Context, args []string) error {
 			if refs == "" {
 				refs = "<none>"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", refs, shortDigest(im.Digest), pool.FormatBytes(im.Size), im.LastUsed.Local().Format("2006-01-02 15:04:05"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", refs, shortDigest(im.Digest), human(im.Size), im.LastUsed.Local().Format("2006-01-02 15:04:05"))
 		}
 		return tw.Flush()
 	default:
@@ -98,10 +76,10 @@ func runImage(ctx context.Context, args []string) error {
 		if err := c.call(ctx, http.MethodPost, "/v1/images/prune", nil, &out); err != nil {
 			return err
 		}
-		if cf.output == "json" {
+		if g.json {
 			return printJSON(out)
 		}
-		fmt.Printf("freed %s\n", pool.FormatBytes(out.FreedBytes))
+		fmt.Printf("freed %s\n", human(out.FreedBytes))
 		return nil
 	}
 }
@@ -117,63 +95,46 @@ func shortDigest(d string) string {
 // a line per layer step otherwise.
 func pullImage(ctx context.Context, c *apiClient, req controlplane.PullRequest, asJSON bool) error {
 	im, err := pullStream(ctx, c, req, newProgressView(os.Stdout, isTerminal(os.Stdout) && !asJSON), asJSON)
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if asJSON {
+	case asJSON:
 		return printJSON(im)
 	}
-	fmt.Printf("%s: %s (%s)\n", im.Ref, im.Digest, pool.FormatBytes(im.Size))
+	fmt.Printf("%s: %s (%s)\n", im.Ref, im.Digest, human(im.Size))
 	return nil
 }
 
 // pullStream pulls through the control API, showing progress on view
 // (none if quiet), and returns the image.
 func pullStream(ctx context.Context, c *apiClient, req controlplane.PullRequest, view *progressView, quiet bool) (*image.Image, error) {
-	b, _ := json.Marshal(req)
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/images/pull", bytes.NewReader(b))
-	if err != nil {
-		return nil, err
-	}
-	hreq.Header.Set("Authorization", "Bearer "+c.token)
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{}).Do(hreq) // no timeout: a big pull takes what it takes
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the server at %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		var eb httpapi.Body
-		if json.NewDecoder(resp.Body).Decode(&eb) == nil && eb.Error.Message != "" {
-			return nil, fmt.Errorf("%s", eb.Error.Message)
-		}
-		return nil, fmt.Errorf("server answered %s", resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
+	var im *image.Image
+	err := c.stream(ctx, http.MethodPost, "/v1/images/pull", req, func(line []byte) error {
 		var ev controlplane.PullEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return nil, fmt.Errorf("bad answer from the server: %w", err)
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return fmt.Errorf("bad answer from the server: %w", err)
 		}
 		switch {
 		case ev.Error != "":
-			return nil, fmt.Errorf("%s", ev.Error)
+			return fmt.Errorf("%s", ev.Error)
 		case ev.Image != nil:
-			return ev.Image, nil
+			im = ev.Image
+			return errStop
 		case ev.Progress != nil && !quiet:
 			view.update(*ev.Progress)
 		}
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	switch {
+	case err != nil:
 		return nil, err
+	case im == nil:
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("the server ended the pull without a result")
 	}
-	return nil, fmt.Errorf("the server ended the pull without a result")
-}
-
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return im, nil
 }
 
 // progressView shows one line per layer.
@@ -198,7 +159,7 @@ func (v *progressView) update(p image.Progress) {
 	v.state[p.Layer] = p
 	if !v.tty {
 		if p.Status != "downloading" && v.status[p.Layer] != p.Status {
-			fmt.Fprintf(v.w, "%s: %s %s\n", shortDigest(p.Layer), p.Status, pool.FormatBytes(p.Total))
+			fmt.Fprintf(v.w, "%s: %s %s\n", shortDigest(p.Layer), p.Status, human(p.Total))
 		}
 		v.status[p.Layer] = p.Status
 		return
@@ -216,7 +177,7 @@ func (v *progressView) update(p image.Progress) {
 		if s.Total > 0 {
 			pct = int(s.Done * 100 / s.Total)
 		}
-		fmt.Fprintf(v.w, "\x1b[2K%s: %-11s %3d%% of %s\n", shortDigest(l), s.Status, pct, pool.FormatBytes(s.Total))
+		fmt.Fprintf(v.w, "\x1b[2K%s: %-11s %3d%% of %s\n", shortDigest(l), s.Status, pct, human(s.Total))
 	}
 	v.drawn = len(v.order)
 }

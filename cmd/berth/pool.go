@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -19,7 +20,8 @@ const poolUsage = `Usage: berth pool COMMAND [flags]
 
 Commands:
   create NAME [--type shell|python|custom] [--image REF] [--runtime bwrap|gvisor] [--ready N] [--max N]
-              [--cooldown 300s] [--egress disabled|enabled] [--memory 512Mi] [--disk 1Gi]
+              [--cooldown 300s] [--egress disabled|enabled|allow=HOST,…]
+              [--egress-inject HOST:Header=secretref:NAME]… [--memory 512Mi] [--disk 1Gi]
               [--cpu 1] [--timeout 220s] [--mcp] [--mcp-auth key|none]
               [--auth key|oidc|key,oidc --oidc-issuer URL --oidc-audience AUD
                [--oidc-scopes S,…] [--oidc-allowed-clients C,…]]
@@ -31,6 +33,8 @@ Commands:
   delete NAME
   credentials NAME     print the pool's API key
   rotate-key NAME      replace the key; the old one stops working at once
+  sessions NAME        live sessions: age, idle time, memory, disk, processes
+  end-session NAME ID  end a session now
 
 Every command takes -o json, --data-dir, --server and --token.`
 
@@ -40,6 +44,9 @@ func runPool(ctx context.Context, args []string) error {
 		return nil
 	}
 	sub, args := args[0], args[1:]
+	if sub == "sessions" || sub == "end-session" {
+		return runPoolSessions(ctx, sub, args)
+	}
 	fs := flag.NewFlagSet("pool "+sub, flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
@@ -179,6 +186,9 @@ func printPool(p controlplane.PoolView) {
 		{"Execute", p.Endpoints.CodeExecute},
 		{"Files", p.Endpoints.Files},
 	}
+	if len(p.EgressInject) > 0 {
+		rows = slices.Insert(rows, 7, [2]string{"Egress inject", strings.Join(p.EgressInject, ", ")})
+	}
 	auth := p.Auth
 	if p.OIDC != nil && p.Auth != pool.AuthKey {
 		auth += " (issuer " + p.OIDC.Issuer + ", audience " + p.OIDC.Audience + ")"
@@ -211,6 +221,7 @@ type poolSettings struct {
 	image, command, args                        string
 	targetPort                                  int
 	env                                         multiFlag
+	inject                                      multiFlag
 }
 
 func (s *poolSettings) register(fs *flag.FlagSet, create bool) {
@@ -226,7 +237,8 @@ func (s *poolSettings) register(fs *flag.FlagSet, create bool) {
 	fs.IntVar(&s.ready, "ready", pool.DefaultReady, "sandboxes kept warm")
 	fs.IntVar(&s.max, "max", pool.DefaultMax, "maximum live sessions")
 	fs.DurationVar(&s.cooldown, "cooldown", pool.DefaultCooldown*time.Second, "idle time after which a session is destroyed")
-	fs.StringVar(&s.egress, "egress", "disabled", "network egress: disabled or enabled")
+	fs.StringVar(&s.egress, "egress", "disabled", "network egress: disabled, enabled, or allow=HOST,*.DOMAIN,… (only those hosts, through Berth's egress proxy)")
+	fs.Var(&s.inject, "egress-inject", "HOST:Header=secretref:NAME: the egress proxy adds this header to HTTPS requests to HOST (repeatable; needs an allow-list)")
 	fs.StringVar(&s.memory, "memory", pool.FormatBytes(pool.DefaultMemory), "memory per session (e.g. 512Mi, 1Gi)")
 	fs.StringVar(&s.disk, "disk", pool.FormatBytes(pool.DefaultDisk), "disk space per session: its /mnt/data and /tmp together (e.g. 1Gi); files are limited in proportion (one per 16Ki)")
 	fs.Float64Var(&s.cpu, "cpu", pool.DefaultCPU, "CPU cores per session")
@@ -270,7 +282,7 @@ func (s *poolSettings) config(name string) (pool.Config, error) {
 	return pool.Config{
 		Image: s.image, Container: ctr,
 		Name: name, Type: s.typ, Runtime: s.runtime, Ready: s.ready, Max: s.max,
-		CooldownSeconds: cool, Egress: s.egress, MemoryBytes: mem, DiskBytes: disk, CPU: s.cpu,
+		CooldownSeconds: cool, Egress: s.egress, EgressInject: s.inject, MemoryBytes: mem, DiskBytes: disk, CPU: s.cpu,
 		TimeoutSeconds: to, MCP: s.mcp, MCPAuth: s.mcpAuth, Auth: s.auth.mode, OIDC: s.auth.poolOIDC(),
 	}, nil
 }
@@ -298,6 +310,12 @@ func (s *poolSettings) patch(fs *flag.FlagSet) (controlplane.Patch, error) {
 			p.TimeoutSeconds = &v
 		case "egress":
 			p.Egress = &s.egress
+			if !strings.HasPrefix(s.egress, "allow=") && p.EgressInject == nil {
+				p.EgressInject = &[]string{} // inject rules go with an allow-list
+			}
+		case "egress-inject":
+			v := []string(s.inject)
+			p.EgressInject = &v
 		case "memory":
 			var v int64
 			v, err = pool.ParseBytes(s.memory)

@@ -44,7 +44,9 @@ func runUp(ctx context.Context, args []string) error {
 	bodyMemory := fs.String("body-memory", pool.FormatBytes(bodymem.DefaultBytes), "request bodies held in memory at once, server-wide (503 beyond)")
 	maxUpload := fs.String("max-upload", pool.FormatBytes(source.DefaultMaxBytes), "largest app source archive (berth app deploy --dir) the control API takes, compressed (413 beyond)")
 	httpsListen, tlsMode, tlsOpts := registerTLSFlags(fs)
-	var manifests multiFlag
+	var manifests, egressCAs multiFlag
+	egressDNS := fs.String("egress-dns", "", "DNS server (host:port) the egress proxy resolves sandboxes' destinations with (default: the host's resolver)")
+	fs.Var(&egressCAs, "egress-upstream-ca", "PEM file of a root the egress proxy trusts, besides the system's, for hosts with --egress-inject rules (repeatable)")
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
 	var insecure multiFlag
 	var builtinFlags multiFlag
@@ -109,6 +111,7 @@ func runUp(ctx context.Context, args []string) error {
 		DataDir: *dataDir, Listen: *listen, AdminListen: *admin, PublicURL: *publicURL,
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
 		Admission:      ao,
+		Egress:         server.EgressOptions{DNS: *egressDNS, UpstreamCAs: egressCAs},
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
 		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure, BuiltinImages: builtins,
 		HTTPSListen: *httpsListen, TLS: *tlsOpts,

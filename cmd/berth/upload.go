@@ -15,11 +15,8 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/internal/archive"
-	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/source"
 )
 
@@ -140,11 +137,10 @@ func (a *apiClient) ensureSource(ctx context.Context, p *packed) error {
 }
 
 func (a *apiClient) hasSource(ctx context.Context, digest string) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/v1/sources/"+digest, nil)
+	req, err := a.request(ctx, http.MethodGet, "/v1/sources/"+digest, nil)
 	if err != nil {
 		return false, err
 	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
 	resp, err := a.hc.Do(req)
 	if err != nil {
 		return false, fmt.Errorf("cannot reach the server at %s: %w", a.base, err)
@@ -157,15 +153,6 @@ func (a *apiClient) hasSource(ctx context.Context, digest string) (bool, error) 
 		return false, nil
 	}
 	return false, apiError(resp)
-}
-
-// apiError is the message of an error response.
-func apiError(resp *http.Response) error {
-	var eb httpapi.Body
-	if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb) == nil && eb.Error.Message != "" {
-		return fmt.Errorf("%s", eb.Error.Message)
-	}
-	return fmt.Errorf("server answered %s", resp.Status)
 }
 
 // progress shows how much of an upload was sent: a bar redrawn in place
@@ -182,8 +169,7 @@ type progress struct {
 }
 
 func newProgress(f *os.File, label string, total int64) *progress {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	p := &progress{w: f, label: label, total: total, tty: err == nil}
+	p := &progress{w: f, label: label, total: total, tty: isTerminal(f)}
 	if !p.tty {
 		fmt.Fprintf(f, "%s: %s\n", label, human(total))
 	}

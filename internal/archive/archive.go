@@ -3,9 +3,9 @@
 // lands outside the target: names with ".." or a leading "/" are refused,
 // symlinks are created as links and never followed out of the root, hard
 // links must name an earlier file of the archive, and devices, FIFOs and
-// setuid, setgid or sticky bits are refused. The same rules could serve an
-// image's layers (without the setuid rule, with whiteouts); the app
-// uploads of the CLI's --dir are their first user.
+// setuid, setgid or sticky bits are refused. Image layers (package image)
+// share the name rules, EntryName; the app uploads of the CLI's --dir
+// use all of them.
 package archive
 
 import (
@@ -62,26 +62,38 @@ func refuse(name, format string, a ...any) error {
 	return &Error{Name: name, Reason: fmt.Sprintf(format, a...)}
 }
 
-// entryName checks a tar entry's name and returns it clean and relative
-// ("" for the root itself).
-func entryName(name string) (string, error) {
+// EntryName checks a tar entry's name (or a hard link's target) and
+// returns it clean and relative, "" for the root itself. It refuses empty,
+// absolute and overlong names, NUL bytes and any ".." component. Both the
+// uploads unpacked here and image layers (package image) take names by
+// these rules.
+func EntryName(name string) (string, error) {
 	if name == "" {
-		return "", refuse(name, "empty name")
+		return "", errors.New("empty name")
 	}
 	if strings.HasPrefix(name, "/") {
-		return "", refuse(name, "absolute name")
+		return "", errors.New("absolute name")
 	}
 	if strings.ContainsRune(name, 0) || len(name) > 4096 {
-		return "", refuse(name, "unusable name")
+		return "", errors.New("unusable name")
 	}
 	for _, part := range strings.Split(strings.TrimSuffix(name, "/"), "/") {
 		if part == ".." {
-			return "", refuse(name, "name leaves the archive's root (..)")
+			return "", errors.New("name leaves the archive's root (..)")
 		}
 	}
 	clean := path.Clean(name)
 	if clean == "." {
 		return "", nil
+	}
+	return clean, nil
+}
+
+// entryName is EntryName with its refusal as an *Error.
+func entryName(name string) (string, error) {
+	clean, err := EntryName(name)
+	if err != nil {
+		return "", refuse(name, "%s", err.Error())
 	}
 	return clean, nil
 }

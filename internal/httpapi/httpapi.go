@@ -131,6 +131,24 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// NDJSON sets up a newline-delimited JSON answer and returns the function
+// that writes one value and flushes it to the client. The status is
+// written with the first value (or by the caller), so an error before it
+// still becomes an error response.
+func NDJSON(w http.ResponseWriter) func(v any) error {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	enc := json.NewEncoder(w)
+	rc := http.NewResponseController(w)
+	return func(v any) error {
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		_ = rc.Flush()
+		return nil
+	}
+}
+
 // DecodeJSON reads a JSON body of at most limit bytes into v.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	return DecodeJSONWithin(w, r, limit, nil, v)

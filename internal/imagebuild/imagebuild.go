@@ -192,3 +192,17 @@ func layerName(h *tar.Header) (string, bool) {
 	}
 	return name, true
 }
+
+// DefaultCacheDir is where scripts/images.sh keeps the built-in images'
+// OCI layouts (NAME links to the current build), outside any clone of the
+// repository so that a fresh clone on the same machine reuses them.
+const DefaultCacheDir = "/var/cache/berth/images"
+
+// CacheDir is the built-in images' cache: $BERTH_IMAGE_CACHE, or
+// DefaultCacheDir.
+func CacheDir() string {
+	if d := os.Getenv("BERTH_IMAGE_CACHE"); d != "" {
+		return d
+	}
+	return DefaultCacheDir
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/berth-dev/berth/internal/imagebuild"
 	"image/png"
 	"os"
 	"os/exec"
@@ -31,7 +32,7 @@ func builtImage(t *testing.T, name string) (*v1.ConfigFile, string) {
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "bwrap")
 	testutil.RequireTool(t, "setpriv")
-	dir := filepath.Join(testutil.ModuleRoot(), ".cache", "images", name)
+	dir := filepath.Join(imagebuild.CacheDir(), name)
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
 		t.Skipf("SKIP: the built-in image %q is not built (%s): run scripts/images.sh "+
 			"(make test builds it through scripts/setup.sh)", name, dir)

@@ -125,8 +125,9 @@ func Layer(t testing.TB, entries ...Entry) v1.Layer {
 	return l
 }
 
-// DirLayer is a layer of a directory's contents (owned by root).
-func DirLayer(t testing.TB, dir string) v1.Layer {
+// DirLayer is a layer of a directory's contents (owned by root), placed
+// under the path under ("" for the root).
+func DirLayer(t testing.TB, dir, under string) v1.Layer {
 	t.Helper()
 	var entries []Entry
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -134,6 +135,7 @@ func DirLayer(t testing.TB, dir string) v1.Layer {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, p)
+		rel = filepath.Join(under, rel)
 		fi, err := d.Info()
 		if err != nil {
 			return err
@@ -147,13 +149,14 @@ func DirLayer(t testing.TB, dir string) v1.Layer {
 				return err
 			}
 			entries = append(entries, Symlink(rel, target))
-		default:
+		case fi.Mode().IsRegular():
 			b, err := os.ReadFile(p)
 			if err != nil {
 				return err
 			}
 			entries = append(entries, Mode(File(rel, string(b)), int64(fi.Mode().Perm())))
 		}
+		// sockets, devices, FIFOs: not in layers built from a directory
 		return nil
 	})
 	if err != nil {

@@ -18,6 +18,16 @@ import (
 	"sync"
 )
 
+// The ports of the host side of a proxied namespace's veth where its egress
+// proxy listens: an explicit HTTP proxy, and the targets of the sandbox's
+// ports 80, 443 and 53, redirected.
+const (
+	ProxyPort = 3128
+	HTTPPort  = 3129
+	TLSPort   = 3130
+	DNSPort   = 3153
+)
+
 // Manager creates namespaces for one Berth instance.
 type Manager struct {
 	prefix string // four characters from the instance, in every name
@@ -45,6 +55,7 @@ type Namespace struct {
 	Address netip.Addr // the sandbox's address
 	Gateway netip.Addr // the host side
 	m       *Manager
+	proxied bool
 }
 
 func (m *Manager) table() string    { return "berth_" + m.prefix }
@@ -71,15 +82,30 @@ func (m *Manager) setup(ctx context.Context) error {
 		dns = fmt.Sprintf("iifname \"%s\" ip daddr { %s } meta l4proto { tcp, udp } th dport 53 accept", ifs, strings.Join(servers, ", "))
 	}
 	rules := fmt.Sprintf(`table inet %[1]s {
+	set proxied {
+		type ifname
+	}
+	set proxyaddr {
+		type ifname . ipv4_addr
+	}
+	chain prerouting {
+		type nat hook prerouting priority -110; policy accept;
+		iifname @proxied tcp dport 80 redirect to :%[5]d
+		iifname @proxied tcp dport 443 redirect to :%[6]d
+		iifname @proxied udp dport 53 redirect to :%[7]d
+	}
 	chain input {
 		type filter hook input priority -10; policy accept;
 		iifname "%[2]s" ct state established,related accept
+		iifname . ip daddr @proxyaddr tcp dport { %[8]d, %[5]d, %[6]d } accept
+		iifname . ip daddr @proxyaddr udp dport %[7]d accept
 		iifname "%[2]s" drop
 	}
 	chain forward {
 		type filter hook forward priority -10; policy accept;
 		oifname "%[2]s" ct state established,related accept
 		oifname "%[2]s" drop
+		iifname @proxied drop
 		iifname "%[2]s" meta nfproto ipv6 drop
 		%[4]s
 		iifname "%[2]s" ip daddr { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3 } drop
@@ -90,7 +116,7 @@ func (m *Manager) setup(ctx context.Context) error {
 		ip saddr %[3]s oifname != "%[2]s" masquerade
 	}
 }
-`, m.table(), ifs, m.subnet, dns)
+`, m.table(), ifs, m.subnet, dns, HTTPPort, TLSPort, DNSPort, ProxyPort)
 	_ = run(ctx, "nft", "delete", "table", "inet", m.table())
 	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
@@ -101,8 +127,10 @@ func (m *Manager) setup(ctx context.Context) error {
 	return nil
 }
 
-// Create makes the namespace for slot.
-func (m *Manager) Create(ctx context.Context, slot int) (*Namespace, error) {
+// Create makes the namespace for slot. A proxied namespace has no route
+// out: only the proxy ports on its gateway address, with its ports 80, 443
+// and 53 redirected there.
+func (m *Manager) Create(ctx context.Context, slot int, proxied bool) (*Namespace, error) {
 	if err := m.setup(ctx); err != nil {
 		return nil, err
 	}
@@ -133,6 +161,14 @@ func (m *Manager) Create(ctx context.Context, slot int) (*Namespace, error) {
 		{"ip", "-n", n.Name, "link", "set", "lo", "up"},
 		{"ip", "-n", n.Name, "route", "add", "default", "via", gw.String()},
 	}
+	if proxied {
+		// Before the link is up, so that nothing passes unfiltered.
+		steps = append([][]string{
+			{"nft", "add", "element", "inet", m.table(), "proxied", "{ " + n.HostIf + " }"},
+			{"nft", "add", "element", "inet", m.table(), "proxyaddr", "{ " + n.HostIf + " . " + gw.String() + " }"},
+		}, steps...)
+		n.proxied = true
+	}
 	for _, s := range steps {
 		if err := run(ctx, s[0], s[1:]...); err != nil {
 			n.Close()
@@ -146,6 +182,10 @@ func (m *Manager) Create(ctx context.Context, slot int) (*Namespace, error) {
 func (n *Namespace) Close() error {
 	ctx := context.Background()
 	_ = run(ctx, "ip", "link", "del", n.HostIf)
+	if n.proxied {
+		_ = run(ctx, "nft", "delete", "element", "inet", n.m.table(), "proxied", "{ "+n.HostIf+" }")
+		_ = run(ctx, "nft", "delete", "element", "inet", n.m.table(), "proxyaddr", "{ "+n.HostIf+" . "+n.Gateway.String()+" }")
+	}
 	if err := run(ctx, "ip", "netns", "del", n.Name); err != nil && !strings.Contains(err.Error(), "No such file") {
 		return err
 	}

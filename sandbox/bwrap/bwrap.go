@@ -135,7 +135,10 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		return nil, err
 	}
 	if spec.Egress {
-		if sb.netns, err = r.net.Create(ctx, slot); err != nil {
+		if sb.netns, err = r.net.Create(ctx, slot, spec.EgressProxy != nil); err != nil {
+			return nil, err
+		}
+		if sb.egress, err = local.AttachEgress(ctx, spec.EgressProxy, sb.netns, sb.dir); err != nil {
 			return nil, err
 		}
 	}
@@ -164,7 +167,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 
 	// bubblewrap reads its arguments from fd 6, so that its command line
 	// (which the sandbox sees as /proc/1/cmdline) names no host path.
-	opts, command := r.args(sb.dir, sb.root, l, spec)
+	opts, command := r.args(sb.dir, sb.root, l, spec, sb.egress)
 	argsFile, err := memfd("berth-bwrap-args", []byte(strings.Join(opts, "\x00")+"\x00"))
 	if err != nil {
 		return nil, err
@@ -256,7 +259,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 }
 
 // args returns bubblewrap's options and the command it runs.
-func (r *Runtime) args(dir string, root *local.ImageRoot, l sandbox.Limits, spec sandbox.Spec) (opts, command []string) {
+func (r *Runtime) args(dir string, root *local.ImageRoot, l sandbox.Limits, spec sandbox.Spec, egress *sandbox.EgressAttachment) (opts, command []string) {
 	uid, gid := "1000", "1000"
 	if spec.Root != nil {
 		uid, gid = strconv.FormatUint(uint64(spec.Root.UID), 10), strconv.FormatUint(uint64(spec.Root.GID), 10)
@@ -300,6 +303,9 @@ func (r *Runtime) args(dir string, root *local.ImageRoot, l sandbox.Limits, spec
 		"--ro-bind", r.host.Agent, "/.berth/agent",
 		"--chdir", "/mnt/data",
 		"--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
+	)
+	a = append(a, egressArgs(egress, dir)...)
+	a = append(a,
 		// Nothing else is writable: the root and /dev tmpfs would be
 		// writable space outside the disk's quota. (An image's root is
 		// writable: its overlay's upper layer is on that disk.)
@@ -323,6 +329,7 @@ type box struct {
 	root   *local.ImageRoot
 	cg     *cgroup.Group
 	netns  *netns.Namespace
+	egress *sandbox.EgressAttachment
 	cmd    *exec.Cmd
 	ep     *local.Endpoint
 	client *agent.Client
@@ -360,6 +367,9 @@ func (b *box) teardown() {
 		if b.cg != nil {
 			b.cg.Destroy()
 		}
+		if b.egress != nil {
+			b.egress.Close()
+		}
 		if b.netns != nil {
 			if err := b.netns.Close(); err != nil {
 				b.rt.log.Warn("remove network namespace", "sandbox", b.id, "err", err)
@@ -394,4 +404,21 @@ func memfd(name string, content []byte) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// egressArgs give the sandbox what its egress proxy asks for: environment
+// (after --clearenv) and the CA bundle (before the root is read-only).
+func egressArgs(att *sandbox.EgressAttachment, dir string) []string {
+	if att == nil {
+		return nil
+	}
+	var a []string
+	for _, kv := range att.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		a = append(a, "--setenv", k, v)
+	}
+	if att.CABundle != nil {
+		a = append(a, "--ro-bind", filepath.Join(dir, local.EgressCAFile), sandbox.EgressCAPath)
+	}
+	return a
 }

@@ -206,11 +206,14 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		return nil, err
 	}
 	if spec.Egress {
-		if sb.netns, err = r.net.Create(ctx, slot); err != nil {
+		if sb.netns, err = r.net.Create(ctx, slot, spec.EgressProxy != nil); err != nil {
+			return nil, err
+		}
+		if sb.egress, err = local.AttachEgress(ctx, spec.EgressProxy, sb.netns, sb.dir); err != nil {
 			return nil, err
 		}
 	}
-	if err := r.writeBundle(sb.dir, sb.root, spec, ids, l, sb.netns); err != nil {
+	if err := r.writeBundle(sb.dir, sb.root, spec, ids, l, sb.netns, sb.egress); err != nil {
 		return nil, fmt.Errorf("sandbox %s: write bundle: %w", spec.ID, err)
 	}
 
@@ -349,7 +352,7 @@ func hostID(m []ociIDMapping, id uint32) uint32 {
 // writeBundle writes the sandbox's OCI bundle: config.json and, on the
 // host's root, an empty, read-only root directory holding only mount points
 // and the /usr symlinks; on an image, root is the image's (writable) root.
-func (r *Runtime) writeBundle(dir string, root *local.ImageRoot, spec sandbox.Spec, x ids, l sandbox.Limits, ns *netns.Namespace) error {
+func (r *Runtime) writeBundle(dir string, root *local.ImageRoot, spec sandbox.Spec, x ids, l sandbox.Limits, ns *netns.Namespace, egress *sandbox.EgressAttachment) error {
 	id := spec.ID
 	rootfs := filepath.Join(dir, "rootfs")
 	if root != nil {
@@ -384,6 +387,18 @@ func (r *Runtime) writeBundle(dir string, root *local.ImageRoot, spec sandbox.Sp
 		bind(filepath.Join(dir, "run"), "/.berth/run", true),
 		bind(r.host.Agent, "/.berth/agent", false),
 	)
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "GOMAXPROCS=1"}
+	if egress != nil {
+		env = append(env, egress.Env...)
+		if egress.CABundle != nil {
+			if root == nil { // an image root has it already (local.Targets)
+				if err := touchFile(filepath.Join(rootfs, sandbox.EgressCAPath)); err != nil {
+					return err
+				}
+			}
+			mounts = append(mounts, bind(filepath.Join(dir, local.EgressCAFile), sandbox.EgressCAPath, false))
+		}
+	}
 	for _, m := range spec.Mounts {
 		mounts = append(mounts, bind(m.Source, m.Target, !m.ReadOnly))
 	}
@@ -403,7 +418,7 @@ func (r *Runtime) writeBundle(dir string, root *local.ImageRoot, spec sandbox.Sp
 			// act. GOMAXPROCS=1 keeps its own thread count small.
 			Args: []string{"/.berth/agent", "agent", "--socket", "/.berth/run/agent.sock",
 				"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10)},
-			Env:             []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "GOMAXPROCS=1"},
+			Env:             env,
 			Cwd:             "/mnt/data",
 			NoNewPrivileges: true,
 			Capabilities:    &ociCapabilities{Bounding: []string{}, Effective: []string{}, Inheritable: []string{}, Permitted: []string{}, Ambient: []string{}},
@@ -452,11 +467,7 @@ func makeRootfs(rootfs string, spec sandbox.Spec) error {
 			return err
 		}
 	}
-	f, err := os.OpenFile(filepath.Join(rootfs, ".berth/agent"), os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := touchFile(filepath.Join(rootfs, ".berth/agent")); err != nil {
 		return err
 	}
 	for _, m := range spec.Mounts {
@@ -465,6 +476,15 @@ func makeRootfs(rootfs string, spec sandbox.Spec) error {
 		}
 	}
 	return nil
+}
+
+// touchFile makes an empty file at p (a mount point for a file).
+func touchFile(p string) error {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // runscCmd runs a runsc subcommand against this runtime's state.
@@ -629,6 +649,7 @@ type box struct {
 	root   *local.ImageRoot
 	cg     *cgroup.Group
 	netns  *netns.Namespace
+	egress *sandbox.EgressAttachment
 	cmd    *exec.Cmd // runsc run
 	ep     *local.Endpoint
 	client *agent.Client
@@ -684,6 +705,9 @@ func (b *box) teardown() {
 		}
 		if b.cg != nil {
 			b.cg.Destroy()
+		}
+		if b.egress != nil {
+			b.egress.Close()
 		}
 		if b.netns != nil {
 			if err := b.netns.Close(); err != nil {

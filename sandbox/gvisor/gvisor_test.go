@@ -80,22 +80,6 @@ func start(tb testing.TB, rt *gvisor.Runtime, spec sandbox.Spec) sandbox.Sandbox
 	return sb
 }
 
-func exec1(tb testing.TB, sb sandbox.Sandbox, req agent.ExecRequest) *agent.Output {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := sb.Agent().Exec(ctx, req, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return out
-}
-
-func shell(tb testing.TB, sb sandbox.Sandbox, code string) *agent.Output {
-	tb.Helper()
-	return exec1(tb, sb, agent.ExecRequest{Language: agent.Shell, Code: code})
-}
-
 func TestUnavailable(t *testing.T) {
 	_, err := gvisor.New(gvisor.Options{Runsc: "/nonexistent/runsc"})
 	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(err.Error(), "install") {
@@ -122,23 +106,23 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := shell(t, sb, "cd /tmp; export X=41; uname -r")
+	out := sandboxtest.Shell(t, sb, "cd /tmp; export X=41; uname -r")
 	if out.Status != agent.StatusSuccess || out.Stdout == string(host) {
 		t.Fatalf("not in gVisor? %+v", out)
 	}
-	out = shell(t, sb, `echo "$PWD $((X+1))"`)
+	out = sandboxtest.Shell(t, sb, `echo "$PWD $((X+1))"`)
 	if strings.TrimSpace(out.Stdout) != "/tmp 42" {
 		t.Fatalf("shell state lost: %+v", out)
 	}
-	out = exec1(t, sb, agent.ExecRequest{Language: agent.Python, Code: "x = 41"})
+	out = sandboxtest.Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: "x = 41"})
 	if out.Status != agent.StatusSuccess {
 		t.Fatalf("%+v", out)
 	}
-	out = exec1(t, sb, agent.ExecRequest{Language: agent.Python, Code: "x + 1"})
+	out = sandboxtest.Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: "x + 1"})
 	if string(out.Value) != "42" {
 		t.Fatalf("python value %q: %+v", out.Value, out)
 	}
-	out = exec1(t, sb, agent.ExecRequest{Language: agent.Command, Argv: []string{"cat"}, Stdin: "hello"})
+	out = sandboxtest.Exec(t, sb, agent.ExecRequest{Language: agent.Command, Argv: []string{"cat"}, Stdin: "hello"})
 	if out.Stdout != "hello" || out.Status != agent.StatusSuccess {
 		t.Fatalf("%+v", out)
 	}
@@ -147,7 +131,7 @@ func TestSmoke(t *testing.T) {
 func TestIsolation(t *testing.T) {
 	rt, o := newRuntime(t)
 	sb := start(t, rt, sandbox.Spec{ID: "iso", Limits: sandbox.Limits{TmpBytes: 8 << 20, DiskBytes: 32 << 20}})
-	out := shell(t, sb, "id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status")
+	out := sandboxtest.Shell(t, sb, "id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status")
 	for _, want := range []string{"1000\n1000\n", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2"} {
 		if !strings.Contains(out.Stdout, want) {
 			t.Errorf("missing %q in %q", want, out.Stdout)
@@ -159,26 +143,26 @@ func TestIsolation(t *testing.T) {
 		"cat /etc/shadow", "ls /root", "ls /home", "ls /var", "ls /etc/ssh", "ls /etc/ssl/private",
 		"touch /usr/x", "touch /x", "mkdir /etc/x", "echo x > /.berth/agent",
 	} {
-		if out := shell(t, sb, code); out.Status == agent.StatusSuccess {
+		if out := sandboxtest.Shell(t, sb, code); out.Status == agent.StatusSuccess {
 			t.Errorf("%q succeeded: %+v", code, out)
 		}
 	}
-	if out := shell(t, sb, "tr '\\0' ' ' < /proc/1/cmdline; ps -e | wc -l"); !strings.HasPrefix(out.Stdout, "/.berth/agent agent ") {
+	if out := sandboxtest.Shell(t, sb, "tr '\\0' ' ' < /proc/1/cmdline; ps -e | wc -l"); !strings.HasPrefix(out.Stdout, "/.berth/agent agent ") {
 		t.Errorf("pid 1: %+v", out)
 	}
-	if out := shell(t, sb, "grep -c . /etc/passwd; unshare -r true"); strings.TrimSpace(strings.Split(out.Stdout, "\n")[0]) != "3" || out.Status == agent.StatusSuccess {
+	if out := sandboxtest.Shell(t, sb, "grep -c . /etc/passwd; unshare -r true"); strings.TrimSpace(strings.Split(out.Stdout, "\n")[0]) != "3" || out.Status == agent.StatusSuccess {
 		t.Errorf("passwd or unshare: %+v", out)
 	}
 	// The workspace, /tmp and /dev/shm are writable; /tmp and the
 	// workspace share the sandbox's disk, which is bounded.
-	out = shell(t, sb, "echo hi > /mnt/data/a && echo hi > /tmp/b && echo hi > /dev/shm/c && cat /mnt/data/a /tmp/b /dev/shm/c")
+	out = sandboxtest.Shell(t, sb, "echo hi > /mnt/data/a && echo hi > /tmp/b && echo hi > /dev/shm/c && cat /mnt/data/a /tmp/b /dev/shm/c")
 	if out.Stdout != "hi\nhi\nhi\n" {
 		t.Fatalf("%+v", out)
 	}
-	if out := shell(t, sb, "head -c 40M /dev/zero > /tmp/big"); out.Status == agent.StatusSuccess || !strings.Contains(out.Stderr, "No space left") {
+	if out := sandboxtest.Shell(t, sb, "head -c 40M /dev/zero > /tmp/big"); out.Status == agent.StatusSuccess || !strings.Contains(out.Stderr, "No space left") {
 		t.Errorf("/tmp is not bounded: %+v", out)
 	}
-	if out := shell(t, sb, "rm /tmp/big; head -c 16M /dev/zero > /dev/shm/big"); out.Status == agent.StatusSuccess || !strings.Contains(out.Stderr, "No space left") {
+	if out := sandboxtest.Shell(t, sb, "rm /tmp/big; head -c 16M /dev/zero > /dev/shm/big"); out.Status == agent.StatusSuccess || !strings.Contains(out.Stderr, "No space left") {
 		t.Errorf("/dev/shm is not bounded: %+v", out)
 	}
 	// The host sees the sandbox's files owned by the sandbox's own
@@ -214,7 +198,7 @@ func TestFiles(t *testing.T) {
 	if _, err := sb.Agent().Write(ctx, "dir/hello.txt", strings.NewReader("hello from the host")); err != nil {
 		t.Fatal(err)
 	}
-	out := shell(t, sb, "cat /mnt/data/dir/hello.txt; echo made > made.txt")
+	out := sandboxtest.Shell(t, sb, "cat /mnt/data/dir/hello.txt; echo made > made.txt")
 	if out.Stdout != "hello from the host" {
 		t.Fatalf("%+v", out)
 	}
@@ -269,7 +253,7 @@ func TestMemoryLimit(t *testing.T) {
 		t.Fatal("the sandbox died")
 	default:
 	}
-	if out := shell(t, sb, "echo alive"); out.Stdout != "alive\n" {
+	if out := sandboxtest.Shell(t, sb, "echo alive"); out.Stdout != "alive\n" {
 		t.Fatalf("%+v", out)
 	}
 }
@@ -309,9 +293,9 @@ func TestPidsLimit(t *testing.T) {
 		if r.out.Status != agent.StatusTimeout || !strings.HasPrefix(r.out.Stderr, strconv.FormatInt(sandbox.UserProcs(64), 10)+"\n") || !strings.Contains(r.out.Stderr, "fork: retry") {
 			t.Fatalf("fork bomb: %+v", r.out)
 		}
-		t.Logf("processes during the fork bomb: %d; after: %s", n, shell(t, sb, "ps -e | wc -l").Stdout)
+		t.Logf("processes during the fork bomb: %d; after: %s", n, sandboxtest.Shell(t, sb, "ps -e | wc -l").Stdout)
 		// Threads count too.
-		py := exec1(t, sb, agent.ExecRequest{Language: agent.Python, TimeoutMillis: 20000, Code: `
+		py := sandboxtest.Exec(t, sb, agent.ExecRequest{Language: agent.Python, TimeoutMillis: 20000, Code: `
 import threading
 ev = threading.Event()
 n = 0
@@ -326,12 +310,12 @@ n`})
 		if n, _ := strconv.Atoi(string(py.Value)); n < 10 || n >= int(sandbox.UserProcs(64)) {
 			t.Fatalf("threads: %+v", py)
 		}
-		if out := shell(t, sb, "echo alive"); out.Stdout != "alive\n" {
+		if out := sandboxtest.Shell(t, sb, "echo alive"); out.Stdout != "alive\n" {
 			t.Fatalf("after the bomb: %+v", out)
 		}
 	}
 	sb2 := start(t, rt, sandbox.Spec{ID: "pids2"})
-	if out := shell(t, sb2, "echo fresh"); out.Stdout != "fresh\n" {
+	if out := sandboxtest.Shell(t, sb2, "echo fresh"); out.Stdout != "fresh\n" {
 		t.Fatalf("new sandbox: %+v", out)
 	}
 }
@@ -340,11 +324,11 @@ func TestTimeout(t *testing.T) {
 	rt, _ := newRuntime(t)
 	sb := start(t, rt, sandbox.Spec{ID: "spin"})
 	t0 := time.Now()
-	out := exec1(t, sb, agent.ExecRequest{Language: agent.Python, TimeoutMillis: 1000, Code: "while True: pass"})
+	out := sandboxtest.Exec(t, sb, agent.ExecRequest{Language: agent.Python, TimeoutMillis: 1000, Code: "while True: pass"})
 	if out.Status != agent.StatusTimeout || time.Since(t0) > 10*time.Second {
 		t.Fatalf("%v %+v", time.Since(t0), out)
 	}
-	out = exec1(t, sb, agent.ExecRequest{Language: agent.Shell, TimeoutMillis: 1000, Code: "while :; do :; done"})
+	out = sandboxtest.Exec(t, sb, agent.ExecRequest{Language: agent.Shell, TimeoutMillis: 1000, Code: "while :; do :; done"})
 	if out.Status != agent.StatusTimeout {
 		t.Fatalf("%+v", out)
 	}
@@ -375,17 +359,17 @@ func TestNoNetwork(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	sb := start(t, rt, sandbox.Spec{ID: "nonet"})
 	for _, host := range append([]string{"127.0.0.1"}, hostAddrs(t)...) {
-		out := exec1(t, sb, agent.ExecRequest{Language: agent.Python, Code: pyConnect(host, port)})
+		out := sandboxtest.Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: pyConnect(host, port)})
 		if !strings.HasPrefix(out.Stdout, "error") {
 			t.Errorf("%s:%d: %+v", host, port, out)
 		}
 	}
 	// Only loopback exists, and it is the sandbox's own.
-	out := shell(t, sb, "cat /proc/net/dev")
+	out := sandboxtest.Shell(t, sb, "cat /proc/net/dev")
 	if strings.Contains(out.Stdout, "eth") {
 		t.Errorf("interfaces: %s", out.Stdout)
 	}
-	out = exec1(t, sb, agent.ExecRequest{Language: agent.Python, Code: `
+	out = sandboxtest.Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: `
 import socket
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
 c = socket.create_connection(srv.getsockname()); c.close()
@@ -445,7 +429,7 @@ while True:
 	hostPort := ln.Addr().(*net.TCPAddr).Port
 
 	sb := start(t, rt, sandbox.Spec{ID: "egress", Egress: true})
-	out := exec1(t, sb, agent.ExecRequest{Language: agent.Python, Code: `
+	out := sandboxtest.Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: `
 import socket
 c = socket.create_connection(("198.51.100.2", 8080), timeout=5)
 c.recv(100).decode().strip()`})
@@ -453,7 +437,7 @@ c.recv(100).decode().strip()`})
 		t.Fatalf("egress (want the host's masqueraded address): %+v", out)
 	}
 	for _, host := range append([]string{"127.0.0.1", "198.51.100.1"}, hostAddrs(t)...) {
-		out := exec1(t, sb, agent.ExecRequest{Language: agent.Python, Code: pyConnect(host, hostPort)})
+		out := sandboxtest.Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: pyConnect(host, hostPort)})
 		if !strings.HasPrefix(out.Stdout, "error") {
 			t.Errorf("reached the host at %s:%d: %+v", host, hostPort, out)
 		}
@@ -587,7 +571,7 @@ func TestCleanupAfterCrash(t *testing.T) {
 	assertGone(t, o, "crashed-img", sandboxDir(o, "crashed-img"))
 	// And the runtime works afterwards.
 	sb := start(t, rt, sandbox.Spec{ID: "crashed"})
-	if out := shell(t, sb, "echo ok"); out.Stdout != "ok\n" {
+	if out := sandboxtest.Shell(t, sb, "echo ok"); out.Stdout != "ok\n" {
 		t.Fatalf("%+v", out)
 	}
 	_ = sb.Destroy(context.Background())

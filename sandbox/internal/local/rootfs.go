@@ -82,6 +82,9 @@ func Targets(spec sandbox.Spec) []Target {
 		st, err := os.Stat(m.Source)
 		t = append(t, Target{Path: m.Target, File: err == nil && !st.IsDir()})
 	}
+	if spec.EgressProxy != nil {
+		t = append(t, Target{Path: sandbox.EgressCAPath, File: true})
+	}
 	return t
 }
 
