@@ -64,9 +64,9 @@ type Manager struct {
 	images   Images
 	resolve  ResolveImage
 	// wg counts the watchers of probe sandboxes' containers.
-	wg sync.WaitGroup
-	events   *events.Ring
-	egress   EgressProxies
+	wg     sync.WaitGroup
+	events *events.Ring
+	egress EgressProxies
 
 	mu    sync.RWMutex
 	pools map[string]*Pool
