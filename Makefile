@@ -6,7 +6,8 @@
 
 up:
 	@scripts/setup.sh
-	.bin/berth up --apply examples/tasks/berth.yaml $(ARGS)
+	.bin/berth up --builtin-image python=.cache/images/python --builtin-image shell=.cache/images/shell \
+		--apply examples/pools/python.yaml --apply examples/tasks/berth.yaml $(ARGS)
 
 test:
 	@scripts/setup.sh --test

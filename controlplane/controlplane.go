@@ -227,6 +227,12 @@ type Patch struct {
 	// CORS replaces the pool's CORS policy; ClearCORS removes it.
 	CORS      *cors.Spec `json:"corsPolicy,omitempty"`
 	ClearCORS bool       `json:"clearCorsPolicy,omitempty"`
+	// Image, if set, is the pool's new image (pulled, and the warm
+	// sandboxes replaced); ImageDigest, if set, what the client already
+	// resolved it to. Container replaces a custom pool's container.
+	Image       *string         `json:"image,omitempty"`
+	ImageDigest *string         `json:"imageDigest,omitempty"`
+	Container   *pool.Container `json:"container,omitempty"`
 }
 
 // Apply changes cfg.
@@ -251,6 +257,13 @@ func (pt Patch) Apply(cfg *pool.Config) {
 	}
 	if pt.ClearCORS {
 		cfg.CORS = nil
+	}
+	if pt.Image != nil {
+		cfg.Image, cfg.ImageDigest = *pt.Image, ""
+		set(&cfg.ImageDigest, pt.ImageDigest)
+	}
+	if pt.Container != nil {
+		cfg.Container = pt.Container
 	}
 }
 

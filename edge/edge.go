@@ -133,6 +133,22 @@ type Pool interface {
 	MCPEndpoint() (enabled, keyed bool)
 }
 
+// CustomPool is implemented by pools whose every path belongs to their
+// sessions' containers (custom container pools): the edge routes their
+// /mcp to the data plane, never to the pools' MCP server.
+type CustomPool interface {
+	Custom() bool
+}
+
+func (e *Edge) customPool(name string) bool {
+	if e.o.Pools == nil {
+		return false
+	}
+	p, ok := e.o.Pools.Pool(name)
+	c, isCustom := p.(CustomPool)
+	return ok && isCustom && c.Custom()
+}
+
 // Options configure an Edge.
 type Options struct {
 	// AppDomain serves apps at NAME.AppDomain (default "localhost").
@@ -293,6 +309,11 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Edge) serve(st *state, r *http.Request) *Error {
+	if st.route.Kind == KindPoolMCP && !st.route.PRM && e.customPool(st.route.Name) {
+		// A custom pool has no MCP endpoint of its own: /mcp, like any
+		// path, is its sessions' (behind the data plane's key check).
+		st.route.Kind = KindDataPlane
+	}
 	switch st.route.Kind {
 	case KindApp:
 		return e.serveApp(st, r)

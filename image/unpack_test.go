@@ -301,3 +301,29 @@ type atomicBool struct{ v atomic.Bool }
 
 func (a *atomicBool) set(b bool) { a.v.Store(b) }
 func (a *atomicBool) get() bool  { return a.v.Load() }
+
+// TestUnlistedParentsOwnedByImageRoot: a layer need not list an entry's
+// parents; the ones the unpack makes belong to image root (shifted), as
+// listed ones do, never to host root.
+func TestUnlistedParentsOwnedByImageRoot(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	s := newStore(t, reg)
+	it.Push(t, reg.Ref("parents:1"), it.Image(t, v1.Config{}, it.Layer(t, it.File("etc/app/conf", "c"), it.Owned(it.Dir("listed"), 0, 0))))
+	im, err := s.Pull(context.Background(), reg.Ref("parents:1"), image.PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(im.RootFS, "listed"), &listed); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"etc", "etc/app"} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(im.RootFS, d), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != listed.Uid || st.Gid != listed.Gid || st.Uid == 0 {
+			t.Errorf("/%s is owned by %d:%d, want image root's %d:%d", d, st.Uid, st.Gid, listed.Uid, listed.Gid)
+		}
+	}
+}

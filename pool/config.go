@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -18,6 +19,10 @@ import (
 const (
 	TypeShell  = "shell"
 	TypePython = "python"
+	// TypeCustom pools run an image's own server, one container per
+	// session identifier, and proxy HTTP requests to it (Azure's custom
+	// container sessions).
+	TypeCustom = "custom"
 )
 
 // MCP authentication modes.
@@ -61,6 +66,30 @@ type Config struct {
 	Auth string `json:"auth,omitempty"`
 	// OIDC says whose tokens are accepted when Auth has oidc.
 	OIDC *OIDC `json:"oidc,omitempty"`
+
+	// Image, if set, is the image the pool's sandboxes run on, as the
+	// user named it (a tag, or a digest); ImageDigest is the manifest
+	// digest it resolved to when the pool was created or its image last
+	// updated: sandboxes run that digest, so a tag that moves later does
+	// not change the pool under its users. Without Image, sandboxes run on
+	// the host's /usr.
+	Image       string `json:"image,omitempty"`
+	ImageDigest string `json:"imageDigest,omitempty"`
+	// Container is a custom pool's server: its port and, overriding the
+	// image's, its command, args and environment.
+	Container *Container `json:"container,omitempty"`
+}
+
+// Container is what a custom pool runs in each session's sandbox.
+type Container struct {
+	// TargetPort is the port the server listens on (inside the sandbox);
+	// requests to /pools/NAME/PATH?identifier=ID reach it at PATH.
+	TargetPort int `json:"targetPort"`
+	// Command replaces the image's Entrypoint (and drops its Cmd); Args
+	// replace its Cmd.
+	Command []string          `json:"command,omitempty"`
+	Args    []string          `json:"args,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
 }
 
 // Pool authentication (Config.Auth).
@@ -107,8 +136,11 @@ func (c *Config) Normalize() error {
 	if c.Type == "" {
 		c.Type = TypeShell
 	}
-	if c.Type != TypeShell && c.Type != TypePython {
-		return invalid("type", "type must be %q or %q, not %q", TypeShell, TypePython, c.Type)
+	if c.Type != TypeShell && c.Type != TypePython && c.Type != TypeCustom {
+		return invalid("type", "type must be %q, %q or %q, not %q", TypeShell, TypePython, TypeCustom, c.Type)
+	}
+	if err := c.normalizeImage(); err != nil {
+		return err
 	}
 	if c.Runtime == "" {
 		c.Runtime = "bwrap"
@@ -169,6 +201,37 @@ func (c *Config) Normalize() error {
 	return c.normalizeAuth()
 }
 
+// normalizeImage checks the image and, for a custom pool, its container.
+func (c *Config) normalizeImage() error {
+	c.Image = strings.TrimSpace(c.Image)
+	if c.Image == "" {
+		c.ImageDigest = ""
+	}
+	if strings.ContainsAny(c.Image, " \t\n\x00") {
+		return invalid("image", "image %q is not an image reference (e.g. registry.example:5000/python:3)", c.Image)
+	}
+	if c.Type != TypeCustom {
+		if c.Container != nil {
+			return invalid("container", "--target-port, --command, --args and --env are for custom pools (--type custom)")
+		}
+		return nil
+	}
+	if c.Image == "" {
+		return invalid("image", "a custom pool needs --image: the container image each session runs")
+	}
+	if c.MCP {
+		return invalid("mcp", "a custom pool has no MCP endpoint: its sessions serve their own HTTP API")
+	}
+	if c.Container == nil || c.Container.TargetPort < 1 || c.Container.TargetPort > 65535 {
+		return invalid("targetPort", "a custom pool needs --target-port: the port (1-65535) its container listens on")
+	}
+	for k := range c.Container.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return invalid("env", "environment variable name %q is not valid", k)
+		}
+	}
+	return nil
+}
 func (c *Config) normalizeAuth() error {
 	switch c.Auth {
 	case "":
@@ -209,6 +272,10 @@ type shape struct {
 	Type   string
 	Limits sandbox.Limits
 	Egress bool
+	// Image is the image's digest ("": the host's /usr).
+	Image string
+	// Container is a custom pool's container settings, encoded.
+	Container string
 	// EgressRules is the allow-list and inject rules, if any.
 	EgressRules string
 }
@@ -218,9 +285,14 @@ func (c Config) shape() shape {
 		Type:   c.Type,
 		Limits: sandbox.Limits{MemoryBytes: c.MemoryBytes, CPU: c.CPU, DiskBytes: c.DiskBytes},
 		Egress: c.Egress != "disabled",
+		Image:  c.ImageDigest,
 	}
 	if strings.HasPrefix(c.Egress, "allow=") {
 		sh.EgressRules = c.Egress + "\n" + strings.Join(c.EgressInject, "\n")
+	}
+	if c.Container != nil {
+		b, _ := json.Marshal(c.Container) // map keys sorted: a stable encoding
+		sh.Container = string(b)
 	}
 	return sh
 }

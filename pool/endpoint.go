@@ -24,3 +24,7 @@ func (p *Pool) Credentials() (key bool, oidc *OIDC) {
 // CORS is the pool's compiled CORS policy (nil if it has none); the front
 // door asks on every request to the MCP endpoint.
 func (p *Pool) CORS() *cors.Policy { return p.cors.Load() }
+
+// Custom reports whether the pool is a custom container pool: every path
+// under it is its sessions' (the front door asks).
+func (p *Pool) Custom() bool { return p.cfg.Load().Type == TypeCustom }

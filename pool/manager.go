@@ -15,6 +15,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
@@ -29,6 +30,10 @@ type Options struct {
 	// Capacity, if set, is what the host admits (see sandbox/admit): a
 	// pool whose sessions could never run on it is refused.
 	Capacity Capacity
+	// Images, if set, lets pools run on images (Config.Image); Resolve,
+	// if set, finds a reference (default: Images.Pull).
+	Images  Images
+	Resolve ResolveImage
 	// Events, if set, records ended sessions.
 	Events *events.Ring
 	// Egress makes the proxies of pools with egress rules.
@@ -56,8 +61,12 @@ type Manager struct {
 	runtimes map[string]sandbox.Runtime
 	log      *slog.Logger
 	capacity Capacity
-	events   *events.Ring
-	egress   EgressProxies
+	images   Images
+	resolve  ResolveImage
+	// wg counts the watchers of probe sandboxes' containers.
+	wg     sync.WaitGroup
+	events *events.Ring
+	egress EgressProxies
 
 	mu    sync.RWMutex
 	pools map[string]*Pool
@@ -68,7 +77,7 @@ func NewManager(o Options) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, events: o.Events, egress: o.Egress, pools: map[string]*Pool{}}
+	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, events: o.Events, egress: o.Egress, images: o.Images, resolve: o.Resolve, pools: map[string]*Pool{}}
 }
 
 // Load starts every stored pool.
@@ -92,9 +101,13 @@ func (m *Manager) Load(ctx context.Context) error {
 			m.log.Error("pool's runtime is not available; the pool is not served", "pool", cfg.Name, "runtime", cfg.Runtime)
 			continue
 		}
-		p := newPool(cfg, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress)
+		im, imgErr := m.storedImage(cfg)
+		p := newPool(cfg, im, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress)
 		p.events = m.events
-		if err := m.fits(cfg); err != nil {
+		if imgErr != nil {
+			m.log.Error("pool's image is missing; it starts no sandboxes until it is changed (berth pool update --image)", "pool", cfg.Name, "err", imgErr)
+			p.setUnusable(imgErr)
+		} else if err := m.fits(cfg); err != nil {
 			// Served no sandbox until an update makes it fit; not fatal
 			// for the server and its other pools.
 			m.log.Error("pool cannot run on this host; it starts no sandboxes until it is changed (berth pool update)", "pool", cfg.Name, "err", err)
@@ -143,6 +156,29 @@ func (m *Manager) Create(ctx context.Context, cfg Config) (*Pool, string, error)
 	if err := m.fits(cfg); err != nil {
 		return nil, "", err
 	}
+	im, err := m.resolveImage(ctx, &cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	// A pool on an image starts one sandbox now, to tell at once if the
+	// image can run it; it becomes the first warm one.
+	probe, err := m.probe(ctx, rt, cfg, im)
+	if err != nil {
+		return nil, "", err
+	}
+	p, key, err := m.create(ctx, cfg, im, rt)
+	if err != nil {
+		if probe != nil {
+			_ = probe.Destroy(context.WithoutCancel(ctx))
+		}
+		return nil, "", err
+	}
+	p.addWarm(probe, cfg.shape())
+	m.log.Info("pool created", "pool", cfg.Name, "type", cfg.Type, "runtime", cfg.Runtime, "image", cfg.Image, "digest", cfg.ImageDigest)
+	return p, key, nil
+}
+
+func (m *Manager) create(ctx context.Context, cfg Config, im *image.Image, rt sandbox.Runtime) (*Pool, string, error) {
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, "", err
@@ -160,11 +196,38 @@ func (m *Manager) Create(ctx context.Context, cfg Config) (*Pool, string, error)
 	if err != nil {
 		return nil, "", err
 	}
-	p := newPool(cfg, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed(), m.egress)
+	p := newPool(cfg, im, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed(), m.egress)
 	p.events = m.events
 	m.pools[cfg.Name] = p
-	m.log.Info("pool created", "pool", cfg.Name, "type", cfg.Type, "runtime", cfg.Runtime)
 	return p, key, nil
+}
+
+// probe starts a sandbox of a pool on an image (nil for a pool on the
+// host's /usr), or says why the image cannot back the pool.
+func (m *Manager) probe(ctx context.Context, rt sandbox.Runtime, cfg Config, im *image.Image) (sandbox.Sandbox, error) {
+	if im == nil {
+		return nil, nil
+	}
+	sb, err := startSandbox(ctx, rt, cfg, cfg.shape(), im, m.egress, &m.wg, m.log.With("pool", cfg.Name))
+	if err != nil {
+		return nil, probeError(cfg, err)
+	}
+	return sb, nil
+}
+
+// storedImage finds the image a stored pool runs.
+func (m *Manager) storedImage(cfg Config) (*image.Image, error) {
+	if cfg.ImageDigest == "" {
+		return nil, nil
+	}
+	if m.images == nil {
+		return nil, invalid("image", "pool %s runs image %s, and this server has no image store", cfg.Name, cfg.Image)
+	}
+	im, err := m.images.Get(cfg.ImageDigest)
+	if err != nil {
+		return nil, invalid("image", "pool %s runs image %s (%s), which is not in the image store any more: berth pool update %s --image %s pulls it again", cfg.Name, cfg.Image, cfg.ImageDigest, cfg.Name, cfg.Image)
+	}
+	return im, nil
 }
 
 // RuntimeNames lists the available runtimes.
@@ -212,11 +275,29 @@ func (m *Manager) Update(ctx context.Context, name string, change func(*Config))
 	if err != nil {
 		return nil, err
 	}
+	// A new image is pulled and tried before the lock is taken: that may
+	// take a while.
+	pre := p.Config()
+	change(&pre)
+	im, probe, imageChanged, err := m.updateImage(ctx, p, &pre)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if probe != nil { // not handed to the pool
+			_ = probe.Destroy(context.WithoutCancel(ctx))
+		}
+	}()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old := p.Config()
 	cfg := old
 	change(&cfg)
+	if imageChanged {
+		cfg.Image, cfg.ImageDigest = pre.Image, pre.ImageDigest
+	} else {
+		cfg.ImageDigest = old.ImageDigest
+	}
 	if cfg.Name != old.Name || cfg.Type != old.Type || cfg.Runtime != old.Runtime {
 		return nil, invalid("name", "a pool's name, type and runtime cannot change; create a new pool")
 	}
@@ -233,9 +314,43 @@ func (m *Manager) Update(ctx context.Context, name string, change func(*Config))
 	if err := m.store.UpdatePoolConfig(ctx, name, b); err != nil {
 		return nil, err
 	}
+	if !imageChanged {
+		im = p.img.Load()
+	}
 	p.setUnusable(nil)
-	p.setConfig(cfg)
+	p.setConfig(cfg, im)
+	if probe != nil && cfg.shape() == pre.shape() {
+		p.addWarm(probe, cfg.shape())
+		probe = nil
+	}
+	if imageChanged {
+		m.log.Info("pool image updated; warm sandboxes of the old image are replaced", "pool", name, "image", cfg.Image, "digest", cfg.ImageDigest)
+	}
 	return p, nil
+}
+
+// updateImage resolves and tries the image of an update, if it names a
+// new one (or the same tag again, which may have moved).
+func (m *Manager) updateImage(ctx context.Context, p *Pool, cfg *Config) (*image.Image, sandbox.Sandbox, bool, error) {
+	old := p.Config()
+	if cfg.Image == old.Image && cfg.ImageDigest == old.ImageDigest {
+		return nil, nil, false, nil
+	}
+	if err := cfg.Normalize(); err != nil {
+		return nil, nil, false, err
+	}
+	im, err := m.resolveImage(ctx, cfg)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if im != nil && old.ImageDigest == im.Digest && old.Image == cfg.Image {
+		return nil, nil, false, nil // the same image: nothing changes
+	}
+	probe, err := m.probe(ctx, p.rt, *cfg, im)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return im, probe, true, nil
 }
 
 // Delete destroys a pool, its sessions and its key.
@@ -294,4 +409,5 @@ func (m *Manager) Close() {
 		}()
 	}
 	wg.Wait()
+	m.wg.Wait()
 }

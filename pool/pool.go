@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
@@ -48,7 +50,9 @@ type Pool struct {
 	// pools cannot start sandboxes).
 	egress EgressProxies
 
-	cfg     atomic.Pointer[Config]
+	cfg atomic.Pointer[Config]
+	// img is the image of cfg.ImageDigest (nil: the host's /usr).
+	img     atomic.Pointer[image.Image]
 	keyHash atomic.Pointer[[32]byte]
 	cors    atomic.Pointer[cors.Policy]
 	// unusable, if set, says why the pool's settings cannot run on this
@@ -70,7 +74,7 @@ type Pool struct {
 	closed   bool
 }
 
-func newPool(cfg Config, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}, egr EgressProxies) *Pool {
+func newPool(cfg Config, img *image.Image, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}, egr EgressProxies) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool{
 		rt: rt, log: log.With("pool", cfg.Name), created: created, freed: freed, egress: egr,
@@ -78,6 +82,7 @@ func newPool(cfg Config, keyHash [32]byte, created time.Time, rt sandbox.Runtime
 		sessions: map[string]*Session{},
 	}
 	p.cfg.Store(&cfg)
+	p.img.Store(img)
 	p.cors.Store(cors.CompileStored(cfg.CORS, p.log))
 	p.keyHash.Store(&keyHash)
 	p.wg.Add(2)
@@ -95,8 +100,9 @@ func (p *Pool) Name() string { return p.Config().Name }
 // Created is when the pool was created.
 func (p *Pool) Created() time.Time { return p.created }
 
-func (p *Pool) setConfig(c Config) {
+func (p *Pool) setConfig(c Config, img *image.Image) {
 	p.cors.Store(cors.CompileStored(c.CORS, p.log))
+	p.img.Store(img) // before the config: a sandbox of the new shape finds its image
 	p.cfg.Store(&c)
 	p.poke()
 }
@@ -210,7 +216,7 @@ func (p *Pool) session(id string) (s *Session, created bool, err error) {
 	if len(p.sessions) >= cfg.Max {
 		return nil, false, fmt.Errorf("%w: %d of %d sessions are in use; wait for idle sessions to expire (cooldown %ds) or delete some", ErrPoolFull, len(p.sessions), cfg.Max, cfg.CooldownSeconds)
 	}
-	s = &Session{ID: id, pool: p, ready: make(chan struct{}), created: time.Now()}
+	s = &Session{ID: id, pool: p, ready: make(chan struct{}), created: time.Now(), shape: cfg.shape(), port: cfg.Container.port()}
 	s.touch()
 	p.sessions[id] = s
 	// Take a warm sandbox, dropping any that died while waiting or that
@@ -241,7 +247,7 @@ func (p *Pool) start(s *Session) {
 	if s.sb == nil {
 		// Start on the pool's context, not the request's: another request
 		// for the same identifier may be waiting on it too.
-		sb, err := p.startSandbox(p.ctx, p.Config().shape())
+		sb, err := p.startSandbox(p.ctx, s.shape)
 		if err != nil {
 			s.err = fmt.Errorf("start sandbox: %w", err)
 			p.mu.Lock()
@@ -253,6 +259,9 @@ func (p *Pool) start(s *Session) {
 		}
 		s.sb = sb
 	}
+	if s.shape.Type == TypeCustom {
+		s.transport = newTransport(s.sb, s.port)
+	}
 	p.log.Debug("session started", "session", s.ID, "sandbox", s.sb.ID())
 	close(s.ready)
 }
@@ -260,28 +269,49 @@ func (p *Pool) start(s *Session) {
 // startSandbox starts a sandbox of the given shape (the pool's current one,
 // read by the caller, which keeps it to compare later).
 func (p *Pool) startSandbox(ctx context.Context, sh shape) (sandbox.Sandbox, error) {
+	return startSandbox(ctx, p.rt, p.Config(), sh, p.img.Load(), p.egress, &p.wg, p.log)
+}
+
+// startSandbox starts a sandbox of shape sh for the pool of cfg on im
+// (nil: the host's /usr) and readies it: the interpreter of a shell or
+// python pool runs, a custom pool's container listens. egr makes the
+// egress proxy of a pool with egress rules; wg counts the goroutine that
+// watches a custom container; log gets what it says when it ends.
+func startSandbox(ctx context.Context, rt sandbox.Runtime, cfg Config, sh shape, im *image.Image, egr EgressProxies, wg *sync.WaitGroup, log *slog.Logger) (sandbox.Sandbox, error) {
+	if im != nil && im.Digest != sh.Image || im == nil && sh.Image != "" {
+		// An update changed the image while this one started: the next
+		// round starts one of the new shape.
+		return nil, fmt.Errorf("the pool's image changed to %s", sh.Image)
+	}
 	b := make([]byte, 5)
 	_, _ = rand.Read(b)
 	spec := sandbox.Spec{
-		ID:     p.Name() + "-" + hex.EncodeToString(b),
+		ID:     cfg.Name + "-" + hex.EncodeToString(b),
 		Limits: sh.Limits,
 		Egress: sh.Egress,
-		Owner:  sandbox.Owner{Kind: "pool", Name: p.Name()},
+		Owner:  sandbox.Owner{Kind: "pool", Name: cfg.Name},
+		Root:   rootOf(im),
 	}
 	if sh.EgressRules != "" {
-		if p.egress == nil {
+		if egr == nil {
 			return nil, errors.New("egress rules need the server's egress proxy")
 		}
-		cfg := p.Config()
-		px, err := p.egress.ProxyFor("pool/"+p.Name(), cfg.Egress, cfg.EgressInject)
+		px, err := egr.ProxyFor("pool/"+cfg.Name, cfg.Egress, cfg.EgressInject)
 		if err != nil {
 			return nil, err
 		}
 		spec.EgressProxy = px
 	}
-	sb, err := p.rt.Start(ctx, spec)
+	sb, err := rt.Start(ctx, spec)
 	if err != nil {
 		return nil, err
+	}
+	if sh.Type == TypeCustom {
+		if err := startContainer(ctx, sb, sh, im, wg, log); err != nil {
+			_ = sb.Destroy(context.Background())
+			return nil, err
+		}
+		return sb, nil
 	}
 	// Start the pool's interpreter now, so the first execution of a session
 	// does not pay for it.
@@ -289,7 +319,11 @@ func (p *Pool) startSandbox(ctx context.Context, sh shape) (sandbox.Sandbox, err
 	if sh.Type == TypePython {
 		lang, code = agent.Python, "None"
 	}
-	if _, err := sb.Agent().Exec(ctx, agent.ExecRequest{Language: lang, Code: code, TimeoutMillis: 30000}, nil); err != nil {
+	out, err := sb.Agent().Exec(ctx, agent.ExecRequest{Language: lang, Code: code, TimeoutMillis: 30000}, nil)
+	if err == nil && out.Status != agent.StatusSuccess {
+		err = fmt.Errorf("%s", cmp.Or(out.Error, out.Stderr, string(out.Status)))
+	}
+	if err != nil {
 		_ = sb.Destroy(context.Background())
 		return nil, fmt.Errorf("warm up interpreter: %w", err)
 	}
@@ -366,6 +400,21 @@ func (p *Pool) keepWarm() {
 	}
 }
 
+// addWarm adds a sandbox of shape sh (a probe's) to the warm ones; nil is
+// a no-op.
+func (p *Pool) addWarm(sb sandbox.Sandbox, sh shape) {
+	if sb == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.warm) >= p.Config().Ready {
+		p.destroyLater(sb)
+		return
+	}
+	p.warm = append(p.warm, warmSandbox{sb: sb, shape: sh})
+}
+
 // drainLocked destroys the warm sandboxes whose shape is not sh: they were
 // made before an update changed what a sandbox is (its egress, say), and no
 // new session may get one. Live sessions keep theirs until they end.
@@ -432,6 +481,9 @@ func (p *Pool) remove(s *Session, why string) bool {
 	delete(p.sessions, s.ID)
 	if s.sb != nil {
 		p.destroyLater(s.sb)
+	}
+	if s.transport != nil {
+		s.transport.CloseIdleConnections()
 	}
 	p.mu.Unlock()
 	p.log.Info("session ended", "session", s.ID, "reason", why)

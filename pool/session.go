@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 
@@ -20,6 +21,11 @@ type Session struct {
 	created time.Time
 	ready   chan struct{} // closed once sb (or err) is set
 	err     error
+	// shape is what the session's sandbox is made with; port and
+	// transport reach a custom session's container.
+	shape     shape
+	port      int
+	transport *http.Transport
 
 	mu       sync.Mutex
 	lastUsed time.Time

@@ -106,6 +106,10 @@ type Options struct {
 	MaxUploadBytes int64
 	// InsecureRegistries are registry hosts reached over plain HTTP.
 	InsecureRegistries []string
+	// BuiltinImages are OCI image layouts loaded into the image store at
+	// start, by name: a pool's image "builtin:NAME" is the one loaded from
+	// BuiltinImages[NAME].
+	BuiltinImages map[string]string
 }
 
 // Connection limits of the control listener, apart from the public one's.
@@ -213,7 +217,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer egr.Close()
 	evs := events.New(0)
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs, Egress: egr})
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs, Egress: egr,
+		Images: images, Resolve: builtinImages(images, o.BuiltinImages)})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}
@@ -255,7 +260,7 @@ func Run(ctx context.Context, o Options) error {
 
 	if !o.NoDefaultPool {
 		var ce *pool.ConfigError
-		if err := ensureDefaultPool(ctx, st, pools); errors.As(err, &ce) {
+		if err := ensureDefaultPool(ctx, st, pools, o.BuiltinImages); errors.As(err, &ce) {
 			// The host cannot back it (too little memory or disk): serve
 			// without it, and try again at the next start.
 			log.Error("the default pool was not created", "err", err)
@@ -289,7 +294,7 @@ func Run(ctx context.Context, o Options) error {
 		AppDomain: o.AppDomain, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
 		Apps: gw, Hosts: apps, Pools: edgePools(pools),
 		PoolMCP:   mcpHandler,
-		DataPlane: dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies, Context: ctx}),
+		DataPlane: dataplane.Custom(dataplane.Options{Pools: pools, Logger: log}, dataplane.Handler(dataplane.Options{Pools: pools, Logger: log, Bodies: bodies, Context: ctx})),
 		Logger:    log, AccessLog: o.AccessLog,
 		Issuer: issuer.Handler(), OIDCClient: oidcClient(dir),
 	})
@@ -310,8 +315,8 @@ func Run(ctx context.Context, o Options) error {
 		Pools: pools, Apps: apps, Token: token, PublicURL: publicURL, AppDomain: o.AppDomain, Version: o.Version, Logger: log, Names: names,
 		Sources: sources, Images: images, Registries: st,
 		Events: evs, Metrics: metrics,
-		// Images a revision runs are kept (pools' images: see pool).
-		ImageInUse: apps.ImageInUse,
+		// Images a revision or a pool runs are kept.
+		ImageInUse: func(d string) bool { return apps.ImageInUse(d) || pools.ImageDigests()[d] },
 	})
 	admin.Handle("/", api)
 	// The dashboard: a client of the control API and of the front door.
@@ -358,13 +363,18 @@ func Instance(absDataDir string) string {
 	return hex.EncodeToString(sum[:4])
 }
 
-func ensureDefaultPool(ctx context.Context, st *store.Store, pools *pool.Manager) error {
+// ensureDefaultPool creates the "default" pool on first start: a shell
+// pool, on the built-in shell image if the server has one.
+func ensureDefaultPool(ctx context.Context, st *store.Store, pools *pool.Manager, builtins map[string]string) error {
 	done, err := st.Meta(ctx, "defaultPoolCreated")
 	if err != nil || done != "" {
 		return err
 	}
 	if _, err := pools.Get("default"); err != nil {
 		cfg := pool.Config{Name: "default", Type: pool.TypeShell, MCP: true}
+		if builtins["shell"] != "" {
+			cfg.Image = pool.BuiltinPrefix + "shell"
+		}
 		if _, _, err := pools.Create(ctx, cfg); err != nil && !errors.Is(err, pool.ErrPoolExists) {
 			return fmt.Errorf("create the default pool: %w", err)
 		}

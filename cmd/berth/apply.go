@@ -168,6 +168,9 @@ func runApply(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if isPoolManifest(raw) {
+		return applyPool(ctx, cf, raw, *file)
+	}
 	var m manifest
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/bench"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/bwrap"
@@ -24,6 +25,7 @@ func runBench(ctx context.Context, args []string) error {
 	idle := fs.String("idle", "bwrap=1000,gvisor=50", "idle sessions to hold per runtime for the memory measurement")
 	runsc := fs.String("runsc", "", "runsc binary (default: as berth up finds it)")
 	output := fs.String("o", "text", "output format: text or json")
+	layout := fs.String("image-layout", "", "OCI image layout (e.g. scripts/images.sh's shell image): also measure warm acquire + first echo on a pool on it")
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
 	}
@@ -68,7 +70,23 @@ func runBench(ctx context.Context, args []string) error {
 		defer rt.Cleanup(context.Background())
 		measured = append(measured, bench.Runtime{Name: name, Runtime: rt, Bare: bare})
 	}
-	results, err := bench.Run(ctx, bench.Options{Runtimes: measured, Iterations: *n, IdleSessions: idleN, Progress: os.Stderr})
+	bo := bench.Options{Runtimes: measured, Iterations: *n, IdleSessions: idleN, Progress: os.Stderr}
+	if *layout != "" {
+		dir, err := os.MkdirTemp("", "berth-bench-images-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		images, err := image.Open(dir, image.Options{IDShift: sandbox.ImageIDShift, Logger: quiet})
+		if err != nil {
+			return err
+		}
+		if bo.Image, err = images.Load(ctx, *layout, "berth.local/bench:1"); err != nil {
+			return err
+		}
+		bo.Images = images
+	}
+	results, err := bench.Run(ctx, bo)
 	if err != nil {
 		return err
 	}
@@ -83,9 +101,12 @@ func runBench(ctx context.Context, args []string) error {
 			l    bench.Latency
 		}{
 			{"bare tool start", r.BareStart}, {"cold sandbox start", r.ColdStart},
-			{"warm acquire + first echo", r.WarmAcquireEcho}, {"echo in session", r.Echo},
-			{"python print(x) in session", r.PythonPrint},
+			{"warm acquire + first echo", r.WarmAcquireEcho}, {"warm acquire + first echo, image", deref(r.WarmAcquireEchoImage)},
+			{"echo in session", r.Echo}, {"python print(x) in session", r.PythonPrint},
 		} {
+			if row.l.N == 0 {
+				continue
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%.2f\t%d\n", row.name, r.Runtime, row.l.P50, row.l.P99, row.l.N)
 		}
 	}
@@ -95,4 +116,11 @@ func runBench(ctx context.Context, args []string) error {
 			r.IdleStartFailures, r.IdleStartDuration, float64(r.IdleCgroupBytes)/(1<<20), float64(r.IdleSystemBytes)/(1<<20), r.SessionsIn24GiB)
 	}
 	return tw.Flush()
+}
+
+func deref(l *bench.Latency) bench.Latency {
+	if l == nil {
+		return bench.Latency{}
+	}
+	return *l
 }

@@ -94,7 +94,20 @@ func shortDigest(d string) string {
 // pullImage streams a pull's progress: redrawn per layer on a terminal,
 // a line per layer step otherwise.
 func pullImage(ctx context.Context, c *apiClient, req controlplane.PullRequest, asJSON bool) error {
-	view := newProgressView(os.Stdout, isTerminal(os.Stdout) && !asJSON)
+	im, err := pullStream(ctx, c, req, newProgressView(os.Stdout, isTerminal(os.Stdout) && !asJSON), asJSON)
+	switch {
+	case err != nil:
+		return err
+	case asJSON:
+		return printJSON(im)
+	}
+	fmt.Printf("%s: %s (%s)\n", im.Ref, im.Digest, human(im.Size))
+	return nil
+}
+
+// pullStream pulls through the control API, showing progress on view
+// (none if quiet), and returns the image.
+func pullStream(ctx context.Context, c *apiClient, req controlplane.PullRequest, view *progressView, quiet bool) (*image.Image, error) {
 	var im *image.Image
 	err := c.stream(ctx, http.MethodPost, "/v1/images/pull", req, func(line []byte) error {
 		var ev controlplane.PullEvent
@@ -107,24 +120,21 @@ func pullImage(ctx context.Context, c *apiClient, req controlplane.PullRequest, 
 		case ev.Image != nil:
 			im = ev.Image
 			return errStop
-		case ev.Progress != nil && !asJSON:
+		case ev.Progress != nil && !quiet:
 			view.update(*ev.Progress)
 		}
 		return nil
 	})
 	switch {
 	case err != nil:
-		return err
+		return nil, err
 	case im == nil:
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
-		return fmt.Errorf("the server ended the pull without a result")
-	case asJSON:
-		return printJSON(im)
+		return nil, fmt.Errorf("the server ended the pull without a result")
 	}
-	fmt.Printf("%s: %s (%s)\n", im.Ref, im.Digest, human(im.Size))
-	return nil
+	return im, nil
 }
 
 // progressView shows one line per layer.

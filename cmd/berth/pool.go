@@ -19,13 +19,15 @@ import (
 const poolUsage = `Usage: berth pool COMMAND [flags]
 
 Commands:
-  create NAME [--type shell|python] [--runtime bwrap|gvisor] [--ready N] [--max N]
+  create NAME [--type shell|python|custom] [--image REF] [--runtime bwrap|gvisor] [--ready N] [--max N]
               [--cooldown 300s] [--egress disabled|enabled|allow=HOST,…]
               [--egress-inject HOST:Header=secretref:NAME]… [--memory 512Mi] [--disk 1Gi]
               [--cpu 1] [--timeout 220s] [--mcp] [--mcp-auth key|none]
               [--auth key|oidc|key,oidc --oidc-issuer URL --oidc-audience AUD
                [--oidc-scopes S,…] [--oidc-allowed-clients C,…]]
-  update NAME [any create flag but --type and --runtime]
+              custom pools: --type custom --image REF --target-port 8080
+               [--command "PROG ARG…"] [--args "ARG…"] [--env K=V]…
+  update NAME [any create flag but --type, --runtime and the custom ones]
   list
   show NAME
   delete NAME
@@ -76,6 +78,9 @@ func runPool(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		if cfg.ImageDigest, err = pullFirst(ctx, c, cfg.Image); err != nil {
+			return err
+		}
 		if cfg.CORS, err = cf2.spec(fs); err != nil {
 			return err
 		}
@@ -96,6 +101,13 @@ func runPool(ctx context.Context, args []string) error {
 		patch, err := s.patch(fs)
 		if err != nil {
 			return err
+		}
+		if patch.Image != nil {
+			d, err := pullFirst(ctx, c, *patch.Image)
+			if err != nil {
+				return err
+			}
+			patch.ImageDigest = &d
 		}
 		if patch.CORS, err = cf2.spec(fs); err != nil {
 			return err
@@ -182,6 +194,12 @@ func printPool(p controlplane.PoolView) {
 		auth += " (issuer " + p.OIDC.Issuer + ", audience " + p.OIDC.Audience + ")"
 	}
 	rows = append(rows, [2]string{"Auth", auth})
+	if p.Image != "" {
+		rows = append(rows, [2]string{"Image", p.Image + " (" + p.ImageDigest + ")"})
+	}
+	if p.Container != nil {
+		rows = append(rows, [2]string{"Target port", strconv.Itoa(p.Container.TargetPort)}, [2]string{"Requests", p.Endpoints.Pool + "/PATH?identifier=ID"})
+	}
 	if p.MCP {
 		rows = append(rows, [2]string{"MCP", p.Endpoints.MCP + " (auth: " + p.MCPAuth + ")"})
 		rows = append(rows, [2]string{"CORS", p.CORS.String()})
@@ -200,6 +218,9 @@ type poolSettings struct {
 	cpu                                         float64
 	mcp                                         bool
 	auth                                        authFlags
+	image, command, args                        string
+	targetPort                                  int
+	env                                         multiFlag
 	inject                                      multiFlag
 }
 
@@ -207,7 +228,12 @@ func (s *poolSettings) register(fs *flag.FlagSet, create bool) {
 	if create {
 		fs.StringVar(&s.typ, "type", pool.TypeShell, "shell or python")
 		fs.StringVar(&s.runtime, "runtime", "bwrap", "sandbox runtime: bwrap or gvisor")
+		fs.IntVar(&s.targetPort, "target-port", 0, "custom pools: the port the container listens on")
+		fs.StringVar(&s.command, "command", "", "custom pools: the container's command, replacing the image's entrypoint (split on spaces)")
+		fs.StringVar(&s.args, "args", "", "custom pools: the command's arguments, replacing the image's cmd (split on spaces)")
+		fs.Var(&s.env, "env", "custom pools: K=V environment variable of the container (repeatable)")
 	}
+	fs.StringVar(&s.image, "image", "", "image the sandboxes run on (pulled now; the pool keeps its digest); builtin:python and builtin:shell are Berth's own")
 	fs.IntVar(&s.ready, "ready", pool.DefaultReady, "sandboxes kept warm")
 	fs.IntVar(&s.max, "max", pool.DefaultMax, "maximum live sessions")
 	fs.DurationVar(&s.cooldown, "cooldown", pool.DefaultCooldown*time.Second, "idle time after which a session is destroyed")
@@ -249,7 +275,12 @@ func (s *poolSettings) config(name string) (pool.Config, error) {
 	if o := s.auth.poolOIDC(); o != nil && !strings.Contains(s.auth.mode, pool.AuthOIDC) {
 		return pool.Config{}, usageError("--oidc-* flags need --auth oidc or --auth key,oidc")
 	}
+	ctr, err := s.container()
+	if err != nil {
+		return pool.Config{}, err
+	}
 	return pool.Config{
+		Image: s.image, Container: ctr,
 		Name: name, Type: s.typ, Runtime: s.runtime, Ready: s.ready, Max: s.max,
 		CooldownSeconds: cool, Egress: s.egress, EgressInject: s.inject, MemoryBytes: mem, DiskBytes: disk, CPU: s.cpu,
 		TimeoutSeconds: to, MCP: s.mcp, MCPAuth: s.mcpAuth, Auth: s.auth.mode, OIDC: s.auth.poolOIDC(),
@@ -301,8 +332,43 @@ func (s *poolSettings) patch(fs *flag.FlagSet) (controlplane.Patch, error) {
 			p.MCPAuth = &s.mcpAuth
 		case "auth":
 			p.Auth = &s.auth.mode
+		case "image":
+			p.Image = &s.image
 		}
 	})
 	p.OIDC = s.auth.poolOIDC()
 	return p, err
+}
+
+// container is a custom pool's container, from the flags (nil if none).
+func (s *poolSettings) container() (*pool.Container, error) {
+	if s.targetPort == 0 && s.command == "" && s.args == "" && len(s.env) == 0 {
+		return nil, nil
+	}
+	c := &pool.Container{TargetPort: s.targetPort, Command: strings.Fields(s.command), Args: strings.Fields(s.args)}
+	for _, kv := range s.env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usageError("--env takes K=V, not " + kv)
+		}
+		if c.Env == nil {
+			c.Env = map[string]string{}
+		}
+		c.Env[k] = v
+	}
+	return c, nil
+}
+
+// pullFirst pulls a pool's image through the control API, with progress
+// on stderr, and returns its digest; the server then finds it in its
+// store. Built-in images ("builtin:…") are the server's to resolve.
+func pullFirst(ctx context.Context, c *apiClient, ref string) (string, error) {
+	if ref == "" || strings.HasPrefix(ref, pool.BuiltinPrefix) {
+		return "", nil
+	}
+	im, err := pullStream(ctx, c, controlplane.PullRequest{Ref: ref}, newProgressView(os.Stderr, isTerminal(os.Stderr)), false)
+	if err != nil {
+		return "", fmt.Errorf("image %s: %w", ref, err)
+	}
+	return im.Digest, nil
 }

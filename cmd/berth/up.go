@@ -49,6 +49,8 @@ func runUp(ctx context.Context, args []string) error {
 	fs.Var(&egressCAs, "egress-upstream-ca", "PEM file of a root the egress proxy trusts, besides the system's, for hosts with --egress-inject rules (repeatable)")
 	fs.Var(&manifests, "apply", "app manifest to apply once the server is up (repeatable), as berth apply -f does")
 	var insecure multiFlag
+	var builtinFlags multiFlag
+	fs.Var(&builtinFlags, "builtin-image", "NAME=DIR: the OCI image layout in DIR is what pools name as image builtin:NAME (repeatable; scripts/images.sh builds python and shell)")
 	fs.Var(&insecure, "insecure-registry", "registry host (HOST or HOST:PORT) reached over plain HTTP instead of HTTPS; repeatable")
 	var origins []string
 	fs.Func("allow-origin", "browser origin (scheme://host[:port]) allowed on MCP endpoints besides loopback; repeatable or comma-separated, * for any", func(v string) error {
@@ -61,6 +63,10 @@ func runUp(ctx context.Context, args []string) error {
 	})
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
+	}
+	builtins, err := builtinLayouts(builtinFlags)
+	if err != nil {
+		return err
 	}
 	for _, c := range []struct {
 		flag string
@@ -107,7 +113,7 @@ func runUp(ctx context.Context, args []string) error {
 		Admission:      ao,
 		Egress:         server.EgressOptions{DNS: *egressDNS, UpstreamCAs: egressCAs},
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
-		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure,
+		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure, BuiltinImages: builtins,
 		HTTPSListen: *httpsListen, TLS: *tlsOpts,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(instance, *runsc, log)
@@ -232,4 +238,28 @@ func tlsFlags(fs *flag.FlagSet, httpsListen, mode string, o *server.TLSOptions) 
 		return usageError("--acme-email, --acme-ca and --acme-ca-root need --tls acme")
 	}
 	return nil
+}
+
+// builtinLayouts reads --builtin-image NAME=DIR flags. A DIR that holds
+// no image layout (scripts/images.sh has not built it) is left out with a
+// warning: pools that name it are refused, the default pool runs on the
+// host's /usr.
+func builtinLayouts(flags []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, f := range flags {
+		name, dir, ok := strings.Cut(f, "=")
+		if !ok || name == "" || dir == "" {
+			return nil, usageError("--builtin-image takes NAME=DIR (an OCI image layout), not " + f)
+		}
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(filepath.Join(abs, "index.json")); err != nil {
+			fmt.Fprintf(os.Stderr, "berth up: built-in image %s: no OCI image layout in %s (scripts/images.sh builds it); pools cannot use builtin:%s\n", name, abs, name)
+			continue
+		}
+		out[name] = abs
+	}
+	return out, nil
 }

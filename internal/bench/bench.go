@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/store"
@@ -37,6 +38,11 @@ type Options struct {
 	IdleSessions map[string]int
 	// Progress, if set, receives a line per step.
 	Progress io.Writer
+	// Images and Image, if set, add warm acquire + first echo on a pool
+	// on that image (an image Images holds, by digest), measured in turns
+	// with the host-root pool's.
+	Images pool.Images
+	Image  *image.Image
 }
 
 // Runtime is a driver to measure.
@@ -67,19 +73,21 @@ func summarize(d []time.Duration) Latency {
 
 // Result is one runtime's numbers.
 type Result struct {
-	Runtime           string  `json:"runtime"`
-	BareStart         Latency `json:"bareToolStart"`
-	ColdStart         Latency `json:"coldSandboxStart"`
-	ColdOverBare      float64 `json:"coldOverBareP50"`
-	WarmAcquireEcho   Latency `json:"warmAcquireFirstEcho"`
-	Echo              Latency `json:"echoInSession"`
-	PythonPrint       Latency `json:"pythonPrintInSession"`
-	IdleSessions      int     `json:"idleSessions"`
-	IdleCgroupBytes   int64   `json:"idleMemoryPerSessionCgroupBytes"`
-	IdleSystemBytes   int64   `json:"idleMemoryPerSessionSystemBytes"`
-	SessionsIn24GiB   int64   `json:"sessionsThatFitIn24GiB"`
-	IdleStartDuration float64 `json:"idleSessionsStartSeconds"`
-	IdleStartFailures int     `json:"idleSessionsStartFailures"`
+	Runtime         string  `json:"runtime"`
+	BareStart       Latency `json:"bareToolStart"`
+	ColdStart       Latency `json:"coldSandboxStart"`
+	ColdOverBare    float64 `json:"coldOverBareP50"`
+	WarmAcquireEcho Latency `json:"warmAcquireFirstEcho"`
+	// WarmAcquireEchoImage is the same on a pool on Options.Image.
+	WarmAcquireEchoImage *Latency `json:"warmAcquireFirstEchoImage,omitempty"`
+	Echo                 Latency  `json:"echoInSession"`
+	PythonPrint          Latency  `json:"pythonPrintInSession"`
+	IdleSessions         int      `json:"idleSessions"`
+	IdleCgroupBytes      int64    `json:"idleMemoryPerSessionCgroupBytes"`
+	IdleSystemBytes      int64    `json:"idleMemoryPerSessionSystemBytes"`
+	SessionsIn24GiB      int64    `json:"sessionsThatFitIn24GiB"`
+	IdleStartDuration    float64  `json:"idleSessionsStartSeconds"`
+	IdleStartFailures    int      `json:"idleSessionsStartFailures"`
 }
 
 // Run measures every runtime in turn.
@@ -139,7 +147,7 @@ func runOne(ctx context.Context, o Options, rt Runtime) (Result, error) {
 	}
 	defer st.Close()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := pool.NewManager(pool.Options{Store: st, Runtimes: map[string]sandbox.Runtime{rt.Name: rt.Runtime}, Logger: quiet})
+	m := pool.NewManager(pool.Options{Store: st, Runtimes: map[string]sandbox.Runtime{rt.Name: rt.Runtime}, Logger: quiet, Images: o.Images})
 	defer m.Close()
 
 	// Warm acquire + first echo: a new identifier takes a warm sandbox.
@@ -149,28 +157,31 @@ func runOne(ctx context.Context, o Options, rt Runtime) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	var warm []time.Duration
-	for i := 0; i < warmN; i++ {
-		if err := waitWarm(ctx, p, 1); err != nil {
-			return res, err
-		}
-		id := fmt.Sprintf("warm-%06d", i)
-		t0 := time.Now()
-		s, err := p.Session(ctx, id)
+	pools := []*pool.Pool{p}
+	if o.Image != nil {
+		say("… in turns with a pool on image %s", o.Image.Ref)
+		ip, _, err := m.Create(ctx, pool.Config{Name: "bench-img", Runtime: rt.Name, Ready: 4, Max: 100, Image: o.Image.Ref, ImageDigest: o.Image.Digest})
 		if err != nil {
 			return res, err
 		}
-		x, err := s.Exec(ctx, agent.Shell, "echo hi", nil, pool.ExecOptions{})
-		if err != nil {
-			return res, err
-		}
-		warm = append(warm, time.Since(t0))
-		if x.Stdout != "hi\n" {
-			return res, fmt.Errorf("echo returned %q", x.Stdout)
-		}
-		_ = p.DeleteSession(id)
+		defer m.Delete(context.WithoutCancel(ctx), "bench-img")
+		pools = append(pools, ip)
 	}
-	res.WarmAcquireEcho = summarize(warm)
+	warm := make([][]time.Duration, len(pools))
+	for i := 0; i < warmN; i++ {
+		for k, p := range pools {
+			d, err := warmEcho(ctx, p, fmt.Sprintf("warm-%06d", i))
+			if err != nil {
+				return res, err
+			}
+			warm[k] = append(warm[k], d)
+		}
+	}
+	res.WarmAcquireEcho = summarize(warm[0])
+	if len(warm) > 1 {
+		l := summarize(warm[1])
+		res.WarmAcquireEchoImage = &l
+	}
 
 	say("echo in a session (%d)", o.Iterations)
 	s, err := p.Session(ctx, "bench-echo")
@@ -220,6 +231,29 @@ func runOne(ctx context.Context, o Options, rt Runtime) (Result, error) {
 		return res, err
 	}
 	return res, nil
+}
+
+// warmEcho takes a warm sandbox of p for a new identifier and runs its
+// first echo, timed; then it ends the session.
+func warmEcho(ctx context.Context, p *pool.Pool, id string) (time.Duration, error) {
+	if err := waitWarm(ctx, p, 1); err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	s, err := p.Session(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	x, err := s.Exec(ctx, agent.Shell, "echo hi", nil, pool.ExecOptions{})
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(t0)
+	if x.Stdout != "hi\n" {
+		return 0, fmt.Errorf("echo returned %q", x.Stdout)
+	}
+	_ = p.DeleteSession(id)
+	return d, nil
 }
 
 func repeat(ctx context.Context, n int, f func() error) (Latency, error) {
