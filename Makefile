@@ -6,7 +6,7 @@
 
 up:
 	@scripts/setup.sh
-	.bin/berth up --builtin-image python=.cache/images/python --builtin-image shell=.cache/images/shell \
+	.bin/berth up --builtin-image python=/var/cache/berth/images/python --builtin-image shell=/var/cache/berth/images/shell \
 		--apply examples/pools/python.yaml --apply examples/tasks/berth.yaml $(ARGS)
 
 test:

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"github.com/berth-dev/berth/internal/imagebuild"
 	"net/http"
 	"os"
 	"os/exec"
@@ -361,7 +362,7 @@ properties:
 func TestDefaultPoolsOnBuiltinImages(t *testing.T) {
 	layouts := map[string]string{}
 	for _, name := range []string{"python", "shell"} {
-		dir := filepath.Join(testutil.ModuleRoot(), ".cache", "images", name)
+		dir := filepath.Join(imagebuild.CacheDir(), name)
 		if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
 			t.Skipf("SKIP: the built-in image %q is not built (%s): run scripts/images.sh", name, dir)
 		}
