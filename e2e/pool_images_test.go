@@ -1,8 +1,8 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
-	"github.com/berth-dev/berth/internal/imagebuild"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,12 +17,16 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/berth-dev/berth/controlplane"
+	"github.com/berth-dev/berth/dataplane"
 	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/internal/imagebuild"
 	"github.com/berth-dev/berth/internal/imagetest"
 	"github.com/berth-dev/berth/internal/registrytest"
 	"github.com/berth-dev/berth/internal/testutil"
+	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/sandboxtest"
 )
@@ -397,6 +401,43 @@ func TestDefaultPoolsOnBuiltinImages(t *testing.T) {
 	r := b.execute("python", pyKey, "builtin-py", "import numpy, pandas, matplotlib, scipy\nint(numpy.arange(4).sum()) + len(pandas.DataFrame({'a': [1, 2]}))")
 	if r.Status != "Success" || string(r.Result) != "8" {
 		t.Fatalf("python pool's data stack: %+v", r)
+	}
+	checkFigures(t, b, v, pyKey)
+}
+
+// figureCode draws a figure and shows it, as an LLM's code would.
+const figureCode = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')\nplt.show()"
+
+// checkFigures runs figureCode in the python pool v on the built-in image:
+// over REST the result is Azure's image object (a PNG), over MCP an image
+// content item.
+func checkFigures(t *testing.T, b *berth, v controlplane.PoolView, key string) {
+	t.Helper()
+	r := b.execute("python", key, "builtin-fig", figureCode)
+	var img dataplane.ImageResult
+	if err := json.Unmarshal(r.Result, &img); err != nil || r.Status != "Success" || img.Type != "image" || img.Format != "png" {
+		t.Fatalf("figure over REST: %+v (%v)", r, err)
+	}
+	if !bytes.HasPrefix(img.Base64Data, []byte("\x89PNG")) {
+		t.Fatalf("figure over REST is no PNG (%d bytes)", len(img.Base64Data))
+	}
+	c, err := dialMCP(t, v.Endpoints.MCP, key, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := c.launch()
+	res, err := c.try(mcpserver.ToolRunPython, map[string]any{"environmentId": id, "pythonCode": figureCode})
+	if err != nil || res.IsError {
+		t.Fatalf("figure over MCP: %v %+v", err, res)
+	}
+	var found bool
+	for _, ct := range res.Content {
+		if im, ok := ct.(*mcp.ImageContent); ok && im.MIMEType == "image/png" && bytes.HasPrefix(im.Data, []byte("\x89PNG")) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("figure over MCP: no image/png content in %d items", len(res.Content))
 	}
 }
 
