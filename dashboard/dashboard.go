@@ -81,6 +81,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("POST /ui/apps/{name}/traffic", d.signedIn(d.setTraffic))
 	mux.HandleFunc("GET /ui/apps/{name}/logs", d.signedIn(d.appLogs))
 	mux.HandleFunc("POST /ui/apps/{name}/deploy", d.signedIn(d.deploy))
+	mux.HandleFunc("POST /ui/apps/{name}/deploy-image", d.signedIn(d.deployImage))
 	mux.HandleFunc("GET /ui/pools/{name}", d.signedIn(d.poolPage))
 	mux.HandleFunc("POST /ui/pools/{name}/settings", d.signedIn(d.poolSettings))
 	mux.HandleFunc("POST /ui/pools/{name}/rotate-key", d.signedIn(d.rotateKey))

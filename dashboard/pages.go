@@ -237,7 +237,7 @@ func (d *dash) loadApp(r *http.Request, s *session, name string) (*appData, erro
 	data.Ready, data.Wanted = replicaCounts(a)
 	for i := len(a.Revisions) - 1; i >= 0; i-- {
 		rev := a.Revisions[i]
-		row := revisionRow{Name: rev.Name, CreatedAt: rev.CreatedAt, Active: active(a, rev.Name), Command: rev.Config.Command, Min: rev.Config.Min, Max: rev.Config.Max}
+		row := revisionRow{Name: rev.Name, CreatedAt: rev.CreatedAt, Active: active(a, rev.Name), Command: runs(rev.Config), Min: rev.Config.Min, Max: rev.Config.Max}
 		for _, t := range a.Traffic {
 			if t.Revision == rev.Name {
 				row.Percent = t.Percent
@@ -367,6 +367,14 @@ func (d *dash) deploy(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	http.Redirect(w, r, "/ui/apps/"+url.PathEscape(name)+"?deployed="+url.QueryEscape(out.Revision.Name), http.StatusSeeOther)
+}
+
+// runs is what a revision runs, for the revisions table.
+func runs(c app.Config) string {
+	if !c.HasImage() {
+		return c.Command
+	}
+	return strings.Join(append(append([]string{"image " + c.Source.Image}, c.Entrypoint...), c.Args...), " ")
 }
 
 // appLogs passes the app's log stream (NDJSON, follow) on to the page's

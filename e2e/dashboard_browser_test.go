@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,6 +25,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/berth-dev/berth/internal/imagetest"
+	"github.com/berth-dev/berth/internal/registrytest"
 	"github.com/berth-dev/berth/internal/testutil"
 )
 
@@ -166,7 +169,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build examples/tasks: %v\n%s", err, out)
 	}
-	b := startBerth(t, "")
+	reg := registrytest.Start(t, registrytest.Options{})
+	imgDigest := imagetest.Push(t, reg.Ref("mcp/everything:ui"), everythingImage(t))
+	b := startBerth(t, "", "--insecure-registry", reg.Host)
 	ui := b.info.AdminURL
 	token, err := os.ReadFile(filepath.Join(b.dataDir, "admin.token"))
 	if err != nil {
@@ -322,6 +327,63 @@ func TestDashboardInBrowser(t *testing.T) {
 		for i := range 5 {
 			if _, rev := initialize(t, b.info.PublicURL+"/apps/split/mcp"); rev != "split--ui" {
 				t.Fatalf("request %d after the dashboard's deploy went to %s", i, rev)
+			}
+		}
+	})
+
+	t.Run("deploy image", func(t *testing.T) {
+		awaitPromise := func(p *cdruntime.EvaluateParams) *cdruntime.EvaluateParams { return p.WithAwaitPromise(true) }
+		run(t, ctx, "app page", chromedp.Navigate(ui+"/ui/apps/split"), chromedp.WaitReady("#image-form", chromedp.ByQuery))
+		// Without the form's CSRF token, the dashboard refuses the deploy.
+		var status int
+		run(t, ctx, "no csrf", chromedp.Evaluate(fmt.Sprintf(`fetch("/ui/apps/split/deploy-image", {method: "POST", body: new URLSearchParams({image: %q}),
+			headers: {"Accept": "application/x-ndjson"}}).then(r => r.status)`, reg.Ref("mcp/everything:ui")), &status, awaitPromise))
+		if status != http.StatusForbidden {
+			t.Fatalf("an image deploy without the CSRF token: HTTP %d", status)
+		}
+		deploy := func(ref, suffix string) {
+			t.Helper()
+			run(t, ctx, "deploy "+ref, chromedp.Navigate(ui+"/ui/apps/split"), chromedp.WaitReady("#image-form", chromedp.ByQuery),
+				// Every status a layer's row shows, as the stream draws it.
+				chromedp.Evaluate(`window.seen = new Set(); new MutationObserver(() => {
+					for (const r of document.querySelectorAll("#pull-progress tbody tr")) window.seen.add(r.dataset.status); })
+					.observe(document.getElementById("pull-progress"), {subtree: true, childList: true, attributes: true, characterData: true})`, nil),
+				chromedp.Evaluate(`document.getElementById("deploy-image").open = true`, nil),
+				chromedp.SetValue(`#image-form input[name=image]`, ref, chromedp.ByQuery),
+				chromedp.SetValue(`#image-form input[name=revisionSuffix]`, suffix, chromedp.ByQuery),
+				chromedp.Click("#deploy-image-button", chromedp.ByQuery),
+				chromedp.Poll(`!document.getElementById("pull-result").hidden || !document.getElementById("pull-error").hidden`, nil, chromedp.WithPollingTimeout(50*time.Second)))
+		}
+		deploy(reg.Ref("mcp/nothing:1"), "none")
+		if got := text(t, ctx, "#pull-error"); !strings.Contains(got, "mcp/nothing:1") {
+			t.Fatalf("deploy of a missing image: %q", got)
+		}
+		deploy(reg.Ref("mcp/everything:ui"), "img")
+		var seen []string
+		run(t, ctx, "progress", chromedp.Evaluate(`[...window.seen].filter(Boolean).sort()`, &seen))
+		t.Logf("layer statuses the page showed: %v; result: %q", seen, text(t, ctx, "#pull-result"))
+		if !slices.Contains(seen, "downloading") || !slices.Contains(seen, "unpacked") {
+			t.Fatalf("the page showed layer statuses %v: want downloading, then unpacked", seen)
+		}
+		if got := text(t, ctx, "#pull-result"); !strings.Contains(got, "split--img") || !strings.Contains(got, imgDigest.String()) {
+			t.Fatalf("after the image deploy: %q", got)
+		}
+		screenshots(t, ctx, "app-deploy-image")
+		v := b.appShow("split")
+		last := v.Revisions[len(v.Revisions)-1]
+		if last.Name != "split--img" || last.Config.Source == nil || last.Config.Source.Image != reg.Ref("mcp/everything")+"@"+imgDigest.String() || last.Config.Port != 8080 {
+			t.Fatalf("deployed revision: %+v", last)
+		}
+		run(t, ctx, "traffic to img", chromedp.Navigate(ui+"/ui/apps/split"), chromedp.WaitVisible("#traffic", chromedp.ByQuery),
+			chromedp.Evaluate(`(() => {
+			for (const el of document.querySelectorAll("input.pct")) { el.value = el.name === "pct:split--img" ? "100" : "0"; el.dispatchEvent(new Event("input", {bubbles: true})); } })()`, nil),
+			chromedp.Click("#save-traffic", chromedp.ByQuery), chromedp.WaitVisible(".alert.ok", chromedp.ByQuery))
+		if got := text(t, ctx, "#traffic"); !strings.Contains(got, "image "+reg.Ref("mcp/everything")) {
+			t.Errorf("the revisions table does not say what split--img runs: %s", got)
+		}
+		for i := range 5 {
+			if _, rev := initialize(t, b.info.PublicURL+"/apps/split/mcp"); rev != "split--img" {
+				t.Fatalf("request %d after the dashboard's image deploy went to %s", i, rev)
 			}
 		}
 	})

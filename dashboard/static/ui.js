@@ -101,7 +101,90 @@ function consoleKeys() {
   });
 }
 
+// imageDeploy posts the image form asking for NDJSON, and draws each
+// layer's pull progress as it comes, then the new revision or the error.
+function imageDeploy() {
+  const form = document.getElementById("image-form");
+  if (!form) return;
+  const table = document.getElementById("pull-progress");
+  const status = document.getElementById("pull-status");
+  const errBox = document.getElementById("pull-error");
+  const okBox = document.getElementById("pull-result");
+  const button = document.getElementById("deploy-image-button");
+  const rows = new Map();
+  const size = (n) => n >= 1048576 ? (n / 1048576).toFixed(1) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B";
+  const show = (p) => {
+    let row = rows.get(p.layer);
+    if (!row) {
+      row = table.tBodies[0].insertRow();
+      for (let i = 0; i < 4; i++) row.insertCell();
+      row.cells[0].innerHTML = "<code></code>";
+      row.cells[0].firstChild.textContent = (p.layer || "").replace("sha256:", "").slice(0, 12);
+      row.cells[0].title = p.layer;
+      row.cells[3].append(document.createElement("progress"));
+      rows.set(p.layer, row);
+      table.hidden = false;
+    }
+    row.dataset.status = p.status;
+    row.cells[1].textContent = p.status;
+    row.cells[2].textContent = p.total ? size(p.done) + " / " + size(p.total) : size(p.done);
+    const bar = row.cells[3].firstChild;
+    bar.max = p.total || 1;
+    bar.value = ["downloaded", "cached", "unpacking", "unpacked"].includes(p.status) ? bar.max : Math.min(p.done, bar.max);
+  };
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    rows.clear();
+    table.tBodies[0].replaceChildren();
+    table.hidden = errBox.hidden = okBox.hidden = true;
+    button.disabled = true;
+    status.textContent = "pulling…";
+    const csrf = form.querySelector("input[name=csrf]").value;
+    try {
+      const res = await fetch(form.action, {method: "POST", body: new URLSearchParams(new FormData(form)),
+        headers: {"Accept": "application/x-ndjson", "X-CSRF-Token": csrf}});
+      if (!res.ok || !(res.headers.get("Content-Type") || "").includes("ndjson")) {
+        const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+        const msg = doc.querySelector(".alert.error");
+        throw new Error(msg ? msg.textContent.trim() : "HTTP " + res.status);
+      }
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let rest = "", done = false;
+      while (!done) {
+        const chunk = await reader.read();
+        done = chunk.done;
+        const parts = (rest + (chunk.value || "")).split("\n");
+        rest = done ? "" : parts.pop();
+        for (const line of parts) {
+          if (!line.trim()) continue;
+          const e = JSON.parse(line);
+          if (e.progress) show(e.progress);
+          if (e.error) throw new Error(e.error);
+          if (e.result) {
+            const rev = e.result.revision.name;
+            status.textContent = "done";
+            okBox.replaceChildren("Revision ", Object.assign(document.createElement("code"), {textContent: rev}),
+              " created from ", Object.assign(document.createElement("code"), {textContent: (e.result.revision.config.source || {}).image || "the image"}), ". ",
+              Object.assign(document.createElement("a"), {href: "/ui/apps/" + encodeURIComponent(form.dataset.app) + "?deployed=" + encodeURIComponent(rev), textContent: "Show it"}));
+            okBox.dataset.revision = rev;
+            okBox.hidden = false;
+            return;
+          }
+        }
+      }
+      throw new Error("the deploy ended without a result");
+    } catch (e) {
+      status.textContent = "failed";
+      errBox.textContent = e.message;
+      errBox.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 trafficEditor();
+imageDeploy();
 logView();
 confirmations();
 copyButtons();
