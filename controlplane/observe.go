@@ -61,6 +61,11 @@ type SessionView struct {
 	DiskBytes   int64  `json:"diskBytes"`
 	OOMKills    uint64 `json:"oomKills"`
 	Processes   int64  `json:"processes"`
+	// CPUSeconds is the CPU time the session's sandbox has used;
+	// CPURate the cores it used on average lately (since the previous
+	// listing at least a second before, or since it started).
+	CPUSeconds float64 `json:"cpuSeconds"`
+	CPURate    float64 `json:"cpuRate"`
 }
 
 func (c *ctl) sessions(w http.ResponseWriter, r *http.Request) error {
@@ -99,6 +104,7 @@ func (c *ctl) sessions(w http.ResponseWriter, r *http.Request) error {
 		if s, err := p.Lookup(si.Identifier); err == nil {
 			st := s.Stats()
 			v.MemoryBytes, v.DiskBytes, v.OOMKills, v.Processes = st.MemoryBytes, st.DiskBytes, st.OOMKills, st.Pids
+			v.CPUSeconds, v.CPURate = st.CPUTime.Seconds(), s.CPURate(st.CPUTime)
 		}
 		out = append(out, v)
 	}

@@ -30,6 +30,14 @@ type Session struct {
 	mu       sync.Mutex
 	lastUsed time.Time
 	running  int
+	// cpuPrev and cpuLast are the last two CPU samples at least a second
+	// apart, for CPURate.
+	cpuPrev, cpuLast cpuSample
+}
+
+type cpuSample struct {
+	at   time.Time
+	used time.Duration
 }
 
 func (s *Session) isReady() bool {
@@ -83,6 +91,30 @@ func (s *Session) Stats() sandbox.Stats {
 		return r.Stats()
 	}
 	return sandbox.Stats{}
+}
+
+// CPURate takes a sample of the CPU time the session has used (from its
+// Stats) and returns the cores it used on average since the sample before
+// (at least a second older; the first time: since it was created).
+func (s *Session) CPURate(used time.Duration) float64 {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cpuLast.at.IsZero() {
+		s.cpuLast = cpuSample{at: s.created}
+	}
+	if now.Sub(s.cpuLast.at) >= time.Second {
+		s.cpuPrev, s.cpuLast = s.cpuLast, cpuSample{at: now, used: used}
+	}
+	base := s.cpuPrev
+	if base.at.IsZero() {
+		base = cpuSample{at: s.created}
+	}
+	dt := now.Sub(base.at)
+	if dt <= 0 || used < base.used {
+		return 0
+	}
+	return float64(used-base.used) / float64(dt)
 }
 
 // ExecOptions tune one execution. The zero value uses the pool's settings.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/agent"
 )
@@ -178,6 +179,9 @@ type Stats struct {
 	// /tmp), DiskLimitBytes and DiskInodesLimit its size (0 if unknown).
 	DiskBytes, DiskLimitBytes   int64
 	DiskInodes, DiskInodesLimit int64
+	// CPUTime is the CPU time the sandbox's processes have used (for
+	// gVisor: the sentry's, gofer's and their helpers').
+	CPUTime time.Duration
 }
 
 // DiskFull reports whether the sandbox's disk has (nearly) no room left,

@@ -136,10 +136,10 @@ func runPoolSessions(ctx context.Context, sub string, args []string) error {
 		return printJSON(out)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IDENTIFIER\tAGE\tIDLE\tRUNNING\tMEMORY\tDISK\tPROCESSES\tOOM KILLS")
+	fmt.Fprintln(tw, "IDENTIFIER\tAGE\tIDLE\tRUNNING\tCPU\tMEMORY\tDISK\tPROCESSES\tOOM KILLS")
 	for _, s := range out.Value {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d MiB\t%d MiB\t%d\t%d\n", s.Identifier, time.Since(s.CreatedAt).Round(time.Second),
-			time.Since(s.LastActiveAt).Round(time.Second), s.Running, s.MemoryBytes>>20, s.DiskBytes>>20, s.Processes, s.OOMKills)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.2fs\t%d MiB\t%d MiB\t%d\t%d\n", s.Identifier, time.Since(s.CreatedAt).Round(time.Second),
+			time.Since(s.LastActiveAt).Round(time.Second), s.Running, s.CPUSeconds, s.MemoryBytes>>20, s.DiskBytes>>20, s.Processes, s.OOMKills)
 	}
 	return tw.Flush()
 }

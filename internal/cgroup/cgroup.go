@@ -61,7 +61,7 @@ func New(parent string) (*Manager, error) {
 			}
 		case "cgroup":
 			for _, opt := range strings.Split(fields[3], ",") {
-				if opt == "memory" || opt == "pids" || opt == "cpu" {
+				if opt == "memory" || opt == "pids" || opt == "cpu" || opt == "cpuacct" {
 					v1[opt] = fields[1]
 				}
 			}
@@ -79,6 +79,9 @@ func New(parent string) (*Manager, error) {
 	}
 	if v1["memory"] == "" || v1["pids"] == "" {
 		return nil, ErrUnavailable
+	}
+	if v1["cpuacct"] == v1["cpu"] {
+		delete(v1, "cpuacct") // mounted together: the cpu group has cpuacct.usage
 	}
 	for ctrl, mnt := range v1 {
 		m.dirs[ctrl] = filepath.Join(mnt, parent)
@@ -237,6 +240,31 @@ func (g *Group) MemoryBytes() uint64 {
 	b, _ := os.ReadFile(filepath.Join(dir, file))
 	n, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	return n
+}
+
+// CPUUsage returns the CPU time the group's processes have used (v1's
+// cpuacct.usage, v2's usage_usec in cpu.stat); 0 if unknown.
+func (g *Group) CPUUsage() time.Duration {
+	if g.v2 {
+		b, _ := os.ReadFile(filepath.Join(g.dirs["unified"], "cpu.stat"))
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "usage_usec" {
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				return time.Duration(n) * time.Microsecond
+			}
+		}
+		return 0
+	}
+	dir := g.dirs["cpuacct"]
+	if dir == "" {
+		dir = g.dirs["cpu"]
+	}
+	if dir == "" {
+		return 0
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "cpuacct.usage"))
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return time.Duration(n)
 }
 
 // Pids returns the number of tasks in the group and its limit (0 if none).

@@ -294,7 +294,7 @@ func Stats(g *cgroup.Group) sandbox.Stats {
 		return sandbox.Stats{}
 	}
 	pids, limit := g.Pids()
-	return sandbox.Stats{OOMKills: g.OOMKills(), MemoryBytes: g.MemoryBytes(), Pids: pids, PidsLimit: limit}
+	return sandbox.Stats{OOMKills: g.OOMKills(), MemoryBytes: g.MemoryBytes(), Pids: pids, PidsLimit: limit, CPUTime: g.CPUUsage()}
 }
 
 // Tail keeps the first and the last 2 KiB written to it, for messages: a
