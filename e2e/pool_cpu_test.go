@@ -21,10 +21,12 @@ func TestPoolSessionCPU(t *testing.T) {
 	b := startBerth(t, "")
 	key := b.createPool("cpu", "--ready", "0", "--max", "4")
 	busy := `end=$(( $(date +%s) + 3 )); while [ "$(date +%s)" -lt "$end" ]; do :; done; echo spun`
+	// The idle session first: its rate is over the busy one's 3 seconds,
+	// not over its own start alone.
+	b.execute("cpu", key, "idle-1", "true")
 	if r := b.execute("cpu", key, "busy-1", busy); !strings.Contains(r.Stdout, "spun") {
 		t.Fatalf("busy session: %+v", r)
 	}
-	b.execute("cpu", key, "idle-1", "true")
 	var out struct {
 		Value []controlplane.SessionView `json:"value"`
 	}
