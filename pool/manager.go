@@ -164,7 +164,7 @@ func (m *Manager) Create(ctx context.Context, cfg Config) (*Pool, string, error)
 		return nil, "", err
 	}
 	p := newPool(cfg, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed(), m.egress)
-		p.events = m.events
+	p.events = m.events
 	m.pools[cfg.Name] = p
 	m.log.Info("pool created", "pool", cfg.Name, "type", cfg.Type, "runtime", cfg.Runtime)
 	return p, key, nil

@@ -9,8 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"net/netip"
+	"strings"
 
 	"github.com/berth-dev/berth/agent"
 )
