@@ -118,6 +118,9 @@ func missingInjectSecret(name string, cfg Config, have map[string]bool) error {
 		if err != nil {
 			return invalid("%s", err)
 		}
+		if err := ValidSecretName(in.Secret); err != nil {
+			return invalid("egress inject rule %s: %s", r, err)
+		}
 		if !have[in.Secret] {
 			return invalid("egress inject rule %s references secret %q, which app %s does not have: set it first with: berth secret set %s %s", r, in.Secret, name, name, in.Secret)
 		}

@@ -164,7 +164,7 @@ func TestEgressRules(t *testing.T) {
 	}
 	// setSecret sets GH with the real CLI: berth secret set [--pool] OWNER GH.
 	setSecret := func(owner ...string) {
-		b.cli(append(append([]string{"secret", "set"}, owner...), "GH", "--file", secretFile)...)
+		b.cli(append(append([]string{"secret", "set"}, owner...), "gh", "--file", secretFile)...)
 	}
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) {
@@ -173,17 +173,17 @@ func TestEgressRules(t *testing.T) {
 			base := strings.Count(up.Seen(), seen)
 			// A pool whose inject rule names a secret it does not have is refused.
 			if _, stderr, code := b.try("pool", "create", name, "--runtime", rt, "--egress", "allow=up.test",
-				"--egress-inject", "up.test:Authorization=secretref:GH"); code == 0 || !strings.Contains(stderr, "berth secret set --pool "+name+" GH") {
+				"--egress-inject", "up.test:Authorization=secretref:gh"); code == 0 || !strings.Contains(stderr, "berth secret set --pool "+name+" gh") {
 				t.Fatalf("pool with a missing secret: %d %s", code, stderr)
 			}
 			setSecret("--pool", name)
-			if list := b.cli("secret", "list", "--pool", name); !strings.Contains(list, "GH") || strings.Contains(list, secret) {
+			if list := b.cli("secret", "list", "--pool", name); !strings.Contains(list, "gh") || strings.Contains(list, secret) {
 				t.Errorf("secret list --pool: %s", list)
 			}
 			key := b.createPool(name, "--runtime", rt, "--ready", "0", "--egress", "allow=up.test,trick.test",
-				"--egress-inject", "up.test:Authorization=secretref:GH")
+				"--egress-inject", "up.test:Authorization=secretref:gh")
 			show := b.cli("pool", "show", name, "-o", "json")
-			if !strings.Contains(show, "allow=up.test,trick.test") || !strings.Contains(show, "up.test:Authorization=secretref:GH") || strings.Contains(show, secret) {
+			if !strings.Contains(show, "allow=up.test,trick.test") || !strings.Contains(show, "up.test:Authorization=secretref:gh") || strings.Contains(show, secret) {
 				t.Fatalf("pool show: %s", show)
 			}
 			r := b.execute(name, key, "egr-1", `curl -sS --max-time 20 https://up.test/; curl -sS --noproxy '*' --max-time 20 https://up.test/
@@ -201,9 +201,9 @@ env | grep -c ghp_ ; true`)
 			b.waitLog("egress refused", "other.test")
 
 			// Deleted later, the secret's requests are refused, clearly.
-			b.cli("secret", "delete", "--pool", name, "GH")
+			b.cli("secret", "delete", "--pool", name, "gh")
 			r = b.execute(name, key, "egr-1", `curl -sS --max-time 20 https://up.test/`)
-			if !strings.Contains(r.Stdout, "names secret GH, which pool/"+name+" does not have") {
+			if !strings.Contains(r.Stdout, "names secret gh, which pool/"+name+" does not have") {
 				t.Errorf("after the secret's delete: %s %s", r.Stdout, r.Stderr)
 			}
 			setSecret("--pool", name)
@@ -214,18 +214,18 @@ env | grep -c ghp_ ; true`)
 			if strings.Contains(show, "secretref") || !strings.Contains(show, `"egress": "enabled"`) {
 				t.Errorf("after update: %s", show)
 			}
-			if _, stderr, code := b.try("pool", "update", name, "--egress-inject", "up.test:Authorization=secretref:GH"); code == 0 || !strings.Contains(stderr, "need an allow-list") {
+			if _, stderr, code := b.try("pool", "update", name, "--egress-inject", "up.test:Authorization=secretref:gh"); code == 0 || !strings.Contains(stderr, "need an allow-list") {
 				t.Errorf("inject without allow-list: %d %s", code, stderr)
 			}
 
 			// An app: its command calls the API at start, through the proxy.
 			app := "egrapp-" + rt
-			if _, stderr, code := b.try("app", "deploy", app, "--egress", "allow=up.test", "--egress-inject", "up.test:Authorization=secretref:GH",
-				"--command", "exec python3 -m http.server $PORT --bind 127.0.0.1"); code == 0 || !strings.Contains(stderr, "berth secret set "+app+" GH") {
+			if _, stderr, code := b.try("app", "deploy", app, "--egress", "allow=up.test", "--egress-inject", "up.test:Authorization=secretref:gh",
+				"--command", "exec python3 -m http.server $PORT --bind 127.0.0.1"); code == 0 || !strings.Contains(stderr, "berth secret set "+app+" gh") {
 				t.Fatalf("app with a missing secret: %d %s", code, stderr)
 			}
 			setSecret(app)
-			b.cli("app", "deploy", app, "--min", "1", "--egress", "allow=up.test", "--egress-inject", "up.test:Authorization=secretref:GH",
+			b.cli("app", "deploy", app, "--min", "1", "--egress", "allow=up.test", "--egress-inject", "up.test:Authorization=secretref:gh",
 				"--command", `curl -sS --max-time 20 https://up.test/ && echo APP-CALLED; curl -sS --max-time 20 http://other.test/; exec python3 -m http.server $PORT --bind 127.0.0.1`)
 			deadline := time.Now().Add(60 * time.Second)
 			for {
@@ -261,7 +261,7 @@ func TestEgressWithAppNames(t *testing.T) {
 		t.Run(rt, func(t *testing.T) {
 			name := "egrnames-" + rt
 			key := b.createPool(name, "--runtime", rt, "--ready", "0", "--egress", "allow=up.test")
-			r := b.execute(name, key, "n-1", `curl -sS --max-time 20 -w ' %{http_code}\n' http://callee/echo
+			r := b.execute(name, key, "names-1", `curl -sS --max-time 20 -w ' %{http_code}\n' http://callee/echo
 curl -sS --max-time 20 https://up.test/; curl -sS --max-time 20 http://up.test/
 curl -sS --max-time 20 http://other.test/; echo; curl -sS --max-time 20 https://other.test/ 2>&1; echo
 python3 -c '

@@ -85,6 +85,9 @@ func (m *Manager) checkSecrets(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return invalid("egressInject", "%s", err)
 		}
+		if !secretNameRE().MatchString(in.Secret) {
+			return invalid("egressInject", "egress inject rule %s: %q is not a valid secret name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit", r, in.Secret)
+		}
 		if !have[in.Secret] {
 			return invalid("egressInject", "egress inject rule %s references secret %q, which pool %s does not have: set it first with: berth secret set --pool %s %s", r, in.Secret, cfg.Name, cfg.Name, in.Secret)
 		}
