@@ -60,7 +60,7 @@ func TestManifestImage(t *testing.T) {
 		{name: "image", yaml: imageManifest, want: app.Config{
 			Transport: "http", Source: &app.Source{Image: "registry.example:5000/tasks:1"},
 			Entrypoint: []string{"/srv", "--db"}, Args: []string{"/data/tasks.db"},
-			Env: map[string]string{"LOG_LEVEL": "debug", "TOKEN": "secretref:tasks-token"}, CPU: 0.5, MemoryBytes: 512 << 20,
+			Env: map[string]string{"LOG_LEVEL": "debug"}, SecretEnv: map[string]string{"TOKEN": "tasks-token"}, CPU: 0.5, MemoryBytes: 512 << 20,
 			Registries: []app.Registry{{Server: "registry.example:5000", Username: "bob", PasswordSecretRef: "registry-password"}},
 		}},
 		{name: "command as a string", yaml: `name: a
