@@ -68,7 +68,7 @@ func newExecutor(p *procs, workspace, private string, maxProcs int) *executor {
 			"BERTH_MAX_FIGURES_TOTAL_BYTES=" + strconv.Itoa(MaxImageBytes),
 		}, passedEnv(os.Environ())...),
 	}
-	x.env = append(x.env, proxyEnv...)
+	x.env = append(x.env, proxyEnv(os.Environ())...)
 	return x
 }
 
@@ -83,18 +83,22 @@ func (x *executor) environ() []string {
 func (x *executor) addEnv(kv ...string) {
 	x.envMu.Lock()
 	defer x.envMu.Unlock()
-	x.env = append(x.env, kv...)
+	for _, e := range kv {
+		k, _, _ := strings.Cut(e, "=")
+		x.env = slices.DeleteFunc(x.env, func(o string) bool { return strings.HasPrefix(o, k+"=") })
+		x.env = append(x.env, e)
+	}
 }
 
 // passedEnv picks from the agent's own environment what the sandbox's
-// driver set for the code it runs: the egress proxy and the certificates
-// to trust for it.
+// driver set for the code it runs: the certificates to trust for its
+// egress proxy (the proxy variables are proxyEnv's).
 func passedEnv(env []string) []string {
 	var out []string
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
 		switch strings.ToUpper(k) {
-		case "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+		case "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
 			"CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "PIP_CERT", "GIT_SSL_CAINFO":
 			out = append(out, kv)
 		}

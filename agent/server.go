@@ -89,7 +89,7 @@ func Serve(ctx context.Context, ln net.Listener, opts Options, ready func()) err
 		send(Event{Result: &res})
 	})
 	svc.routes(mux)
-	tun := newTunnel()
+	tun := newTunnel(os.Environ())
 	mux.HandleFunc("GET /tunnel", tun.tunnelRoute(x))
 	go tun.serveLoopback(ctx)
 	mux.HandleFunc("POST /reset", func(w http.ResponseWriter, r *http.Request) {

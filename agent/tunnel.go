@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,8 +35,10 @@ import (
 // not ours to lower under bubblewrap). The proxy forwards single-label
 // names and NAME.internal to the host; any other host (a dotted name, an
 // address) it connects to itself, from inside the sandbox, with the
-// sandbox's own network rights, so plain-HTTP egress works as before.
-// HTTPS goes direct (no https_proxy). Requests that name the listener
+// sandbox's own network rights, or through the sandbox's egress proxy if
+// it has egress rules (see proxyEnv), so plain-HTTP egress works as
+// before. HTTPS never comes here (https_proxy is the egress proxy's, or
+// unset). Requests that name the listener
 // itself (origin-form, as the identity endpoint's are) go to the host's
 // identity endpoint, unless their Host names an app (for clients that
 // ignore http_proxy: curl -H 'Host: NAME' http://127.0.0.1:42356/…).
@@ -46,14 +50,69 @@ const TunnelAddr = "127.0.0.1:42356"
 // IdentityPath is the identity endpoint's path on TunnelAddr.
 const IdentityPath = "/msi/token"
 
-// proxyEnv is what every process the agent starts gets, to find
-// TunnelAddr.
-var proxyEnv = []string{
-	"http_proxy=http://" + TunnelAddr,
-	"HTTP_PROXY=http://" + TunnelAddr,
-	"no_proxy=localhost,127.0.0.1,::1",
-	"NO_PROXY=localhost,127.0.0.1,::1",
-	"NODE_USE_ENV_PROXY=1",
+// loopbackNoProxy is what no client sends through a proxy.
+var loopbackNoProxy = []string{"localhost", "127.0.0.1", "::1"}
+
+// proxyEnv is the proxy environment of every process the agent starts,
+// given the one the sandbox's driver set for the agent (its egress proxy,
+// if the sandbox has egress rules). Two proxies meet here:
+//
+//   - plain HTTP (http_proxy, HTTP_PROXY) always goes to TunnelAddr: app
+//     names go to the host, any other host to the egress proxy if there is
+//     one (which applies the allow-list), else direct;
+//   - HTTPS (https_proxy, HTTPS_PROXY) goes to the egress proxy if there is
+//     one, else direct (app names are plain HTTP);
+//   - no_proxy, NO_PROXY: loopback and the driver's list, merged.
+//
+// Each variable appears once, in both cases, with one value.
+func proxyEnv(driver []string) []string {
+	var httpsProxy string
+	noProxy := slices.Clone(loopbackNoProxy)
+	for _, kv := range driver {
+		k, v, _ := strings.Cut(kv, "=")
+		switch strings.ToUpper(k) {
+		case "HTTPS_PROXY":
+			if httpsProxy == "" || k == "HTTPS_PROXY" {
+				httpsProxy = v
+			}
+		case "NO_PROXY":
+			for _, h := range strings.Split(v, ",") {
+				if h = strings.TrimSpace(h); h != "" && !slices.Contains(noProxy, h) {
+					noProxy = append(noProxy, h)
+				}
+			}
+		}
+	}
+	np := strings.Join(noProxy, ",")
+	env := []string{
+		"http_proxy=http://" + TunnelAddr, "HTTP_PROXY=http://" + TunnelAddr,
+		"no_proxy=" + np, "NO_PROXY=" + np,
+		"NODE_USE_ENV_PROXY=1",
+	}
+	if httpsProxy != "" {
+		env = append(env, "https_proxy="+httpsProxy, "HTTPS_PROXY="+httpsProxy)
+	}
+	return env
+}
+
+// egressProxy is the driver's egress proxy for plain HTTP, if any: where
+// TunnelAddr sends the hosts that are not apps.
+func egressProxy(driver []string) *url.URL {
+	var v string
+	for _, kv := range driver {
+		k, val, _ := strings.Cut(kv, "=")
+		if strings.ToUpper(k) == "HTTP_PROXY" && (v == "" || k == "HTTP_PROXY") {
+			v = val
+		}
+	}
+	if v == "" {
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" {
+		return nil
+	}
+	return u
 }
 
 // tunnel is the agent's side: the host's current connection, if any.
@@ -64,8 +123,14 @@ type tunnel struct {
 	direct http.RoundTripper
 }
 
-func newTunnel() *tunnel {
-	return &tunnel{direct: &http.Transport{Proxy: nil, ResponseHeaderTimeout: 5 * time.Minute, MaxIdleConnsPerHost: 4}}
+// newTunnel returns the tunnel; hosts that are not apps go through the
+// egress proxy the driver set in env, if any, else direct.
+func newTunnel(env []string) *tunnel {
+	tr := &http.Transport{ResponseHeaderTimeout: 5 * time.Minute, MaxIdleConnsPerHost: 4}
+	if u := egressProxy(env); u != nil {
+		tr.Proxy = http.ProxyURL(u)
+	}
+	return &tunnel{direct: tr}
 }
 
 // attach makes conn, upgraded by the host, the tunnel's connection.

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/berth-dev/berth/egress"
 	"github.com/berth-dev/berth/store"
 )
 
@@ -92,7 +93,7 @@ func (m *Manager) Restart(ctx context.Context, name string) error {
 // checkSecrets refuses a revision that references a secret the app does
 // not have.
 func (m *Manager) checkSecrets(ctx context.Context, name string, cfg Config) error {
-	if len(cfg.SecretEnv) == 0 {
+	if len(cfg.SecretEnv) == 0 && len(cfg.EgressInject) == 0 {
 		return nil
 	}
 	list, err := m.store.ListSecrets(ctx, name)
@@ -103,7 +104,28 @@ func (m *Manager) checkSecrets(ctx context.Context, name string, cfg Config) err
 	for _, s := range list {
 		have[s.Name] = true
 	}
-	return missingSecret(name, cfg, have)
+	if err := missingSecret(name, cfg, have); err != nil {
+		return err
+	}
+	return missingInjectSecret(name, cfg, have)
+}
+
+// missingInjectSecret refuses egress inject rules naming a secret the app
+// does not have (the proxy reads it at each request).
+func missingInjectSecret(name string, cfg Config, have map[string]bool) error {
+	for _, r := range cfg.EgressInject {
+		in, err := egress.ParseInject(r)
+		if err != nil {
+			return invalid("%s", err)
+		}
+		if err := ValidSecretName(in.Secret); err != nil {
+			return invalid("egress inject rule %s: %s", r, err)
+		}
+		if !have[in.Secret] {
+			return invalid("egress inject rule %s references secret %q, which app %s does not have: set it first with: berth secret set %s %s", r, in.Secret, name, name, in.Secret)
+		}
+	}
+	return nil
 }
 
 func missingSecret(name string, cfg Config, have map[string]bool) error {

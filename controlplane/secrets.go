@@ -6,6 +6,7 @@ import (
 
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/store"
 )
 
@@ -79,5 +80,39 @@ func (c *ctl) restartApp(w http.ResponseWriter, r *http.Request) error {
 		return appError(err)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, c.appView(a))
+	return nil
+}
+
+// poolSecretsNote says when a change to a pool's secret takes effect.
+const poolSecretsNote = "the egress proxy reads it at each request: it takes effect at once"
+
+func (c *ctl) setPoolSecret(w http.ResponseWriter, r *http.Request) error {
+	var req SecretRequest
+	if err := httpapi.DecodeJSON(w, r, 2*pool.MaxSecretBytes, &req); err != nil {
+		return err
+	}
+	secret := r.PathValue("secret")
+	if err := c.o.Pools.SetSecret(r.Context(), r.PathValue("name"), secret, req.Value); err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, SecretView{Name: secret, UpdatedAt: time.Now().UTC(), Note: poolSecretsNote})
+	return nil
+}
+
+func (c *ctl) listPoolSecrets(w http.ResponseWriter, r *http.Request) error {
+	list, err := c.o.Pools.ListSecrets(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string][]store.SecretInfo{"value": list})
+	return nil
+}
+
+func (c *ctl) deletePoolSecret(w http.ResponseWriter, r *http.Request) error {
+	secret := r.PathValue("secret")
+	if err := c.o.Pools.DeleteSecret(r.Context(), r.PathValue("name"), secret); err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, SecretView{Name: secret, Note: "requests its inject rules apply to are refused until it is set again"})
 	return nil
 }

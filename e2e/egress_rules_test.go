@@ -23,7 +23,7 @@ import (
 )
 
 // httpsInternet is a network namespace of the test's own with an HTTPS
-// server on 198.18.2.2:443 whose certificate a test CA signed; the lines it
+// server on 198.18.2.2:443 (and plain HTTP on :80) whose certificate a test CA signed; the lines it
 // prints (SEEN host authorization) are collected.
 type httpsInternet struct {
 	caFile string
@@ -85,16 +85,18 @@ func startHTTPSInternet(t *testing.T) *httpsInternet {
 	run("ip", "-n", ns, "link", "set", "lo", "up")
 	run("ip", "-n", ns, "route", "add", "default", "via", "198.18.2.1")
 	srv := exec.Command("ip", "netns", "exec", ns, "/usr/bin/python3", "-c", fmt.Sprintf(`
-import ssl, http.server
+import ssl, http.server, threading
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         print("SEEN", self.headers.get("Host"), repr(self.headers.get("Authorization")), flush=True)
         body = b"UPSTREAM-OK\n"
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
-srv = http.server.ThreadingHTTPServer((%q, 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(%q, %q)
+srv = http.server.ThreadingHTTPServer((%[1]q, 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(%[2]q, %[3]q)
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+plain = http.server.ThreadingHTTPServer((%[1]q, 80), H)
+threading.Thread(target=plain.serve_forever, daemon=True).start()
 print("READY", flush=True)
 srv.serve_forever()
 `, egrUpstream, filepath.Join(dir, "crt.pem"), filepath.Join(dir, "key.pem")))
@@ -156,25 +158,32 @@ func TestEgressRules(t *testing.T) {
 	up := startHTTPSInternet(t)
 	b := startBerth(t, "", "--egress-dns", egressDNS(t), "--egress-upstream-ca", up.caFile)
 	const secret = "ghp_E2E_SECRET_41c7a9d2"
-	writeSecret := func(scope string) {
-		d := filepath.Join(b.dataDir, "egress", "secrets", scope)
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, "GH"), []byte("Bearer "+secret+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	secretFile := filepath.Join(t.TempDir(), "gh")
+	if err := os.WriteFile(secretFile, []byte("Bearer "+secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// setSecret sets GH with the real CLI: berth secret set [--pool] OWNER GH.
+	setSecret := func(owner ...string) {
+		b.cli(append(append([]string{"secret", "set"}, owner...), "gh", "--file", secretFile)...)
 	}
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) {
 			name := "egr-" + rt
-			writeSecret("pool_" + name)
 			seen := "SEEN up.test 'Bearer " + secret + "'"
 			base := strings.Count(up.Seen(), seen)
+			// A pool whose inject rule names a secret it does not have is refused.
+			if _, stderr, code := b.try("pool", "create", name, "--runtime", rt, "--egress", "allow=up.test",
+				"--egress-inject", "up.test:Authorization=secretref:gh"); code == 0 || !strings.Contains(stderr, "berth secret set --pool "+name+" gh") {
+				t.Fatalf("pool with a missing secret: %d %s", code, stderr)
+			}
+			setSecret("--pool", name)
+			if list := b.cli("secret", "list", "--pool", name); !strings.Contains(list, "gh") || strings.Contains(list, secret) {
+				t.Errorf("secret list --pool: %s", list)
+			}
 			key := b.createPool(name, "--runtime", rt, "--ready", "0", "--egress", "allow=up.test,trick.test",
-				"--egress-inject", "up.test:Authorization=secretref:GH")
+				"--egress-inject", "up.test:Authorization=secretref:gh")
 			show := b.cli("pool", "show", name, "-o", "json")
-			if !strings.Contains(show, "allow=up.test,trick.test") || !strings.Contains(show, "up.test:Authorization=secretref:GH") {
+			if !strings.Contains(show, "allow=up.test,trick.test") || !strings.Contains(show, "up.test:Authorization=secretref:gh") || strings.Contains(show, secret) {
 				t.Fatalf("pool show: %s", show)
 			}
 			r := b.execute(name, key, "egr-1", `curl -sS --max-time 20 https://up.test/; curl -sS --noproxy '*' --max-time 20 https://up.test/
@@ -191,20 +200,32 @@ env | grep -c ghp_ ; true`)
 			}
 			b.waitLog("egress refused", "other.test")
 
+			// Deleted later, the secret's requests are refused, clearly.
+			b.cli("secret", "delete", "--pool", name, "gh")
+			r = b.execute(name, key, "egr-1", `curl -sS --max-time 20 https://up.test/`)
+			if !strings.Contains(r.Stdout, "names secret gh, which pool/"+name+" does not have") {
+				t.Errorf("after the secret's delete: %s %s", r.Stdout, r.Stderr)
+			}
+			setSecret("--pool", name)
+
 			// Without an allow-list the inject rules go; egress is on/off.
 			b.cli("pool", "update", name, "--egress", "enabled")
 			show = b.cli("pool", "show", name, "-o", "json")
 			if strings.Contains(show, "secretref") || !strings.Contains(show, `"egress": "enabled"`) {
 				t.Errorf("after update: %s", show)
 			}
-			if _, stderr, code := b.try("pool", "update", name, "--egress-inject", "up.test:Authorization=secretref:GH"); code == 0 || !strings.Contains(stderr, "need an allow-list") {
+			if _, stderr, code := b.try("pool", "update", name, "--egress-inject", "up.test:Authorization=secretref:gh"); code == 0 || !strings.Contains(stderr, "need an allow-list") {
 				t.Errorf("inject without allow-list: %d %s", code, stderr)
 			}
 
 			// An app: its command calls the API at start, through the proxy.
 			app := "egrapp-" + rt
-			writeSecret("app_" + app)
-			b.cli("app", "deploy", app, "--min", "1", "--egress", "allow=up.test", "--egress-inject", "up.test:Authorization=secretref:GH",
+			if _, stderr, code := b.try("app", "deploy", app, "--egress", "allow=up.test", "--egress-inject", "up.test:Authorization=secretref:gh",
+				"--command", "exec python3 -m http.server $PORT --bind 127.0.0.1"); code == 0 || !strings.Contains(stderr, "berth secret set "+app+" gh") {
+				t.Fatalf("app with a missing secret: %d %s", code, stderr)
+			}
+			setSecret(app)
+			b.cli("app", "deploy", app, "--min", "1", "--egress", "allow=up.test", "--egress-inject", "up.test:Authorization=secretref:gh",
 				"--command", `curl -sS --max-time 20 https://up.test/ && echo APP-CALLED; curl -sS --max-time 20 http://other.test/; exec python3 -m http.server $PORT --bind 127.0.0.1`)
 			deadline := time.Now().Add(60 * time.Second)
 			for {
@@ -225,5 +246,55 @@ env | grep -c ghp_ ; true`)
 	}
 	if strings.Contains(b.logs.String(), secret) {
 		t.Errorf("the server's output holds the secret")
+	}
+}
+
+// TestEgressWithAppNames: a sandbox with an egress allow-list and the
+// app-to-app tunnel at once. Plain HTTP goes to the agent's listener,
+// which sends app names to the gateway and other hosts on to the egress
+// proxy; HTTPS goes to the egress proxy. Each proxy variable is set once.
+func TestEgressWithAppNames(t *testing.T) {
+	up := startHTTPSInternet(t)
+	b := startBerth(t, "", "--egress-dns", egressDNS(t), "--egress-upstream-ca", up.caFile)
+	deployCall(t, b, "callee", "--ingress", "internal")
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			name := "egrnames-" + rt
+			key := b.createPool(name, "--runtime", rt, "--ready", "0", "--egress", "allow=up.test")
+			r := b.execute(name, key, "names-1", `curl -sS --max-time 20 -w ' %{http_code}\n' http://callee/echo
+curl -sS -k --max-time 20 https://up.test/; curl -sS --max-time 20 http://up.test/
+curl -sS --max-time 20 http://other.test/; echo; curl -sS --max-time 20 https://other.test/ 2>&1; echo
+python3 -c '
+import ssl, urllib.request as u
+k = ssl._create_unverified_context()
+print("PY", u.urlopen("http://callee/echo").status, u.urlopen("https://up.test/", context=k).read().decode().strip(), u.urlopen("http://up.test/").read().decode().strip())'
+env | grep -i '_proxy=' | sort`)
+			for _, want := range []string{`"host":"callee"`, " 200\n", "UPSTREAM-OK\nUPSTREAM-OK\n",
+				"other.test:80 is not in this sandbox's egress allow-list", "403", "PY 200 UPSTREAM-OK UPSTREAM-OK",
+				"HTTP_PROXY=http://127.0.0.1:42356\n", "http_proxy=http://127.0.0.1:42356\n"} {
+				if !strings.Contains(r.Stdout, want) {
+					t.Errorf("want %q in:\n%s\n%s", want, r.Stdout, r.Stderr)
+				}
+			}
+			seen := map[string]string{}
+			for _, l := range strings.Split(r.Stdout, "\n") {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || !strings.HasSuffix(strings.ToUpper(k), "_PROXY") {
+					continue
+				}
+				if old, dup := seen[k]; dup {
+					t.Errorf("%s twice: %s and %s", k, old, v)
+				}
+				seen[k] = v
+			}
+			if seen["HTTPS_PROXY"] == "" || seen["HTTPS_PROXY"] != seen["https_proxy"] || strings.Contains(seen["HTTPS_PROXY"], "42356") {
+				t.Errorf("HTTPS_PROXY should be the egress proxy: %q", seen)
+			}
+			b.waitLog(`msg="app request"`, "app=callee", "caller=pool:"+name)
+			if !strings.Contains(up.Seen(), "SEEN up.test None") {
+				t.Errorf("the upstream saw no request: %s", up.Seen())
+			}
+			b.cli("pool", "delete", name)
+		})
 	}
 }

@@ -33,6 +33,10 @@ type Secrets interface {
 	Secret(ctx context.Context, scope, name string) ([]byte, error)
 }
 
+// ErrNoSecret is what Secrets returns (wrapped) for a secret that is not
+// set: the proxy refuses the request and says how to set it.
+var ErrNoSecret = errors.New("secret not set")
+
 // Options configure a Service; the zero value uses the system's resolver
 // and roots and keeps CAs nowhere (inject rules then fail).
 type Options struct {
@@ -474,6 +478,10 @@ func (px *Proxy) forward(ctx context.Context, c net.Conn, req *http.Request, sch
 		v, err := px.s.secret(ctx, px.scope, in.Secret)
 		if err != nil {
 			px.s.o.Logger.Error("egress inject: secret", "scope", px.scope, "secret", in.Secret, "err", err)
+			if errors.Is(err, ErrNoSecret) {
+				writeError(c, http.StatusForbidden, fmt.Sprintf("berth egress: refused: the inject rule for %s names secret %s, which %s does not have (set it with: %s)", in.Host, in.Secret, px.scope, setSecretHint(px.scope, in.Secret)))
+				return false
+			}
 			writeError(c, http.StatusBadGateway, fmt.Sprintf("berth egress: secret %s for %s is not available", in.Secret, in.Host))
 			return false
 		}
@@ -502,6 +510,14 @@ func (px *Proxy) forward(ctx context.Context, c net.Conn, req *http.Request, sch
 		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
 	}
 	return resp.Write(c) == nil && !req.Close
+}
+
+// setSecretHint is the command that sets scope's secret name.
+func setSecretHint(scope, name string) string {
+	if p, ok := strings.CutPrefix(scope, "pool/"); ok {
+		return "berth secret set --pool " + p + " " + name
+	}
+	return "berth secret set " + strings.TrimPrefix(scope, "app/") + " " + name
 }
 
 func (s *Service) secret(ctx context.Context, scope, name string) ([]byte, error) {

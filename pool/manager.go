@@ -156,6 +156,9 @@ func (m *Manager) Create(ctx context.Context, cfg Config) (*Pool, string, error)
 	if err := m.fits(cfg); err != nil {
 		return nil, "", err
 	}
+	if err := m.checkSecrets(ctx, cfg); err != nil {
+		return nil, "", err
+	}
 	im, err := m.resolveImage(ctx, &cfg)
 	if err != nil {
 		return nil, "", err
@@ -307,6 +310,9 @@ func (m *Manager) Update(ctx context.Context, name string, change func(*Config))
 	if err := m.fits(cfg); err != nil {
 		return nil, err
 	}
+	if err := m.checkSecrets(ctx, cfg); err != nil {
+		return nil, err
+	}
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -366,6 +372,9 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 	}
 	delete(m.pools, name)
 	m.mu.Unlock()
+	if err := m.store.DeletePoolSecrets(ctx, name); err != nil {
+		m.log.Error("delete the pool's secrets", "pool", name, "err", err)
+	}
 	p.close()
 	m.log.Info("pool deleted", "pool", name)
 	return nil

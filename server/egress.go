@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/egress"
+	"github.com/berth-dev/berth/store"
 )
 
 // EgressOptions configure the egress proxy of pools and apps with egress
@@ -22,17 +24,17 @@ type EgressOptions struct {
 	// UpstreamCAs are PEM files of extra roots the proxy trusts when it
 	// re-encrypts intercepted requests (besides the system's).
 	UpstreamCAs []string
-	// Secrets resolves inject rules' secrets; default: files
-	// DATA_DIR/egress/secrets/SCOPE/NAME (SCOPE: pool_NAME or app_NAME).
+	// Secrets resolves inject rules' secrets; default: the store's (pool
+	// and app secrets).
 	Secrets egress.Secrets
 }
 
 // newEgress makes the egress proxy service: CAs under DATA_DIR/egress.
-func newEgress(o EgressOptions, dataDir string, log *slog.Logger) (*egress.Service, error) {
+func newEgress(o EgressOptions, dataDir string, st *store.Store, log *slog.Logger) (*egress.Service, error) {
 	dir := filepath.Join(dataDir, "egress")
 	eo := egress.Options{Dir: dir, Secrets: o.Secrets, Logger: log}
 	if eo.Secrets == nil {
-		eo.Secrets = fileSecrets(filepath.Join(dir, "secrets"))
+		eo.Secrets = storeSecrets{st}
 	}
 	if o.DNS != "" {
 		addr := o.DNS
@@ -60,17 +62,23 @@ func newEgress(o EgressOptions, dataDir string, log *slog.Logger) (*egress.Servi
 	return egress.New(eo), nil
 }
 
-// fileSecrets reads secrets from DIR/SCOPE/NAME: a stand-in until secrets
-// have a store of their own (berth secret set).
-type fileSecrets string
+// storeSecrets reads inject rules' secrets from the store: an app's
+// (berth secret set APP NAME) for scope app/NAME, a pool's (berth secret
+// set --pool POOL NAME) for pool/NAME.
+type storeSecrets struct{ st *store.Store }
 
-func (d fileSecrets) Secret(_ context.Context, scope, name string) ([]byte, error) {
-	if strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
-		return nil, fmt.Errorf("bad secret name %q", name)
+func (s storeSecrets) Secret(ctx context.Context, scope, name string) ([]byte, error) {
+	var v []byte
+	var err error
+	if p, ok := strings.CutPrefix(scope, "pool/"); ok {
+		v, err = s.st.PoolSecret(ctx, p, name)
+	} else if a, ok := strings.CutPrefix(scope, "app/"); ok {
+		v, err = s.st.Secret(ctx, a, name)
+	} else {
+		return nil, fmt.Errorf("no secrets for scope %q", scope)
 	}
-	b, err := os.ReadFile(filepath.Join(string(d), strings.ReplaceAll(scope, "/", "_"), name))
-	if err != nil {
-		return nil, fmt.Errorf("secret %s of %s: %w", name, scope, err)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("secret %s of %s: %w", name, scope, egress.ErrNoSecret)
 	}
-	return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	return v, err
 }

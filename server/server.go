@@ -211,7 +211,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	egr, err := newEgress(o.Egress, dir, log)
+	egr, err := newEgress(o.Egress, dir, st, log)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -17,13 +18,19 @@ CREATE TABLE IF NOT EXISTS app_secrets (
 );
 `
 
+// The app_secrets table holds pools' secrets too: their owner column is
+// "pool/NAME", which no app name can be (app names are DNS labels).
+
+// poolOwner is the owner key of a pool's secrets.
+func poolOwner(pool string) string { return "pool/" + pool }
+
 // SecretInfo describes a stored secret, without its value.
 type SecretInfo struct {
 	Name      string    `json:"name"`
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 
-// secretAAD binds a sealed value to its app and name: a sealed value
+// secretAAD binds a sealed value to its owner and name: a sealed value
 // copied to another row does not open.
 func secretAAD(app, name string) []byte { return []byte("app-secret\x00" + app + "\x00" + name) }
 
@@ -94,6 +101,54 @@ func (s *Store) DeleteSecret(ctx context.Context, app, name string) error {
 		return fmt.Errorf("secret %q of app %q: %w", name, app, ErrNotFound)
 	}
 	return nil
+}
+
+// Secret unseals one secret of an app; ErrNotFound if it has none of
+// that name.
+func (s *Store) Secret(ctx context.Context, app, name string) ([]byte, error) {
+	var sealed []byte
+	err := s.db.QueryRowContext(ctx, `SELECT sealed FROM app_secrets WHERE app = ? AND name = ?`, app, name).Scan(&sealed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("secret %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.openBytes(sealed, secretAAD(app, name))
+	if err != nil {
+		return nil, fmt.Errorf("store: cannot unseal secret %q (was master.key replaced?)", name)
+	}
+	return v, nil
+}
+
+// SetPoolSecret creates or replaces a pool's secret, sealed as apps' are.
+func (s *Store) SetPoolSecret(ctx context.Context, pool, name string, value []byte) error {
+	return s.SetSecret(ctx, poolOwner(pool), name, value)
+}
+
+// ListPoolSecrets returns a pool's secrets by name, without their values.
+func (s *Store) ListPoolSecrets(ctx context.Context, pool string) ([]SecretInfo, error) {
+	return s.ListSecrets(ctx, poolOwner(pool))
+}
+
+// PoolSecret unseals one secret of a pool; ErrNotFound if it has none of
+// that name.
+func (s *Store) PoolSecret(ctx context.Context, pool, name string) ([]byte, error) {
+	return s.Secret(ctx, poolOwner(pool), name)
+}
+
+// DeletePoolSecret removes one of a pool's secrets.
+func (s *Store) DeletePoolSecret(ctx context.Context, pool, name string) error {
+	err := s.DeleteSecret(ctx, poolOwner(pool), name)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("secret %q of pool %q: %w", name, pool, ErrNotFound)
+	}
+	return err
+}
+
+// DeletePoolSecrets removes every secret of a pool.
+func (s *Store) DeletePoolSecrets(ctx context.Context, pool string) error {
+	return s.DeleteSecrets(ctx, poolOwner(pool))
 }
 
 // DeleteSecrets removes every secret of an app.

@@ -68,3 +68,46 @@ func TestSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolSecrets: a pool's secrets are apart from an app's of the same
+// name, read one by one, and deleted with the pool.
+func TestPoolSecrets(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.SetSecret(ctx, "x", "tok", []byte("app-value")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPoolSecret(ctx, "x", "tok", []byte("pool-value")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		get  func(context.Context, string, string) ([]byte, error)
+		want string
+	}{{s.Secret, "app-value"}, {s.PoolSecret, "pool-value"}} {
+		if v, err := c.get(ctx, "x", "tok"); err != nil || string(v) != c.want {
+			t.Fatalf("got %q, %v; want %q", v, err, c.want)
+		}
+	}
+	if list, err := s.ListSecrets(ctx, "x"); err != nil || len(list) != 1 {
+		t.Fatalf("app list = %+v, %v", list, err)
+	}
+	if _, err := s.PoolSecret(ctx, "x", "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing pool secret: %v", err)
+	}
+	if err := s.DeletePoolSecrets(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := s.ListPoolSecrets(ctx, "x"); err != nil || len(list) != 0 {
+		t.Fatalf("after delete: %+v, %v", list, err)
+	}
+	if v, err := s.Secret(ctx, "x", "tok"); err != nil || string(v) != "app-value" {
+		t.Fatalf("the app's secret went with the pool's: %q, %v", v, err)
+	}
+	if err := s.DeletePoolSecret(ctx, "x", "tok"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete missing: %v", err)
+	}
+}

@@ -84,7 +84,7 @@ func parseGroup(group, usage string, args []string, want map[string]int, flags f
 	if !ok {
 		return nil, usageError(fmt.Sprintf("unknown %s command %q\n\n%s", group, sub, usage))
 	}
-	if len(pos) != n {
+	if n >= 0 && len(pos) != n { // a negative count: the caller checks
 		return nil, usageError(fmt.Sprintf("%s %s takes %d argument(s)\n\n%s", group, sub, n, usage))
 	}
 	c, err := cf.client()

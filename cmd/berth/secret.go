@@ -24,16 +24,21 @@ Commands:
   set APP NAME [--file FILE]   the value from FILE, or from stdin (one trailing newline dropped)
   list APP                     names and dates, never values
   delete APP NAME
+  set|list|delete --pool POOL [NAME]   a session pool's secrets instead
 
 An app uses its secrets as environment variables (berth app deploy --env KEY=secretref:NAME,
 or secretRef in berth apply) and as files (--secret-volume /mnt/secrets: one file per secret).
 A change takes effect on the next revision, or on the running ones after: berth app restart APP.
 
+Egress inject rules (--egress-inject HOST:Header=secretref:NAME, on pools and apps) name a secret of
+their pool or app; the egress proxy reads it at each request, so a change takes effect at once.
+
 Every command takes -o json, --data-dir, --server and --token.`
 
 func runSecret(ctx context.Context, args []string) error {
-	var file string
-	g, err := parseGroup("secret", secretUsage, args, map[string]int{"set": 2, "list": 1, "delete": 2}, func(sub string, fs *flag.FlagSet) {
+	var file, poolName string
+	g, err := parseGroup("secret", secretUsage, args, map[string]int{"set": -1, "list": -1, "delete": -1}, func(sub string, fs *flag.FlagSet) {
+		fs.StringVar(&poolName, "pool", "", "the secrets of session pool POOL instead of an app's")
 		if sub == "set" {
 			fs.StringVar(&file, "file", "", "read the value from FILE (exactly; default: stdin)")
 		}
@@ -42,7 +47,19 @@ func runSecret(ctx context.Context, args []string) error {
 		return err
 	}
 	c, pos := g.c, g.pos
-	base := "/v1/apps/" + url.PathEscape(pos[0]) + "/secrets"
+	want := map[string]int{"set": 2, "list": 1, "delete": 2}[g.sub]
+	owner, base := "app", "/v1/apps/"
+	if poolName != "" {
+		owner, base = "pool", "/v1/pools/"
+		pos = append([]string{poolName}, pos...)
+	}
+	if len(pos) != want {
+		if poolName != "" {
+			return usageError(fmt.Sprintf("secret %s --pool POOL takes %d arguments\n\n%s", g.sub, want-1, secretUsage))
+		}
+		return usageError(fmt.Sprintf("secret %s takes %d arguments\n\n%s", g.sub, want, secretUsage))
+	}
+	base += url.PathEscape(pos[0]) + "/secrets"
 	switch g.sub {
 	case "set":
 		value, err := secretValue(file)
@@ -56,7 +73,7 @@ func runSecret(ctx context.Context, args []string) error {
 		if g.json {
 			return printJSON(out)
 		}
-		fmt.Printf("secret %s of app %s set: %s\n", pos[1], pos[0], out.Note)
+		fmt.Printf("secret %s of %s %s set: %s\n", pos[1], owner, pos[0], out.Note)
 	case "list":
 		var out struct {
 			Value []store.SecretInfo `json:"value"`
@@ -81,7 +98,7 @@ func runSecret(ctx context.Context, args []string) error {
 		if g.json {
 			return printJSON(out)
 		}
-		fmt.Printf("secret %s of app %s deleted: %s\n", pos[1], pos[0], out.Note)
+		fmt.Printf("secret %s of %s %s deleted: %s\n", pos[1], owner, pos[0], out.Note)
 	}
 	return nil
 }

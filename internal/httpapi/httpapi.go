@@ -65,6 +65,8 @@ func Classify(err error) *Error {
 		return &Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: "the request body is not valid JSON of the expected shape: " + err.Error(), Cause: err}
 	case errors.Is(err, pool.ErrPoolNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "PoolNotFound", Message: err.Error(), Cause: err}
+	case errors.Is(err, pool.ErrSecretNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "SecretNotFound", Message: err.Error(), Cause: err}
 	case errors.Is(err, pool.ErrPoolExists):
 		return &Error{Status: http.StatusConflict, Code: "PoolExists", Message: err.Error(), Cause: err}
 	case errors.Is(err, sandbox.ErrNoCapacity):
