@@ -281,12 +281,12 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		// All to green, then half and half: the gateway follows.
 		setSplit("0", "100")
-		run(t, ctx, "save", chromedp.Click("#save-traffic", chromedp.ByQuery), chromedp.WaitVisible(".alert.ok", chromedp.ByQuery))
+		run(t, ctx, "save", saveTraffic())
 		if c := count(30); c["split--green"] != 30 {
 			t.Fatalf("after setting green=100 in the dashboard: %v", c)
 		}
 		setSplit("50", "50")
-		run(t, ctx, "save", chromedp.Click("#save-traffic", chromedp.ByQuery), chromedp.WaitVisible(".alert.ok", chromedp.ByQuery))
+		run(t, ctx, "save", saveTraffic())
 		c := count(200)
 		t.Logf("200 new sessions after a 50/50 split in the dashboard: %v", c)
 		if c["split--blue"] < 65 || c["split--green"] < 65 {
@@ -323,7 +323,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		// Send it all the traffic from the editor: the gateway answers from it.
 		run(t, ctx, "traffic to ui", chromedp.Evaluate(`(() => {
 			for (const el of document.querySelectorAll("input.pct")) { el.value = el.name === "pct:split--ui" ? "100" : "0"; el.dispatchEvent(new Event("input", {bubbles: true})); } })()`, nil),
-			chromedp.Click("#save-traffic", chromedp.ByQuery), chromedp.WaitVisible(".alert.ok", chromedp.ByQuery))
+			saveTraffic())
 		for i := range 5 {
 			if _, rev := initialize(t, b.info.PublicURL+"/apps/split/mcp"); rev != "split--ui" {
 				t.Fatalf("request %d after the dashboard's deploy went to %s", i, rev)
@@ -377,7 +377,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		run(t, ctx, "traffic to img", chromedp.Navigate(ui+"/ui/apps/split"), chromedp.WaitVisible("#traffic", chromedp.ByQuery),
 			chromedp.Evaluate(`(() => {
 			for (const el of document.querySelectorAll("input.pct")) { el.value = el.name === "pct:split--img" ? "100" : "0"; el.dispatchEvent(new Event("input", {bubbles: true})); } })()`, nil),
-			chromedp.Click("#save-traffic", chromedp.ByQuery), chromedp.WaitVisible(".alert.ok", chromedp.ByQuery))
+			saveTraffic())
 		if got := text(t, ctx, "#traffic"); !strings.Contains(got, "image "+reg.Ref("mcp/everything")) {
 			t.Errorf("the revisions table does not say what split--img runs: %s", got)
 		}
@@ -625,4 +625,30 @@ func writeTarGz(t *testing.T, path, dir string) {
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// saveTraffic clicks the traffic editor's save button and waits for the
+// page it leads to: a flash left on the page by an earlier form (a deploy,
+// an earlier save) must not count as this save's answer. The page is
+// marked before the click; the new page has no mark. Evaluations during
+// the navigation fail and are tried again.
+func saveTraffic() chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		if err := chromedp.Evaluate(`window.berthBeforeSave = true`, nil).Do(ctx); err != nil {
+			return err
+		}
+		if err := chromedp.Click("#save-traffic", chromedp.ByQuery).Do(ctx); err != nil {
+			return err
+		}
+		for ctx.Err() == nil {
+			var done bool
+			err := chromedp.Evaluate(`!window.berthBeforeSave && document.readyState === "complete" &&
+				[...document.querySelectorAll(".alert.ok")].some(e => e.textContent.includes("Traffic split saved"))`, &done).Do(ctx)
+			if err == nil && done {
+				return nil
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return ctx.Err()
+	})
 }
