@@ -324,20 +324,20 @@ func (x *executor) request(req ExecRequest, nonce string) (line string, cleanup 
 	script := filepath.Join(x.private, "cell.sh")
 	stdin := filepath.Join(x.private, "stdin")
 	runner := filepath.Join(x.private, "run.sh")
-	cleanup = func() { os.Remove(script); os.Remove(stdin) }
-	if err := os.WriteFile(script, []byte(req.Code+"\n"), 0o600); err != nil {
+	cleanup = func() { os.Remove(script); os.Remove(stdin); x.reserve() }
+	if err := x.writeScratch(script, []byte(req.Code+"\n")); err != nil {
 		return "", cleanup, err
 	}
 	in := "/dev/null"
 	if req.Stdin != "" {
-		if err := os.WriteFile(stdin, []byte(req.Stdin), 0o600); err != nil {
+		if err := x.writeScratch(stdin, []byte(req.Stdin)); err != nil {
 			return "", cleanup, err
 		}
 		in = stdin
 	}
 	run := fmt.Sprintf(". %s <%s 8>&- 9>&-; printf '\\0berth-%s:%%d\\0' $? >&8; printf '\\0berth-%s:\\0' >&9\n",
 		script, in, nonce, nonce)
-	if err := os.WriteFile(runner, []byte(run), 0o600); err != nil {
+	if err := x.writeScratch(runner, []byte(run)); err != nil {
 		return "", cleanup, err
 	}
 	return ". " + runner + "\n", cleanup, nil

@@ -58,6 +58,7 @@ func Serve(ctx context.Context, ln net.Listener, opts Options, ready func()) err
 
 	x := newExecutor(p, opts.Workspace, opts.Private, opts.MaxProcs)
 	defer x.close()
+	x.reserve()
 	ws := &workspace{root: root}
 	svc := &services{x: x, m: map[string]*service{}}
 	defer func() {
