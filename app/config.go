@@ -165,6 +165,11 @@ func (c *Config) Normalize() error {
 		if r.Server == "" || strings.ContainsAny(r.Server, "/@ \t") {
 			return invalid("registry server: host or host:port, as in image references, got %q", r.Server)
 		}
+		if r.PasswordSecretRef != "" {
+			if err := ValidSecretName(r.PasswordSecretRef); err != nil {
+				return invalid("registry %s: passwordSecretRef: %s", r.Server, err)
+			}
+		}
 	}
 	if c.Dir != "" {
 		return invalid("the server does not copy a directory of its own host (dir %q): deploy with the CLI, whose --dir uploads the directory (berth app deploy NAME --dir DIR)", c.Dir)

@@ -99,6 +99,9 @@ func (m *Manager) appLogin(ctx context.Context, appName, host string, regs []Reg
 		if r.Password != "" {
 			return &image.Auth{User: r.Username, Password: r.Password}, nil
 		}
+		if r.PasswordSecretRef != "" {
+			return m.secretLogin(ctx, appName, r)
+		}
 	}
 	if m.logins == nil {
 		return nil, nil
@@ -108,6 +111,22 @@ func (m *Manager) appLogin(ctx context.Context, appName, host string, regs []Reg
 		return nil, err
 	}
 	return &image.Auth{User: u, Password: p}, nil
+}
+
+// secretLogin is the login of a registry whose password is one of the
+// app's secrets (passwordSecretRef), read at each pull so that a changed
+// secret is used by the next one.
+func (m *Manager) secretLogin(ctx context.Context, appName string, r Registry) (*image.Auth, error) {
+	values, err := m.store.Secrets(ctx, appName)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := values[r.PasswordSecretRef]
+	if !ok {
+		return nil, invalid("registry %s: passwordSecretRef names secret %q, which app %s does not have: set it first with: berth secret set %s %s",
+			r.Server, r.PasswordSecretRef, appName, appName, r.PasswordSecretRef)
+	}
+	return &image.Auth{User: r.Username, Password: string(v)}, nil
 }
 
 // image returns the revision's image, pulled again by digest if it was
@@ -129,7 +148,7 @@ func (r *revisionRuntime) image(ctx context.Context) (*image.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	auth, err := r.app.m.appLogin(ctx, r.app.name, host, nil)
+	auth, err := r.app.m.appLogin(ctx, r.app.name, host, r.rev.Config.Registries)
 	if err != nil {
 		return nil, err
 	}

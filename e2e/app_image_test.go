@@ -481,13 +481,15 @@ func BenchmarkImageReplicasDisk(b *testing.B) {
 // image runs as the file says, and applying the file again makes no new
 // revision although the revision keeps a digest and the file a tag.
 func TestAppImageApply(t *testing.T) {
-	reg := registrytest.Start(t, registrytest.Options{})
-	imagetest.Push(t, reg.Ref("ids:1"), idsImage(t, imagetest.GoBinary(t, idsGo), "v1"))
+	reg := registrytest.Start(t, registrytest.Options{User: "dora", Password: "yaml-registry-pass"})
+	imagetest.Push(t, reg.Ref("ids:1"), idsImage(t, imagetest.GoBinary(t, idsGo), "v1"), imagetest.BasicAuth("dora", "yaml-registry-pass"))
 	b := startBerth(t, "", "--insecure-registry", reg.Host)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "app.yaml")
 	manifest := `name: ids-yaml
 properties:
+  configuration:
+    registries: [{server: ` + reg.Host + `, username: dora, passwordSecretRef: reg-pass}]
   template:
     containers:
       - image: ` + reg.Ref("ids:1") + `
@@ -499,6 +501,14 @@ properties:
 `
 	if err := os.WriteFile(file, []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// The registry's password is one of the app's secrets: named before it
+	// exists, the apply says how to set it.
+	if _, errOut, code := b.cliStdin("", "apply", "-f", file); code == 0 || !strings.Contains(errOut, "berth secret set ids-yaml reg-pass") {
+		t.Fatalf("apply with a missing registry secret: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := b.cliStdin("yaml-registry-pass", "secret", "set", "ids-yaml", "reg-pass"); code != 0 {
+		t.Fatalf("secret set: %s", errOut)
 	}
 	if out := b.cli("apply", "-f", file); !strings.Contains(out, "revision ids-yaml--r1 created") {
 		t.Fatalf("apply: %s", out)
