@@ -65,6 +65,8 @@ type Options struct {
 // its revision's setting (package egress).
 type EgressProxies interface {
 	ProxyFor(scope, egress string, inject []string) (sandbox.EgressProxy, error)
+	// Forget drops a deleted scope's proxies and CA.
+	Forget(scope string) error
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -372,6 +374,11 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		m.hosts.remove(name, h.Host)
 	}
 	a.stopAll()
+	if m.egress != nil {
+		if err := m.egress.Forget("app/" + name); err != nil {
+			m.log.Warn("remove the app's egress CA", "app", name, "err", err)
+		}
+	}
 	if m.logins != nil {
 		if err := m.logins.DeleteAppRegistryCredentials(ctx, name); err != nil {
 			m.log.Warn("forget deleted app's registry logins", "app", name, "err", err)

@@ -8,7 +8,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
@@ -241,7 +243,19 @@ env | grep -c ghp_ ; true`)
 			if n := strings.Count(up.Seen(), seen) - base; n < 3 {
 				t.Errorf("upstream saw the app's header %d times in all:\n%s", n, up.Seen())
 			}
+			// Deleted, the pool and the app leave no CA behind.
+			for _, scope := range []string{"pool_" + name, "app_" + app} {
+				if _, err := os.Stat(filepath.Join(b.dataDir, "egress", scope, "ca.key")); err != nil {
+					t.Errorf("%s: no CA while in use: %v", scope, err)
+				}
+			}
 			b.cli("app", "delete", app)
+			b.cli("pool", "delete", name)
+			for _, scope := range []string{"pool_" + name, "app_" + app} {
+				if _, err := os.Stat(filepath.Join(b.dataDir, "egress", scope)); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%s: CA left after delete: %v", scope, err)
+				}
+			}
 		})
 	}
 	if strings.Contains(b.logs.String(), secret) {

@@ -139,6 +139,29 @@ func (s *Service) ProxyFor(scope, egress string, inject []string) (sandbox.Egres
 	return px, nil
 }
 
+// Forget drops what the service keeps for a deleted pool or app: its
+// proxies (and their upstream connections) and its CA, in memory and on
+// disk, so that a later pool or app of the same name gets a new CA.
+func (s *Service) Forget(scope string) error {
+	s.mu.Lock()
+	for key, px := range s.proxies {
+		if px.scope == scope {
+			px.tr.CloseIdleConnections()
+			delete(s.proxies, key)
+		}
+	}
+	delete(s.cas, scope)
+	s.mu.Unlock()
+	if s.o.Dir == "" {
+		return nil
+	}
+	return os.RemoveAll(s.caDir(scope))
+}
+
+func (s *Service) caDir(scope string) string {
+	return filepath.Join(s.o.Dir, strings.ReplaceAll(scope, "/", "_"))
+}
+
 func (s *Service) ca(scope string) (*ca, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -148,7 +171,7 @@ func (s *Service) ca(scope string) (*ca, error) {
 	if s.o.Dir == "" {
 		return nil, errors.New("egress inject rules need the server's data dir for their CA")
 	}
-	c, err := loadCA(filepath.Join(s.o.Dir, strings.ReplaceAll(scope, "/", "_")), scope)
+	c, err := loadCA(s.caDir(scope), scope)
 	if err != nil {
 		return nil, err
 	}

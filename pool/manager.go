@@ -44,6 +44,8 @@ type Options struct {
 // its stored setting (package egress).
 type EgressProxies interface {
 	ProxyFor(scope, egress string, inject []string) (sandbox.EgressProxy, error)
+	// Forget drops a deleted scope's proxies and CA.
+	Forget(scope string) error
 }
 
 // Capacity is the host's budget for sandboxes.
@@ -376,6 +378,11 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		m.log.Error("delete the pool's secrets", "pool", name, "err", err)
 	}
 	p.close()
+	if m.egress != nil {
+		if err := m.egress.Forget("pool/" + name); err != nil {
+			m.log.Warn("remove the pool's egress CA", "pool", name, "err", err)
+		}
+	}
 	m.log.Info("pool deleted", "pool", name)
 	return nil
 }
