@@ -221,10 +221,8 @@ func (u *unpacker) parent(name string) (*os.Root, string, error) {
 		return r, base, nil
 	}
 	r, err := u.root.OpenRoot(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err = u.parents(name); err == nil {
-			r, err = u.root.OpenRoot(dir)
-		}
+	if err != nil {
+		r, err = u.openInRoot(dir)
 	}
 	if err != nil {
 		return nil, "", err
@@ -234,6 +232,69 @@ func (u *unpacker) parent(name string) (*os.Root, string, error) {
 	}
 	u.open[dir] = r
 	return r, base, nil
+}
+
+// openInRoot opens directory dir of the image, creating what is missing,
+// with its symbolic links followed inside the image as a chroot would (an
+// absolute target starts again at the image's root, ".." stops there), the
+// way Docker applies layers: a Debian image's var/run -> /run takes a later
+// layer's var/run/x as run/x. Nothing can land outside the root.
+func (u *unpacker) openInRoot(dir string) (*os.Root, error) {
+	real, err := u.resolve(dir)
+	if err != nil {
+		return nil, err
+	}
+	r, err := u.root.OpenRoot(real)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = u.parents(path.Join(real, "x")); err == nil {
+			r, err = u.root.OpenRoot(real)
+		}
+	}
+	return r, err
+}
+
+// maxLinks bounds the symbolic links followed for one path (Linux: 40).
+const maxLinks = 40
+
+// resolve returns p with every symbolic link in it replaced by its
+// target, inside the image; a missing component is kept as it is.
+func (u *unpacker) resolve(p string) (string, error) {
+	var done []string
+	todo := strings.Split(p, "/")
+	for links := 0; len(todo) > 0; {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(done) > 0 {
+				done = done[:len(done)-1]
+			}
+			continue
+		}
+		cur := path.Join(append(done, c)...)
+		fi, err := u.root.Lstat(cur)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			done = append(done, c)
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+		}
+		target, err := u.root.Readlink(cur)
+		if err != nil {
+			return "", err
+		}
+		if path.IsAbs(target) {
+			done = done[:0]
+		}
+		todo = append(strings.Split(target, "/"), todo...)
+	}
+	if len(done) == 0 {
+		return ".", nil
+	}
+	return path.Join(done...), nil
 }
 
 // closeDirs forgets the open directories (after anything was removed, a

@@ -113,10 +113,6 @@ func TestHostileLayers(t *testing.T) {
 		{"dotdot", []it.Entry{it.File(up+canary[1:]+"/pwned", "x")}, `name leaves the archive's root (..)`},
 		{"dotdot inside", []it.Entry{it.Dir("a"), it.File("a/../../pwned", "x")}, `name leaves the archive's root (..)`},
 		{"absolute", []it.Entry{it.File(canary+"/pwned", "x")}, `absolute name`},
-		{"absolute symlink then write", []it.Entry{it.Symlink("esc", canary), it.File("esc/pwned", "x")}, `path escapes from parent`},
-		{"absolute symlink then dir", []it.Entry{it.Symlink("esc", canary), it.Dir("esc/sub")}, `path escapes from parent`},
-		{"relative symlink then write", []it.Entry{it.Symlink("esc", up+canary[1:]), it.File("esc/pwned", "x")}, `path escapes from parent`},
-		{"symlink to parent then write", []it.Entry{it.Dir("d"), it.Symlink("d/up", "../.."), it.File("d/up/pwned", "x")}, `path escapes from parent`},
 		{"hard link to outside", []it.Entry{it.Hardlink("hl", up+"etc/passwd")}, `hard link target`},
 		{"hard link through a symlink", []it.Entry{it.Symlink("etc2", "/etc"), it.Hardlink("hl", "etc2/passwd")}, `path escapes from parent`},
 		{"whiteout through a symlink", []it.Entry{it.Symlink("esc", canary), it.Whiteout("esc/keep")}, `path escapes from parent`},
@@ -145,6 +141,52 @@ func TestHostileLayers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSymlinksFollowedInsideRoot: an entry under a symbolic link is
+// written where the link leads inside the image, as in a chroot (Docker
+// applies layers so: Debian's var/run -> /run), never outside it.
+func TestSymlinksFollowedInsideRoot(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	base := t.TempDir()
+	canary := filepath.Join(base, "canary")
+	if err := os.Mkdir(canary, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, filepath.Join(base, "images"), image.Options{Insecure: []string{reg.Host}})
+	up := strings.Repeat("../", 12)
+	for _, tc := range []struct {
+		name    string
+		entries []it.Entry
+		inside  string // where the last entry lands, in the root
+	}{
+		{"debian var-run", []it.Entry{it.Dir("run"), it.Dir("var"), it.Symlink("var/run", "/run"), it.File("var/run/x.pid", "1")}, "run/x.pid"},
+		{"absolute symlink then write", []it.Entry{it.Symlink("esc", canary), it.File("esc/pwned", "x")}, canary[1:] + "/pwned"},
+		{"absolute symlink then dir", []it.Entry{it.Symlink("esc", canary), it.Dir("esc/sub")}, canary[1:] + "/sub"},
+		{"relative symlink then write", []it.Entry{it.Symlink("esc", up+canary[1:]), it.File("esc/pwned", "x")}, canary[1:] + "/pwned"},
+		{"symlink to parent then write", []it.Entry{it.Dir("d"), it.Symlink("d/up", "../.."), it.File("d/up/pwned", "x")}, "pwned"},
+		{"chain of links", []it.Entry{it.Symlink("a", "/b"), it.Symlink("b", "c/../d"), it.Dir("d"), it.File("a/f", "x")}, "d/f"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := reg.Ref("links:" + strings.ReplaceAll(tc.name, " ", "-"))
+			it.Push(t, ref, it.Image(t, v1.Config{}, it.Layer(t, it.File("ok", "fine")), it.Layer(t, tc.entries...)))
+			im, err := s.Pull(context.Background(), ref, image.PullOptions{})
+			if err != nil {
+				t.Fatalf("pull: %v", err)
+			}
+			if _, err := os.Lstat(filepath.Join(im.RootFS, tc.inside)); err != nil {
+				t.Errorf("not written inside the root at %s: %v", tc.inside, err)
+			}
+			if ents, _ := os.ReadDir(canary); len(ents) != 0 {
+				t.Fatalf("something was written outside the root: %v", ents)
+			}
+		})
+	}
+	loop := reg.Ref("links:loop")
+	it.Push(t, loop, it.Image(t, v1.Config{}, it.Layer(t, it.Symlink("l1", "l2"), it.Symlink("l2", "l1"), it.File("l1/f", "x"))))
+	if _, err := s.Pull(context.Background(), loop, image.PullOptions{}); err == nil || !strings.Contains(err.Error(), "too many levels of symbolic links") {
+		t.Fatalf("a symlink loop: %v", err)
 	}
 }
 
