@@ -96,14 +96,20 @@ func TestLayersApplied(t *testing.T) {
 	}
 }
 
-func TestHostileLayers(t *testing.T) {
+// canaryStore is a registry, a store, and an empty directory beside the
+// store that no pull may write to.
+func canaryStore(t *testing.T) (*registrytest.Registry, *image.Store, string) {
 	reg := registrytest.Start(t, registrytest.Options{})
 	base := t.TempDir()
 	canary := filepath.Join(base, "canary")
 	if err := os.Mkdir(canary, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s := open(t, filepath.Join(base, "images"), image.Options{Insecure: []string{reg.Host}})
+	return reg, open(t, filepath.Join(base, "images"), image.Options{Insecure: []string{reg.Host}}), canary
+}
+
+func TestHostileLayers(t *testing.T) {
+	reg, s, canary := canaryStore(t)
 	up := strings.Repeat("../", 12)
 	for _, tc := range []struct {
 		name    string
@@ -148,13 +154,7 @@ func TestHostileLayers(t *testing.T) {
 // written where the link leads inside the image, as in a chroot (Docker
 // applies layers so: Debian's var/run -> /run), never outside it.
 func TestSymlinksFollowedInsideRoot(t *testing.T) {
-	reg := registrytest.Start(t, registrytest.Options{})
-	base := t.TempDir()
-	canary := filepath.Join(base, "canary")
-	if err := os.Mkdir(canary, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s := open(t, filepath.Join(base, "images"), image.Options{Insecure: []string{reg.Host}})
+	reg, s, canary := canaryStore(t)
 	up := strings.Repeat("../", 12)
 	for _, tc := range []struct {
 		name    string
