@@ -166,7 +166,8 @@ type Files struct {
 	// Dir is the tree on Berth's own host, private to Berth (readable by
 	// root only); it must stay unchanged while sandboxes use it. The driver
 	// makes it readable to the sandbox: a local driver hands it to the
-	// sandbox's host uid, private to that uid, and binds it.
+	// sandbox's host uid, private to that uid, and binds it. So sandboxes
+	// of one Group may share a tree; sandboxes of different groups must not.
 	Dir    string
 	Target string
 }

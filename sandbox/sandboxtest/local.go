@@ -5,6 +5,7 @@ package sandboxtest
 // assertions; a remote driver brings hooks of its own, or none.
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -201,9 +202,8 @@ while True:
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	b := make([]byte, 10)
-	if n, err := stdout.Read(b); err != nil || string(b[:n]) != "listening\n" {
-		tb.Fatalf("outside server: %q %v", b[:n], err)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "listening\n" {
+		tb.Fatalf("outside server: %q %v", line, err)
 	}
 	return net.JoinHostPort(extAddr, "8080")
 }
