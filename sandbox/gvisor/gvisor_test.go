@@ -74,7 +74,16 @@ func suiteRuntime(tb testing.TB) sandboxtest.Runtime {
 	return sandboxtest.Runtime{
 		Runtime: rt,
 		Host: sandboxtest.LocalHost{Driver: "gvisor", Instance: o.Instance, StateDir: o.StateDir,
-			AlsoGone: func(tb testing.TB, sb sandbox.Sandbox) { runscGone(tb, o) }},
+			AlsoLeft: func(tb testing.TB, sb sandbox.Sandbox) []string { return runscLeft(o) },
+			// The sandbox's processes are the sentry's tasks: runsc ps
+			// lists them.
+			CountProcesses: func(tb testing.TB, sb sandbox.Sandbox) int {
+				out, err := exec.Command(o.Runsc, "--root", filepath.Join(o.StateDir, "runsc-root"), "ps", sb.ID()).CombinedOutput()
+				if err != nil {
+					tb.Errorf("runsc ps: %v: %s", err, out)
+				}
+				return len(strings.Split(strings.TrimSpace(string(out)), "\n")) - 1
+			}},
 		Reopen: func(tb testing.TB) sandbox.Runtime {
 			rt, err := gvisor.New(o)
 			if err != nil {
@@ -260,19 +269,22 @@ func assertGone(t *testing.T, o gvisor.Options, id, dir string) {
 	if l := local.LoopDevicesUnder(o.StateDir); len(l) > 0 {
 		t.Errorf("loop devices left: %v", l)
 	}
-	runscGone(t, o)
+	if l := runscLeft(o); len(l) > 0 {
+		t.Errorf("runsc keeps %v", l)
+	}
 }
 
-// runscGone fails the test if runsc keeps a container in o's state.
-func runscGone(tb testing.TB, o gvisor.Options) {
-	tb.Helper()
+// runscLeft lists the containers runsc keeps in o's state.
+func runscLeft(o gvisor.Options) []string {
+	var left []string
 	out, err := exec.Command(o.Runsc, "--root", filepath.Join(o.StateDir, "runsc-root"), "list", "--quiet").CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "" {
-		tb.Errorf("runsc list: %q %v", out, err)
+		left = append(left, fmt.Sprintf("runsc list: %q %v", out, err))
 	}
 	if l := listDir(filepath.Join(o.StateDir, "runsc-root")); len(l) > 0 && !(len(l) == 1 && l[0] == "null-netns") {
-		tb.Errorf("runsc state left: %v", l)
+		left = append(left, fmt.Sprintf("runsc state %v", l))
 	}
+	return left
 }
 
 // sandboxDir is where the driver keeps a sandbox (local.Host.SandboxDir).

@@ -206,7 +206,30 @@ func testPidsLimit(t *testing.T, d Driver, rt Runtime) {
 	spec := d.base(t, "pids")
 	spec.Limits.Pids = 64
 	sb := Start(t, rt, spec)
-	out := Exec(t, sb, agent.ExecRequest{Language: agent.Shell, TimeoutMillis: 3000, Code: "ulimit -u >&2; :(){ :|:& };:; sleep 10"})
+	type result struct {
+		out *agent.Output
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := sb.Agent().Exec(context.Background(), agent.ExecRequest{Language: agent.Shell, TimeoutMillis: 3000,
+			Code: "ulimit -u >&2; :(){ :|:& };:; sleep 10"}, nil)
+		done <- result{out, err}
+	}()
+	if rt.Host != nil {
+		// Count the bomb's processes from the host while it runs.
+		time.Sleep(1500 * time.Millisecond)
+		if n := rt.Host.Processes(t, sb); n < 10 || n > 64 {
+			t.Errorf("%d processes in the sandbox during the fork bomb", n)
+		} else {
+			t.Logf("%d processes in the sandbox during the fork bomb", n)
+		}
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("the fork bomb took the agent down: %v", r.err)
+	}
+	out := r.out
 	if out.Status != agent.StatusTimeout || !strings.HasPrefix(out.Stderr, strconv.FormatInt(sandbox.UserProcs(64), 10)+"\n") || !strings.Contains(out.Stderr, "fork: retry") {
 		t.Fatalf("fork bomb: %+v", out)
 	}
@@ -324,6 +347,9 @@ func testHostile(t *testing.T, d Driver, rt Runtime) {
 func testDestroy(t *testing.T, d Driver, rt Runtime) {
 	sb := Start(t, rt, d.base(t, "gone"))
 	ctx := context.Background()
+	if rt.Host != nil && len(rt.Host.Leftovers(t, sb)) == 0 {
+		t.Fatal("the Host hook sees nothing of a running sandbox")
+	}
 	t0 := time.Now()
 	if err := sb.Destroy(ctx); err != nil {
 		t.Fatal(err)
@@ -340,7 +366,7 @@ func testDestroy(t *testing.T, d Driver, rt Runtime) {
 	if err := sb.Agent().Ping(ctx); err == nil {
 		t.Error("the agent answers after Destroy")
 	}
-	needHost(t, rt).Gone(t, sb)
+	gone(t, needHost(t, rt), sb)
 }
 
 // testDies: a sandbox killed from outside is reported by Done; Destroy
@@ -360,7 +386,7 @@ func testDies(t *testing.T, d Driver, rt Runtime) {
 	if err := sb.Destroy(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	h.Gone(t, sb)
+	gone(t, h, sb)
 }
 
 // testCleanupLive: a fresh runtime's Cleanup removes the live sandboxes
@@ -379,7 +405,7 @@ func testCleanupLive(t *testing.T, d Driver, rt Runtime) {
 		t.Fatal("the sandbox survived Cleanup")
 	}
 	if rt.Host != nil {
-		rt.Host.Gone(t, sb)
+		gone(t, rt.Host, sb)
 	}
 	if err := sb.Destroy(context.Background()); err != nil {
 		t.Fatal(err)

@@ -30,8 +30,11 @@ type LocalHost struct {
 	// HostProcesses is set when the sandbox's processes are the host's
 	// (not a user-space kernel's, as gVisor's are).
 	HostProcesses bool
-	// AlsoGone, if set, checks what else of a sandbox must be gone.
-	AlsoGone func(tb testing.TB, sb sandbox.Sandbox)
+	// AlsoLeft, if set, lists what else of a sandbox is on the host.
+	AlsoLeft func(tb testing.TB, sb sandbox.Sandbox) []string
+	// CountProcesses, if set, counts a sandbox's processes (default: the
+	// host processes in its cgroup).
+	CountProcesses func(tb testing.TB, sb sandbox.Sandbox) int
 }
 
 var _ Host = LocalHost{}
@@ -85,33 +88,38 @@ func (h LocalHost) Kill(tb testing.TB, sb sandbox.Sandbox) {
 	}
 }
 
-// Gone implements Host.
-func (h LocalHost) Gone(tb testing.TB, sb sandbox.Sandbox) {
-	tb.Helper()
-	if p := hostPids(sb); len(p) > 0 {
-		tb.Errorf("processes left: %v", p)
+// Leftovers implements Host.
+func (h LocalHost) Leftovers(tb testing.TB, sb sandbox.Sandbox) []string {
+	var left []string
+	for _, p := range hostPids(sb) {
+		left = append(left, "process "+p)
 	}
 	cg, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", "berth", h.Instance+"-"+h.Driver, sb.ID()))
 	cg2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "berth", h.Instance+"-"+h.Driver, sb.ID()))
-	if len(cg)+len(cg2) > 0 {
-		tb.Errorf("cgroups left: %v %v", cg, cg2)
-	}
+	left = append(append(left, cg...), cg2...)
 	dirs, _ := filepath.Glob(filepath.Join(h.StateDir, "sb-*"))
-	if len(dirs) > 0 {
-		tb.Errorf("sandbox directories left: %v", dirs)
-	}
+	left = append(left, dirs...)
 	// Its disk: neither its mount nor its loop device outlives it.
 	for _, m := range local.MountsUnder(h.StateDir) {
 		if strings.HasPrefix(m, filepath.Join(h.StateDir, "sb-")) {
-			tb.Errorf("mount left: %s", m)
+			left = append(left, "mount "+m)
 		}
 	}
-	if l := local.LoopDevicesUnder(h.StateDir); len(l) > 0 {
-		tb.Errorf("loop devices left: %v", l)
+	for _, l := range local.LoopDevicesUnder(h.StateDir) {
+		left = append(left, "loop device "+l)
 	}
-	if h.AlsoGone != nil {
-		h.AlsoGone(tb, sb)
+	if h.AlsoLeft != nil {
+		left = append(left, h.AlsoLeft(tb, sb)...)
 	}
+	return left
+}
+
+// Processes implements Host.
+func (h LocalHost) Processes(tb testing.TB, sb sandbox.Sandbox) int {
+	if h.CountProcesses != nil {
+		return h.CountProcesses(tb, sb)
+	}
+	return len(hostPids(sb))
 }
 
 // ProcessLimits implements Host.

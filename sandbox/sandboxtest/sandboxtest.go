@@ -88,9 +88,12 @@ type Host interface {
 	UIDs(tb testing.TB, sb sandbox.Sandbox) map[uint32]bool
 	// Kill kills sb from outside, as a crash would.
 	Kill(tb testing.TB, sb sandbox.Sandbox)
-	// Gone fails tb if anything of sb is left on the host after Destroy:
-	// processes, cgroups, mounts, files, devices.
-	Gone(tb testing.TB, sb sandbox.Sandbox)
+	// Leftovers lists what of sb is on its host: processes, cgroups,
+	// mounts, files, devices. It names something while sb runs, and
+	// nothing once Destroy returned.
+	Leftovers(tb testing.TB, sb sandbox.Sandbox) []string
+	// Processes counts sb's processes as its host sees them.
+	Processes(tb testing.TB, sb sandbox.Sandbox) int
 	// ProcessLimits returns /proc/PID/limits of sb's process whose
 	// command line starts with cmdline (NUL-separated), ok false where
 	// sb's processes are not the host's (gVisor's are the sentry's).
@@ -170,6 +173,14 @@ func (d Driver) base(tb testing.TB, id string) sandbox.Spec {
 		s.Root = DebianRoot(tb)
 	}
 	return s
+}
+
+// gone fails the test if anything of sb is left on its host.
+func gone(t *testing.T, h Host, sb sandbox.Sandbox) {
+	t.Helper()
+	if l := h.Leftovers(t, sb); len(l) > 0 {
+		t.Errorf("left of sandbox %s: %v", sb.ID(), l)
+	}
 }
 
 // needHost returns rt's Host, or skips the rest of the test, saying so.
