@@ -292,6 +292,10 @@ func (m *Manager) removeStale() {
 			m.removeStalePath(filepath.Join(m.dir, e.Name()))
 			continue
 		}
+		if old := filepath.Join(a.dir, "volumes"); fileExists(old) {
+			// Earlier versions kept volumes here; the runtime keeps them now.
+			m.log.Warn("this app's volumes of an earlier Berth version are not in use: move their contents into the runtime's volumes to keep them", "app", a.name, "path", old)
+		}
 		revs, _ := os.ReadDir(a.revisionsDir())
 		for _, r := range revs {
 			p := filepath.Join(a.revisionsDir(), r.Name())
@@ -300,6 +304,11 @@ func (m *Manager) removeStale() {
 			}
 		}
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // staleAppName is the app whose files a stale entry of the state dir

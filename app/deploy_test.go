@@ -143,3 +143,16 @@ func symlink(t *testing.T, target, p string) {
 		t.Fatal(err)
 	}
 }
+
+// TestStaleAppName: the app a stale entry of the state dir held, whose
+// volumes go with it.
+func TestStaleAppName(t *testing.T) {
+	for entry, want := range map[string]string{
+		"tasks": "tasks", ".deleted-tasks-1732999999": "tasks", ".deleted-my-app-17": "my-app",
+		".staging-123": "", "Bad": "", ".deleted-": "", "..": "",
+	} {
+		if got := staleAppName(entry); got != want {
+			t.Errorf("staleAppName(%q) = %q, want %q", entry, got, want)
+		}
+	}
+}
