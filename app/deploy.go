@@ -292,10 +292,7 @@ func (m *Manager) removeStale() {
 			m.removeStalePath(filepath.Join(m.dir, e.Name()))
 			continue
 		}
-		if old := filepath.Join(a.dir, "volumes"); fileExists(old) {
-			// Earlier versions kept volumes here; the runtime keeps them now.
-			m.log.Warn("this app's volumes of an earlier Berth version are not in use: move their contents into the runtime's volumes to keep them", "app", a.name, "path", old)
-		}
+		m.importOldVolumes(a)
 		revs, _ := os.ReadDir(a.revisionsDir())
 		for _, r := range revs {
 			p := filepath.Join(a.revisionsDir(), r.Name())
@@ -306,9 +303,41 @@ func (m *Manager) removeStale() {
 	}
 }
 
-func fileExists(p string) bool {
-	_, err := os.Lstat(p)
-	return err == nil
+// volumeImporter is a runtime that can take in a volume from a host
+// directory (the local drivers).
+type volumeImporter interface {
+	ImportVolume(ctx context.Context, group, name, src string) error
+}
+
+// importOldVolumes moves the volumes an earlier Berth kept in the app's
+// own directory (APP/volumes/NAME) to its runtime, which keeps them now,
+// so that an upgrade loses no data.
+func (m *Manager) importOldVolumes(a *App) {
+	old := filepath.Join(a.dir, "volumes")
+	vols, err := os.ReadDir(old)
+	if err != nil {
+		return
+	}
+	var im volumeImporter
+	for _, rt := range sandbox.Unwrap(m.runtime) {
+		if i, ok := rt.(volumeImporter); ok {
+			im = i
+			break
+		}
+	}
+	if im == nil {
+		m.log.Warn("this app's volumes of an earlier Berth version are not in use, and this runtime cannot take them in", "app", a.name, "path", old)
+		return
+	}
+	for _, v := range vols {
+		src := filepath.Join(old, v.Name())
+		if err := im.ImportVolume(context.Background(), a.group(), v.Name(), src); err != nil {
+			m.log.Warn("an app's volume of an earlier Berth version was not moved: its files stay where they were", "app", a.name, "volume", v.Name(), "path", src, "err", err)
+			continue
+		}
+		m.log.Info("moved an app's volume of an earlier Berth version to the runtime's volumes", "app", a.name, "volume", v.Name())
+	}
+	_ = os.Remove(old) // once empty
 }
 
 // staleAppName is the app whose files a stale entry of the state dir

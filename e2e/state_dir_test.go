@@ -60,3 +60,52 @@ func TestStateDirAndAppVolumes(t *testing.T) {
 		t.Error("the app's volumes outlived it")
 	}
 }
+
+// TestOldAppVolumesMoved: a volume that an earlier Berth kept in the app's
+// own directory (APP/volumes/NAME, owned by the app's old uid) is moved to
+// the driver's volumes at start, owned by the group's uid: the app finds
+// its files after the upgrade.
+func TestOldAppVolumesMoved(t *testing.T) {
+	src := t.TempDir()
+	script := "#!/bin/sh\nif [ -f /data/f ]; then echo \"FOUND $(cat /data/f)\"; else echo first > /data/f; echo WROTE; fi\nexec sleep 600\n"
+	if err := os.WriteFile(filepath.Join(src, "run.sh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state, dataDir := t.TempDir(), t.TempDir()
+	b := startBerth(t, dataDir, "--state-dir", state)
+	abs, _ := filepath.Abs(dataDir)
+	inst := filepath.Join(state, server.Instance(abs))
+	b.cli("app", "deploy", "old", "--dir", src, "--min", "1", "--probe", "none", "--volume", "data:/data", "--command", "./run.sh")
+	b.waitAppLog("old", "[stdout] WROTE")
+	b.stop()
+
+	// The layout of the earlier version: the volume in the app's directory,
+	// owned by another uid.
+	vol := filepath.Join(inst, "volumes", "app_old", "data")
+	old := filepath.Join(inst, "apps", "old", "volumes", "data")
+	if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(vol, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(old, "f"), []byte("from-the-old-layout\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{old, filepath.Join(old, "f")} {
+		if err := os.Lchown(p, 1_234_567, 1_234_567); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	b = startBerth(t, dataDir, "--state-dir", state)
+	b.waitLog("moved an app's volume of an earlier Berth version")
+	b.waitAppLog("old", "[stdout] FOUND from-the-old-layout")
+	fi, err := os.Stat(filepath.Join(vol, "f"))
+	if err != nil || fi.Sys().(*syscall.Stat_t).Uid == 1_234_567 {
+		t.Fatalf("the moved volume's file: %v %+v", err, fi)
+	}
+	if _, err := os.Stat(filepath.Dir(old)); err == nil {
+		t.Error("the old volumes directory is still there")
+	}
+}

@@ -238,6 +238,23 @@ type Runtime interface {
 	RemoveVolumes(ctx context.Context, group string) error
 }
 
+// Unwrap returns the runtimes rt wraps, outermost first, rt itself
+// included: a runtime that adds to another's sandboxes (admission, the
+// app-to-app tunnel) has an Unwrap() Runtime method, so that a caller can
+// find an optional method of the driver underneath.
+func Unwrap(rt Runtime) []Runtime {
+	var all []Runtime
+	for rt != nil {
+		all = append(all, rt)
+		u, ok := rt.(interface{ Unwrap() Runtime })
+		if !ok {
+			break
+		}
+		rt = u.Unwrap()
+	}
+	return all
+}
+
 // ErrUnavailable means a driver cannot run on this host (a tool is missing,
 // or the kernel lacks a feature); its message says what to install.
 var ErrUnavailable = errors.New("sandbox runtime unavailable")

@@ -101,6 +101,9 @@ type runtime struct {
 	t *Tunnels
 }
 
+// Unwrap returns the wrapped runtime (see sandbox.Unwrap).
+func (r *runtime) Unwrap() sandbox.Runtime { return r.Runtime }
+
 // Start starts the sandbox and opens its tunnel before anything runs in
 // it, so that what the agent starts has the identity variables.
 func (r *runtime) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {

@@ -21,6 +21,9 @@ type runtime struct {
 }
 
 // Start implements sandbox.Runtime.
+// Unwrap returns the wrapped runtime (see sandbox.Unwrap).
+func (r *runtime) Unwrap() sandbox.Runtime { return r.Runtime }
+
 func (r *runtime) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
 	l := spec.Limits.WithDefaults(r.defaults)
 	release, err := r.b.Reserve(l.MemoryBytes, l.DiskBytes)

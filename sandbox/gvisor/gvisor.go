@@ -163,6 +163,12 @@ func checkStatic(path string) error {
 // Name implements sandbox.Runtime.
 func (r *Runtime) Name() string { return "gvisor" }
 
+// ImportVolume moves a host directory in as a group's volume (an app's
+// volume kept where an earlier Berth kept it).
+func (r *Runtime) ImportVolume(_ context.Context, group, name, src string) error {
+	return r.host.ImportVolume(group, name, src)
+}
+
 // RemoveVolumes implements sandbox.Runtime.
 func (r *Runtime) RemoveVolumes(_ context.Context, group string) error {
 	return r.host.RemoveVolumes(group)

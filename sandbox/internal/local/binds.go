@@ -119,6 +119,41 @@ func makeVolume(p string, uid uint32) error {
 	return os.Lchown(p, int(uid), int(uid))
 }
 
+// ImportVolume moves a directory of the host's (a volume an earlier
+// Berth kept elsewhere) in as group's volume name, owned by the group's uid
+// from then on. A volume of that name already there is kept and src is
+// left alone (ErrExist).
+func (h *Host) ImportVolume(group, name, src string) error {
+	if !volumeRE.MatchString(name) {
+		return fmt.Errorf("volume %q: bad name", name)
+	}
+	dir, err := h.groupDir(group)
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(dir, name)
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("volume %s of %s: %w", name, group, fs.ErrExist)
+	}
+	if err := mkdirTraversable(dir); err != nil {
+		return err
+	}
+	if err := os.Rename(src, dst); err != nil {
+		return err
+	}
+	uid := int(h.GroupUID(group))
+	err = filepath.WalkDir(dst, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, uid)
+	})
+	if err != nil {
+		return err
+	}
+	return os.Chmod(dst, 0o700)
+}
+
 // RemoveVolumes removes group's volumes.
 func (h *Host) RemoveVolumes(group string) error {
 	dir, err := h.groupDir(group)
