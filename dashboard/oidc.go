@@ -284,8 +284,10 @@ func (l *oidcLogin) finish(ctx context.Context, f *flow, code string) (*identity
 	if err := idt.Claims(&id.Claims); err != nil {
 		return nil, err
 	}
-	if l.needsUserinfo(id.Claims) {
-		if err := l.userinfo(ctx, p, tok, id); err != nil {
+	// The email is shown and logged even when the allow-list does not
+	// need it; a provider without userinfo only fails a sign-in that does.
+	if _, hasEmail := id.Claims["email"]; !hasEmail || l.needsUserinfo(id.Claims) {
+		if err := l.userinfo(ctx, p, tok, id); err != nil && l.needsUserinfo(id.Claims) {
 			return nil, err
 		}
 	}
