@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/berth-dev/berth/internal/oidctest"
+)
+
+// oidcBerth starts a provider (oidctest, on 127.0.0.1) and a server whose
+// dashboard signs in through it, for the provider's admin user only; the
+// browser reaches the dashboard as ui.test, another site than the
+// provider's, so that SameSite cookies behave as with a real provider.
+func oidcBerth(t *testing.T, flags ...string) (*berth, *oidctest.Provider, string) {
+	t.Helper()
+	p := oidctest.Start(t, nil, "unused")
+	secret := filepath.Join(t.TempDir(), "ui-client-secret")
+	if err := os.WriteFile(secret, []byte("dashboard-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := startBerth(t, "", append([]string{"--ui-oidc-issuer", p.Issuer, "--ui-oidc-client-id", "berth-ui",
+		"--ui-oidc-client-secret-file", secret, "--ui-oidc-allowed-emails", oidctest.Users.Admin.Email}, flags...)...)
+	u, err := url.Parse(b.info.AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ui := "http://ui.test:" + u.Port()
+	p.AddWebClient("berth-ui", "dashboard-secret", ui+"/ui/oidc/callback")
+	return b, p, ui
+}
+
+// idpSignIn starts an OIDC sign-in from the dashboard's login page and
+// signs in at the provider's form as u; then waits for sel.
+func idpSignIn(t *testing.T, ctx context.Context, ui string, u oidctest.User, sel string) {
+	t.Helper()
+	run(t, ctx, "sign in at the provider as "+u.Username,
+		chromedp.Navigate(ui+"/ui/login"), chromedp.WaitVisible("#oidc-login", chromedp.ByQuery),
+		chromedp.Click("#oidc-login", chromedp.ByQuery), chromedp.WaitVisible("#username", chromedp.ByQuery),
+		chromedp.SendKeys("#username", u.Username, chromedp.ByQuery), chromedp.SendKeys("#password", u.Password, chromedp.ByQuery),
+		chromedp.Submit("#password", chromedp.ByQuery), chromedp.WaitVisible(sel, chromedp.ByQuery))
+}
+
+func uiCookies(t *testing.T, ctx context.Context, ui string) []*network.Cookie {
+	t.Helper()
+	var cookies []*network.Cookie
+	run(t, ctx, "cookies", chromedp.ActionFunc(func(ctx context.Context) (err error) {
+		cookies, err = network.GetCookies().WithURLs([]string{ui + "/ui/"}).Do(ctx)
+		return err
+	}))
+	return cookies
+}
+
+// TestDashboardOIDCInBrowser signs in to the dashboard in headless
+// Chromium through a real OpenID provider (authorization code + PKCE):
+// a user the allow-list does not name is refused with a page that says
+// why; the admin lands on the overview; a callback with a forged or no
+// state is refused; sign-out ends the session on the server; the admin
+// token still signs in. Screenshots go to $BERTH_ARTIFACTS/dashboard.
+func TestDashboardOIDCInBrowser(t *testing.T) {
+	ctx := browser(t, 4*time.Minute)
+	b, _, ui := oidcBerth(t)
+	token, err := os.ReadFile(filepath.Join(b.dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("not on the allow-list", func(t *testing.T) {
+		run(t, ctx, "login page", chromedp.Navigate(ui+"/ui/"), chromedp.WaitVisible("#oidc-login", chromedp.ByQuery))
+		screenshots(t, ctx, "oidc-login")
+		idpSignIn(t, ctx, ui, oidctest.Users.Other, "#refused")
+		if got := text(t, ctx, "#refused"); !strings.Contains(got, oidctest.Users.Other.Email) || !strings.Contains(got, "--ui-oidc-allowed-emails") {
+			t.Fatalf("refused page: %q", got)
+		}
+		screenshots(t, ctx, "oidc-refused")
+		for _, c := range uiCookies(t, ctx, ui) {
+			if c.Name == "berth_ui" {
+				t.Fatalf("a refused user got a session cookie: %+v", c)
+			}
+		}
+		run(t, ctx, "overview", chromedp.Navigate(ui+"/ui/"), chromedp.WaitVisible("#oidc-login", chromedp.ByQuery))
+	})
+
+	t.Run("forged or missing state", func(t *testing.T) {
+		for _, q := range []string{"code=abc&state=" + strings.Repeat("ab", 32), "code=abc"} {
+			// A sign-in under way (its state cookie set), then a callback
+			// that is not its own.
+			run(t, ctx, "start a sign-in", chromedp.Navigate(ui+"/ui/login"), chromedp.Click("#oidc-login", chromedp.ByQuery),
+				chromedp.WaitVisible("#username", chromedp.ByQuery))
+			run(t, ctx, "callback "+q, chromedp.Navigate(ui+"/ui/oidc/callback?"+q), chromedp.WaitVisible(".alert.error", chromedp.ByQuery))
+			if got := text(t, ctx, ".alert.error"); !strings.Contains(got, "does not match") {
+				t.Fatalf("callback with %s: %q", q, got)
+			}
+		}
+		screenshots(t, ctx, "oidc-bad-state")
+		res, err := http.Get(b.info.AdminURL + "/ui/oidc/callback?code=abc&state=x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest || len(res.Cookies()) != 1 || res.Cookies()[0].Name != "berth_ui_oidc" {
+			t.Errorf("callback without a state cookie: %d %v", res.StatusCode, res.Cookies())
+		}
+	})
+
+	var session string
+	t.Run("sign in through the provider", func(t *testing.T) {
+		idpSignIn(t, ctx, ui, oidctest.Users.Admin, "#pools")
+		if u := location(t, ctx); u != ui+"/ui/" {
+			t.Fatalf("signed in at %s", u)
+		}
+		if who := text(t, ctx, "#who"); who != oidctest.Users.Admin.Email {
+			t.Errorf("signed in as %q", who)
+		}
+		if pools := text(t, ctx, "#pools"); !strings.Contains(pools, "default") {
+			t.Errorf("overview pools: %s", pools)
+		}
+		cookies := uiCookies(t, ctx, ui)
+		if len(cookies) != 1 || cookies[0].Name != "berth_ui" || !cookies[0].HTTPOnly || cookies[0].SameSite != network.CookieSameSiteStrict {
+			t.Fatalf("cookies: %+v", cookies)
+		}
+		session = cookies[0].Value
+		screenshots(t, ctx, "oidc-overview")
+	})
+
+	t.Run("sign out", func(t *testing.T) {
+		if session == "" {
+			t.Skip("not signed in")
+		}
+		run(t, ctx, "sign out", chromedp.Click(".signout button", chromedp.ByQuery), chromedp.WaitVisible("#flash", chromedp.ByQuery))
+		if len(uiCookies(t, ctx, ui)) != 0 {
+			t.Errorf("the session cookie outlived the sign-out")
+		}
+		// The session is gone on the server, not only in the browser.
+		req, _ := http.NewRequest(http.MethodGet, b.info.AdminURL+"/ui/", nil)
+		req.AddCookie(&http.Cookie{Name: "berth_ui", Value: session})
+		res, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(res.Header.Get("Location"), "/ui/login") {
+			t.Fatalf("the signed-out session's cookie: %d %s", res.StatusCode, res.Header.Get("Location"))
+		}
+		screenshots(t, ctx, "oidc-signed-out")
+	})
+
+	t.Run("token sign-in", func(t *testing.T) {
+		signIn(t, ctx, ui, strings.TrimSpace(string(token)))
+		if n := len(uiCookies(t, ctx, ui)); n != 1 {
+			t.Fatalf("%d cookies after token sign-in", n)
+		}
+	})
+}
