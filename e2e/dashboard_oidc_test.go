@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,11 +45,56 @@ func oidcBerth(t *testing.T, flags ...string) (*berth, *oidctest.Provider, strin
 // signs in at the provider's form as u; then waits for sel.
 func idpSignIn(t *testing.T, ctx context.Context, ui string, u oidctest.User, sel string) {
 	t.Helper()
-	run(t, ctx, "sign in at the provider as "+u.Username,
+	run(t, ctx, "sign in at the provider as "+u.Username, network.ClearBrowserCookies(),
 		chromedp.Navigate(ui+"/ui/login"), chromedp.WaitVisible("#oidc-login", chromedp.ByQuery),
 		chromedp.Click("#oidc-login", chromedp.ByQuery), chromedp.WaitVisible("#username", chromedp.ByQuery),
 		chromedp.SendKeys("#username", u.Username, chromedp.ByQuery), chromedp.SendKeys("#password", u.Password, chromedp.ByQuery),
-		chromedp.Submit("#password", chromedp.ByQuery), chromedp.WaitVisible(sel, chromedp.ByQuery))
+		chromedp.Submit("#password", chromedp.ByQuery), chromedp.WaitVisible(sel+", .alert.error, #token, #pools", chromedp.ByQuery))
+	var found bool
+	run(t, ctx, "find "+sel, chromedp.Evaluate(`document.querySelector(`+strconv.Quote(sel)+`) !== null`, &found))
+	if !found {
+		var page string
+		run(t, ctx, "page", chromedp.Text("main", &page, chromedp.ByQuery))
+		t.Fatalf("signed in at the provider as %s, no %s at %s: %s", u.Username, sel, location(t, ctx), page)
+	}
+}
+
+// foreignCallback runs a sign-in as u in another browser (a Go client
+// that resolves ui.test to 127.0.0.1) up to the provider's redirect to the
+// callback, and returns that callback URL: a real code and a real state,
+// of a flow this browser did not start.
+func foreignCallback(t *testing.T, ui string, u oidctest.User) string {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	dialer := &net.Dialer{}
+	c := &http.Client{Jar: jar, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, port, _ := net.SplitHostPort(addr); host == "ui.test" {
+			addr = net.JoinHostPort("127.0.0.1", port)
+		}
+		return dialer.DialContext(ctx, network, addr)
+	}}, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+		if req.URL.Path == "/ui/oidc/callback" {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}}
+	res, err := c.Get(ui + "/ui/oidc/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	login := res.Request.URL
+	res, err = c.PostForm(login.Scheme+"://"+login.Host+"/login/username", url.Values{
+		"id": {login.Query().Get("authRequestID")}, "username": {u.Username}, "password": {u.Password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	cb, err := res.Location()
+	if err != nil || !strings.HasPrefix(cb.String(), ui+"/ui/oidc/callback?") {
+		t.Fatalf("the other browser's sign-in: %d %v %v", res.StatusCode, cb, err)
+	}
+	return cb.String()
 }
 
 func uiCookies(t *testing.T, ctx context.Context, ui string) []*network.Cookie {
@@ -90,14 +138,22 @@ func TestDashboardOIDCInBrowser(t *testing.T) {
 	})
 
 	t.Run("forged or missing state", func(t *testing.T) {
-		for _, q := range []string{"code=abc&state=" + strings.Repeat("ab", 32), "code=abc"} {
+		// Login CSRF: another browser's code and state (of a user the
+		// allow-list lets in), a forged state, no state.
+		for _, cb := range []string{foreignCallback(t, ui, oidctest.Users.Admin),
+			ui + "/ui/oidc/callback?code=abc&state=" + strings.Repeat("ab", 32), ui + "/ui/oidc/callback?code=abc"} {
 			// A sign-in under way (its state cookie set), then a callback
 			// that is not its own.
-			run(t, ctx, "start a sign-in", chromedp.Navigate(ui+"/ui/login"), chromedp.Click("#oidc-login", chromedp.ByQuery),
+			run(t, ctx, "start a sign-in", network.ClearBrowserCookies(), chromedp.Navigate(ui+"/ui/login"), chromedp.Click("#oidc-login", chromedp.ByQuery),
 				chromedp.WaitVisible("#username", chromedp.ByQuery))
-			run(t, ctx, "callback "+q, chromedp.Navigate(ui+"/ui/oidc/callback?"+q), chromedp.WaitVisible(".alert.error", chromedp.ByQuery))
-			if got := text(t, ctx, ".alert.error"); !strings.Contains(got, "does not match") {
-				t.Fatalf("callback with %s: %q", q, got)
+			run(t, ctx, "callback "+cb, chromedp.Navigate(cb), chromedp.WaitVisible(".alert.error, #pools", chromedp.ByQuery))
+			if got := text(t, ctx, "main"); !strings.Contains(got, "does not match") {
+				t.Fatalf("callback %s: %q", cb, got)
+			}
+			for _, c := range uiCookies(t, ctx, ui) {
+				if c.Name == "berth_ui" {
+					t.Fatalf("callback %s signed the browser in", cb)
+				}
 			}
 		}
 		screenshots(t, ctx, "oidc-bad-state")
