@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -215,4 +217,72 @@ func TestDashboardOIDCInBrowser(t *testing.T) {
 			t.Fatalf("%d cookies after token sign-in", n)
 		}
 	})
+}
+
+// TestDashboardPublicOIDC serves the dashboard on the HTTPS listener too
+// (--ui-public): at the public URL's host, OIDC sign-in only (the admin
+// token is not taken there), with a Secure session cookie; the plain
+// listener does not serve it.
+func TestDashboardPublicOIDC(t *testing.T) {
+	b, p, ui := oidcBerth(t, "--https-listen", "127.0.0.1:0", "--ui-public")
+	f := newHTTPSFront(t, b)
+	pub := b.info.PublicURL
+	p.AddWebClient("berth-ui", "dashboard-secret", ui+"/ui/oidc/callback", pub+"/ui/oidc/callback")
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.roots}}}
+	get := func(u string) (*http.Response, string) {
+		t.Helper()
+		res, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res, string(body)
+	}
+
+	res, body := get(pub + "/ui/")
+	if res.StatusCode != http.StatusOK || res.Request.URL.Path != "/ui/login" || !strings.Contains(body, `id="oidc-login"`) || strings.Contains(body, `id="token"`) {
+		t.Fatalf("public /ui/: %d at %s\n%s", res.StatusCode, res.Request.URL, body)
+	}
+	token, err := os.ReadFile(filepath.Join(b.dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = c.PostForm(pub+"/ui/login", url.Values{"token": {strings.TrimSpace(string(token))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound || len(res.Cookies()) != 0 {
+		t.Fatalf("the admin token on the public dashboard: %d %v", res.StatusCode, res.Cookies())
+	}
+
+	res, _ = get(pub + "/ui/oidc/login")
+	login := res.Request.URL
+	res, err = c.PostForm(login.Scheme+"://"+login.Host+"/login/username", url.Values{
+		"id": {login.Query().Get("authRequestID")}, "username": {oidctest.Users.Admin.Username}, "password": {oidctest.Users.Admin.Password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Request.URL.String(), pub+"/ui/oidc/callback?") {
+		t.Fatalf("sign-in ended at %d %s", res.StatusCode, res.Request.URL)
+	}
+	var session *http.Cookie
+	for _, ck := range res.Cookies() {
+		if ck.Name == "berth_ui" {
+			session = ck
+		}
+	}
+	if session == nil || !session.Secure || !session.HttpOnly || session.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("session cookie on HTTPS: %+v", res.Cookies())
+	}
+	if res, body := get(pub + "/ui/"); res.StatusCode != http.StatusOK || !strings.Contains(body, `id="pools"`) {
+		t.Fatalf("public overview: %d\n%s", res.StatusCode, body)
+	}
+	// Only the public URL's host over HTTPS: not the plain listener.
+	if res, body := get(b.info.PlainURL + "/ui/login"); res.StatusCode == http.StatusOK || strings.Contains(body, "oidc-login") {
+		t.Fatalf("the plain listener served the dashboard: %d", res.StatusCode)
+	}
 }
