@@ -131,6 +131,29 @@ func TestOIDCRefusals(t *testing.T) {
 			t.Fatalf("%d\n%s", res.StatusCode, body)
 		}
 	})
+	t.Run("callback used twice", func(t *testing.T) {
+		c := newBrowser(t)
+		var callback *url.URL
+		c.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+			if req.URL.Path == callbackPath {
+				callback = req.URL
+			}
+			return nil
+		}
+		if res, body := submit(t, c, startAt(t, c, srv), oidctest.Users.Admin); res.StatusCode != http.StatusOK || callback == nil {
+			t.Fatalf("%d\n%s", res.StatusCode, body)
+		}
+		// The same code and state, with the state cookie back.
+		again := newBrowser(t)
+		again.Jar.SetCookies(callback, []*http.Cookie{{Name: stateCookie, Value: callback.Query().Get("state"), Path: "/ui/oidc/"}})
+		res, err := again.Get(callback.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(t, res); res.StatusCode != http.StatusBadRequest || !strings.Contains(body, "already used") || signedIn(again) {
+			t.Fatalf("replayed callback: %d signed in: %v\n%s", res.StatusCode, signedIn(again), body)
+		}
+	})
 	// The callback carries a state its browser did not start with.
 	for _, tt := range []struct {
 		name   string
