@@ -224,7 +224,11 @@ func (d *dash) loginPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data := d.loginData(safeNext(r.URL.Query().Get("next")), "")
-	if r.URL.Query().Get("out") != "" {
+	switch r.URL.Query().Get("out") {
+	case "":
+	case "oidc":
+		data["Flash"] = "You are signed out of the dashboard (not of your identity provider)."
+	default:
 		data["Flash"] = "You are signed out."
 	}
 	d.render(w, r, http.StatusOK, "login", nil, data)
@@ -303,7 +307,11 @@ func (d *dash) logout(w http.ResponseWriter, r *http.Request, s *session) {
 	delete(d.sessions, s.id)
 	d.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: Prefix, MaxAge: -1, HttpOnly: true, Secure: isHTTPS(r), SameSite: http.SameSiteStrictMode})
-	http.Redirect(w, r, "/ui/login?out=1", http.StatusSeeOther)
+	out := "token"
+	if s.user != "" {
+		out = "oidc"
+	}
+	http.Redirect(w, r, "/ui/login?out="+out, http.StatusSeeOther)
 }
 
 func isHTTPS(r *http.Request) bool { return r.TLS != nil }

@@ -194,6 +194,9 @@ func TestDashboardOIDCInBrowser(t *testing.T) {
 			t.Skip("not signed in")
 		}
 		run(t, ctx, "sign out", chromedp.Click(".signout button", chromedp.ByQuery), chromedp.WaitVisible("#flash", chromedp.ByQuery))
+		if got := text(t, ctx, "#flash"); !strings.Contains(got, "signed out of the dashboard") {
+			t.Errorf("after sign-out: %q", got)
+		}
 		if len(uiCookies(t, ctx, ui)) != 0 {
 			t.Errorf("the session cookie outlived the sign-out")
 		}
