@@ -334,8 +334,8 @@ func Run(ctx context.Context, o Options) error {
 		OIDC: o.Dashboard.OIDC, AdminToken: token}))
 	if o.Dashboard.Public && cm != nil {
 		// On the HTTPS listener too, at the public URL's host, OIDC only.
-		srvs[1].Handler = listen.Guard(dashboardOn(publicHost(publicURL), dashboard.Handler(dashboard.Options{API: api, DataPlane: front,
-			PublicURL: publicURL, Logger: log, OIDC: o.Dashboard.OIDC, AdminToken: token, OIDCOnly: true}), front))
+		srvs[1].Handler = listen.Guard(dashboardOn(publicHost(publicURL), accessLog(o.AccessLog, dashboard.Handler(dashboard.Options{API: api, DataPlane: front,
+			PublicURL: publicURL, Logger: log, OIDC: o.Dashboard.OIDC, AdminToken: token, OIDCOnly: true})), front))
 	}
 	admin.Handle("GET /ui", http.RedirectHandler(dashboard.Prefix, http.StatusMovedPermanently))
 	adm := newHTTPServer(accessLog(o.AccessLog, admin), o.IdleTimeout, log)
