@@ -4,8 +4,10 @@
 // pools and sessions. It is a client of the public control API and of the
 // pools' public data plane, in process: everything it shows is what
 // "berth … -o json" shows. Sign-in is with the admin token, checked by the
-// control API; the browser gets a session cookie (HttpOnly, SameSite=Strict,
-// Secure over HTTPS) and every form carries the session's CSRF token.
+// control API, or through an OpenID provider (oidc.go) for users on an
+// admin allow-list; the browser gets a session cookie (HttpOnly,
+// SameSite=Strict, Secure over HTTPS) and every form carries the session's
+// CSRF token.
 package dashboard
 
 import (
@@ -42,6 +44,13 @@ type Options struct {
 	// SessionTTL is how long a sign-in lasts (default 12 hours).
 	SessionTTL time.Duration
 	Logger     *slog.Logger
+	// OIDC, if set, offers sign-in through an OpenID provider; a session
+	// signed in that way calls the control API with AdminToken.
+	OIDC       *OIDC
+	AdminToken string
+	// OIDCOnly turns the admin token's sign-in off (the dashboard on the
+	// public listener).
+	OIDCOnly bool
 }
 
 // Prefix is where the dashboard is served.
@@ -74,7 +83,14 @@ func Handler(o Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", cacheStatic(http.FileServerFS(static))))
 	mux.HandleFunc("GET /ui/login", d.loginPage)
-	mux.HandleFunc("POST /ui/login", d.login)
+	if !o.OIDCOnly {
+		mux.HandleFunc("POST /ui/login", d.login)
+	}
+	if o.OIDC != nil {
+		d.oidc = newOIDCLogin(*o.OIDC)
+		mux.HandleFunc("GET /ui/oidc/login", d.oidcStart)
+		mux.HandleFunc("GET "+callbackPath, d.oidcCallback)
+	}
 	mux.HandleFunc("POST /ui/logout", d.signedIn(d.logout))
 	mux.HandleFunc("GET /ui/{$}", d.signedIn(d.overview))
 	mux.HandleFunc("GET /ui/apps/{name}", d.signedIn(d.appPage))
@@ -106,6 +122,8 @@ type dash struct {
 	o   Options
 	api *client
 	tpl map[string]*template.Template
+	// oidc is sign-in through an OpenID provider (nil: off).
+	oidc *oidcLogin
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -114,7 +132,8 @@ type dash struct {
 // session is a signed-in browser.
 type session struct {
 	id      string
-	token   string // the admin token it signed in with
+	token   string // the admin token it signed in with (or AdminToken)
+	user    string // who signed in through OIDC
 	csrf    string
 	expires time.Time
 }
@@ -204,7 +223,30 @@ func (d *dash) loginPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
 		return
 	}
-	d.render(w, r, http.StatusOK, "login", nil, map[string]any{"Next": safeNext(r.URL.Query().Get("next"))})
+	data := d.loginData(safeNext(r.URL.Query().Get("next")), "")
+	switch r.URL.Query().Get("out") {
+	case "":
+	case "oidc":
+		data["Flash"] = "You are signed out of the dashboard (not of your identity provider)."
+	default:
+		data["Flash"] = "You are signed out."
+	}
+	d.render(w, r, http.StatusOK, "login", nil, data)
+}
+
+// loginData is the sign-in page: the token form unless OIDCOnly, the
+// provider's button if OIDC is on.
+func (d *dash) loginData(next, msg string) map[string]any {
+	m := map[string]any{"Next": next, "Token": !d.o.OIDCOnly, "OIDC": d.oidc != nil}
+	if msg != "" {
+		m["Error"] = msg
+	}
+	if d.oidc != nil {
+		if u, err := url.Parse(d.oidc.o.Issuer); err == nil {
+			m["Provider"] = u.Host
+		}
+	}
+	return m
 }
 
 // login checks the token against the control API itself: a token the API
@@ -219,10 +261,17 @@ func (d *dash) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		d.o.Logger.Info("dashboard sign-in refused", "remote", r.RemoteAddr)
-		d.render(w, r, http.StatusUnauthorized, "login", nil, map[string]any{"Next": next, "Error": "That token was refused. The admin token is in DATA_DIR/admin.token."})
+		d.loginError(w, r, http.StatusUnauthorized, next, "That token was refused. The admin token is in DATA_DIR/admin.token.")
 		return
 	}
-	s := &session{id: randomHex(32), token: token, csrf: randomHex(32), expires: time.Now().Add(d.o.SessionTTL)}
+	d.newSession(w, r, token, "")
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// newSession signs the browser in: a session that calls the API with
+// token, and its cookie.
+func (d *dash) newSession(w http.ResponseWriter, r *http.Request, token, user string) *session {
+	s := &session{id: randomHex(32), token: token, user: user, csrf: randomHex(32), expires: time.Now().Add(d.o.SessionTTL)}
 	d.mu.Lock()
 	if len(d.sessions) >= maxSessions {
 		d.evictLocked()
@@ -233,7 +282,7 @@ func (d *dash) login(w http.ResponseWriter, r *http.Request) {
 		Name: cookieName, Value: s.id, Path: Prefix, HttpOnly: true, Secure: isHTTPS(r),
 		SameSite: http.SameSiteStrictMode, Expires: s.expires,
 	})
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	return s
 }
 
 // evictLocked drops expired sessions, or else the one closest to expiry.
@@ -258,7 +307,11 @@ func (d *dash) logout(w http.ResponseWriter, r *http.Request, s *session) {
 	delete(d.sessions, s.id)
 	d.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: Prefix, MaxAge: -1, HttpOnly: true, Secure: isHTTPS(r), SameSite: http.SameSiteStrictMode})
-	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+	out := "token"
+	if s.user != "" {
+		out = "oidc"
+	}
+	http.Redirect(w, r, "/ui/login?out="+out, http.StatusSeeOther)
 }
 
 func isHTTPS(r *http.Request) bool { return r.TLS != nil }

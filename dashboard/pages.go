@@ -27,6 +27,7 @@ type page struct {
 	Title    string
 	CSRF     string
 	SignedIn bool
+	User     string // who signed in through OIDC
 	Nav      string
 	Flash    string
 	Error    string
@@ -54,7 +55,7 @@ func parseTemplates() map[string]*template.Template {
 		},
 	}
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "overview", "app", "pool", "error"} {
+	for _, name := range []string{"login", "overview", "app", "pool", "error", "refused", "continue"} {
 		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
 	}
 	return out
@@ -69,7 +70,7 @@ func (d *dash) render(w http.ResponseWriter, r *http.Request, status int, name s
 		}
 	}
 	if s != nil {
-		p.CSRF, p.SignedIn = s.csrf, true
+		p.CSRF, p.SignedIn, p.User = s.csrf, true, s.user
 	}
 	var buf bytes.Buffer
 	if err := d.tpl[name].Execute(&buf, p); err != nil {

@@ -117,6 +117,8 @@ type Options struct {
 	// start, by name: a pool's image "builtin:NAME" is the one loaded from
 	// BuiltinImages[NAME].
 	BuiltinImages map[string]string
+	// Dashboard configures the dashboard's OIDC sign-in and the public one.
+	Dashboard DashboardOptions
 }
 
 // Connection limits of the control listener, apart from the public one's.
@@ -170,9 +172,17 @@ func DefaultDataDir() string {
 func Run(ctx context.Context, o Options) error {
 	files := o.setDefaults()
 	log := o.Logger
+	if err := o.Dashboard.check(o.HTTPSListen); err != nil {
+		return err
+	}
 	dir, err := filepath.Abs(o.DataDir)
 	if err != nil {
 		return err
+	}
+	if c := o.Dashboard.OIDC; c != nil && c.HTTPClient == nil {
+		oc := *c
+		oc.HTTPClient = oidcClient(dir)
+		o.Dashboard.OIDC = &oc
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -331,7 +341,13 @@ func Run(ctx context.Context, o Options) error {
 	})
 	admin.Handle("/", api)
 	// The dashboard: a client of the control API and of the front door.
-	admin.Handle(dashboard.Prefix, dashboard.Handler(dashboard.Options{API: api, DataPlane: front, PublicURL: publicURL, Logger: log}))
+	admin.Handle(dashboard.Prefix, dashboard.Handler(dashboard.Options{API: api, DataPlane: front, PublicURL: publicURL, Logger: log,
+		OIDC: o.Dashboard.OIDC, AdminToken: token}))
+	if o.Dashboard.Public && cm != nil {
+		// On the HTTPS listener too, at the public URL's host, OIDC only.
+		srvs[1].Handler = listen.Guard(dashboardOn(publicHost(publicURL), accessLog(o.AccessLog, dashboard.Handler(dashboard.Options{API: api, DataPlane: front,
+			PublicURL: publicURL, Logger: log, OIDC: o.Dashboard.OIDC, AdminToken: token, OIDCOnly: true})), front))
+	}
 	admin.Handle("GET /ui", http.RedirectHandler(dashboard.Prefix, http.StatusMovedPermanently))
 	adm := newHTTPServer(accessLog(o.AccessLog, admin), o.IdleTimeout, log)
 	if !isLoopback(pubLn.Addr()) {

@@ -45,6 +45,7 @@ func runUp(ctx context.Context, args []string) error {
 	bodyMemory := fs.String("body-memory", pool.FormatBytes(bodymem.DefaultBytes), "request bodies held in memory at once, server-wide (503 beyond)")
 	maxUpload := fs.String("max-upload", pool.FormatBytes(source.DefaultMaxBytes), "largest app source archive (berth app deploy --dir) the control API takes, compressed (413 beyond)")
 	httpsListen, tlsMode, tlsOpts := registerTLSFlags(fs)
+	ui := registerUIFlags(fs)
 	var manifests, egressCAs multiFlag
 	egressDNS := fs.String("egress-dns", "", "DNS server (host:port) the egress proxy resolves sandboxes' destinations with (default: the host's resolver)")
 	fs.Var(&egressCAs, "egress-upstream-ca", "PEM file of a root the egress proxy trusts, besides the system's, for hosts with --egress-inject rules (repeatable)")
@@ -86,6 +87,13 @@ func runUp(ctx context.Context, args []string) error {
 	if err := tlsFlags(fs, *httpsListen, *tlsMode, tlsOpts); err != nil {
 		return err
 	}
+	uiOpts, err := ui.options()
+	if err != nil {
+		return err
+	}
+	if uiOpts.Public && *httpsListen == "" {
+		return usageError("--ui-public needs --https-listen: the dashboard is served on the public listener only over HTTPS")
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("berth up needs root: every sandbox gets its own cgroup, host uid and namespaces (run it with sudo, or as root)")
 	}
@@ -115,7 +123,7 @@ func runUp(ctx context.Context, args []string) error {
 		Egress:         server.EgressOptions{DNS: *egressDNS, UpstreamCAs: egressCAs},
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
 		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure, BuiltinImages: builtins,
-		HTTPSListen: *httpsListen, TLS: *tlsOpts,
+		HTTPSListen: *httpsListen, TLS: *tlsOpts, Dashboard: uiOpts,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(filepath.Join(*stateDir, instance), instance, *runsc, log)
 		},

@@ -2,14 +2,19 @@
 // zitadel/oidc's op package with its example storage, changed so that a
 // client_credentials grant gives an RS256 JWT access token (aud = the
 // provider's audience, a "scope" claim) signed with keys a test can rotate.
-// It also signs tokens by hand, for the refusals a verifier must make.
+// It also signs tokens by hand, for the refusals a verifier must make, and
+// serves the authorization-code flow (with PKCE) to web clients a test
+// registers (AddWebClient): a browser signs in on the example's login form
+// as one of Users.
 package oidctest
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -66,6 +71,36 @@ type opStorage struct {
 	mu        sync.Mutex
 	signing   *Key
 	published []*Key
+	web       map[string]*webClient
+}
+
+// webClient is a client of the authorization-code flow a test registered.
+type webClient struct {
+	client *storage.Client
+	secret string
+}
+
+func (s *opStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
+	s.mu.Lock()
+	c := s.web[id]
+	s.mu.Unlock()
+	if c != nil {
+		return storage.RedirectGlobsClient(c.client), nil
+	}
+	return s.Storage.GetClientByClientID(ctx, id)
+}
+
+func (s *opStorage) AuthorizeClientIDSecret(ctx context.Context, id, secret string) error {
+	s.mu.Lock()
+	c := s.web[id]
+	s.mu.Unlock()
+	if c != nil {
+		if subtle.ConstantTimeCompare([]byte(c.secret), []byte(secret)) != 1 {
+			return errors.New("invalid secret")
+		}
+		return nil
+	}
+	return s.Storage.AuthorizeClientIDSecret(ctx, id, secret)
 }
 
 func (s *opStorage) SigningKey(context.Context) (op.SigningKey, error) {
@@ -152,6 +187,29 @@ func Start(t testing.TB, ln net.Listener, audience string) *Provider {
 	go p.srv.Serve(ln)
 	t.Cleanup(func() { p.srv.Close() })
 	return p
+}
+
+// Users of the provider's login form (password "verysecure" for both):
+// Username signs in, Subject is the sub and Email the (verified) email the
+// provider gives the client.
+var Users = struct{ Admin, Other User }{
+	Admin: User{Username: "test-user@127.0.0.1", Password: "verysecure", Subject: "id1", Email: "test-user@zitadel.ch"},
+	Other: User{Username: "test-user2", Password: "verysecure", Subject: "id2", Email: "test-user2@zitadel.ch"},
+}
+
+// User is a user of the provider.
+type User struct{ Username, Password, Subject, Email string }
+
+// AddWebClient registers a confidential client of the authorization-code
+// flow (client_secret_basic or _post, PKCE S256 accepted) with exactly these
+// redirect URIs.
+func (p *Provider) AddWebClient(id, secret string, redirectURIs ...string) {
+	p.st.mu.Lock()
+	defer p.st.mu.Unlock()
+	if p.st.web == nil {
+		p.st.web = map[string]*webClient{}
+	}
+	p.st.web[id] = &webClient{client: storage.WebClient(id, secret, redirectURIs...), secret: secret}
 }
 
 // Token gets an access token with client_credentials (client sid1 of the
