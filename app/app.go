@@ -548,14 +548,28 @@ func (a *App) Acquire(ctx context.Context, label string) (*Replica, error) {
 }
 
 // Session returns the replica an MCP session is bound to, counting the
-// request (call Replica.Done and SessionDone when it ends). ok is false if
-// the session is unknown or its replica is gone.
-func (a *App) Session(id string) (*Replica, bool) {
+// request (call Replica.Done and SessionDone when it ends). replicaID and
+// addr name the replica the session's id names (the gateway seals them
+// in; the address tells apart replicas of the same ID in different Berth
+// processes, and in one process across restarts): a session
+// this process has not seen (started through another Berth replica, or
+// before a restart of the gateway's memory) is bound here if that replica
+// runs in this process. ok is false if the replica is not here or gone.
+func (a *App) Session(id, replicaID, addr string) (*Replica, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.sessions[id]
-	if s == nil {
-		return nil, false
+	if s == nil || s.replica.ID != replicaID || s.replica.Addr() != addr {
+		rep := a.replicaLocked(replicaID, addr)
+		if rep == nil {
+			return nil, false
+		}
+		if s != nil {
+			s.replica.sessions.Add(-1)
+		}
+		rep.sessions.Add(1)
+		s = &session{replica: rep}
+		a.sessions[id] = s
 	}
 	select {
 	case <-s.replica.gone:
@@ -568,6 +582,19 @@ func (a *App) Session(id string) (*Replica, bool) {
 	s.replica.inflight.Add(1)
 	s.replica.rev.touch()
 	return s.replica, true
+}
+
+// replicaLocked finds a running replica by ID and address (nil if none
+// here).
+func (a *App) replicaLocked(id, addr string) *Replica {
+	for _, rt := range a.running {
+		for _, rep := range rt.Replicas() {
+			if rep.ID == id && rep.Addr() == addr {
+				return rep
+			}
+		}
+	}
+	return nil
 }
 
 // SessionDone marks the end of a request that Session counted; the session

@@ -55,6 +55,18 @@ func (r *Replica) Gone() <-chan struct{} { return r.gone }
 // Agent is the replica's sandbox agent.
 func (r *Replica) Agent() *agent.Client { return r.sb.Agent() }
 
+// Addr is the address of the replica's agent for another Berth process
+// (package agentaddr), or "" if only this process can reach it.
+func (r *Replica) Addr() string {
+	if ad, ok := r.sb.(interface{ Addr() string }); ok {
+		return ad.Addr()
+	}
+	return ""
+}
+
+// Port is the app's port inside the replica's sandbox.
+func (r *Replica) Port() int { return r.rev.rev.Config.Port }
+
 // Done marks the end of a request that Acquire counted.
 func (r *Replica) Done() {
 	r.inflight.Add(-1)

@@ -31,6 +31,7 @@ import (
 	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/edge/certs"
 	"github.com/berth-dev/berth/gateway"
+	"github.com/berth-dev/berth/gateway/sessionseal"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/events"
@@ -38,6 +39,7 @@ import (
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/agentaddr"
 	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/source"
 	"github.com/berth-dev/berth/store"
@@ -288,7 +290,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer apps.Close()
 	metrics := prometheus.NewRegistry()
-	gw := gateway.New(gateway.Options{Apps: apps, Bodies: bodies, Registerer: metrics, Logger: log})
+	// Every Berth replica with this master key opens the MCP session ids
+	// any of them sealed, and reaches the replica behind them.
+	sessions, err := sessionseal.New(st.DeriveKey("berth mcp session ids v1"))
+	if err != nil {
+		return err
+	}
+	gw := gateway.New(gateway.Options{Apps: apps, Bodies: bodies, Registerer: metrics, Logger: log,
+		Sessions: sessions, Remote: agentaddr.DialPort})
 	defer gw.Close()
 	front, err := edge.New(edge.Options{
 		AppDomain: o.AppDomain, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,
