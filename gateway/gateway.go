@@ -181,6 +181,7 @@ func New(o Options) *Gateway {
 			}
 			if errors.Is(err, errRemoteGone) {
 				// A session's replica in another process is gone.
+				g.o.Logger.Debug("a session's replica in another process is unreachable", "err", err)
 				edge.WriteError(w, r, errNoSession)
 				return
 			}
