@@ -59,6 +59,16 @@ type Options struct {
 	Images Images
 	// RegistryLogins, if set, keeps apps' own registry logins.
 	RegistryLogins RegistryLogins
+	// Leader, if set, says whether this Berth replica may scale
+	// revisions down (and to zero) now: only one replica of several does
+	// (package leader). Scaling up for the load a replica sees is never
+	// held back. Nil: always, as on one machine.
+	Leader Leader
+}
+
+// Leader says whether this process leads the Berth replicas now.
+type Leader interface {
+	IsLeader() bool
 }
 
 // EgressProxies makes the egress proxy of an app with egress rules, from
@@ -88,6 +98,7 @@ type Manager struct {
 	sources Sources
 	images  Images
 	logins  RegistryLogins
+	leader  Leader
 	// gcMu orders collections of sources; lastGC is when the last began.
 	gcMu   sync.Mutex
 	lastGC time.Time
@@ -132,7 +143,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, egress: o.Egress, images: o.Images, logins: o.RegistryLogins, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, egress: o.Egress, images: o.Images, logins: o.RegistryLogins, leader: o.Leader, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	m.secretsDir = cmp.Or(o.SecretsDir, filepath.Clean(o.StateDir)+"-secrets")
 	if err := m.mountSecrets(); err != nil {
 		return nil, err
@@ -227,6 +238,9 @@ func (m *Manager) newApp(d Doc) *App {
 	a.internal.Store(d.Ingress == IngressInternal)
 	return a
 }
+
+// leading says whether this Berth replica may scale revisions down now.
+func (m *Manager) leading() bool { return m.leader == nil || m.leader.IsLeader() }
 
 // CORS is the app's compiled CORS policy (nil if it has none); the front
 // door asks on every request.

@@ -233,7 +233,8 @@ func (r *revisionRuntime) removeIdleSlotLocked() bool {
 
 // autoscale sets the number of replicas from the load: ceil(requests in
 // flight / concurrency) within [min, max]; it scales down one idle replica
-// at a time, only after ScaleDownAfter without traffic.
+// at a time, only after ScaleDownAfter without traffic, and only while this
+// Berth replica leads (package leader).
 func (r *revisionRuntime) autoscale() {
 	defer r.wg.Done()
 	cfg := r.rev.Config
@@ -257,7 +258,7 @@ func (r *revisionRuntime) autoscale() {
 				r.addSlotLocked()
 			}
 			r.log.Info("scaled up", "replicas", len(r.slots), "inFlight", inflight)
-		case len(r.slots) > desired && time.Since(r.lastBusy) > cfg.ScaleDownAfter():
+		case len(r.slots) > desired && time.Since(r.lastBusy) > cfg.ScaleDownAfter() && r.app.m.leading():
 			if r.removeIdleSlotLocked() {
 				r.log.Info("scaled down", "replicas", len(r.slots), "sessions", sessions)
 			}
