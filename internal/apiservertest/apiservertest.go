@@ -125,7 +125,9 @@ func (s *Server) startAPIServer(t testing.TB, bin, dir, etcdURL string) {
 		"--cert-dir="+certs, "--token-auth-file="+tokens, "--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
-		"--service-cluster-ip-range=10.250.0.0/24", "--endpoint-reconciler-type=none", "--v=0")
+		"--service-cluster-ip-range=10.250.0.0/24", "--endpoint-reconciler-type=none",
+		// No controller-manager makes service accounts.
+		"--disable-admission-plugins=ServiceAccount", "--v=0")
 	cfg := &rest.Config{Host: "https://127.0.0.1:" + port, BearerToken: token, QPS: 500, Burst: 1000}
 	waitFor(t, 120*time.Second, log, func() bool {
 		// The apiserver makes its self-signed serving certificate at
