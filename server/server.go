@@ -35,6 +35,7 @@ import (
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/leader"
 	"github.com/berth-dev/berth/internal/listen"
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
@@ -219,8 +220,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer egr.Close()
 	evs := events.New(0)
+	// Of several Berth replicas (in Pods), one at a time expires idle
+	// sessions and scales apps down; on one machine, this one.
+	leadCtx, stopLeading := context.WithCancel(ctx)
+	lead, leadDone, err := leader.ForEnvironment(leadCtx, log)
+	defer func() { stopLeading(); <-leadDone }() // a leader releases the Lease
+	if err != nil {
+		return err
+	}
 	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs, Egress: egr,
-		Images: images, Resolve: builtinImages(images, o.BuiltinImages)})
+		Images: images, Resolve: builtinImages(images, o.BuiltinImages), Leader: lead})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}
@@ -284,7 +293,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st, Leader: lead})
 	if err != nil {
 		return err
 	}

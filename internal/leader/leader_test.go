@@ -111,8 +111,12 @@ func TestLeaseFailover(t *testing.T) {
 	t.Logf("takeover after the leader was cut off (Lease %s, renew deadline %s, retry %s): %s", lease, renew, retry, crash)
 }
 
-func TestAlways(t *testing.T) {
-	if !Always.IsLeader() {
-		t.Fatal("Always is not leader")
+// TestOneMachine: outside a Pod, the process is always leader.
+func TestOneMachine(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	c, done, err := ForEnvironment(context.Background(), nil)
+	if err != nil || c != Always || !c.IsLeader() {
+		t.Fatalf("ForEnvironment = %v, %v", c, err)
 	}
+	<-done
 }
