@@ -22,7 +22,7 @@
 //
 // Usage (the pool manager's side):
 //
-//	c := kubeclaim.New(client, kubeclaim.Options{Namespace: ns, Pool: "shell"})
+//	c := kubeclaim.New(clientset.CoreV1(), kubeclaim.Options{Namespace: ns, Pool: "shell"})
 //	pod, err := c.Claim(ctx, id)   // existing claim, or a free warm Pod; ErrNoWarmPod if none
 //	pod, err = c.Find(ctx, id)     // the claim only; ErrNotClaimed if none
 //	err = c.Release(ctx, id)       // deletes the identifier's Pod (cooldown, DELETE)
@@ -42,7 +42,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 )
 
 // The names the kube driver and the claims share (KUBE-PLAN.md).
@@ -74,12 +74,12 @@ type Options struct {
 
 // Claimer claims a pool's warm Pods; it is safe for concurrent use.
 type Claimer struct {
-	c kubernetes.Interface
+	c corev1client.PodsGetter
 	o Options
 }
 
-// New returns a Claimer.
-func New(c kubernetes.Interface, o Options) *Claimer {
+// New returns a Claimer; c is a clientset's CoreV1().
+func New(c corev1client.PodsGetter, o Options) *Claimer {
 	if o.Ready == nil {
 		o.Ready = podReady
 	}
@@ -138,7 +138,7 @@ func (c *Claimer) claim(ctx context.Context, p *corev1.Pod, id, h string) (*core
 	}
 	p.Labels[LabelSessionHash] = h
 	p.Annotations[AnnotationSession] = id
-	return c.c.CoreV1().Pods(c.o.Namespace).Update(ctx, p, metav1.UpdateOptions{})
+	return c.c.Pods(c.o.Namespace).Update(ctx, p, metav1.UpdateOptions{})
 }
 
 // settle checks a fresh claim against the others of id: it returns the Pod
@@ -199,7 +199,7 @@ func (c *Claimer) Release(ctx context.Context, id string) error {
 // delete deletes a Pod, that Pod only (its UID).
 func (c *Claimer) delete(ctx context.Context, p *corev1.Pod) error {
 	uid := p.UID
-	err := c.c.CoreV1().Pods(c.o.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	err := c.c.Pods(c.o.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil // gone already (a Conflict on the UID: another Pod of the name)
 	}
@@ -208,7 +208,7 @@ func (c *Claimer) delete(ctx context.Context, p *corev1.Pod) error {
 
 // list reads Pods from etcd (a quorum read, not a cache).
 func (c *Claimer) list(ctx context.Context, sel labels.Selector) ([]corev1.Pod, error) {
-	l, err := c.c.CoreV1().Pods(c.o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	l, err := c.c.Pods(c.o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
 		return nil, err
 	}

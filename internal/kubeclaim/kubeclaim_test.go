@@ -71,7 +71,7 @@ func TestClaims(t *testing.T) {
 	warmPods(t, c, "shell", 40)
 	warmPods(t, c, "other", 5)
 	ctx := context.Background()
-	claims := New(c, Options{Namespace: ns, Pool: "shell", Ready: anyPod})
+	claims := New(c.CoreV1(), Options{Namespace: ns, Pool: "shell", Ready: anyPod})
 
 	// 24 claimers of one identifier, at once.
 	var wg sync.WaitGroup
@@ -173,7 +173,7 @@ func TestClaims(t *testing.T) {
 func TestClaimSettles(t *testing.T) {
 	c := cluster(t)
 	ctx := context.Background()
-	claims := New(c, Options{Namespace: ns, Pool: "shell", Ready: anyPod})
+	claims := New(c.CoreV1(), Options{Namespace: ns, Pool: "shell", Ready: anyPod})
 	warmPods(t, c, "shell", 2)
 	time.Sleep(1100 * time.Millisecond) // a later creation second
 	warmPods(t, c, "late", 1)

@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"k8s.io/client-go/kubernetes"
+	coordinationv1 "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/rest"
 )
 
@@ -51,7 +51,7 @@ func forEnvironment(ctx context.Context, log *slog.Logger) (*Elector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("leader: the Pod's name: %w", err)
 	}
-	kc, err := kubernetes.NewForConfig(cfg)
+	kc, err := coordinationv1.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("leader: %w", err)
 	}

@@ -16,7 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
+	coordinationv1 "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
@@ -37,7 +37,9 @@ var Always Checker = always{}
 // Options configure Elect; Client, Namespace, Name and Identity are
 // required, the durations default to client-go's usual 15 s / 10 s / 2 s.
 type Options struct {
-	Client    kubernetes.Interface
+	// Client is the coordination.k8s.io/v1 client (a clientset's
+	// CoordinationV1()).
+	Client    coordinationv1.CoordinationV1Interface
 	Namespace string
 	// Name is the Lease's name (for example "berth-leader").
 	Name string
@@ -99,7 +101,7 @@ func Elect(ctx context.Context, o Options) (*Elector, error) {
 	e := &Elector{o: o, done: make(chan struct{})}
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1ObjectMeta(o.Namespace, o.Name),
-		Client:     o.Client.CoordinationV1(),
+		Client:     o.Client,
 		LockConfig: resourcelock.ResourceLockConfig{Identity: o.Identity},
 	}
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{

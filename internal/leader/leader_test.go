@@ -75,7 +75,7 @@ func TestLeaseFailover(t *testing.T) {
 	elect := func(id string) (*Elector, context.CancelFunc, *cuttable) {
 		ctx, cancel := context.WithCancel(context.Background())
 		c, cut := client(t, s.Config)
-		e, err := Elect(ctx, Options{Client: c, Namespace: "default", Name: "berth-leader", Identity: id,
+		e, err := Elect(ctx, Options{Client: c.CoordinationV1(), Namespace: "default", Name: "berth-leader", Identity: id,
 			LeaseDuration: lease, RenewDeadline: renew, RetryPeriod: retry})
 		if err != nil {
 			t.Fatal(err)
