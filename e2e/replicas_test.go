@@ -98,6 +98,12 @@ func TestAppSessionAcrossBerthReplicas(t *testing.T) {
 	if code, _ := call(t, urlO, sid, "tools/list"); code != http.StatusOK {
 		t.Fatalf("the session through the Berth that does not hold it: HTTP %d", code)
 	}
+	// A second session, ended through the Berth that does not hold it.
+	sid2, _ := initialize(t, holder.info.PublicURL+"/apps/shared/mcp")
+	deleteSession(urlO, sid2)
+	if code, _ := call(t, holder.info.PublicURL+"/apps/shared/mcp", sid2, "tools/list"); code != http.StatusNotFound {
+		t.Fatalf("a session deleted through the other Berth: HTTP %d, want 404", code)
+	}
 	altered := []byte(sid)
 	altered[len(altered)/2] ^= 1
 	if altered[len(altered)/2] == '.' || altered[len(altered)/2] > 'z' {
