@@ -221,7 +221,9 @@ func Run(ctx context.Context, o Options) error {
 	defer egr.Close()
 	evs := events.New(0)
 	// Of several Berth replicas (in Pods), one at a time expires idle
-	// sessions and scales apps down; on one machine, this one.
+	// sessions and scales apps down; on one machine, this one. (This
+	// assumes the replicas share their sandboxes, as with the kube
+	// driver: a replica with sandboxes of its own must reap its own.)
 	leadCtx, stopLeading := context.WithCancel(ctx)
 	lead, leadDone, err := leader.ForEnvironment(leadCtx, log)
 	defer func() { stopLeading(); <-leadDone }() // a leader releases the Lease
