@@ -57,6 +57,16 @@ type Options struct {
 	Images Images
 	// RegistryLogins, if set, keeps apps' own registry logins.
 	RegistryLogins RegistryLogins
+	// Leader, if set, says whether this Berth replica may scale
+	// revisions down (and to zero) now: only one replica of several does
+	// (package leader). Scaling up for the load a replica sees is never
+	// held back. Nil: always, as on one machine.
+	Leader Leader
+}
+
+// Leader says whether this process leads the Berth replicas now.
+type Leader interface {
+	IsLeader() bool
 }
 
 // EgressProxies makes the egress proxy of an app with egress rules, from
@@ -88,6 +98,7 @@ type Manager struct {
 	sources Sources
 	images  Images
 	logins  RegistryLogins
+	leader  Leader
 	// gcMu orders collections of sources; lastGC is when the last began.
 	gcMu   sync.Mutex
 	lastGC time.Time
@@ -132,7 +143,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, egress: o.Egress, images: o.Images, logins: o.RegistryLogins, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, egress: o.Egress, images: o.Images, logins: o.RegistryLogins, leader: o.Leader, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	m.secretsDir = cmp.Or(o.SecretsDir, filepath.Clean(o.StateDir)+"-secrets")
 	if err := m.mountSecrets(); err != nil {
 		return nil, err
@@ -221,6 +232,9 @@ func (m *Manager) newApp(d Doc) *App {
 	a.internal.Store(d.Ingress == IngressInternal)
 	return a
 }
+
+// leading says whether this Berth replica may scale revisions down now.
+func (m *Manager) leading() bool { return m.leader == nil || m.leader.IsLeader() }
 
 // CORS is the app's compiled CORS policy (nil if it has none); the front
 // door asks on every request.
@@ -564,14 +578,28 @@ func (a *App) Acquire(ctx context.Context, label string) (*Replica, error) {
 }
 
 // Session returns the replica an MCP session is bound to, counting the
-// request (call Replica.Done and SessionDone when it ends). ok is false if
-// the session is unknown or its replica is gone.
-func (a *App) Session(id string) (*Replica, bool) {
+// request (call Replica.Done and SessionDone when it ends). replicaID and
+// addr name the replica the session's id names (the gateway seals them
+// in; the address tells apart replicas of the same ID in different Berth
+// processes, and in one process across restarts): a session
+// this process has not seen (started through another Berth replica, or
+// before a restart of the gateway's memory) is bound here if that replica
+// runs in this process. ok is false if the replica is not here or gone.
+func (a *App) Session(id, replicaID, addr string) (*Replica, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.sessions[id]
-	if s == nil {
-		return nil, false
+	if s == nil || s.replica.ID != replicaID || s.replica.Addr() != addr {
+		rep := a.replicaLocked(replicaID, addr)
+		if rep == nil {
+			return nil, false
+		}
+		if s != nil {
+			s.replica.sessions.Add(-1)
+		}
+		rep.sessions.Add(1)
+		s = &session{replica: rep}
+		a.sessions[id] = s
 	}
 	select {
 	case <-s.replica.gone:
@@ -584,6 +612,19 @@ func (a *App) Session(id string) (*Replica, bool) {
 	s.replica.inflight.Add(1)
 	s.replica.rev.touch()
 	return s.replica, true
+}
+
+// replicaLocked finds a running replica by ID and address (nil if none
+// here).
+func (a *App) replicaLocked(id, addr string) *Replica {
+	for _, rt := range a.running {
+		for _, rep := range rt.Replicas() {
+			if rep.ID == id && rep.Addr() == addr {
+				return rep
+			}
+		}
+	}
+	return nil
 }
 
 // SessionDone marks the end of a request that Session counted; the session

@@ -55,6 +55,18 @@ func (r *Replica) Gone() <-chan struct{} { return r.gone }
 // Agent is the replica's sandbox agent.
 func (r *Replica) Agent() *agent.Client { return r.sb.Agent() }
 
+// Addr is the address of the replica's agent for another Berth process
+// (package agentaddr), or "" if only this process can reach it.
+func (r *Replica) Addr() string {
+	if ad, ok := r.sb.(interface{ Addr() string }); ok {
+		return ad.Addr()
+	}
+	return ""
+}
+
+// Port is the app's port inside the replica's sandbox.
+func (r *Replica) Port() int { return r.rev.rev.Config.Port }
+
 // Done marks the end of a request that Acquire counted.
 func (r *Replica) Done() {
 	r.inflight.Add(-1)
@@ -221,7 +233,8 @@ func (r *revisionRuntime) removeIdleSlotLocked() bool {
 
 // autoscale sets the number of replicas from the load: ceil(requests in
 // flight / concurrency) within [min, max]; it scales down one idle replica
-// at a time, only after ScaleDownAfter without traffic.
+// at a time, only after ScaleDownAfter without traffic, and only while this
+// Berth replica leads (package leader).
 func (r *revisionRuntime) autoscale() {
 	defer r.wg.Done()
 	cfg := r.rev.Config
@@ -245,7 +258,7 @@ func (r *revisionRuntime) autoscale() {
 				r.addSlotLocked()
 			}
 			r.log.Info("scaled up", "replicas", len(r.slots), "inFlight", inflight)
-		case len(r.slots) > desired && time.Since(r.lastBusy) > cfg.ScaleDownAfter():
+		case len(r.slots) > desired && time.Since(r.lastBusy) > cfg.ScaleDownAfter() && r.app.m.leading():
 			if r.removeIdleSlotLocked() {
 				r.log.Info("scaled down", "replicas", len(r.slots), "sessions", sessions)
 			}

@@ -4,9 +4,12 @@
 // revision by traffic weight and a replica by
 // load (starting one if the revision is at zero, holding the request
 // meanwhile), and proxies with httputil.ReverseProxy through the replica's
-// sandbox agent. It understands MCP: a response's Mcp-Session-Id binds the
-// session to its replica, later requests of the session go there, and a
-// session whose replica is gone gets 404 so the client re-initializes.
+// sandbox agent. It understands MCP: the Mcp-Session-Id it hands to the
+// client seals the replica that answered the initialize (package
+// sessionseal), so that later requests of the session go there from any
+// Berth replica that shares the key, with no shared memory; a session
+// whose replica is gone, or an id it did not seal, gets 404 so the client
+// re-initializes.
 // Streams pass through unbuffered and are never cut by a timeout. Every
 // request is counted (Prometheus, with the MCP method and tool as labels),
 // and the edge's access line gets the revision, method and tool.
@@ -32,6 +35,7 @@ import (
 	"github.com/berth-dev/berth/app"
 	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/edge/cors"
+	"github.com/berth-dev/berth/gateway/sessionseal"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/stdiobridge"
@@ -60,6 +64,13 @@ type Options struct {
 	// An app's sessions in total are bounded by its revision's max
 	// replicas × concurrency.
 	StdioSessionsPerClient int
+	// Sessions seals the MCP session ids handed to clients (default: a
+	// key of this process's own, which other processes cannot open).
+	Sessions *sessionseal.Sealer
+	// Remote dials the app's port in a replica that another Berth process
+	// runs, by its agent's address (nil: sessions on such replicas get
+	// 404); agentaddr.DialPort does for the local drivers.
+	Remote func(ctx context.Context, addr string, port int) (net.Conn, error)
 	// Registerer receives the gateway's metrics (default: a new registry,
 	// see Gateway.Registry).
 	Registerer prometheus.Registerer
@@ -74,6 +85,9 @@ type Gateway struct {
 	duration *prometheus.HistogramVec
 
 	tools toolLabels // the tool names each app's metrics label
+
+	remoteMu sync.Mutex
+	remotes  map[string]*http.Transport // to other processes' replicas, by address and port
 
 	mu      sync.Mutex
 	bridges map[string]*bridgeEntry // stdio apps, by app---label
@@ -91,7 +105,7 @@ type bridgeEntry struct {
 type ctxKey struct{}
 
 type target struct {
-	rep  *app.Replica
+	rt   http.RoundTripper // the replica's
 	path string
 	body []byte // the request body, read whole for the metrics (nil if not read)
 }
@@ -116,7 +130,10 @@ func New(o Options) *Gateway {
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
 	}
-	g := &Gateway{o: o, bridges: map[string]*bridgeEntry{}}
+	if o.Sessions == nil {
+		o.Sessions = sessionseal.NewRandom()
+	}
+	g := &Gateway{o: o, bridges: map[string]*bridgeEntry{}, remotes: map[string]*http.Transport{}}
 	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "berth_app_requests_total",
 		Help: "Requests to apps, by app, revision, MCP method, tool and status code.",
@@ -154,12 +171,18 @@ func New(o Options) *Gateway {
 					req.Body = io.NopCloser(bytes.NewReader(t.body))
 				}
 			}
-			return t.rep.Transport.RoundTrip(req)
+			return t.rt.RoundTrip(req)
 		}),
 		FlushInterval: -1, // stream every byte as it comes (SSE); see coalescer
 		BufferPool:    &bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {
+				return
+			}
+			if errors.Is(err, errRemoteGone) {
+				// A session's replica in another process is gone.
+				g.o.Logger.Debug("a session's replica in another process is unreachable", "err", err)
+				edge.WriteError(w, r, errNoSession)
 				return
 			}
 			edge.WriteError(w, r, &edge.Error{Status: http.StatusBadGateway, Message: "the app's replica did not answer", Cause: err})
@@ -287,16 +310,29 @@ func (g *Gateway) ServeApp(w http.ResponseWriter, r *http.Request, req *edge.App
 // request says that body is one JSON-RPC request.
 func (g *Gateway) serveHTTPApp(rec *recorder, out http.ResponseWriter, r *http.Request, a *app.App, label, path string, body []byte, request bool, req *edge.AppRequest) {
 	sid := r.Header.Get("Mcp-Session-Id")
-	var rep *app.Replica
+	t := &target{path: path, body: body}
+	var rep *app.Replica // the replica, if this process runs it
 	if sid != "" {
+		up, err := g.o.Sessions.Open(a.Name(), sid)
+		if err != nil {
+			// Not an id this gateway's key sealed for this app.
+			edge.WriteError(rec, r, errNoSession)
+			return
+		}
+		// The replica sees its own session id, never the sealed one.
+		r.Header.Set("Mcp-Session-Id", up.Session)
 		var found bool
-		if rep, found = a.Session(sid); !found {
-			// The session's replica is gone (or it never existed): the
+		if rep, found = a.Session(sid, up.Replica, up.Addr); found {
+			defer a.SessionDone(sid)
+			t.rt, req.Revision = rep.Transport, rep.Revision()
+		} else if t.rt = g.remote(up); t.rt != nil {
+			req.Revision = up.Revision
+		} else {
+			// The session's replica is gone (or never existed): the
 			// spec's answer, so the client starts a new session.
 			edge.WriteError(rec, r, errNoSession)
 			return
 		}
-		defer a.SessionDone(sid)
 	} else {
 		ctx, cancel := context.WithTimeout(r.Context(), g.o.ColdStartTimeout)
 		var err error
@@ -311,12 +347,13 @@ func (g *Gateway) serveHTTPApp(rec *recorder, out http.ResponseWriter, r *http.R
 			edge.WriteError(rec, r, g.acquireError(a.Name(), err))
 			return
 		}
+		t.rt, req.Revision = rep.Transport, rep.Revision()
 	}
-	defer rep.Done()
-	req.Revision = rep.Revision()
+	if rep != nil {
+		defer rep.Done()
+	}
 	rec.Header().Set("Berth-Revision", req.Revision)
 
-	t := &target{rep: rep, path: path, body: body}
 	if g.o.FlushWindow > 0 {
 		var end *responseSpotter
 		if request {
@@ -327,16 +364,73 @@ func (g *Gateway) serveHTTPApp(rec *recorder, out http.ResponseWriter, r *http.R
 		out = cw
 	}
 	rw := &sessionWatcher{ResponseWriter: out, onHeader: func(h http.Header, code int) {
-		switch {
-		case sid == "" && h.Get("Mcp-Session-Id") != "" && code < 300:
-			a.BindSession(h.Get("Mcp-Session-Id"), rep)
-		case sid != "" && r.Method == http.MethodDelete && code < 300:
-			a.EndSession(sid)
-		case sid != "" && code == http.StatusNotFound:
-			a.EndSession(sid)
-		}
+		g.sessionHeader(h, code, r.Method, sid, a, rep)
 	}}
 	g.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+}
+
+// sessionHeader sees a replica's response headers in an MCP session (sid,
+// the client's sealed id) or outside one (sid ""): the replica's session
+// id a client sees is always the sealed one; a new session is bound to its
+// replica rep (which this process runs), an ended one forgotten.
+func (g *Gateway) sessionHeader(h http.Header, code int, method, sid string, a *app.App, rep *app.Replica) {
+	upstream := h.Get("Mcp-Session-Id")
+	switch {
+	case sid == "" && upstream != "" && code < 300:
+		sealed := g.o.Sessions.Seal(a.Name(), sessionseal.Upstream{Revision: rep.Revision(), Replica: rep.ID,
+			Addr: rep.Addr(), Port: rep.Port(), Session: upstream})
+		h.Set("Mcp-Session-Id", sealed)
+		a.BindSession(sealed, rep)
+		return
+	case sid == "" && upstream != "":
+		h.Del("Mcp-Session-Id")
+		return
+	case upstream != "":
+		h.Set("Mcp-Session-Id", sid)
+	}
+	if sid != "" && (method == http.MethodDelete && code < 300 || code == http.StatusNotFound) {
+		a.EndSession(sid)
+	}
+}
+
+// errRemoteGone means a replica in another process could not be reached.
+var errRemoteGone = errors.New("the session's replica is gone")
+
+// maxRemotes bounds the transports kept to other processes' replicas.
+const maxRemotes = 512
+
+// remote returns the transport to a session's replica in another Berth
+// process (nil if the gateway has no Remote or the id no address).
+func (g *Gateway) remote(up sessionseal.Upstream) http.RoundTripper {
+	if g.o.Remote == nil || up.Addr == "" || up.Port <= 0 {
+		return nil
+	}
+	key := up.Addr + "|" + strconv.Itoa(up.Port)
+	g.remoteMu.Lock()
+	defer g.remoteMu.Unlock()
+	if tr := g.remotes[key]; tr != nil {
+		return tr
+	}
+	if len(g.remotes) >= maxRemotes {
+		for k, tr := range g.remotes {
+			tr.CloseIdleConnections()
+			delete(g.remotes, k)
+		}
+	}
+	addr, port := up.Addr, up.Port
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := g.o.Remote(ctx, addr, port)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", errRemoteGone, err)
+			}
+			return c, nil
+		},
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	g.remotes[key] = tr
+	return tr
 }
 
 // readRequestBody reads a POST's body whole, within BodyTimeout, and

@@ -119,3 +119,27 @@ func TestStdioLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionHeader: a response in a session carries the client's sealed
+// id, never the replica's own; a failed initialize hands out none.
+func TestSessionHeader(t *testing.T) {
+	g := New(Options{})
+	for _, tc := range []struct {
+		name, sid, upstream string
+		code                int
+		want                string
+	}{
+		{"in a session", "b1.sealed", "RAW-UPSTREAM", 200, "b1.sealed"},
+		{"in a session, none from the replica", "b1.sealed", "", 200, ""},
+		{"failed initialize", "", "RAW-UPSTREAM", 400, ""},
+	} {
+		h := http.Header{}
+		if tc.upstream != "" {
+			h.Set("Mcp-Session-Id", tc.upstream)
+		}
+		g.sessionHeader(h, tc.code, http.MethodPost, tc.sid, nil, nil)
+		if got := h.Get("Mcp-Session-Id"); got != tc.want {
+			t.Errorf("%s: Mcp-Session-Id %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

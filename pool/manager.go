@@ -38,6 +38,15 @@ type Options struct {
 	Events *events.Ring
 	// Egress makes the proxies of pools with egress rules.
 	Egress EgressProxies
+	// Leader, if set, says whether this Berth replica may expire idle
+	// sessions (cooldown) now: only one replica of several does (package
+	// leader). Nil: always, as on one machine.
+	Leader Leader
+}
+
+// Leader says whether this process leads the Berth replicas now.
+type Leader interface {
+	IsLeader() bool
 }
 
 // EgressProxies makes the egress proxy of a pool with egress rules, from
@@ -69,6 +78,7 @@ type Manager struct {
 	wg     sync.WaitGroup
 	events *events.Ring
 	egress EgressProxies
+	leader Leader
 
 	mu    sync.RWMutex
 	pools map[string]*Pool
@@ -79,7 +89,7 @@ func NewManager(o Options) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, events: o.Events, egress: o.Egress, images: o.Images, resolve: o.Resolve, pools: map[string]*Pool{}}
+	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, events: o.Events, egress: o.Egress, images: o.Images, resolve: o.Resolve, pools: map[string]*Pool{}, leader: o.Leader}
 }
 
 // Load starts every stored pool.
@@ -104,7 +114,7 @@ func (m *Manager) Load(ctx context.Context) error {
 			continue
 		}
 		im, imgErr := m.storedImage(cfg)
-		p := newPool(cfg, im, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress)
+		p := newPool(cfg, im, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress, m.leader)
 		p.events = m.events
 		if imgErr != nil {
 			m.log.Error("pool's image is missing; it starts no sandboxes until it is changed (berth pool update --image)", "pool", cfg.Name, "err", imgErr)
@@ -201,7 +211,7 @@ func (m *Manager) create(ctx context.Context, cfg Config, im *image.Image, rt sa
 	if err != nil {
 		return nil, "", err
 	}
-	p := newPool(cfg, im, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed(), m.egress)
+	p := newPool(cfg, im, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed(), m.egress, m.leader)
 	p.events = m.events
 	m.pools[cfg.Name] = p
 	return p, key, nil

@@ -62,6 +62,9 @@ type Pool struct {
 	freed   func() <-chan struct{}
 	created time.Time
 
+	// leader, if set, says whether this replica expires idle sessions.
+	leader Leader
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the pool's goroutines and background destroys
@@ -74,10 +77,10 @@ type Pool struct {
 	closed   bool
 }
 
-func newPool(cfg Config, img *image.Image, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}, egr EgressProxies) *Pool {
+func newPool(cfg Config, img *image.Image, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}, egr EgressProxies, lead Leader) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool{
-		rt: rt, log: log.With("pool", cfg.Name), created: created, freed: freed, egress: egr,
+		rt: rt, log: log.With("pool", cfg.Name), created: created, freed: freed, egress: egr, leader: lead,
 		ctx: ctx, cancel: cancel, refill: make(chan struct{}, 1),
 		sessions: map[string]*Session{},
 	}
@@ -435,8 +438,8 @@ func (p *Pool) drainLocked(sh shape) {
 	}
 }
 
-// reap destroys sessions idle for longer than the cooldown, and sessions
-// whose sandbox has stopped.
+// reap destroys sessions idle for longer than the cooldown (while this
+// Berth replica leads), and sessions whose sandbox has stopped.
 func (p *Pool) reap() {
 	defer p.wg.Done()
 	t := time.NewTicker(time.Second)
@@ -448,6 +451,8 @@ func (p *Pool) reap() {
 		case <-t.C:
 		}
 		cooldown := p.Config().Cooldown()
+		// Only the leading Berth replica expires idle sessions.
+		leading := p.leader == nil || p.leader.IsLeader()
 		p.mu.Lock()
 		var expired []*Session
 		for _, s := range p.sessions {
@@ -460,7 +465,7 @@ func (p *Pool) reap() {
 				continue
 			default:
 			}
-			if s.idleFor() > cooldown {
+			if leading && s.idleFor() > cooldown {
 				expired = append(expired, s)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -334,5 +335,33 @@ func TestUpdateDrainsWarm(t *testing.T) {
 		if i == 1 {
 			waitWarm()
 		}
+	}
+}
+
+// switchLeader is a leader.Checker a test flips.
+type switchLeader struct{ on atomic.Bool }
+
+func (s *switchLeader) IsLeader() bool { return s.on.Load() }
+
+// TestCooldownOnlyWhileLeader: a Berth replica that does not lead expires
+// no idle session; once it leads, it does.
+func TestCooldownOnlyWhileLeader(t *testing.T) {
+	e := newEnv(t)
+	lead := &switchLeader{}
+	e.mgr = pool.NewManager(pool.Options{Store: e.st, Runtimes: e.rts, Leader: lead})
+	t.Cleanup(e.mgr.Close)
+	p, _ := e.create(t, pool.Config{Name: "led", Ready: 0, CooldownSeconds: 1})
+	session(t, p, "idle-one")
+	time.Sleep(3 * time.Second)
+	if len(p.Sessions()) != 1 {
+		t.Fatal("a replica that does not lead expired an idle session")
+	}
+	lead.on.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(p.Sessions()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader did not expire the idle session")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -32,14 +32,17 @@ import (
 	"github.com/berth-dev/berth/edge"
 	"github.com/berth-dev/berth/edge/certs"
 	"github.com/berth-dev/berth/gateway"
+	"github.com/berth-dev/berth/gateway/sessionseal"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/leader"
 	"github.com/berth-dev/berth/internal/listen"
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/admit"
+	"github.com/berth-dev/berth/sandbox/agentaddr"
 	"github.com/berth-dev/berth/source"
 	"github.com/berth-dev/berth/store"
 	"github.com/berth-dev/berth/workload"
@@ -238,8 +241,18 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer egr.Close()
 	evs := events.New(0)
+	// Of several Berth replicas (in Pods), one at a time expires idle
+	// sessions and scales apps down; on one machine, this one. (This
+	// assumes the replicas share their sandboxes, as with the kube
+	// driver: a replica with sandboxes of its own must reap its own.)
+	leadCtx, stopLeading := context.WithCancel(ctx)
+	lead, leadDone, err := leader.ForEnvironment(leadCtx, log)
+	defer func() { stopLeading(); <-leadDone }() // a leader releases the Lease
+	if err != nil {
+		return err
+	}
 	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs, Egress: egr,
-		Images: images, Resolve: builtinImages(images, o.BuiltinImages)})
+		Images: images, Resolve: builtinImages(images, o.BuiltinImages), Leader: lead})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}
@@ -303,13 +316,20 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st, Leader: lead})
 	if err != nil {
 		return err
 	}
 	defer apps.Close()
 	metrics := prometheus.NewRegistry()
-	gw := gateway.New(gateway.Options{Apps: apps, Bodies: bodies, Registerer: metrics, Logger: log})
+	// Every Berth replica with this master key opens the MCP session ids
+	// any of them sealed, and reaches the replica behind them.
+	sessions, err := sessionseal.New(st.DeriveKey("berth mcp session ids v1"))
+	if err != nil {
+		return err
+	}
+	gw := gateway.New(gateway.Options{Apps: apps, Bodies: bodies, Registerer: metrics, Logger: log,
+		Sessions: sessions, Remote: agentaddr.DialPort})
 	defer gw.Close()
 	front, err := edge.New(edge.Options{
 		AppDomain: o.AppDomain, PublicURL: publicURL, AllowedOrigins: o.AllowedOrigins,

@@ -33,8 +33,9 @@ var (
 
 // Store is the database. It is safe for concurrent use.
 type Store struct {
-	db   *sql.DB
-	aead cipher.AEAD
+	db     *sql.DB
+	aead   cipher.AEAD
+	master []byte // for DeriveKey
 }
 
 const schema = `
@@ -80,7 +81,7 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("store: migrate: %w", err)
 	}
 	_ = os.Chmod(filepath.Join(dir, "berth.db"), 0o600)
-	return &Store{db: db, aead: aead}, nil
+	return &Store{db: db, aead: aead, master: key}, nil
 }
 
 // Close closes the database.

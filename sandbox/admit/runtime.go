@@ -58,3 +58,11 @@ func (a *admitted) Stats() sandbox.Stats {
 	}
 	return sandbox.Stats{}
 }
+
+// Addr is the agent's address when the sandbox has one (agentaddr).
+func (a *admitted) Addr() string {
+	if ad, ok := a.Sandbox.(interface{ Addr() string }); ok {
+		return ad.Addr()
+	}
+	return ""
+}

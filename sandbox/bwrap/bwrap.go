@@ -268,6 +268,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	sb.client = agent.NewClient(sb.ep.Dial)
+	sb.addr = local.Addr(filepath.Join(sb.dir, "run"), "agent.sock", uid)
 	return sb, nil
 }
 
@@ -348,12 +349,17 @@ type box struct {
 	cmd    *exec.Cmd
 	ep     *local.Endpoint
 	client *agent.Client
+	addr   string // the agent's address for agentaddr
 	done   chan struct{}
 	once   sync.Once
 }
 
-func (b *box) ID() string            { return b.id }
-func (b *box) Agent() *agent.Client  { return b.client }
+func (b *box) ID() string           { return b.id }
+func (b *box) Agent() *agent.Client { return b.client }
+
+// Addr is the agent's address for another Berth process (agentaddr).
+func (b *box) Addr() string { return b.addr }
+
 func (b *box) Done() <-chan struct{} { return b.done }
 func (b *box) Destroy(context.Context) error {
 	b.teardown()

@@ -281,6 +281,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	sb.client = agent.NewClient(sb.ep.Dial)
+	sb.addr = local.Addr(filepath.Join(sb.dir, "run"), "agent.sock", uid, r.host.RootUID(slot))
 	return sb, nil
 }
 
@@ -668,14 +669,19 @@ type box struct {
 	cmd    *exec.Cmd // runsc run
 	ep     *local.Endpoint
 	client *agent.Client
+	addr   string // the agent's address for agentaddr
 	done   chan struct{}
 	once   sync.Once
 	// stopping is set once Destroy (or a failed Start) stops the sandbox.
 	stopping atomic.Bool
 }
 
-func (b *box) ID() string            { return b.id }
-func (b *box) Agent() *agent.Client  { return b.client }
+func (b *box) ID() string           { return b.id }
+func (b *box) Agent() *agent.Client { return b.client }
+
+// Addr is the agent's address for another Berth process (agentaddr).
+func (b *box) Addr() string { return b.addr }
+
 func (b *box) Done() <-chan struct{} { return b.done }
 func (b *box) Destroy(context.Context) error {
 	b.teardown()
