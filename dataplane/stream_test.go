@@ -29,7 +29,9 @@ func TestExecuteStreams(t *testing.T) {
 		{"code/execute python", "/pools/py/code/execute?identifier=stream-1",
 			`{"properties":{"codeInputType":"inline","executionType":"synchronous","code":"import sys, time\nprint('one')\nprint('err', file=sys.stderr)\ntime.sleep(2)\nprint('two')"}}`,
 			func(b []byte) string {
-				var v struct{ Properties struct{ Stdout, Stderr string } }
+				var v struct {
+					Properties struct{ Stdout, Stderr string }
+				}
 				_ = json.Unmarshal(b, &v)
 				return v.Properties.Stdout + "|" + v.Properties.Stderr
 			}},
