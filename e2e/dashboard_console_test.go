@@ -67,6 +67,9 @@ func TestDashboardConsoleStreams(t *testing.T) {
 	if got := text(t, ctx, "#sessions"); !strings.Contains(got, "ui-stream-1") {
 		t.Fatalf("the sessions table was not refreshed: %s", got)
 	}
+	if got := text(t, ctx, "#live-count"); got != "1" {
+		t.Fatalf("live sessions %q after the run, want 1", got)
+	}
 	screenshots(t, ctx, "pool-console-stream")
 
 	// Without script: the form posts and the page shows the output when

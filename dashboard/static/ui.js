@@ -194,14 +194,14 @@ function showResult(p, {line, stdout, errStream, box, el}) {
   }
 }
 
-// refresh replaces the sessions table and the session's files with the
-// pool page's current ones.
+// refresh replaces the pool's counts, the sessions table and the
+// session's files with the pool page's current ones.
 async function refresh(page, id) {
   try {
     const res = await fetch(page + "?identifier=" + encodeURIComponent(id));
     if (!res.ok) return;
     const doc = new DOMParser().parseFromString(await res.text(), "text/html");
-    for (const sel of ["sessions-section", "console-files"]) {
+    for (const sel of ["pool-stats", "sessions-section", "console-files"]) {
       const fresh = doc.getElementById(sel), old = document.getElementById(sel);
       if (fresh && old) { old.replaceWith(fresh); confirmations(fresh); }
     }
