@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"bufio"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,8 +28,30 @@ func TestDashboardConsoleStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.createPool("hstream", "--ready", "1", "--memory", "128Mi")
+	key := b.createPool("hstream", "--ready", "1", "--memory", "128Mi")
 	signIn(t, ctx, ui, strings.TrimSpace(string(token)))
+
+	// Through the public front door, as the README's curl does: the first
+	// line comes while the command sleeps.
+	req, _ := http.NewRequest(http.MethodPost, b.info.PublicURL+"/pools/hstream/code/execute?identifier=curl-1",
+		strings.NewReader(`{"properties":{"code":"echo one; sleep 2; echo two"}}`))
+	req.Header = keyHeader(key)
+	req.Header.Set("Accept", "application/x-ndjson")
+	start := time.Now()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(res.Body)
+	first, err := br.ReadString('\n')
+	firstAt := time.Since(start)
+	rest, _ := io.ReadAll(br)
+	res.Body.Close()
+	if err != nil || first != "{\"stdout\":\"one\\n\"}\n" || time.Since(start)-firstAt < time.Second ||
+		!strings.Contains(string(rest), `"stdout":"one\ntwo\n"`) {
+		t.Fatalf("through the front door: first line %q after %v (%v), then after %v: %s", first, firstAt, err, time.Since(start), rest)
+	}
+	t.Logf("front door: first line after %v, answer after %v", firstAt.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 
 	run(t, ctx, "run", chromedp.Navigate(ui+"/ui/pools/hstream"), chromedp.WaitVisible("#console-form", chromedp.ByQuery),
 		chromedp.SetValue("#identifier", "ui-stream-1", chromedp.ByQuery),
@@ -36,7 +61,7 @@ func TestDashboardConsoleStreams(t *testing.T) {
 		Out  string `json:"out"`
 		Done bool   `json:"done"`
 	}
-	start := time.Now()
+	start = time.Now()
 	for {
 		run(t, ctx, "read the console", chromedp.Evaluate(`({out: (document.getElementById("stdout") || {}).textContent || "",
 			done: !!document.getElementById("exec-status")})`, &seen))
@@ -67,8 +92,8 @@ func TestDashboardConsoleStreams(t *testing.T) {
 	if got := text(t, ctx, "#sessions"); !strings.Contains(got, "ui-stream-1") {
 		t.Fatalf("the sessions table was not refreshed: %s", got)
 	}
-	if got := text(t, ctx, "#live-count"); got != "1" {
-		t.Fatalf("live sessions %q after the run, want 1", got)
+	if got := text(t, ctx, "#live-count"); got != "2" { // curl-1 and ui-stream-1
+		t.Fatalf("live sessions %q after the run, want 2", got)
 	}
 	screenshots(t, ctx, "pool-console-stream")
 
