@@ -585,8 +585,13 @@ func (d *dash) poolKey(r *http.Request, s *session, name string) (string, error)
 }
 
 // console runs code in a session through the pool's data plane and shows
-// its output (on completion: the data plane's execute is synchronous).
+// its output when it ends; the page's script asks for NDJSON instead and
+// gets the output as it comes (consoleStream).
 func (d *dash) console(w http.ResponseWriter, r *http.Request, s *session) {
+	if strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
+		d.consoleStream(w, r, s)
+		return
+	}
 	name := r.PathValue("name")
 	id, code := strings.TrimSpace(r.PostFormValue("identifier")), r.PostFormValue("code")
 	c := consoleData{Identifier: id, Code: code}
@@ -604,18 +609,7 @@ func (d *dash) console(w http.ResponseWriter, r *http.Request, s *session) {
 }
 
 func (d *dash) execute(r *http.Request, s *session, name string, c *consoleData) error {
-	if c.Identifier == "" {
-		return errors.New("pick or type a session identifier")
-	}
-	key, err := d.poolKey(r, s, name)
-	if err != nil {
-		return err
-	}
-	var req dataplane.ExecuteRequest
-	req.Properties.CodeInputType, req.Properties.ExecutionType, req.Properties.Code = "inline", "synchronous", &c.Code
-	body, _ := json.Marshal(req)
-	res, err := d.api.data(r.Context(), key, http.MethodPost, "/pools/"+url.PathEscape(name)+"/code/execute?identifier="+url.QueryEscape(c.Identifier),
-		http.Header{"Content-Type": {"application/json"}}, bytes.NewReader(body))
+	res, err := d.executeAt(r, s, name, c.Identifier, c.Code, "application/json")
 	if err != nil {
 		return err
 	}
@@ -626,6 +620,67 @@ func (d *dash) execute(r *http.Request, s *session, name string, c *consoleData)
 	}
 	c.Result = &out.Properties
 	return nil
+}
+
+// executeAt sends code to the session's POST …/code/execute, asking for
+// the answer as accept.
+func (d *dash) executeAt(r *http.Request, s *session, name, id, code, accept string) (*http.Response, error) {
+	if id == "" {
+		return nil, errors.New("pick or type a session identifier")
+	}
+	key, err := d.poolKey(r, s, name)
+	if err != nil {
+		return nil, err
+	}
+	var req dataplane.ExecuteRequest
+	req.Properties.CodeInputType, req.Properties.ExecutionType, req.Properties.Code = "inline", "synchronous", &code
+	body, _ := json.Marshal(req)
+	return d.api.data(r.Context(), key, http.MethodPost, "/pools/"+url.PathEscape(name)+"/code/execute?identifier="+url.QueryEscape(id),
+		http.Header{"Content-Type": {"application/json"}, "Accept": {accept}}, bytes.NewReader(body))
+}
+
+// consoleStream passes on the data plane's NDJSON answer as it comes:
+// {"stdout":"…"} and {"stderr":"…"} lines, then {"properties":{…}}, or
+// an error document {"error":{"code","message"}} as the last line. The
+// browser going away cancels the execution, as the data plane does.
+func (d *dash) consoleStream(w http.ResponseWriter, r *http.Request, s *session) {
+	name := r.PathValue("name")
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	res, err := d.executeAt(r, s, name, strings.TrimSpace(r.PostFormValue("identifier")), r.PostFormValue("code"), "application/x-ndjson")
+	if err != nil {
+		var doc struct {
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		doc.Error.Code, doc.Error.Message = "BadRequest", err.Error()
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Code != "" {
+			doc.Error.Code = ae.Code
+		}
+		b, _ := json.Marshal(doc)
+		_, _ = w.Write(append(b, '\n'))
+		return
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(flushWriter{w, http.NewResponseController(w)}, res.Body)
+}
+
+// flushWriter flushes each write through to the client.
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.rc.Flush()
+	}
+	return n, err
 }
 
 // files lists a session's files (nothing if it has none or is gone).

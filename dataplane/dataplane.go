@@ -216,12 +216,14 @@ func (a *api) execute(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	lang := poolLanguage(p)
-	x, err := s.Exec(r.Context(), lang, code, nil, pool.ExecOptions{Timeout: time.Duration(pr.TimeoutInSeconds) * time.Second})
-	if err != nil {
-		return err
+	st := startStream(w, r)
+	x, err := s.Exec(r.Context(), lang, code, nil, pool.ExecOptions{Timeout: time.Duration(pr.TimeoutInSeconds) * time.Second,
+		OnEvent: st.queue().OnEvent()})
+	var res any
+	if err == nil {
+		res = ExecuteResponse{Properties: Result(lang, x)}
 	}
-	httpapi.WriteJSON(w, http.StatusOK, ExecuteResponse{Properties: Result(lang, x)})
-	return nil
+	return a.answer(w, r, st, res, err)
 }
 
 // Result renders an execution for the API.

@@ -109,22 +109,23 @@ func (a *api) executions(w http.ResponseWriter, r *http.Request) error {
 	}
 	rec := a.execs.add(p.Name(), s.ID, operationID(r), async)
 	setOperationHeaders(w, r, p.Name(), rec)
-	run := func(ctx context.Context) (*pool.Execution, error) {
-		return s.Exec(ctx, lang, code, nil, pool.ExecOptions{Timeout: time.Duration(er.TimeoutInSeconds) * time.Second})
-	}
+	opts := pool.ExecOptions{Timeout: time.Duration(er.TimeoutInSeconds) * time.Second}
 	if async {
-		a.execs.start(rec, lang, run)
+		a.execs.start(rec, lang, func(ctx context.Context) (*pool.Execution, error) {
+			return s.Exec(ctx, lang, code, nil, opts)
+		})
 		httpapi.WriteJSON(w, http.StatusAccepted, rec.view())
 		return nil
 	}
-	x, err := run(r.Context())
+	st := startStream(w, r)
+	opts.OnEvent = st.queue().OnEvent()
+	x, err := s.Exec(r.Context(), lang, code, nil, opts)
 	if err != nil {
 		a.execs.finish(rec, failed(rec, err))
-		return err
+		return a.answer(w, r, st, nil, err)
 	}
 	a.execs.finish(rec, completed(rec, lang, x))
-	httpapi.WriteJSON(w, http.StatusOK, rec.view())
-	return nil
+	return a.answer(w, r, st, rec.view(), nil)
 }
 
 // executionCode picks what to run and in which language.

@@ -67,7 +67,7 @@ func TestExecuteFigure(t *testing.T) {
 	if err := exec.Command("/usr/bin/python3", "-c", "import matplotlib").Run(); err != nil {
 		t.Skipf("the host's python3 (which host-rooted pools run) has no matplotlib: run scripts/setup.sh --test (%v)", err)
 	}
-	url := figureServer(t)
+	url := poolServer(t)
 	exec := func(code string) dataplane.ExecuteResult {
 		t.Helper()
 		body, _ := json.Marshal(map[string]any{"properties": map[string]any{
@@ -112,9 +112,9 @@ func TestExecuteFigure(t *testing.T) {
 	}
 }
 
-// figureServer serves the data plane of a Python pool "py" on bwrap (no
+// poolServer serves the data plane of a Python pool "py" on bwrap (no
 // edge in front: the key check is not what this tests).
-func figureServer(t *testing.T) string {
+func poolServer(t *testing.T) string {
 	bo := bwrap.Options{}
 	bo.Instance = "envimg" + fmt.Sprint(time.Now().UnixNano()%1e6)
 	bo.StateDir = t.TempDir()

@@ -455,7 +455,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		run(t, ctx, "pool page", chromedp.Navigate(ui+"/ui/pools/code"), chromedp.WaitVisible("#console-form", chromedp.ByQuery),
 			chromedp.SetValue("#identifier", "ui-console-1", chromedp.ByQuery),
 			chromedp.SetValue("#code", "import sys\nprint(6 * 7)\nprint('to stderr', file=sys.stderr)\nopen('answer.txt', 'w').write('forty-two')", chromedp.ByQuery),
-			chromedp.Click("#run", chromedp.ByQuery), chromedp.WaitVisible("#stdout", chromedp.ByQuery))
+			chromedp.Click("#run", chromedp.ByQuery), chromedp.WaitVisible("#exec-status", chromedp.ByQuery))
 		if got := text(t, ctx, "#stdout"); strings.TrimSpace(got) != "42" {
 			t.Fatalf("stdout %q", got)
 		}

@@ -356,9 +356,9 @@ func (t *tools) exec(ctx context.Context, req *mcp.CallToolRequest, a args, lang
 	x, err := s.Exec(ctx, lang, code, argv, pool.ExecOptions{
 		Timeout: time.Duration(secs) * time.Second, // Exec caps it at the pool's timeout
 		Stdin:   stdin,
-		OnEvent: pr.onEvent(),
+		OnEvent: pr.OnEvent(),
 	})
-	pr.finish()
+	pr.Finish()
 	if err != nil {
 		return nil, t.execError(id, err)
 	}

@@ -1,6 +1,6 @@
 // Progressive enhancement for Berth's dashboard: every page works without
 // it; this adds the live log view, the traffic sum, confirmations, copy
-// buttons and Ctrl+Enter in the console.
+// buttons, the console's streamed output and Ctrl+Enter in the console.
 
 const MAX_LINES = 1000; // the log view keeps this many lines in the DOM
 
@@ -78,8 +78,8 @@ function logView() {
   connect();
 }
 
-function confirmations() {
-  for (const form of document.querySelectorAll("form[data-confirm]")) {
+function confirmations(root = document) {
+  for (const form of root.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (ev) => { if (!confirm(form.dataset.confirm)) ev.preventDefault(); });
   }
 }
@@ -99,6 +99,113 @@ function consoleKeys() {
   code.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); code.form.requestSubmit(); }
   });
+}
+
+// ndjsonLines reads an NDJSON response, calling each(value) per line.
+async function ndjsonLines(res, each) {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let rest = "";
+  for (;;) {
+    const {value, done} = await reader.read();
+    const parts = (rest + (value || "")).split("\n");
+    rest = done ? "" : parts.pop();
+    for (const line of parts) { if (line.trim()) each(JSON.parse(line)); }
+    if (done) return;
+  }
+}
+
+// errorOf is the message of a dashboard page that answered instead of a
+// stream (signed out, a stale form).
+async function errorOf(res) {
+  const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+  const msg = doc.querySelector(".alert.error");
+  return msg ? msg.textContent.trim() : "HTTP " + res.status;
+}
+
+// consoleStream runs the console's code asking for NDJSON, and appends
+// stdout and stderr to the page as they come; when it ends, it shows the
+// status and result and refreshes the sessions and the session's files.
+function consoleStream() {
+  const form = document.getElementById("console-form");
+  if (!form || !window.TextDecoderStream) return;
+  const button = document.getElementById("run");
+  const el = (tag, props) => Object.assign(document.createElement(tag), props || {});
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (button.disabled) return;
+    button.disabled = true;
+    for (const id of ["result", "console-error"]) document.getElementById(id)?.remove();
+    const id = form.querySelector("[name=identifier]").value.trim();
+    const line = el("p", {id: "exec-line", textContent: "Running…"});
+    const stdout = el("pre", {id: "stdout"});
+    const box = el("div", {className: "result", id: "result"});
+    box.setAttribute("aria-live", "polite");
+    box.append(line, el("h3", {textContent: "stdout"}), stdout);
+    form.after(box);
+    let stderr = null, final = null;
+    const append = (pre, text) => {
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.append(text);
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
+    };
+    const errStream = () => {
+      if (!stderr) {
+        stderr = el("pre", {id: "stderr", className: "stderr"});
+        stdout.after(el("h3", {textContent: "stderr"}), stderr);
+      }
+      return stderr;
+    };
+    try {
+      const res = await fetch(form.action, {method: "POST", body: new URLSearchParams(new FormData(form)),
+        headers: {"Accept": "application/x-ndjson", "X-CSRF-Token": form.querySelector("input[name=csrf]").value}});
+      if (!res.ok || !(res.headers.get("Content-Type") || "").includes("ndjson")) throw new Error(await errorOf(res));
+      await ndjsonLines(res, (e) => {
+        if (typeof e.stdout === "string") append(stdout, e.stdout);
+        else if (typeof e.stderr === "string") append(errStream(), e.stderr);
+        else final = e;
+      });
+      if (!final) throw new Error("the execution ended without a result");
+      if (final.error) throw new Error(final.error.message || final.error.code);
+      history.replaceState(null, "", form.dataset.page + "?identifier=" + encodeURIComponent(id) + "#console");
+      await refresh(form.dataset.page, id);
+      showResult(final.properties || {}, {line, stdout, errStream, box, el});
+    } catch (e) {
+      line.remove();
+      box.before(el("p", {className: "alert error", id: "console-error", role: "alert", textContent: e.message}));
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+// showResult draws an execution's answer as the server-rendered page does.
+function showResult(p, {line, stdout, errStream, box, el}) {
+  const status = el("strong", {id: "exec-status", textContent: p.status});
+  const parts = ["Status ", status];
+  if (p.exitCode !== undefined && p.exitCode !== null) parts.push(" · exit code " + p.exitCode);
+  parts.push(" · " + p.executionTimeInMilliseconds + " ms");
+  if (p.error) parts.push(" · ", el("span", {className: "badge warn", textContent: p.error.type}), " " + p.error.message);
+  line.replaceChildren(...parts);
+  stdout.textContent = p.stdout || "";
+  if (p.stderr) errStream().textContent = p.stderr;
+  if (p.stdoutTruncated || p.stderrTruncated) line.append(" · output truncated at the pool's cap");
+  if (p.result !== null && p.result !== undefined) {
+    box.append(el("h3", {textContent: "result"}), el("pre", {id: "value", textContent: JSON.stringify(p.result)}));
+  }
+}
+
+// refresh replaces the pool's counts, the sessions table and the
+// session's files with the pool page's current ones.
+async function refresh(page, id) {
+  try {
+    const res = await fetch(page + "?identifier=" + encodeURIComponent(id));
+    if (!res.ok) return;
+    const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+    for (const sel of ["pool-stats", "sessions-section", "console-files"]) {
+      const fresh = doc.getElementById(sel), old = document.getElementById(sel);
+      if (fresh && old) { old.replaceWith(fresh); confirmations(fresh); }
+    }
+  } catch (_) { /* the page stays as it was */ }
 }
 
 // imageDeploy posts the image form asking for NDJSON, and draws each
@@ -189,3 +296,4 @@ logView();
 confirmations();
 copyButtons();
 consoleKeys();
+consoleStream();
