@@ -118,7 +118,7 @@ func poolServer(t *testing.T) string {
 	bo := bwrap.Options{}
 	bo.Instance = "envimg" + fmt.Sprint(time.Now().UnixNano()%1e6)
 	bo.StateDir = t.TempDir()
-	bo.AgentPath = testutil.BerthBinary(t)
+	bo.AgentPath = testutil.AgentBinary(t)
 	rt, err := bwrap.New(bo)
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,13 @@ func TestStateDirAndAppVolumes(t *testing.T) {
 			t.Errorf("%s not in the state dir: %v", d, err)
 		}
 	}
+	// The sandboxes run the small berth-agent installed beside berth, not
+	// berth itself.
+	staged, err1 := os.Stat(filepath.Join(state, inst, "bwrap", "agent"))
+	small, err2 := os.Stat(filepath.Join(filepath.Dir(b.bin), "berth-agent"))
+	if err1 != nil || err2 != nil || staged.Size() != small.Size() {
+		t.Errorf("the sandboxes' agent is not berth-agent: %v %v", err1, err2)
+	}
 	if _, err := os.Stat(filepath.Join("/var/lib/berth", inst)); err == nil {
 		t.Errorf("/var/lib/berth/%s exists with --state-dir", inst)
 	}

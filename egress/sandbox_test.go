@@ -39,7 +39,7 @@ func runtimes(t testing.TB) map[string]sandbox.Runtime {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "nft")
-	agentPath := testutil.BerthBinary(t)
+	agentPath := testutil.AgentBinary(t)
 	rts := map[string]sandbox.Runtime{}
 	tag := strconv.FormatInt(time.Now().UnixNano()%1e5, 36)
 	bo := bwrap.Options{}

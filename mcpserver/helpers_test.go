@@ -37,7 +37,7 @@ func newEnv(tb testing.TB, o mcpserver.Options, allowedOrigins ...string) *env {
 	bo := bwrap.Options{}
 	bo.Instance = "mcp" + fmt.Sprint(time.Now().UnixNano()%1e6)
 	bo.StateDir = tb.TempDir()
-	bo.AgentPath = testutil.BerthBinary(tb)
+	bo.AgentPath = testutil.AgentBinary(tb)
 	rt, err := bwrap.New(bo)
 	if err != nil {
 		tb.Fatal(err)

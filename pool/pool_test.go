@@ -32,7 +32,7 @@ func newEnv(t *testing.T) *env {
 	o := bwrap.Options{}
 	o.Instance = "pool" + fmt.Sprint(time.Now().UnixNano()%1e6)
 	o.StateDir = t.TempDir()
-	o.AgentPath = testutil.BerthBinary(t)
+	o.AgentPath = testutil.AgentBinary(t)
 	rt, err := bwrap.New(o)
 	if err != nil {
 		t.Fatal(err)

@@ -85,9 +85,11 @@ fi
 mkdir -p "$BIN/tasks-app"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/tasks-app/tasks" ./examples/tasks
 
-# berth itself, static: the same binary is the agent inside every sandbox.
-log "building berth"
+# berth itself, static.
+log "building berth and berth-agent"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o "$BIN/berth" ./cmd/berth
+# The sandbox agent, its own small binary beside berth (where berth finds it).
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/berth-agent" ./cmd/berth-agent
 
 # The built-in environments (python, shell) as OCI image layouts in
 # /var/cache/berth/images; cached, so this is quick once they are built.

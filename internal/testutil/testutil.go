@@ -1,5 +1,5 @@
-// Package testutil has helpers for Berth's tests: a static berth binary to
-// run as the sandbox agent or as a server, and checks for what the tests
+// Package testutil has helpers for Berth's tests: static berth and
+// berth-agent binaries to run as a server and as the sandbox agent, and checks for what the tests
 // need from the host.
 package testutil
 
@@ -25,8 +25,10 @@ func ModuleRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// BerthBinary builds ./cmd/berth statically (CGO_ENABLED=0, as the agent
-// must be) once per test process and returns its path.
+// BerthBinary builds ./cmd/berth and ./cmd/berth-agent statically
+// (CGO_ENABLED=0, as the agent must be) into one directory, once per test
+// process, and returns berth's path: a berth up started from it runs the
+// berth-agent beside it in its sandboxes, as an installed one does.
 func BerthBinary(tb testing.TB) string {
 	tb.Helper()
 	buildOnce.Do(func() {
@@ -36,17 +38,24 @@ func BerthBinary(tb testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "berth")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/berth")
+		cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/berth", "./cmd/berth-agent")
 		cmd.Dir = ModuleRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/berth: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build ./cmd/berth ./cmd/berth-agent: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
 		tb.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// AgentBinary is the berth-agent built beside BerthBinary: what a driver
+// runs as the agent in its sandboxes.
+func AgentBinary(tb testing.TB) string {
+	tb.Helper()
+	return filepath.Join(filepath.Dir(BerthBinary(tb)), "berth-agent")
 }
 
 // RequireRoot skips the test unless it runs as root, which the sandbox

@@ -17,7 +17,7 @@ func benchRuntime(b *testing.B) *bwrap.Runtime {
 	testutil.RequireRoot(b)
 	testutil.RequireTool(b, "bwrap")
 	rt, err := bwrap.New(bwrap.Options{Options: local.Options{
-		Instance: "bench", StateDir: b.TempDir(), AgentPath: testutil.BerthBinary(b),
+		Instance: "bench", StateDir: b.TempDir(), AgentPath: testutil.AgentBinary(b),
 	}})
 	if err != nil {
 		b.Fatal(err)

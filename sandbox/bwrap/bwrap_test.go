@@ -21,7 +21,7 @@ func newRuntime(tb testing.TB) sandboxtest.Runtime {
 	o := bwrap.Options{Options: local.Options{
 		Instance:  "t" + strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(tb.Name())),
 		StateDir:  tb.TempDir(),
-		AgentPath: testutil.BerthBinary(tb),
+		AgentPath: testutil.AgentBinary(tb),
 	}}
 	rt, err := bwrap.New(o)
 	if err != nil {

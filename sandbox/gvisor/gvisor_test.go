@@ -40,7 +40,7 @@ func fileExists(p string) bool {
 func options(tb testing.TB, instance, stateDir string) gvisor.Options {
 	agentPath := os.Getenv("BERTH_TEST_AGENT")
 	if agentPath == "" {
-		agentPath = testutil.BerthBinary(tb)
+		agentPath = testutil.AgentBinary(tb)
 	}
 	return gvisor.Options{
 		Options: local.Options{Instance: instance, StateDir: stateDir, AgentPath: agentPath},

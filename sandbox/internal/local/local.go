@@ -26,8 +26,8 @@ type Options struct {
 	// sandboxes' own uids bind-mount from it. Default
 	// /var/lib/berth/INSTANCE/DRIVER.
 	StateDir string
-	// AgentPath is the berth binary run as the agent inside sandboxes
-	// (default: this executable). It is copied into StateDir.
+	// AgentPath is the binary run as the agent inside sandboxes (default:
+	// DefaultAgentPath). It is copied into StateDir.
 	AgentPath string
 	// VolumeDir holds the sandbox groups' volumes (sandbox.Spec.Volumes);
 	// drivers that run the same groups share it. Default StateDir/volumes.
@@ -65,11 +65,11 @@ func NewHost(driver string, o Options) (*Host, error) {
 		o.StateDir = filepath.Join("/var/lib/berth", o.Instance, driver)
 	}
 	if o.AgentPath == "" {
-		exe, err := os.Executable()
+		p, err := DefaultAgentPath()
 		if err != nil {
 			return nil, err
 		}
-		o.AgentPath = exe
+		o.AgentPath = p
 	}
 	if o.UIDBase == 0 {
 		var h uint32
@@ -102,6 +102,22 @@ func NewHost(driver string, o Options) (*Host, error) {
 		return nil, fmt.Errorf("stage agent: %w", err)
 	}
 	return h, nil
+}
+
+// DefaultAgentPath is the agent sandboxes run: the berth-agent binary
+// beside this program's (as make installs them), else this program itself
+// (berth has the agent as its hidden "agent" subcommand, but links far
+// more, so each sandbox's agent starts slower and holds more memory).
+func DefaultAgentPath() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(filepath.Dir(exe), "berth-agent")
+	if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+		return p, nil
+	}
+	return exe, nil
 }
 
 // mkdirTraversable creates dir and makes it and its parents searchable
