@@ -1,0 +1,115 @@
+package kubestore
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/berth-dev/berth/store"
+)
+
+// Handler gets the changes Watch sees: pools and apps created, changed or
+// deleted by another replica or with kubectl (and this replica's own
+// writes, which a handler recognises as nothing new). An error says why
+// Berth cannot serve the resource as it is; it becomes the resource's
+// Ready condition.
+type Handler struct {
+	Pool     func(ctx context.Context, p store.Pool) error
+	PoolGone func(ctx context.Context, name string)
+	App      func(ctx context.Context, a store.App) error
+	AppGone  func(ctx context.Context, name string)
+}
+
+// Watch feeds h with every change to the namespace's SessionPools, Apps and
+// pool keys until ctx is done, then returns once its informers have
+// stopped. It calls h from one goroutine per kind, in the order of the
+// changes; it returns an error if the informers cannot sync.
+func (s *Store) Watch(ctx context.Context, h Handler) error {
+	dyn := dynamicinformer.NewFilteredDynamicSharedInformerFactory(s.dyn, 0, s.ns, nil)
+	keys := informers.NewSharedInformerFactoryWithOptions(s.kube, 0, informers.WithNamespace(s.ns),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector(RolePoolKey, "", "") }))
+	pools := dyn.ForResource(PoolResource).Informer()
+	apps := dyn.ForResource(AppResource).Informer()
+	secrets := keys.Core().V1().Secrets().Informer()
+
+	onPool := func(obj any) {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok || h.Pool == nil {
+			return
+		}
+		p, err := s.poolFromObject(ctx, u)
+		if err == nil {
+			err = h.Pool(ctx, p)
+		}
+		s.setReady(ctx, s.pools(), u, err)
+	}
+	onApp := func(obj any) {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok || h.App == nil {
+			return
+		}
+		a, err := appFromObject(u)
+		if err == nil {
+			err = h.App(ctx, a)
+		}
+		s.setReady(ctx, s.apps(), u, err)
+	}
+	_, _ = pools.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    onPool,
+		UpdateFunc: func(_, obj any) { onPool(obj) },
+		DeleteFunc: func(obj any) {
+			if h.PoolGone != nil {
+				h.PoolGone(ctx, nameOf(obj))
+			}
+		},
+	})
+	_, _ = apps.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    onApp,
+		UpdateFunc: func(_, obj any) { onApp(obj) },
+		DeleteFunc: func(obj any) {
+			if h.AppGone != nil {
+				h.AppGone(ctx, nameOf(obj))
+			}
+		},
+	})
+	// A key rotated by another replica: the pool is read again.
+	_, _ = secrets.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, obj any) {
+			sec, ok := obj.(*corev1.Secret)
+			if !ok || h.Pool == nil {
+				return
+			}
+			if p, err := s.GetPool(ctx, sec.Labels[LabelOwnerName]); err == nil {
+				_ = h.Pool(ctx, p)
+			}
+		},
+	})
+	dyn.Start(ctx.Done())
+	keys.Start(ctx.Done())
+	defer dyn.Shutdown()
+	defer keys.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), pools.HasSynced, apps.HasSynced, secrets.HasSynced) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("kubestore: the watch of %s did not sync", s.ns)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func nameOf(obj any) string {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if m, ok := obj.(metav1.Object); ok {
+		return m.GetName()
+	}
+	return ""
+}
