@@ -40,7 +40,6 @@ import (
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/source"
-	"github.com/berth-dev/berth/store"
 	"github.com/berth-dev/berth/workload"
 )
 
@@ -110,6 +109,11 @@ type Options struct {
 	// start, by name: a pool's image "builtin:NAME" is the one loaded from
 	// BuiltinImages[NAME].
 	BuiltinImages map[string]string
+	// State is where pools, apps, keys and secrets live: "sqlite" (the
+	// default: berth.db in DataDir) or "kube" (custom resources and
+	// Secrets in the Kubernetes API, shared by replicas; see Kube).
+	State string
+	Kube  KubeOptions
 }
 
 // Connection limits of the control listener, apart from the public one's.
@@ -196,7 +200,7 @@ func Run(ctx context.Context, o Options) error {
 		runtimes[name] = tunnels.Runtime(rt)
 	}
 
-	st, err := store.Open(dir)
+	st, ks, err := openState(ctx, o, dir, log)
 	if err != nil {
 		return err
 	}
@@ -287,6 +291,10 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer apps.Close()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	waitWatch := watchState(watchCtx, ks, pools, apps, log)
+	defer waitWatch()
+	defer stopWatch()
 	metrics := prometheus.NewRegistry()
 	gw := gateway.New(gateway.Options{Apps: apps, Bodies: bodies, Registerer: metrics, Logger: log})
 	defer gw.Close()
@@ -345,6 +353,8 @@ func Run(ctx context.Context, o Options) error {
 			o.Ready(&Server{Info: info, Pools: pools, Images: images, DataDir: dir, Instance: instance})
 		}
 	})
+	stopWatch()
+	waitWatch()
 	log.Info("removing sandboxes")
 	gw.Close()
 	apps.Close()
@@ -365,7 +375,7 @@ func Instance(absDataDir string) string {
 
 // ensureDefaultPool creates the "default" pool on first start: a shell
 // pool, on the built-in shell image if the server has one.
-func ensureDefaultPool(ctx context.Context, st *store.Store, pools *pool.Manager, builtins map[string]string) error {
+func ensureDefaultPool(ctx context.Context, st state, pools *pool.Manager, builtins map[string]string) error {
 	done, err := st.Meta(ctx, "defaultPoolCreated")
 	if err != nil || done != "" {
 		return err
