@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/berth-dev/berth/internal/kubeapitest"
+	"github.com/berth-dev/berth/internal/testutil"
+	"github.com/berth-dev/berth/store/kubestore"
+)
+
+// TestKubeStateReplicas: two `berth up --state kube` share one state in a
+// real API server (etcd + kube-apiserver on loopback). A pool created with
+// the CLI of one is served by the other; a SessionPool applied with
+// kubectl (the dynamic client) is served by both, with a key Berth gives
+// it; an update, a key rotation and a delete made on one reach the other.
+func TestKubeStateReplicas(t *testing.T) {
+	testutil.RequireRoot(t)
+	bins, err := kubeapitest.Bins()
+	if err != nil {
+		if os.Getenv("BERTH_REQUIRE_KUBE") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx := context.Background()
+	api, err := kubeapitest.Start(ctx, bins, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(api.Stop)
+	if err := api.ApplyCRDs(ctx, "../deploy/kubernetes/crds"); err != nil {
+		t.Fatal(err)
+	}
+	const ns = "berth-h-kstore-e2e"
+	kube := kubernetes.NewForConfigOrDie(api.Config)
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// No default pool: its warm sandboxes, twice, are not what this tests.
+	if _, err := kube.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "berth-meta"},
+		Data: map[string]string{"defaultPoolCreated": "test"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--state", "kube", "--kubeconfig", api.Kubeconfig, "--kube-namespace", ns}
+	a, b := startBerth(t, "", flags...), startBerth(t, "", flags...)
+
+	key := a.createPool("cli-pool", "--ready", "1", "--max", "5")
+	waitUntil(t, "replica b to serve the pool a created", func() bool {
+		return b.executeRaw("cli-pool", key, "s1", "echo hi").Status == 200
+	})
+	if out := b.execute("cli-pool", key, "s1", "echo from-b").Stdout; out != "from-b\n" {
+		t.Fatalf("stdout %q", out)
+	}
+
+	dyn := dynamic.NewForConfigOrDie(api.Config)
+	sp := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "berth.dev/v1", "kind": "SessionPool", "metadata": map[string]any{"name": "applied"},
+		"spec": map[string]any{"type": "shell", "readySessions": int64(1), "maxSessions": int64(3)},
+	}}
+	if _, err := dyn.Resource(kubestore.PoolResource).Namespace(ns).Create(ctx, sp, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "both replicas to list the applied pool", func() bool {
+		_, _, ca := a.try("pool", "show", "applied")
+		_, _, cb := b.try("pool", "show", "applied")
+		return ca == 0 && cb == 0
+	})
+	appliedKey := strings.TrimSpace(a.cli("pool", "credentials", "applied"))
+	for _, r := range []*berth{a, b} {
+		if out := r.execute("applied", appliedKey, "k1", "echo applied").Stdout; out != "applied\n" {
+			t.Fatalf("stdout %q", out)
+		}
+	}
+	waitUntil(t, "Ready=True on the applied pool", func() bool {
+		u, err := dyn.Resource(kubestore.PoolResource).Namespace(ns).Get(ctx, "applied", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		return len(conds) == 1 && conds[0].(map[string]any)["status"] == "True"
+	})
+
+	// Changes on one replica reach the other.
+	b.cli("pool", "update", "cli-pool", "--max", "7")
+	waitUntil(t, "replica a to see the update b made", func() bool {
+		return a.poolView("cli-pool").Max == 7
+	})
+	newKey := strings.TrimSpace(a.cli("pool", "rotate-key", "cli-pool"))
+	waitUntil(t, "replica b to refuse the old key", func() bool {
+		return b.executeRaw("cli-pool", key, "s2", "true").Status == 401
+	})
+	if r := b.executeRaw("cli-pool", newKey, "s2", "true"); r.Status != 200 {
+		t.Fatalf("new key on b: %d %s", r.Status, r.Body)
+	}
+	a.cli("pool", "delete", "cli-pool")
+	waitUntil(t, "replica b to drop the pool a deleted", func() bool {
+		return b.executeRaw("cli-pool", newKey, "s3", "true").Status == 404
+	})
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
