@@ -56,9 +56,9 @@ func TestKubeStateReplicas(t *testing.T) {
 
 	key := a.createPool("cli-pool", "--ready", "1", "--max", "5")
 	waitUntil(t, "replica b to serve the pool a created", func() bool {
-		return b.executeRaw("cli-pool", key, "s1", "echo hi").Status == 200
+		return b.executeRaw("cli-pool", key, "sess-1", "echo hi").Status == 200
 	})
-	if out := b.execute("cli-pool", key, "s1", "echo from-b").Stdout; out != "from-b\n" {
+	if out := b.execute("cli-pool", key, "sess-1", "echo from-b").Stdout; out != "from-b\n" {
 		t.Fatalf("stdout %q", out)
 	}
 
@@ -77,7 +77,7 @@ func TestKubeStateReplicas(t *testing.T) {
 	})
 	appliedKey := strings.TrimSpace(a.cli("pool", "credentials", "applied"))
 	for _, r := range []*berth{a, b} {
-		if out := r.execute("applied", appliedKey, "k1", "echo applied").Stdout; out != "applied\n" {
+		if out := r.execute("applied", appliedKey, "key-sess-1", "echo applied").Stdout; out != "applied\n" {
 			t.Fatalf("stdout %q", out)
 		}
 	}
@@ -97,14 +97,14 @@ func TestKubeStateReplicas(t *testing.T) {
 	})
 	newKey := strings.TrimSpace(a.cli("pool", "rotate-key", "cli-pool"))
 	waitUntil(t, "replica b to refuse the old key", func() bool {
-		return b.executeRaw("cli-pool", key, "s2", "true").Status == 401
+		return b.executeRaw("cli-pool", key, "sess-2", "true").Status == 401
 	})
-	if r := b.executeRaw("cli-pool", newKey, "s2", "true"); r.Status != 200 {
+	if r := b.executeRaw("cli-pool", newKey, "sess-2", "true"); r.Status != 200 {
 		t.Fatalf("new key on b: %d %s", r.Status, r.Body)
 	}
 	a.cli("pool", "delete", "cli-pool")
 	waitUntil(t, "replica b to drop the pool a deleted", func() bool {
-		return b.executeRaw("cli-pool", newKey, "s3", "true").Status == 404
+		return b.executeRaw("cli-pool", newKey, "sess-3", "true").Status == 404
 	})
 }
 

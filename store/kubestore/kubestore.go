@@ -51,6 +51,7 @@ const (
 	AnnotRegistry   = "berth.dev/registry-host"
 	AnnotUsername   = "berth.dev/username"
 	AnnotUpdatedAt  = "berth.dev/updated-at"
+	AnnotKeyByBerth = "berth.dev/key-by-berth"
 	metaConfigMap   = "berth-meta"
 	keyField        = "key"
 	passwordField   = "password"

@@ -48,6 +48,9 @@ func newPoolObject(name string, sp map[string]any) *unstructured.Unstructured {
 	u.SetKind("SessionPool")
 	u.SetName(name)
 	u.SetLabels(map[string]string{LabelManagedBy: ManagedBy})
+	// Its key follows at once: a replica that sees the pool first waits
+	// for it instead of making one.
+	u.SetAnnotations(map[string]string{AnnotKeyByBerth: "true"})
 	return u
 }
 
@@ -102,14 +105,19 @@ func (s *Store) putSecret(ctx context.Context, sec *corev1.Secret) error {
 
 // poolFromObject reads a pool's key: a pool made with kubectl apply has
 // none until Berth first reads it, and gets a fresh one then (created
-// once: a second replica's Create finds the first one's).
-func (s *Store) poolFromObject(ctx context.Context, u *unstructured.Unstructured) (store.Pool, error) {
+// once: a second replica's Create finds the first one's). A pool that
+// CreatePool made gets its key from CreatePool: until it is there, the
+// pool has none (its hash matches no key), unless makeKey.
+func (s *Store) poolFromObject(ctx context.Context, u *unstructured.Unstructured, makeKey bool) (store.Pool, error) {
 	cfg, err := fromSpec(u)
 	if err != nil {
 		return store.Pool{}, err
 	}
 	p := store.Pool{Name: u.GetName(), Config: cfg, CreatedAt: u.GetCreationTimestamp().UTC(), UpdatedAt: u.GetCreationTimestamp().UTC()}
 	key, err := s.poolKey(ctx, u.GetName())
+	if isNotFound(err) && !makeKey && u.GetAnnotations()[AnnotKeyByBerth] != "" {
+		return p, nil
+	}
 	if isNotFound(err) {
 		if err := s.createPoolKey(ctx, u); err != nil {
 			return store.Pool{}, err
@@ -159,7 +167,7 @@ func (s *Store) GetPool(ctx context.Context, name string) (store.Pool, error) {
 	if err != nil {
 		return store.Pool{}, err
 	}
-	return s.poolFromObject(ctx, u)
+	return s.poolFromObject(ctx, u, false)
 }
 
 // ListPools returns every pool, by name.
@@ -170,7 +178,7 @@ func (s *Store) ListPools(ctx context.Context) ([]store.Pool, error) {
 	}
 	out := make([]store.Pool, 0, len(l.Items))
 	for i := range l.Items {
-		p, err := s.poolFromObject(ctx, &l.Items[i])
+		p, err := s.poolFromObject(ctx, &l.Items[i], false)
 		if err != nil {
 			return nil, fmt.Errorf("pool %q: %w", l.Items[i].GetName(), err)
 		}
@@ -236,7 +244,7 @@ func (s *Store) PoolKey(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := s.poolFromObject(ctx, p); err != nil { // gives it one if it has none
+	if _, err := s.poolFromObject(ctx, p, true); err != nil { // gives it one if it has none
 		return "", err
 	}
 	return s.poolKey(ctx, name)

@@ -43,7 +43,7 @@ func (s *Store) Watch(ctx context.Context, h Handler) error {
 		if !ok || h.Pool == nil {
 			return
 		}
-		p, err := s.poolFromObject(ctx, u)
+		p, err := s.poolFromObject(ctx, u, false)
 		if err == nil {
 			err = h.Pool(ctx, p)
 		}
@@ -78,17 +78,19 @@ func (s *Store) Watch(ctx context.Context, h Handler) error {
 			}
 		},
 	})
-	// A key rotated by another replica: the pool is read again.
+	// A key made or rotated by another replica: the pool is read again.
+	onKey := func(obj any) {
+		sec, ok := obj.(*corev1.Secret)
+		if !ok || h.Pool == nil {
+			return
+		}
+		if p, err := s.GetPool(ctx, sec.Labels[LabelOwnerName]); err == nil {
+			_ = h.Pool(ctx, p)
+		}
+	}
 	_, _ = secrets.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(_, obj any) {
-			sec, ok := obj.(*corev1.Secret)
-			if !ok || h.Pool == nil {
-				return
-			}
-			if p, err := s.GetPool(ctx, sec.Labels[LabelOwnerName]); err == nil {
-				_ = h.Pool(ctx, p)
-			}
-		},
+		AddFunc:    onKey,
+		UpdateFunc: func(_, obj any) { onKey(obj) },
 	})
 	dyn.Start(ctx.Done())
 	keys.Start(ctx.Done())
