@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -163,6 +164,10 @@ spec: {type: shell, runtime: nope}
 		s, msg := readyCondition(e.get(t, kubestore.PoolResource, "bad"))
 		return s == "False" && strings.Contains(msg, "not available")
 	})
+	eventually(t, "a Warning event on the refused pool", func() bool {
+		evs, err := e.kube.CoreV1().Events(e.ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=bad"})
+		return err == nil && len(evs.Items) == 1 && evs.Items[0].Reason == kubestore.ReasonRejected && evs.Items[0].Type == "Warning"
+	})
 
 	// Another replica's writes reach the watch too.
 	if _, err := writer.UpdateApp(context.Background(), "tasks", func([]byte) ([]byte, error) {
@@ -179,4 +184,39 @@ spec: {type: shell, runtime: nope}
 		t.Fatal(err)
 	}
 	eventually(t, "the watch to see kubectl delete app", func() bool { return rec.isGone("app/tasks") })
+}
+
+// TestReplicasDisagree: two replicas that judge a pool differently (one
+// refuses it) settle on the refusal instead of rewriting its status in
+// turn forever.
+func TestReplicasDisagree(t *testing.T) {
+	e := newEnv(t)
+	ok, refuses := newRecorder(), newRecorder()
+	refuses.reject["split"] = errors.New("runtime \"gvisor\" is not available on this server")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, r := range []*recorder{ok, refuses} {
+		s := e.store(t)
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = s.Watch(ctx, r.handler()) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	e.apply(t, `
+apiVersion: berth.dev/v1
+kind: SessionPool
+metadata: {name: split}
+spec: {type: shell, runtime: gvisor}
+`)
+	eventually(t, "Ready=False", func() bool {
+		s, _ := readyCondition(e.get(t, kubestore.PoolResource, "split"))
+		return s == "False"
+	})
+	rv := e.get(t, kubestore.PoolResource, "split").GetResourceVersion()
+	time.Sleep(2 * time.Second)
+	if now := e.get(t, kubestore.PoolResource, "split").GetResourceVersion(); now != rv {
+		t.Fatalf("the status is still being rewritten (resourceVersion %s, then %s)", rv, now)
+	}
+	if s, _ := readyCondition(e.get(t, kubestore.PoolResource, "split")); s != "False" {
+		t.Fatalf("Ready=%s, want the refusal kept", s)
+	}
 }
