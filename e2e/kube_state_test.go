@@ -53,6 +53,9 @@ func TestKubeStateReplicas(t *testing.T) {
 	}
 	flags := []string{"--state", "kube", "--kubeconfig", api.Kubeconfig, "--kube-namespace", ns}
 	a, b := startBerth(t, "", flags...), startBerth(t, "", flags...)
+	if a.token() != b.token() {
+		t.Error("the replicas' admin tokens differ")
+	}
 
 	key := a.createPool("cli-pool", "--ready", "1", "--max", "5")
 	waitUntil(t, "replica b to serve the pool a created", func() bool {

@@ -209,6 +209,9 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if token, err = sharedAdminToken(ctx, ks, token, filepath.Join(dir, TokenFile)); err != nil {
+		return err
+	}
 
 	images, err := image.Open(filepath.Join(dir, "images"), image.Options{IDShift: sandbox.ImageIDShift, Insecure: o.InsecureRegistries, Credentials: st, Logger: log})
 	if err != nil {

@@ -135,3 +135,17 @@ func watchState(ctx context.Context, ks *kubestore.Store, pools *pool.Manager, a
 	}()
 	return func() { <-done }
 }
+
+// sharedAdminToken makes replicas that share a kube state accept one admin
+// token (the first replica's, kept in a Secret), written to the data
+// directory too for the CLI; without a kube state it is token.
+func sharedAdminToken(ctx context.Context, ks *kubestore.Store, token, path string) (string, error) {
+	if ks == nil {
+		return token, nil
+	}
+	shared, err := ks.SharedToken(ctx, "admin-token", token)
+	if err != nil || shared == token {
+		return shared, err
+	}
+	return shared, os.WriteFile(path, []byte(shared+"\n"), 0o600)
+}

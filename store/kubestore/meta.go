@@ -58,3 +58,25 @@ func (s *Store) SetMeta(ctx context.Context, k, v string) error {
 		return err
 	})
 }
+
+// SharedToken returns the value of a token all replicas share (the control
+// API's admin token): the one stored in the Secret berth-NAME, or fresh,
+// stored there if there is none yet (the first replica's wins).
+func (s *Store) SharedToken(ctx context.Context, name, fresh string) (string, error) {
+	secrets := s.kube.CoreV1().Secrets(s.ns)
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "berth-" + name, Labels: labels("token", "", "")},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{valueField: []byte(fresh)},
+	}
+	if _, err := secrets.Create(ctx, sec, metav1.CreateOptions{}); err == nil {
+		return fresh, nil
+	} else if !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	cur, err := secrets.Get(ctx, sec.Name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	return string(cur.Data[valueField]), nil
+}
