@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -13,7 +14,9 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/berth-dev/berth/internal/imagetest"
 	"github.com/berth-dev/berth/internal/kubeapitest"
+	"github.com/berth-dev/berth/internal/registrytest"
 	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/berth-dev/berth/store/kubestore"
 )
@@ -24,39 +27,8 @@ import (
 // kubectl (the dynamic client) is served by both, with a key Berth gives
 // it; an update, a key rotation and a delete made on one reach the other.
 func TestKubeStateReplicas(t *testing.T) {
-	testutil.RequireRoot(t)
-	bins, err := kubeapitest.Bins()
-	if err != nil {
-		if os.Getenv("BERTH_REQUIRE_KUBE") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	a, b, dyn, ns := kubeReplicas(t)
 	ctx := context.Background()
-	api, err := kubeapitest.Start(ctx, bins, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(api.Stop)
-	if err := api.ApplyCRDs(ctx, "../deploy/kubernetes/crds"); err != nil {
-		t.Fatal(err)
-	}
-	const ns = "berth-h-kstore-e2e"
-	kube := kubernetes.NewForConfigOrDie(api.Config)
-	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// No default pool: its warm sandboxes, twice, are not what this tests.
-	if _, err := kube.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "berth-meta"},
-		Data: map[string]string{"defaultPoolCreated": "test"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	flags := []string{"--state", "kube", "--kubeconfig", api.Kubeconfig, "--kube-namespace", ns}
-	a, b := startBerth(t, "", flags...), startBerth(t, "", flags...)
-	if a.token() != b.token() {
-		t.Error("the replicas' admin tokens differ")
-	}
-
 	key := a.createPool("cli-pool", "--ready", "1", "--max", "5")
 	waitUntil(t, "replica b to serve the pool a created", func() bool {
 		return b.executeRaw("cli-pool", key, "sess-1", "echo hi").Status == 200
@@ -65,7 +37,6 @@ func TestKubeStateReplicas(t *testing.T) {
 		t.Fatalf("stdout %q", out)
 	}
 
-	dyn := dynamic.NewForConfigOrDie(api.Config)
 	sp := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "berth.dev/v1", "kind": "SessionPool", "metadata": map[string]any{"name": "applied"},
 		"spec": map[string]any{"type": "shell", "readySessions": int64(1), "maxSessions": int64(3)},
@@ -109,6 +80,96 @@ func TestKubeStateReplicas(t *testing.T) {
 	waitUntil(t, "replica b to drop the pool a deleted", func() bool {
 		return b.executeRaw("cli-pool", newKey, "sess-3", "true").Status == 404
 	})
+}
+
+// kubeReplicas starts an API server with Berth's CRDs, a namespace, and two
+// berth up --state kube on it.
+func kubeReplicas(t *testing.T, extra ...string) (a, b *berth, dyn dynamic.Interface, ns string) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	bins, err := kubeapitest.Bins()
+	if err != nil {
+		if os.Getenv("BERTH_REQUIRE_KUBE") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx := context.Background()
+	api, err := kubeapitest.Start(ctx, bins, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(api.Stop)
+	if err := api.ApplyCRDs(ctx, "../deploy/kubernetes/crds"); err != nil {
+		t.Fatal(err)
+	}
+	ns = "berth-h-kstore-e2e"
+	kube := kubernetes.NewForConfigOrDie(api.Config)
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// No default pool: its warm sandboxes, twice, are not what this tests.
+	if _, err := kube.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "berth-meta"},
+		Data: map[string]string{"defaultPoolCreated": "test"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	flags := append([]string{"--state", "kube", "--kubeconfig", api.Kubeconfig, "--kube-namespace", ns}, extra...)
+	a, b = startBerth(t, "", flags...), startBerth(t, "", flags...)
+	if a.token() != b.token() {
+		t.Error("the replicas' admin tokens differ")
+	}
+	return a, b, dynamic.NewForConfigOrDie(api.Config), ns
+}
+
+// TestKubeStateApps: an app deployed from an image on one replica runs on
+// the other too; an App applied with kubectl (the dynamic client), made
+// from it, runs on both; kubectl delete stops it on both.
+func TestKubeStateApps(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	imagetest.Push(t, reg.Ref("ids:1"), idsImage(t, imagetest.GoBinary(t, idsGo), "v1"))
+	a, b, dyn, ns := kubeReplicas(t, "--insecure-registry", reg.Host)
+	ctx := context.Background()
+	if _, errOut, code := a.try("app", "deploy", "ids", "--image", reg.Ref("ids:1"), "--min", "1"); code != 0 {
+		t.Fatalf("deploy: %s", errOut)
+	}
+	a.waitReplicas("ids", 1)
+	b.waitReplicas("ids", 1)
+	if info := b.appInfo("ids"); info.Version != "v1" {
+		t.Fatalf("replica b runs %+v", info)
+	}
+
+	apps := dyn.Resource(kubestore.AppResource).Namespace(ns)
+	src, err := apps.Get(ctx, "ids", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := json.Marshal(src.Object["spec"])
+	spec = []byte(strings.ReplaceAll(string(spec), "ids--r1", "kubectl-app--r1"))
+	var sp map[string]any
+	if err := json.Unmarshal(spec, &sp); err != nil {
+		t.Fatal(err)
+	}
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "berth.dev/v1", "kind": "App", "metadata": map[string]any{"name": "kubectl-app"}, "spec": sp,
+	}}
+	if _, err := apps.Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*berth{a, b} {
+		r.waitReplicas("kubectl-app", 1)
+		if info := r.appInfo("kubectl-app"); info.Version != "v1" {
+			t.Fatalf("the applied app runs %+v", info)
+		}
+	}
+	if err := apps.Delete(ctx, "kubectl-app", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*berth{a, b} {
+		waitUntil(t, "kubectl delete to reach the replicas", func() bool {
+			_, _, code := r.try("app", "show", "kubectl-app")
+			return code != 0
+		})
+	}
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {

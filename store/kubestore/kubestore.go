@@ -8,6 +8,12 @@
 // conflict, so two replicas never lose each other's writes; Watch feeds
 // changes made by another replica or by kubectl apply back to the
 // managers.
+//
+// In its namespace Berth needs: sessionpools and apps (get, list, watch,
+// create, update, delete) and their status (update); secrets (get, list,
+// watch, create, update, delete, deletecollection); configmaps (get,
+// create, update); events (create). Nothing cluster-wide: the CRDs
+// (deploy/kubernetes/crds) are installed by whoever installs Berth.
 package kubestore
 
 import (
