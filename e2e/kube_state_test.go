@@ -133,6 +133,7 @@ func TestKubeStateApps(t *testing.T) {
 		t.Fatalf("deploy: %s", errOut)
 	}
 	a.waitReplicas("ids", 1)
+	waitUntil(t, "replica b to know the app a deployed", func() bool { _, _, code := b.try("app", "show", "ids"); return code == 0 })
 	b.waitReplicas("ids", 1)
 	if info := b.appInfo("ids"); info.Version != "v1" {
 		t.Fatalf("replica b runs %+v", info)
@@ -156,6 +157,7 @@ func TestKubeStateApps(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range []*berth{a, b} {
+		waitUntil(t, "the replicas to know the applied app", func() bool { _, _, code := r.try("app", "show", "kubectl-app"); return code == 0 })
 		r.waitReplicas("kubectl-app", 1)
 		if info := r.appInfo("kubectl-app"); info.Version != "v1" {
 			t.Fatalf("the applied app runs %+v", info)
