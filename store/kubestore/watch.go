@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
@@ -39,7 +40,7 @@ func (s *Store) Watch(ctx context.Context, h Handler) error {
 	secrets := keys.Core().V1().Secrets().Informer()
 
 	onPool := func(obj any) {
-		u, ok := obj.(*unstructured.Unstructured)
+		u, ok := s.fresh(ctx, s.pools(), obj)
 		if !ok || h.Pool == nil {
 			return
 		}
@@ -50,7 +51,7 @@ func (s *Store) Watch(ctx context.Context, h Handler) error {
 		s.setReady(ctx, s.pools(), u, err)
 	}
 	onApp := func(obj any) {
-		u, ok := obj.(*unstructured.Unstructured)
+		u, ok := s.fresh(ctx, s.apps(), obj)
 		if !ok || h.App == nil {
 			return
 		}
@@ -104,6 +105,29 @@ func (s *Store) Watch(ctx context.Context, h Handler) error {
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// fresh reads the object of an event again: an event can be older than
+// what this replica wrote since (and already serves), and handing it on
+// would turn the replica back for a moment. false if it is gone (its
+// delete event follows); the event's object if it cannot be read.
+func (s *Store) fresh(ctx context.Context, ri dynamic.ResourceInterface, obj any) (*unstructured.Unstructured, bool) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, false
+	}
+	cur, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
+	if isNotFound(err) {
+		return nil, false
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		s.log.Warn("kubestore: read changed object again; using the event's", "kind", u.GetKind(), "name", u.GetName(), "err", err)
+		return u, true
+	}
+	return cur, true
 }
 
 func nameOf(obj any) string {
