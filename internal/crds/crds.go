@@ -107,6 +107,13 @@ func statusSchema() map[string]any {
 
 var timeType = reflect.TypeFor[time.Time]()
 
+// secretFields are left out of the schemas, so that the API server prunes
+// them: a registry password sent in an App (kubectl apply) is dropped,
+// never stored in the resource (Berth keeps passwords in Secrets).
+var secretFields = map[reflect.Type]map[string]bool{
+	reflect.TypeFor[app.Registry](): {"password": true},
+}
+
 // schemaOf is the structural OpenAPI schema of what encoding/json makes of
 // t.
 func schemaOf(t reflect.Type) map[string]any {
@@ -158,6 +165,9 @@ func addFields(props map[string]any, t reflect.Type) {
 		}
 		if name == "" {
 			name = f.Name
+		}
+		if secretFields[t][name] {
+			continue
 		}
 		props[name] = schemaOf(f.Type)
 	}

@@ -95,7 +95,7 @@ func TestAppLifecycle(t *testing.T) {
 	e := newEnv(t)
 	s := e.store(t)
 	ctx := context.Background()
-	doc := `{"name":"tasks","revisions":[{"name":"tasks--r1","config":{"command":"./run","transport":"http","port":8000,"path":"/mcp","minReplicas":0,"maxReplicas":3}}],"traffic":[{"revision":"tasks--r1","percent":100}],"latestRevision":true,"nextRevision":1}`
+	doc := `{"name":"tasks","revisions":[{"name":"tasks--r1","config":{"command":"./run","registries":[{"server":"r.example","username":"u","password":"pw-sent-in-a-doc"}],"transport":"http","port":8000,"path":"/mcp","minReplicas":0,"maxReplicas":3}}],"traffic":[{"revision":"tasks--r1","percent":100}],"latestRevision":true,"nextRevision":1}`
 	if _, err := s.UpdateApp(ctx, "tasks", func(cur []byte) ([]byte, error) {
 		if cur != nil {
 			t.Errorf("a new app has a document: %s", cur)
@@ -142,8 +142,8 @@ func TestAppLifecycle(t *testing.T) {
 	if err != nil || len(secs.Items) != 1 || len(secs.Items[0].OwnerReferences) != 1 || secs.Items[0].OwnerReferences[0].UID != u.GetUID() {
 		t.Fatalf("app Secret: %v %v", secs, err)
 	}
-	if strings.Contains(e.notSecrets(t), secret) {
-		t.Fatal("a secret's value is in a resource")
+	if all := e.notSecrets(t); strings.Contains(all, secret) || strings.Contains(all, "pw-sent-in-a-doc") {
+		t.Fatal("a secret's value or a registry password is in a resource")
 	}
 	if err := s.DeleteSecret(ctx, "tasks", "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("delete of a missing secret: %v", err)
