@@ -29,10 +29,12 @@ import (
 func TestKubeStateReplicas(t *testing.T) {
 	a, b, dyn, ns := kubeReplicas(t)
 	ctx := context.Background()
+	start := time.Now()
 	key := a.createPool("cli-pool", "--ready", "1", "--max", "5")
 	waitUntil(t, "replica b to serve the pool a created", func() bool {
 		return b.executeRaw("cli-pool", key, "sess-1", "echo hi").Status == 200
 	})
+	t.Logf("pool create on a → first execute served by b: %v", time.Since(start))
 	if out := b.execute("cli-pool", key, "sess-1", "echo from-b").Stdout; out != "from-b\n" {
 		t.Fatalf("stdout %q", out)
 	}
@@ -69,10 +71,12 @@ func TestKubeStateReplicas(t *testing.T) {
 	waitUntil(t, "replica a to see the update b made", func() bool {
 		return a.poolView("cli-pool").Max == 7
 	})
+	start = time.Now()
 	newKey := strings.TrimSpace(a.cli("pool", "rotate-key", "cli-pool"))
 	waitUntil(t, "replica b to refuse the old key", func() bool {
 		return b.executeRaw("cli-pool", key, "sess-2", "true").Status == 401
 	})
+	t.Logf("rotate-key on a → old key refused by b: %v", time.Since(start))
 	if r := b.executeRaw("cli-pool", newKey, "sess-2", "true"); r.Status != 200 {
 		t.Fatalf("new key on b: %d %s", r.Status, r.Body)
 	}

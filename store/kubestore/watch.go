@@ -25,6 +25,9 @@ type Handler struct {
 	PoolGone func(ctx context.Context, name string)
 	App      func(ctx context.Context, a store.App) error
 	AppGone  func(ctx context.Context, name string)
+	// Synced, if set, is called once the watch has seen what there was
+	// when it started.
+	Synced func()
 }
 
 // Watch feeds h with every change to the namespace's SessionPools, Apps and
@@ -102,6 +105,9 @@ func (s *Store) Watch(ctx context.Context, h Handler) error {
 			return nil
 		}
 		return fmt.Errorf("kubestore: the watch of %s did not sync", s.ns)
+	}
+	if h.Synced != nil {
+		h.Synced()
 	}
 	<-ctx.Done()
 	return nil

@@ -115,7 +115,10 @@ func TestWatchSeesApply(t *testing.T) {
 	rec.reject["bad"] = errors.New("runtime \"nope\" is not available")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- watcher.Watch(ctx, rec.handler()) }()
+	synced := make(chan struct{})
+	h := rec.handler()
+	h.Synced = func() { close(synced) }
+	go func() { done <- watcher.Watch(ctx, h) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -123,6 +126,8 @@ func TestWatchSeesApply(t *testing.T) {
 		}
 	}()
 
+	<-synced
+	start := time.Now()
 	e.apply(t, `
 apiVersion: berth.dev/v1
 kind: SessionPool
@@ -130,6 +135,7 @@ metadata: {name: kubectl-pool}
 spec: {type: shell, runtime: bwrap, readySessions: 1, maxSessions: 5}
 `)
 	eventually(t, "the watch to see the applied pool", func() bool { _, ok := rec.pool("kubectl-pool"); return ok })
+	t.Logf("first apply → the other instance's handler (key made too): %v", time.Since(start))
 	p, _ := rec.pool("kubectl-pool")
 	if !strings.Contains(string(p.Config), `"maxSessions":5`) || !strings.Contains(string(p.Config), `"name":"kubectl-pool"`) {
 		t.Errorf("config %s", p.Config)
@@ -143,6 +149,7 @@ spec: {type: shell, runtime: bwrap, readySessions: 1, maxSessions: 5}
 		return s == "True"
 	})
 
+	start = time.Now()
 	e.apply(t, `
 apiVersion: berth.dev/v1
 kind: SessionPool
@@ -153,6 +160,7 @@ spec: {type: shell, runtime: bwrap, readySessions: 1, maxSessions: 9}
 		p, _ := rec.pool("kubectl-pool")
 		return strings.Contains(string(p.Config), `"maxSessions":9`)
 	})
+	t.Logf("apply of a change → the other instance's handler: %v", time.Since(start))
 
 	e.apply(t, `
 apiVersion: berth.dev/v1
