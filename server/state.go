@@ -128,6 +128,7 @@ func watchState(ctx context.Context, ks *kubestore.Store, pools *pool.Manager, a
 			PoolGone: func(_ context.Context, name string) { pools.Forget(name) },
 			App:      apps.Sync,
 			AppGone:  func(_ context.Context, name string) { apps.Forget(name) },
+			Synced:   func() { log.Info("watching the cluster's pools and apps") },
 		})
 		if err != nil {
 			log.Error("watch of the cluster's state stopped", "err", err)
