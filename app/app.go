@@ -30,9 +30,24 @@ var (
 	ErrLabelNotFound = errors.New("label not found")
 )
 
+// Store keeps apps' documents and secrets: package store's SQLite database
+// on one machine, or the Kubernetes API (store/kubestore).
+type Store interface {
+	ListApps(ctx context.Context) ([]store.App, error)
+	// UpdateApp changes an app's document: fn gets the stored one (nil if
+	// none) and may be called again if another writer changed it meanwhile.
+	UpdateApp(ctx context.Context, name string, fn func(cur []byte) ([]byte, error)) ([]byte, error)
+	DeleteApp(ctx context.Context, name string) error
+	SetSecret(ctx context.Context, app, name string, value []byte) error
+	ListSecrets(ctx context.Context, app string) ([]store.SecretInfo, error)
+	DeleteSecret(ctx context.Context, app, name string) error
+	Secrets(ctx context.Context, app string) (map[string][]byte, error)
+	DeleteSecrets(ctx context.Context, app string) error
+}
+
 // Options configure a Manager.
 type Options struct {
-	Store   *store.Store
+	Store   Store
 	Runtime sandbox.Runtime
 	// StateDir holds revisions' files and volumes; its parents must be
 	// traversable by unprivileged uids.
@@ -88,7 +103,7 @@ type Capacity interface {
 
 // Manager owns every app.
 type Manager struct {
-	store   *store.Store
+	store   Store
 	runtime sandbox.Runtime
 	egress  EgressProxies
 	dir     string

@@ -166,7 +166,8 @@ func (a *App) release(revName string, seq int) {
 	}
 }
 
-// update changes the app's stored doc: fn edits a copy, the copy is
+// update changes the app's stored doc: fn edits a copy of what is stored
+// (it may be called again if another replica wrote meanwhile), the copy is
 // written to the store, and only then does it become the app's. saveMu
 // orders updates (so the store always ends with the newest doc); a.mu is
 // held only to copy and to swap, never across the store write.
@@ -176,16 +177,24 @@ func (a *App) update(ctx context.Context, fn func(*Doc) error) (Doc, error) {
 	if a.deleted {
 		return Doc{}, fmt.Errorf("%w: %q (it was deleted)", ErrNotFound, a.name)
 	}
-	d := a.Doc()
-	d.Labels = maps.Clone(d.Labels)
-	if err := fn(&d); err != nil {
-		return Doc{}, err
-	}
-	b, err := json.Marshal(d)
+	var d Doc
+	_, err := a.m.store.UpdateApp(ctx, a.name, func(cur []byte) ([]byte, error) {
+		// What is stored, if anything: another replica may have changed
+		// it since this one last saw it.
+		d = a.Doc()
+		if cur != nil {
+			d = Doc{}
+			if err := json.Unmarshal(cur, &d); err != nil {
+				return nil, fmt.Errorf("app %q: stored document: %w", a.name, err)
+			}
+		}
+		d.Labels = maps.Clone(d.Labels)
+		if err := fn(&d); err != nil {
+			return nil, err
+		}
+		return json.Marshal(d)
+	})
 	if err != nil {
-		return Doc{}, err
-	}
-	if err := a.m.store.PutApp(ctx, a.name, b); err != nil {
 		return Doc{}, err
 	}
 	a.mu.Lock()

@@ -21,9 +21,28 @@ import (
 	"github.com/berth-dev/berth/store"
 )
 
+// Store keeps pools, their keys and their secrets: package store's SQLite
+// database on one machine, or the Kubernetes API (store/kubestore).
+type Store interface {
+	ListPools(ctx context.Context) ([]store.Pool, error)
+	GetPool(ctx context.Context, name string) (store.Pool, error)
+	// CreatePool fails with store.ErrExists if the name is taken.
+	CreatePool(ctx context.Context, name string, config []byte, key string) error
+	// UpdatePool changes a pool's configuration: fn gets the stored one
+	// and may be called again if another writer changed it meanwhile.
+	UpdatePool(ctx context.Context, name string, fn func(cur []byte) ([]byte, error)) error
+	DeletePool(ctx context.Context, name string) error
+	PoolKey(ctx context.Context, name string) (string, error)
+	SetPoolKey(ctx context.Context, name, key string) error
+	SetPoolSecret(ctx context.Context, pool, name string, value []byte) error
+	ListPoolSecrets(ctx context.Context, pool string) ([]store.SecretInfo, error)
+	DeletePoolSecret(ctx context.Context, pool, name string) error
+	DeletePoolSecrets(ctx context.Context, pool string) error
+}
+
 // Options configure a Manager.
 type Options struct {
-	Store *store.Store
+	Store Store
 	// Runtimes by name ("bwrap", "gvisor"); pools name the one they use.
 	Runtimes map[string]sandbox.Runtime
 	Logger   *slog.Logger
@@ -68,7 +87,7 @@ type Capacity interface {
 
 // Manager owns every pool.
 type Manager struct {
-	store    *store.Store
+	store    Store
 	runtimes map[string]sandbox.Runtime
 	log      *slog.Logger
 	capacity Capacity
@@ -305,31 +324,42 @@ func (m *Manager) Update(ctx context.Context, name string, change func(*Config))
 	}()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	old := p.Config()
-	cfg := old
-	change(&cfg)
-	if imageChanged {
-		cfg.Image, cfg.ImageDigest = pre.Image, pre.ImageDigest
-	} else {
-		cfg.ImageDigest = old.ImageDigest
+	apply := func(old Config) (Config, error) {
+		cfg := old
+		change(&cfg)
+		if imageChanged {
+			cfg.Image, cfg.ImageDigest = pre.Image, pre.ImageDigest
+		} else {
+			cfg.ImageDigest = old.ImageDigest
+		}
+		if cfg.Name != old.Name || cfg.Type != old.Type || cfg.Runtime != old.Runtime {
+			return Config{}, invalid("name", "a pool's name, type and runtime cannot change; create a new pool")
+		}
+		if err := cfg.Normalize(); err != nil {
+			return Config{}, err
+		}
+		return cfg, m.fits(cfg)
 	}
-	if cfg.Name != old.Name || cfg.Type != old.Type || cfg.Runtime != old.Runtime {
-		return nil, invalid("name", "a pool's name, type and runtime cannot change; create a new pool")
-	}
-	if err := cfg.Normalize(); err != nil {
-		return nil, err
-	}
-	if err := m.fits(cfg); err != nil {
+	cfg, err := apply(p.Config())
+	if err != nil {
 		return nil, err
 	}
 	if err := m.checkSecrets(ctx, cfg); err != nil {
 		return nil, err
 	}
-	b, err := json.Marshal(cfg)
+	// Applied again to what is stored: another replica may have changed
+	// it since this one last saw it.
+	err = m.store.UpdatePool(ctx, name, func(cur []byte) ([]byte, error) {
+		var stored Config
+		if err := json.Unmarshal(cur, &stored); err != nil {
+			return nil, fmt.Errorf("pool %q: stored config: %w", name, err)
+		}
+		if cfg, err = apply(stored); err != nil {
+			return nil, err
+		}
+		return json.Marshal(cfg)
+	})
 	if err != nil {
-		return nil, err
-	}
-	if err := m.store.UpdatePoolConfig(ctx, name, b); err != nil {
 		return nil, err
 	}
 	if !imageChanged {

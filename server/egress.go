@@ -30,7 +30,7 @@ type EgressOptions struct {
 }
 
 // newEgress makes the egress proxy service: CAs under DATA_DIR/egress.
-func newEgress(o EgressOptions, dataDir string, st *store.Store, log *slog.Logger) (*egress.Service, error) {
+func newEgress(o EgressOptions, dataDir string, st state, log *slog.Logger) (*egress.Service, error) {
 	dir := filepath.Join(dataDir, "egress")
 	eo := egress.Options{Dir: dir, Secrets: o.Secrets, Logger: log}
 	if eo.Secrets == nil {
@@ -65,7 +65,7 @@ func newEgress(o EgressOptions, dataDir string, st *store.Store, log *slog.Logge
 // storeSecrets reads inject rules' secrets from the store: an app's
 // (berth secret set APP NAME) for scope app/NAME, a pool's (berth secret
 // set --pool POOL NAME) for pool/NAME.
-type storeSecrets struct{ st *store.Store }
+type storeSecrets struct{ st state }
 
 func (s storeSecrets) Secret(ctx context.Context, scope, name string) ([]byte, error) {
 	var v []byte

@@ -44,7 +44,6 @@ import (
 	"github.com/berth-dev/berth/sandbox/admit"
 	"github.com/berth-dev/berth/sandbox/agentaddr"
 	"github.com/berth-dev/berth/source"
-	"github.com/berth-dev/berth/store"
 	"github.com/berth-dev/berth/workload"
 )
 
@@ -122,6 +121,11 @@ type Options struct {
 	BuiltinImages map[string]string
 	// Dashboard configures the dashboard's OIDC sign-in and the public one.
 	Dashboard DashboardOptions
+	// State is where pools, apps, keys and secrets live: "sqlite" (the
+	// default: berth.db in DataDir) or "kube" (custom resources and
+	// Secrets in the Kubernetes API, shared by replicas; see Kube).
+	State string
+	Kube  KubeOptions
 }
 
 // Connection limits of the control listener, apart from the public one's.
@@ -220,13 +224,16 @@ func Run(ctx context.Context, o Options) error {
 		runtimes[name] = tunnels.Runtime(rt)
 	}
 
-	st, err := store.Open(dir)
+	st, ks, err := openState(ctx, o, dir, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	token, err := adminToken(filepath.Join(dir, TokenFile))
 	if err != nil {
+		return err
+	}
+	if token, err = sharedAdminToken(ctx, ks, token, filepath.Join(dir, TokenFile)); err != nil {
 		return err
 	}
 
@@ -321,10 +328,18 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer apps.Close()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	waitWatch := watchState(watchCtx, ks, pools, apps, log)
+	defer waitWatch()
+	defer stopWatch()
 	metrics := prometheus.NewRegistry()
 	// Every Berth replica with this master key opens the MCP session ids
 	// any of them sealed, and reaches the replica behind them.
-	sessions, err := sessionseal.New(st.DeriveKey("berth mcp session ids v1"))
+	sealKey, err := sessionSealKey(ctx, st, ks)
+	if err != nil {
+		return err
+	}
+	sessions, err := sessionseal.New(sealKey)
 	if err != nil {
 		return err
 	}
@@ -392,6 +407,8 @@ func Run(ctx context.Context, o Options) error {
 			o.Ready(&Server{Info: info, Pools: pools, Images: images, DataDir: dir, Instance: instance})
 		}
 	})
+	stopWatch()
+	waitWatch()
 	log.Info("removing sandboxes")
 	gw.Close()
 	apps.Close()
@@ -412,7 +429,7 @@ func Instance(absDataDir string) string {
 
 // ensureDefaultPool creates the "default" pool on first start: a shell
 // pool, on the built-in shell image if the server has one.
-func ensureDefaultPool(ctx context.Context, st *store.Store, pools *pool.Manager, builtins map[string]string) error {
+func ensureDefaultPool(ctx context.Context, st state, pools *pool.Manager, builtins map[string]string) error {
 	done, err := st.Meta(ctx, "defaultPoolCreated")
 	if err != nil || done != "" {
 		return err

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -62,4 +64,34 @@ func (s *Store) DeleteApp(ctx context.Context, name string) error {
 		return fmt.Errorf("app %q: %w", name, ErrNotFound)
 	}
 	return nil
+}
+
+// UpdateApp changes an app's document in one transaction: fn gets the
+// stored document (nil if there is none) and returns the new one, which is
+// stored and returned. An error from fn leaves the store as it was.
+func (s *Store) UpdateApp(ctx context.Context, name string, fn func(cur []byte) ([]byte, error)) ([]byte, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	var cur []byte
+	var doc string
+	err = tx.QueryRowContext(ctx, `SELECT doc FROM apps WHERE name = ?`, name).Scan(&doc)
+	switch {
+	case err == nil:
+		cur = []byte(doc)
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil, err
+	}
+	next, err := fn(cur)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO apps (name, doc, created_at, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`, name, string(next), now, now); err != nil {
+		return nil, err
+	}
+	return next, tx.Commit()
 }

@@ -203,6 +203,34 @@ func (s *Store) UpdatePoolConfig(ctx context.Context, name string, config []byte
 		string(config), time.Now().UTC().Format(time.RFC3339Nano), name)
 }
 
+// UpdatePool changes a pool's configuration in one transaction: fn gets
+// the stored configuration and returns the new one. An error from fn
+// leaves the store as it was.
+func (s *Store) UpdatePool(ctx context.Context, name string, fn func(cur []byte) ([]byte, error)) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var cur string
+	err = tx.QueryRowContext(ctx, `SELECT config FROM pools WHERE name = ?`, name).Scan(&cur)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("pool %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	next, err := fn([]byte(cur))
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE pools SET config = ?, updated_at = ? WHERE name = ?`,
+		string(next), time.Now().UTC().Format(time.RFC3339Nano), name); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
 // SetPoolKey replaces a pool's key.
 func (s *Store) SetPoolKey(ctx context.Context, name, key string) error {
 	sealed, err := s.seal(key)

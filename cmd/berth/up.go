@@ -34,6 +34,10 @@ func runUp(ctx context.Context, args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	appDomain := fs.String("app-domain", "localhost", "apps are served at NAME.DOMAIN by host name")
 	appRuntime := fs.String("app-runtime", "bwrap", "sandbox runtime of app replicas: bwrap or gvisor")
+	state := fs.String("state", server.StateSQLite, "where pools, apps, keys and secrets live: sqlite (in the data directory) or kube (custom resources and Secrets in the Kubernetes API, shared by replicas)")
+	var kube server.KubeOptions
+	fs.StringVar(&kube.Namespace, "kube-namespace", "", "with --state kube: the namespace of Berth's resources (default: the kubeconfig's, or the Pod's)")
+	fs.StringVar(&kube.Kubeconfig, "kubeconfig", "", "with --state kube: kubeconfig file (default: $KUBECONFIG, else the Pod's service account)")
 	var ao admit.Options
 	fs.Float64Var(&ao.MemoryOvercommit, "memory-overcommit", admit.DefaultMemoryOvercommit, "admit sandboxes whose memory limits add up to this many times the host's memory")
 	fs.Float64Var(&ao.DiskOvercommit, "disk-overcommit", admit.DefaultDiskOvercommit, "admit sandboxes whose disks add up to this many times the free space of --state-dir")
@@ -65,6 +69,9 @@ func runUp(ctx context.Context, args []string) error {
 	})
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
+	}
+	if *state != server.StateSQLite && *state != server.StateKube {
+		return usageError(fmt.Sprintf("--state: %q is not sqlite or kube", *state))
 	}
 	builtins, err := builtinLayouts(builtinFlags)
 	if err != nil {
@@ -124,6 +131,7 @@ func runUp(ctx context.Context, args []string) error {
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
 		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure, BuiltinImages: builtins,
 		HTTPSListen: *httpsListen, TLS: *tlsOpts, Dashboard: uiOpts,
+		State: *state, Kube: kube,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			return newRuntimes(filepath.Join(*stateDir, instance), instance, *runsc, log)
 		},
