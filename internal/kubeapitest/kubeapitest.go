@@ -7,13 +7,13 @@ package kubeapitest
 
 import (
 	"bytes"
-	"errors"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
