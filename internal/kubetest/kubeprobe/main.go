@@ -1,0 +1,64 @@
+// Command kubeprobe is the program of the test cluster's probe image
+// (kubetest.ProbeImage): a tiny HTTP server, or a client that reports which
+// TCP addresses it can connect to. Static, so it runs on an empty base.
+//
+//	kubeprobe serve :8080
+//	kubeprobe dial [-delay 2s] [-timeout 3s] ADDR...   prints "ok ADDR" or "fail ADDR: ERR" per address, then "done"
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe serve ADDR | dial [-delay D] [-timeout D] ADDR...")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "serve":
+		serve(os.Args[2:])
+	case "dial":
+		dial(os.Args[2:])
+	default:
+		fmt.Fprintln(os.Stderr, "kubeprobe: unknown command", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func serve(args []string) {
+	addr := ":8080"
+	if len(args) > 0 {
+		addr = args[0]
+	}
+	host, _ := os.Hostname()
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "kubeprobe %s\n", host) })
+	srv := &http.Server{Addr: addr, ReadHeaderTimeout: 5 * time.Second}
+	fmt.Fprintln(os.Stderr, srv.ListenAndServe())
+	os.Exit(1)
+}
+
+func dial(args []string) {
+	fs := flag.NewFlagSet("dial", flag.ExitOnError)
+	delay := fs.Duration("delay", 0, "wait this long before dialing")
+	timeout := fs.Duration("timeout", 3*time.Second, "timeout of each dial")
+	_ = fs.Parse(args)
+	time.Sleep(*delay)
+	for _, a := range fs.Args() {
+		c, err := net.DialTimeout("tcp", a, *timeout)
+		if err != nil {
+			fmt.Printf("fail %s: %v\n", a, err)
+			continue
+		}
+		_ = c.Close()
+		fmt.Printf("ok %s\n", a)
+	}
+	fmt.Println("done")
+	// Stay up so the test can read the log of a running Pod.
+	select {}
+}
