@@ -66,7 +66,7 @@ install_part() { # name built-file
 	mv -f "$2" "$PARTS/$1-${PART[$1]}"
 }
 tmpdir() { mktemp -d "$KUBE_CACHE/tmp.XXXXXX"; }
-gobuild() { nice -n 19 go build -trimpath "$@"; }
+gobuild() { nice -n 10 go build -trimpath "$@"; }
 
 k8s_ldflags() {
 	local v=$K8S_VERSION minor
@@ -99,7 +99,7 @@ build_runsc() {
 	if [ -x "$local_runsc" ] && [ "$(cat "$local_runsc.version" 2>/dev/null)" = "$GVISOR_VERSION" ]; then
 		cp -L "$local_runsc" "$t/runsc"
 	else
-		(cd "$t" && GOBIN=$t nice -n 19 go install -trimpath -ldflags "-s -w" "gvisor.dev/gvisor/runsc@$GVISOR_VERSION")
+		(cd "$t" && GOBIN=$t nice -n 10 go install -trimpath -ldflags "-s -w" "gvisor.dev/gvisor/runsc@$GVISOR_VERSION")
 	fi
 	install_part runsc "$t/runsc"; rm -rf "$t"
 }

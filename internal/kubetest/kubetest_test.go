@@ -1,0 +1,110 @@
+package kubetest_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/berth-dev/berth/internal/kubetest"
+)
+
+func TestReadEnvFile(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       kubetest.Env
+		wantErr    bool
+	}{
+		{name: "all", text: "export KUBECONFIG=/k\nexport BERTH_KUBE_REGISTRY=127.0.0.1:5000\nexport BERTH_KUBE_BIN=/b\n" +
+			"export BERTH_KUBE_DIR=/d\nexport BERTH_KUBE_BERTH_IMAGE=127.0.0.1:5000/berth@sha256:00\n",
+			want: kubetest.Env{Kubeconfig: "/k", Registry: "127.0.0.1:5000", Bin: "/b", Dir: "/d",
+				BerthImage: "127.0.0.1:5000/berth@sha256:00"}},
+		{name: "no registry", text: "export KUBECONFIG=/k\n", wantErr: true},
+		{name: "empty", text: "", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "env")
+			if err := os.WriteFile(p, []byte(tt.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := kubetest.ReadEnvFile(p)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// probePod is a Pod running kubeprobe with args, under runtimeClass ("" = runc).
+func probePod(name, image, runtimeClass string, args ...string) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken:  new(bool),
+			TerminationGracePeriodSeconds: new(int64),
+			Containers:                    []corev1.Container{{Name: "probe", Image: image, Args: args}},
+		},
+	}
+	if runtimeClass != "" {
+		p.Spec.RuntimeClassName = &runtimeClass
+	}
+	return p
+}
+
+func create(t *testing.T, k *kubetest.Kube, ns string, p *corev1.Pod) {
+	t.Helper()
+	if _, err := k.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A Pod from an image pushed to the cluster's registry runs under runc and
+// under gVisor, and its IP answers from the host.
+func TestPodRuns(t *testing.T) {
+	k := kubetest.Cluster(t)
+	image := k.ProbeImage(t)
+	ns := k.Namespace(t, "kubetest")
+	for _, rc := range []string{"", "gvisor"} {
+		t.Run("runtime="+rc, func(t *testing.T) {
+			name := "web-" + map[string]string{"": "runc", "gvisor": "gvisor"}[rc]
+			create(t, k, ns, probePod(name, image, rc, "serve", ":8080"))
+			p := k.WaitRunning(t, ns, name, 90*time.Second)
+			body := httpGet(t, "http://"+net.JoinHostPort(p.Status.PodIP, "8080")+"/")
+			if !strings.HasPrefix(body, "kubeprobe "+name) {
+				t.Fatalf("pod answered %q", body)
+			}
+		})
+	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	var last error
+	for i := 0; i < 25; i++ {
+		resp, err := c.Get(url)
+		if err == nil {
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				return string(b)
+			}
+		}
+		last = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("GET %s: %v", url, last)
+	return ""
+}
