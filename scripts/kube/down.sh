@@ -65,6 +65,10 @@ undo_network() {
 			iptables -t filter -X "$c"
 		done
 	fi
+	# iptables-nft made the ip filter table for kube-router: drop it when nothing else is left in it.
+	if command -v iptables >/dev/null && [ -z "$(iptables -t filter -S 2>/dev/null | grep -v '^-P [A-Z]* ACCEPT$')" ]; then
+		nft delete table ip filter 2>/dev/null
+	fi
 	if command -v ipset >/dev/null; then
 		for n in $(ipset list -n 2>/dev/null | grep -E '^(KUBE-|kube-router-|inet6:KUBE-)'); do ipset destroy "$n" 2>/dev/null; done
 	fi

@@ -9,6 +9,7 @@
 # environment tests need is written to $BERTH_KUBE_DIR/env (shell exports).
 # Idempotent: if the cluster is already up, it only prints the env file.
 # scripts/kube/down.sh stops everything and undoes the host changes.
+#   scripts/kube/up.sh --status   exit 0 if the cluster is up (starts nothing)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -320,6 +321,11 @@ write_env() {
 	mv "$WORK/env.tmp" "$WORK/env"
 }
 
+if [ "${1:-}" = "--status" ]; then
+	BIN=$("$HERE/build.sh" --print)
+	all_alive && kc get --raw /readyz >/dev/null 2>&1
+	exit
+fi
 check_host
 BIN=$("$HERE/build.sh")
 mkdir -p "$RUN" "$LOGS" "$ETC" "$DATA"
