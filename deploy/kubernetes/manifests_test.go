@@ -5,6 +5,7 @@ package manifests_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -37,15 +38,20 @@ func readManifests(t *testing.T) []*unstructured.Unstructured {
 		}
 		dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
 		for {
-			var m map[string]any
-			if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
 				break
 			} else if err != nil {
 				t.Fatalf("%s: %v", f, err)
 			}
-			if m != nil {
-				objs = append(objs, &unstructured.Unstructured{Object: m})
+			if len(raw) == 0 || string(raw) == "null" {
+				continue
 			}
+			o := &unstructured.Unstructured{}
+			if err := o.UnmarshalJSON(raw); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			objs = append(objs, o)
 		}
 	}
 	return objs

@@ -156,4 +156,3 @@ func waitDone(t *testing.T, k *kubetest.Kube, ns, name string) string {
 		time.Sleep(500 * time.Millisecond)
 	}
 }
-
