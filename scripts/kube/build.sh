@@ -36,11 +36,11 @@ GOVER=$(go env GOVERSION)
 part_key() { # name -> part key
 	case $1 in
 	etcd) hash_of "$GOVER" etcd "$ETCD_VERSION" "$MODS/etcd/go.mod" "$MODS/etcd/go.sum" ;;
+	kube-router) hash_of "$GOVER" kube-router "$KUBE_ROUTER_VERSION" "$MODS/kube-router/go.mod" "$MODS/kube-router/go.sum" ;;
 	kube-*|kubelet|kubectl) hash_of "$GOVER" "$1" "$K8S_VERSION" "$MODS/k8s/go.mod" "$MODS/k8s/go.sum" ;;
 	runsc) hash_of "$GOVER" runsc "$GVISOR_VERSION" ;;
 	containerd-shim-runsc-v1) hash_of "$GOVER" "$1" "$GVISOR_VERSION" "$CONTAINERD_V2_VERSION" \
 		"$MODS/gvisor-shim/go.mod" "$MODS/gvisor-shim/go.sum" "$HERE"/patches/*.diff ;;
-	kube-router) hash_of "$GOVER" kube-router "$KUBE_ROUTER_VERSION" "$MODS/kube-router/go.mod" "$MODS/kube-router/go.sum" ;;
 	*) echo "build.sh: unknown binary $1" >&2; return 2 ;;
 	esac
 }
@@ -57,10 +57,15 @@ want=("$@")
 [ ${#want[@]} -gt 0 ] || want=("${ALL[@]}")
 
 mkdir -p "$BIN" "$PARTS"
-exec 9>"$KUBE_CACHE/.lock"
-flock 9
-
 have() { [ -x "$PARTS/$1-${PART[$1]}" ]; }
+# One build at a time; a warm run (nothing missing) takes no lock.
+for b in "${want[@]}"; do
+	if ! have "$b"; then
+		exec 9>"$KUBE_CACHE/.lock"
+		flock 9
+		break
+	fi
+done
 install_part() { # name built-file
 	chmod 0755 "$2"
 	mv -f "$2" "$PARTS/$1-${PART[$1]}"
@@ -141,10 +146,10 @@ for b in "${want[@]}"; do
 	case $b in
 	etcd) log "etcd $ETCD_VERSION"; build_etcd ;;
 	kube-apiserver) log "kube-apiserver $K8S_VERSION"; build_k8s kube-apiserver ;;
+	kube-router) log "kube-router $KUBE_ROUTER_VERSION"; build_kube_router ;;
 	kube-*|kubelet|kubectl) k8s_missing+=("$b"); continue ;;
 	runsc) log "runsc $GVISOR_VERSION"; build_runsc ;;
 	containerd-shim-runsc-v1) log "containerd-shim-runsc-v1 $GVISOR_VERSION (patched)"; build_shim ;;
-	kube-router) log "kube-router $KUBE_ROUTER_VERSION"; build_kube_router ;;
 	esac
 	log "$b took $((SECONDS - s))s"
 done

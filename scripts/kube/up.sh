@@ -7,7 +7,9 @@
 # Binaries come from scripts/kube/build.sh (cached; the first run builds them).
 # All state is under $BERTH_KUBE_DIR (default /var/lib/berth-kube); the
 # environment tests need is written to $BERTH_KUBE_DIR/env (shell exports).
-# Idempotent: if the cluster is already up, it only prints the env file.
+# Idempotent: if the cluster is already up, it only prints the env file;
+# a second run starts what is missing.
+# BERTH_KUBE_NETPOL=0 leaves the NetworkPolicy firewall (kube-router) out.
 # scripts/kube/down.sh stops everything and undoes the host changes.
 #   scripts/kube/up.sh --status   exit 0 if the cluster is up (starts nothing)
 set -euo pipefail
@@ -25,9 +27,16 @@ check_host() {
 	[ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: run scripts/setup.sh --kube"
 }
 
+NETPOL=${BERTH_KUBE_NETPOL:-1}
+if [ "$NETPOL" = 0 ]; then
+	DAEMONS=("${DAEMONS[@]/kube-router/}")
+fi
+
 all_alive() {
 	local d
-	for d in "${DAEMONS[@]}"; do alive "$d" || return 1; done
+	for d in "${DAEMONS[@]}"; do
+		[ -z "$d" ] || alive "$d" || return 1
+	done
 }
 
 gen_pki() {
@@ -291,6 +300,7 @@ start_node() {
 	wait_for kube-proxy 60 kube-proxy curl -sf http://127.0.0.1:10256/healthz
 	# NetworkPolicy: the bridge CNI enforces none; kube-router's firewall
 	# (iptables + ipset) does. Routing and service proxy stay off.
+	[ "$NETPOL" != 0 ] || return 0
 	alive kube-router || start_bg kube-router "$BIN/kube-router" --kubeconfig="$ETC/kubeconfig" \
 		--run-firewall=true --run-router=false --run-service-proxy=false \
 		--hostname-override=localhost --service-cluster-ip-range="$SVC_CIDR" \
@@ -327,7 +337,12 @@ if [ "${1:-}" = "--status" ]; then
 	exit
 fi
 check_host
-BIN=$("$HERE/build.sh")
+if [ "$NETPOL" = 0 ]; then
+	BIN=$("$HERE/build.sh" etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl \
+		runsc containerd-shim-runsc-v1)
+else
+	BIN=$("$HERE/build.sh")
+fi
 mkdir -p "$RUN" "$LOGS" "$ETC" "$DATA"
 if all_alive && kc get --raw /readyz >/dev/null 2>&1; then
 	log "already up"
