@@ -77,13 +77,16 @@ func TestPodRuns(t *testing.T) {
 	image := k.ProbeImage(t)
 	ns := k.Namespace(t, "kubetest")
 	for _, rc := range []string{"", "gvisor"} {
-		t.Run("runtime="+rc, func(t *testing.T) {
-			name := "web-" + map[string]string{"": "runc", "gvisor": "gvisor"}[rc]
+		name := "web-" + map[string]string{"": "runc", "gvisor": "gvisor"}[rc]
+		t.Run(name, func(t *testing.T) {
 			create(t, k, ns, probePod(name, image, rc, "serve", ":8080"))
 			p := k.WaitRunning(t, ns, name, 90*time.Second)
 			body := httpGet(t, "http://"+net.JoinHostPort(p.Status.PodIP, "8080")+"/")
-			if !strings.HasPrefix(body, "kubeprobe "+name) {
+			if !strings.HasPrefix(body, "kubeprobe "+name+" ") {
 				t.Fatalf("pod answered %q", body)
+			}
+			if gvisor := strings.Contains(body, "gvisor"); gvisor != (rc == "gvisor") {
+				t.Fatalf("runtime class %q, but the pod's kernel says %q", rc, body)
 			}
 		})
 	}

@@ -2,7 +2,7 @@
 // (kubetest.ProbeImage): a tiny HTTP server, or a client that reports which
 // TCP addresses it can connect to. Static, so it runs on an empty base.
 //
-//	kubeprobe serve :8080
+//	kubeprobe serve :8080                              answers "kubeprobe HOSTNAME KERNEL-RELEASE"
 //	kubeprobe dial [-delay 2s] [-timeout 3s] ADDR...   prints "ok ADDR" or "fail ADDR: ERR" per address, then "done"
 package main
 
@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 )
 
@@ -37,7 +39,19 @@ func serve(args []string) {
 		addr = args[0]
 	}
 	host, _ := os.Hostname()
-	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "kubeprobe %s\n", host) })
+	var u syscall.Utsname
+	_ = syscall.Uname(&u)
+	release := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		release = append(release, byte(c))
+	}
+	// The kernel release tells a gVisor sandbox ("…gvisor") from runc.
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "kubeprobe %s %s\n", host, release)
+	})
 	srv := &http.Server{Addr: addr, ReadHeaderTimeout: 5 * time.Second}
 	fmt.Fprintln(os.Stderr, srv.ListenAndServe())
 	os.Exit(1)
@@ -59,6 +73,8 @@ func dial(args []string) {
 		fmt.Printf("ok %s\n", a)
 	}
 	fmt.Println("done")
-	// Stay up so the test can read the log of a running Pod.
-	select {}
+	// Stay up (until stopped) so the test can read the log of a running Pod.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	<-stop
 }
