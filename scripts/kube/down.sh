@@ -12,11 +12,13 @@ set -uo pipefail
 KEEP=${1:-}
 [ -d "$WORK" ] || { log "nothing to stop ($WORK does not exist)"; exit 0; }
 
-# Processes started by this cluster's containerd (shims) name its socket.
+# Processes this cluster's containerd started (shims, gVisor's sandboxes and
+# gofers) name its run dir (the containerd socket, runsc's root).
 pids_of_ours() {
 	local p
 	for p in /proc/[0-9]*; do
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$RUN/containerd.sock" && echo "${p#/proc/}"
+		[ "${p#/proc/}" = $$ ] && continue
+		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$RUN/" && echo "${p#/proc/}"
 	done
 }
 
@@ -81,7 +83,7 @@ undo_network() {
 }
 
 undo_host() {
-	local c d m
+	local c d m f id
 	grep -oE " ($WORK|/run/containerd)[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
 	for c in /sys/fs/cgroup/*/; do
 		for d in kubepods kubepods.slice k8s.io; do
@@ -92,6 +94,12 @@ undo_host() {
 		sed 's/ //g' "$RUN/sysctl.saved" | while read -r kv; do sysctl -q -w "$kv" 2>/dev/null; done
 		rm -f "$RUN/sysctl.saved"
 	fi
+	# libcni's cache of the pods' results (no CNI DEL ran for killed pods)
+	for f in /var/lib/cni/results/berth-kube-*-eth0; do
+		[ -e "$f" ] || continue
+		id=${f#/var/lib/cni/results/berth-kube-}
+		rm -f "$f" "/var/lib/cni/results/cni-loopback-${id%-eth0}-lo"
+	done
 	rmdir /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd/fifo /run/containerd/s \
 		/run/containerd /var/lib/cni/results /var/lib/cni 2>/dev/null
 }
