@@ -108,6 +108,8 @@ func TestManifestsApply(t *testing.T) {
 		{ns, "", "services", "", "create", true},
 		{ns, "", "persistentvolumeclaims", "", "create", true},
 		{ns, "", "secrets", "", "get", true},
+		{ns, "", "configmaps", "", "update", true},
+		{ns, "", "configmaps", "", "delete", false},
 		{ns, "networking.k8s.io", "networkpolicies", "", "create", true},
 		{ns, "coordination.k8s.io", "leases", "", "update", true},
 		{ns, "", "events", "", "create", true},
