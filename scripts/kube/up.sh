@@ -69,11 +69,18 @@ gen_pki() {
 	)
 }
 
+# put FILE: writes stdin to FILE unless FILE already holds exactly that
+# (kube-proxy exits when its config file changes, even to the same bytes).
+put() {
+	cat >"$1.new"
+	if cmp -s "$1.new" "$1"; then rm -f "$1.new"; else mv -f "$1.new" "$1"; fi
+}
+
 write_configs() {
 	local token
 	token=$(cut -d, -f1 "$PKI/tokens.csv")
 	mkdir -p "$ETC/certs.d/$REG_ADDR" "$ETC/cni"
-	(umask 077 && cat >"$ETC/kubeconfig" <<-EOF
+	(umask 077 && put "$ETC/kubeconfig" <<-EOF
 		apiVersion: v1
 		kind: Config
 		clusters:
@@ -92,19 +99,19 @@ write_configs() {
 	EOF
 	)
 	write_containerd_config
-	cat >"$ETC/certs.d/$REG_ADDR/hosts.toml" <<-EOF
+	put "$ETC/certs.d/$REG_ADDR/hosts.toml" <<-EOF
 		server = "http://$REG_ADDR"
 		[host."http://$REG_ADDR"]
 		  capabilities = ["pull", "resolve", "push"]
 		  skip_verify = true
 	EOF
-	cat >"$ETC/runsc.toml" <<-EOF
+	put "$ETC/runsc.toml" <<-EOF
 		binary_name = "$BIN/runsc"
 		root = "$RUN/runsc"
 		[runsc_config]
 		  platform = "systrap"
 	EOF
-	cat >"$ETC/cni/10-berth-kube.conflist" <<-EOF
+	put "$ETC/cni/10-berth-kube.conflist" <<-EOF
 		{
 		  "cniVersion": "1.0.0",
 		  "name": "berth-kube",
@@ -124,7 +131,7 @@ write_configs() {
 # CAP_SYS_RESOURCE, so nothing may lower oom_score_adj (CRI sandboxes ask for
 # -998). Handler "runsc" is gVisor through the patched shim.
 write_containerd_config() {
-	cat >"$ETC/containerd.toml" <<-EOF
+	put "$ETC/containerd.toml" <<-EOF
 		version = 2
 		root = "$DATA/containerd"
 		state = "$RUN/containerd"
@@ -160,7 +167,7 @@ write_containerd_config() {
 }
 
 write_kube_configs() {
-	cat >"$ETC/kubelet.yaml" <<-EOF
+	put "$ETC/kubelet.yaml" <<-EOF
 		apiVersion: kubelet.config.k8s.io/v1beta1
 		kind: KubeletConfiguration
 		address: 127.0.0.1
@@ -185,7 +192,7 @@ write_kube_configs() {
 		serializeImagePulls: false
 		maxPods: 250
 	EOF
-	cat >"$ETC/kube-proxy.yaml" <<-EOF
+	put "$ETC/kube-proxy.yaml" <<-EOF
 		apiVersion: kubeproxy.config.k8s.io/v1alpha1
 		kind: KubeProxyConfiguration
 		mode: nftables
