@@ -111,3 +111,25 @@ func httpGet(t *testing.T, url string) string {
 	t.Fatalf("GET %s: %v", url, last)
 	return ""
 }
+
+// Berth's own image (the static binary on an empty base) runs in a Pod,
+// under runc and under gVisor: `/berth version`.
+func TestBerthImageRuns(t *testing.T) {
+	k := kubetest.Cluster(t)
+	image := k.BerthImage(t)
+	ns := k.Namespace(t, "berthimage")
+	for _, rc := range []string{"", "gvisor"} {
+		name := "berth-" + map[string]string{"": "runc", "gvisor": "gvisor"}[rc]
+		t.Run(name, func(t *testing.T) {
+			p := probePod(name, image, rc, "version")
+			p.Spec.RestartPolicy = corev1.RestartPolicyNever
+			create(t, k, ns, p)
+			if got := k.WaitExited(t, ns, name, 90*time.Second); got.Status.Phase != corev1.PodSucceeded {
+				t.Fatalf("pod ended %s", got.Status.Phase)
+			}
+			if log := k.Logs(t, ns, name); !strings.HasPrefix(log, "berth ") {
+				t.Fatalf("/berth version printed %q", log)
+			}
+		})
+	}
+}

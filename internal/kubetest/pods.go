@@ -75,3 +75,25 @@ func (k *Kube) Logs(t testing.TB, ns, name string) string {
 	}
 	return string(b)
 }
+
+// WaitExited waits until the Pod has ended (Succeeded or Failed) and returns it.
+func (k *Kube) WaitExited(t testing.TB, ns, name string, timeout time.Duration) *corev1.Pod {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last *corev1.Pod
+	for {
+		p, err := k.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			last = p
+			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				return p
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod %s/%s still not ended after %v: %s", ns, name, timeout, describe(last))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
