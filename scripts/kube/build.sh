@@ -70,7 +70,8 @@ install_part() { # name built-file
 	chmod 0755 "$2"
 	mv -f "$2" "$PARTS/$1-${PART[$1]}"
 }
-tmpdir() { mktemp -d "$KUBE_CACHE/tmp.XXXXXX"; }
+tmpdir() { mktemp -d "$KUBE_CACHE/tmp.$$.XXXXXX"; }
+trap 'rm -rf "$KUBE_CACHE"/tmp.$$.*' EXIT
 gobuild() { nice -n 10 go build -trimpath "$@"; }
 
 k8s_ldflags() {
