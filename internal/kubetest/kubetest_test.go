@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/berth-dev/berth/internal/kubetest"
@@ -131,5 +132,50 @@ func TestBerthImageRuns(t *testing.T) {
 				t.Fatalf("/berth version printed %q", log)
 			}
 		})
+	}
+}
+
+// A PVC of the default StorageClass binds, and what one Pod writes to it
+// the next Pod reads.
+func TestPersistentVolumeClaim(t *testing.T) {
+	k := kubetest.Cluster(t)
+	ctx := context.Background()
+	ns := k.Namespace(t, "pvc")
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "data"},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
+				corev1.ResourceStorage: resource.MustParse("16Mi")}},
+		},
+	}
+	if _, err := k.Client.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	image := k.ProbeImage(t)
+	withData := func(p *corev1.Pod) *corev1.Pod {
+		p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+		p.Spec.RestartPolicy = corev1.RestartPolicyNever
+		return p
+	}
+	create(t, k, ns, withData(probePod("writer", image, "", "write", "/data/x", "kept")))
+	if p := k.WaitExited(t, ns, "writer", 90*time.Second); p.Status.Phase != corev1.PodSucceeded {
+		t.Fatalf("writer %s: %s", p.Status.Phase, k.Logs(t, ns, "writer"))
+	}
+	create(t, k, ns, withData(probePod("reader", image, "gvisor", "cat", "/data/x")))
+	if p := k.WaitExited(t, ns, "reader", 90*time.Second); p.Status.Phase != corev1.PodSucceeded {
+		t.Fatalf("reader %s: %s", p.Status.Phase, k.Logs(t, ns, "reader"))
+	}
+	if got := k.Logs(t, ns, "reader"); got != "kept" {
+		t.Fatalf("reader read %q", got)
+	}
+	got, err := k.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Phase != corev1.ClaimBound || got.Spec.StorageClassName == nil || *got.Spec.StorageClassName != "standard" {
+		t.Fatalf("PVC %s, class %v", got.Status.Phase, got.Spec.StorageClassName)
 	}
 }

@@ -94,6 +94,8 @@ undo_host() {
 		sed 's/ //g' "$RUN/sysctl.saved" | while read -r kv; do sysctl -q -w "$kv" 2>/dev/null; done
 		rm -f "$RUN/sysctl.saved"
 	fi
+	# the volumes of the hostPath provisioner (PVCs)
+	rm -rf --one-file-system /tmp/hostpath_pv
 	# libcni's cache of the pods' results (no CNI DEL ran for killed pods)
 	for f in /var/lib/cni/results/berth-kube-*-eth0; do
 		[ -e "$f" ] || continue

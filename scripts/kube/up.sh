@@ -3,7 +3,8 @@
 #   a loopback registry, containerd (runc + a "gvisor" runtime), etcd,
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet (node
 #   "localhost"), kube-proxy (nftables), kube-router's NetworkPolicy firewall,
-#   the RuntimeClass "gvisor", and Berth's own image in the registry.
+#   the RuntimeClass "gvisor", a default StorageClass (hostPath provisioner)
+#   and Berth's own image in the registry.
 # Binaries come from scripts/kube/build.sh (cached; the first run builds them).
 # All state is under $BERTH_KUBE_DIR (default /var/lib/berth-kube); the
 # environment tests need is written to $BERTH_KUBE_DIR/env (shell exports).
@@ -287,7 +288,7 @@ start_control_plane() {
 		--bind-address=127.0.0.1 --secure-port=10257 --leader-elect=false \
 		--service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
 		--cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
-		--use-service-account-credentials=true \
+		--use-service-account-credentials=true --enable-hostpath-provisioner=true \
 		--service-cluster-ip-range="$SVC_CIDR" --cert-dir="$DATA/kcm-certs" --v=1
 	alive kube-scheduler || start_bg kube-scheduler "$BIN/kube-scheduler" \
 		--kubeconfig="$kcfg" --authentication-kubeconfig="$kcfg" --authorization-kubeconfig="$kcfg" \
@@ -315,12 +316,24 @@ start_node() {
 	wait_for kube-router 60 kube-router curl -sf http://127.0.0.1:20244/healthz
 }
 
+# The RuntimeClass gvisor, and a default StorageClass for PVCs: the
+# controller-manager's hostPath provisioner (one node; volumes are
+# directories under /tmp/hostpath_pv, removed with their PVs).
 cluster_objects() {
 	kc apply -f - >/dev/null <<-EOF
 		apiVersion: node.k8s.io/v1
 		kind: RuntimeClass
 		metadata: {name: gvisor}
 		handler: runsc
+		---
+		apiVersion: storage.k8s.io/v1
+		kind: StorageClass
+		metadata:
+		  name: standard
+		  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+		provisioner: kubernetes.io/host-path
+		reclaimPolicy: Delete
+		volumeBindingMode: Immediate
 	EOF
 	wait_for "default ServiceAccount" 120 kube-controller-manager kc get sa default -n default
 }

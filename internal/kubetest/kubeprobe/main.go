@@ -3,6 +3,7 @@
 // TCP addresses it can connect to. Static, so it runs on an empty base.
 //
 //	kubeprobe serve :8080                              answers "kubeprobe HOSTNAME KERNEL-RELEASE"
+//	kubeprobe write FILE TEXT | cat FILE                 writes TEXT to FILE / prints FILE, then exits
 //	kubeprobe dial [-delay 2s] [-timeout 3s] ADDR...   prints "ok ADDR" or "fail ADDR: ERR" per address, then "done"
 package main
 
@@ -27,6 +28,24 @@ func main() {
 		serve(os.Args[2:])
 	case "dial":
 		dial(os.Args[2:])
+	case "write":
+		if len(os.Args) != 4 {
+			os.Exit(2)
+		}
+		if err := os.WriteFile(os.Args[2], []byte(os.Args[3]), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	case "cat":
+		if len(os.Args) != 3 {
+			os.Exit(2)
+		}
+		b, err := os.ReadFile(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Stdout.Write(b)
 	default:
 		fmt.Fprintln(os.Stderr, "kubeprobe: unknown command", os.Args[1])
 		os.Exit(2)
