@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -156,4 +157,22 @@ func (k *Kube) Namespace(t testing.TB, prefix string) string {
 		}
 	})
 	return name
+}
+
+// Kubectl runs the cluster's kubectl with args (stdin, if not empty, as its
+// input) and returns its output; it fails the test when kubectl fails.
+func (k *Kube) Kubectl(t testing.TB, stdin string, args ...string) string {
+	t.Helper()
+	if k.Bin == "" {
+		t.Fatal("kubetest: the environment names no BERTH_KUBE_BIN (kubectl)")
+	}
+	cmd := exec.Command(filepath.Join(k.Bin, "kubectl"), append([]string{"--kubeconfig", k.Kubeconfig}, args...)...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }

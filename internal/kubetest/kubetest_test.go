@@ -2,6 +2,7 @@ package kubetest_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -177,5 +178,22 @@ func TestPersistentVolumeClaim(t *testing.T) {
 	}
 	if got.Status.Phase != corev1.ClaimBound || got.Spec.StorageClassName == nil || *got.Spec.StorageClassName != "standard" {
 		t.Fatalf("PVC %s, class %v", got.Status.Phase, got.Spec.StorageClassName)
+	}
+}
+
+// The cluster's kubectl talks to an API server of the version built.
+func TestKubectl(t *testing.T) {
+	k := kubetest.Cluster(t)
+	var v struct {
+		Server struct{ GitVersion string } `json:"serverVersion"`
+	}
+	out := k.Kubectl(t, "", "version", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Server.GitVersion != "v1.34.4" {
+		t.Fatalf("kubectl version (%v):\n%s", err, out)
+	}
+	ns := k.Namespace(t, "kubectl")
+	k.Kubectl(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: v}\n", "apply", "-n", ns, "-f", "-")
+	if got := k.Kubectl(t, "", "get", "-n", ns, "configmap", "c", "-o", "jsonpath={.data.k}"); got != "v" {
+		t.Fatalf("configmap data %q", got)
 	}
 }
