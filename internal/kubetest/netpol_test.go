@@ -161,3 +161,44 @@ func waitDone(t *testing.T, k *kubetest.Kube, ns, name string) string {
 		time.Sleep(500 * time.Millisecond)
 	}
 }
+
+// The start-up window can be closed: an init container that waits until a
+// connection is refused holds the Pod's code back until the policy is in
+// force, so code dialing at once (no delay) under deny-all egress connects
+// nowhere.
+func TestNetworkPolicyInitGate(t *testing.T) {
+	k := kubetest.Cluster(t)
+	image := k.ProbeImage(t)
+	ns := k.Namespace(t, "netgate")
+	ctx := context.Background()
+	host := hostListener(t, apiAdvertiseAddress(t, k))
+	deny := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "deny-egress"},
+		Spec:       networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}},
+	}
+	if _, err := k.Client.NetworkingV1().NetworkPolicies(ns).Create(ctx, deny, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	api := "10.96.0.1:443"
+	for _, rc := range []string{"", "gvisor"} {
+		name := "gated-" + map[string]string{"": "runc", "gvisor": "gvisor"}[rc]
+		t.Run(name, func(t *testing.T) {
+			p := probePod(name, image, rc, "dial", "-timeout", "2s", host.addr, api)
+			gate := p.Spec.Containers[0]
+			gate.Name, gate.Args = "gate", []string{"wait-denied", api}
+			p.Spec.InitContainers = append(p.Spec.InitContainers, gate)
+			create(t, k, ns, p)
+			ip := k.WaitRunning(t, ns, name, 90*time.Second).Status.PodIP
+			log := waitDone(t, k, ns, name)
+			t.Logf("gated pod:\n%s", log)
+			for _, a := range []string{host.addr, api} {
+				if !strings.Contains(log, "fail "+a+":") {
+					t.Errorf("gated pod under deny-all egress reached %s:\n%s", a, log)
+				}
+			}
+			if host.saw(ip) {
+				t.Errorf("host listener saw a connection from the gated pod %s", ip)
+			}
+		})
+	}
+}

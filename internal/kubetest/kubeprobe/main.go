@@ -4,6 +4,7 @@
 //
 //	kubeprobe serve :8080                              answers "kubeprobe HOSTNAME KERNEL-RELEASE"
 //	kubeprobe write FILE TEXT | cat FILE                 writes TEXT to FILE / prints FILE, then exits
+//	kubeprobe wait-denied [-within 30s] ADDR                exits 0 once a connect to ADDR fails (a policy is in force)
 //	kubeprobe dial [-delay 2s] [-timeout 3s] ADDR...   prints "ok ADDR" or "fail ADDR: ERR" per address, then "done"
 package main
 
@@ -28,6 +29,8 @@ func main() {
 		serve(os.Args[2:])
 	case "dial":
 		dial(os.Args[2:])
+	case "wait-denied":
+		waitDenied(os.Args[2:])
 	case "write":
 		if len(os.Args) != 4 {
 			os.Exit(2)
@@ -96,4 +99,28 @@ func dial(args []string) {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	<-stop
+}
+
+// waitDenied dials addr until a connection fails: an init container that
+// holds a Pod's other containers until its egress policy is enforced.
+func waitDenied(args []string) {
+	fs := flag.NewFlagSet("wait-denied", flag.ExitOnError)
+	within := fs.Duration("within", 30*time.Second, "give up (exit 1) after this long")
+	_ = fs.Parse(args)
+	if fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "wait-denied wants one address")
+		os.Exit(2)
+	}
+	deadline := time.Now().Add(*within)
+	for n := 1; time.Now().Before(deadline); n++ {
+		c, err := net.DialTimeout("tcp", fs.Arg(0), time.Second)
+		if err != nil {
+			fmt.Printf("denied after %d attempts: %v\n", n, err)
+			return
+		}
+		_ = c.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Println("still allowed")
+	os.Exit(1)
 }
