@@ -61,7 +61,7 @@ stop_pidfile() { # name: TERM, then KILL after 10 s
 		kill -TERM "$pid" 2>/dev/null
 		for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
 		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-		log "stopped $1 ($pid)"
+		log "stopped $1 ($pid) in $((i / 5)).$((i % 5 * 2))s"
 	fi
 	rm -f "$f"
 }
