@@ -4,6 +4,8 @@
 #   scripts/setup.sh          runtime needs: bubblewrap, nftables, runsc, berth
 #   scripts/setup.sh --test   also the test tools: staticcheck, chromium, npm packages
 #   scripts/setup.sh --bench  also Caddy, the gateway benchmark's reference proxy
+#   scripts/setup.sh --kube   also what the one-node test cluster needs from
+#                             Debian (scripts/kube/; --test installs it too)
 # Every mode also builds the built-in environments' images (scripts/images.sh,
 # cached in /var/cache/berth/images; BERTH_SKIP_IMAGES=1 skips them).
 set -euo pipefail
@@ -78,6 +80,22 @@ if [ "${1:-}" = "--bench" ]; then
 		log "building caddy $CADDY_VERSION (the gateway benchmark's reference; a few minutes the first time)"
 		(cd /tmp && CGO_ENABLED=0 GOBIN="$BIN" go install "github.com/caddyserver/caddy/v2/cmd/caddy@$CADDY_VERSION")
 		echo "$CADDY_VERSION" >"$BIN/caddy.version"
+	fi
+fi
+
+# The one-node test cluster (scripts/kube/up.sh): containerd + runc, the CNI
+# plugins, nftables (kube-proxy), iptables + ipset (kube-router's
+# NetworkPolicy firewall), openssl (its PKI), curl (readiness checks). Its
+# Kubernetes binaries are built and cached by scripts/kube/build.sh.
+if [ "${1:-}" = "--kube" ] || [ "${1:-}" = "--test" ]; then
+	kneed=()
+	for pkg in containerd runc containernetworking-plugins nftables iptables ipset openssl curl; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || kneed+=("$pkg")
+	done
+	if [ ${#kneed[@]} -gt 0 ]; then
+		log "apt-get install ${kneed[*]}"
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends "${kneed[@]}" >/dev/null
 	fi
 fi
 

@@ -32,6 +32,21 @@ go vet ./...
 log "staticcheck"
 "$BIN/staticcheck" ./...
 
+# The Kubernetes tests' one-node cluster (scripts/kube/; binaries cached in
+# /var/cache/berth/kube): started for the tests and stopped after them, unless
+# one was already up (then it is left running). BERTH_SKIP_KUBE=1 runs without
+# it: the cluster tests then skip (or fail, in CI).
+if [ -z "${BERTH_SKIP_KUBE:-}" ]; then
+	if scripts/kube/up.sh --status; then
+		log "Kubernetes test cluster: already up"
+	else
+		log "Kubernetes test cluster: scripts/kube/up.sh"
+		trap 'scripts/kube/down.sh' EXIT
+		scripts/kube/up.sh >/dev/null
+	fi
+	export BERTH_KUBE=1
+fi
+
 log "go test -race"
 # Packages run two at a time (the machine has 2 cores); sandboxes need root.
 go test -race -p 2 -timeout 50m -count=1 ./... "$@"
