@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"runtime/debug"
 
@@ -19,6 +21,9 @@ func runAgent(ctx context.Context, args []string) error {
 	workspace := fs.String("workspace", "/mnt/data", "workspace directory")
 	private := fs.String("private", "/tmp/.berth", "the agent's scratch directory")
 	maxProcs := fs.Int("max-procs", 0, "RLIMIT_NPROC for the code the agent runs (0: unlimited)")
+	listen := fs.String("listen", "", "serve TCP on this address instead of the socket (needs --token-file)")
+	tokenFile := fs.String("token-file", "", "file holding the token every request must carry (read before dropping to --user)")
+	user := fs.String("user", "", "UID:GID to drop to once the token is read, when started as root")
 	execNproc := fs.Int(agent.ExecNprocFlag, 0, "instead of serving, run the command after -- under this RLIMIT_NPROC")
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
@@ -26,17 +31,44 @@ func runAgent(ctx context.Context, args []string) error {
 	if *execNproc > 0 {
 		return agent.ExecLimited(*execNproc, fs.Args())
 	}
+	opts := agent.Options{Workspace: *workspace, Private: *private, MaxProcs: *maxProcs}
+	ln, err := agentListener(*socket, *listen, *tokenFile, &opts)
+	if err != nil {
+		return err
+	}
+	if *user != "" {
+		var uid, gid int
+		if _, err := fmt.Sscanf(*user, "%d:%d", &uid, &gid); err != nil {
+			return fmt.Errorf("--user %q: want UID:GID", *user)
+		}
+		if err := agent.DropPrivileges(uid, gid, opts.Workspace, opts.Private); err != nil {
+			return fmt.Errorf("drop privileges: %w", err)
+		}
+	}
 	if err := agent.Harden(); err != nil {
 		return fmt.Errorf("harden the agent: %w", err)
 	}
 	// Idle sandboxes are many: keep the agent's heap small.
 	debug.SetGCPercent(50)
 	debug.SetMemoryLimit(16 << 20)
-	ln, err := agent.Listen(*socket)
-	if err != nil {
-		return err
-	}
-	return agent.Serve(ctx, ln, agent.Options{Workspace: *workspace, Private: *private, MaxProcs: *maxProcs}, func() {
+	return agent.Serve(ctx, ln, opts, func() {
 		fmt.Fprintln(os.Stdout, "ready")
 	})
+}
+
+// agentListener is the agent's Unix socket, or with listen its TCP
+// listener, which requires the token read from tokenFile (into opts).
+func agentListener(socket, listen, tokenFile string, opts *agent.Options) (net.Listener, error) {
+	if listen == "" {
+		return agent.Listen(socket)
+	}
+	if tokenFile == "" {
+		return nil, errors.New("--listen needs --token-file: an agent on TCP must authenticate its callers")
+	}
+	tok, err := agent.ReadToken(tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	opts.Token = tok
+	return net.Listen("tcp", listen)
 }
