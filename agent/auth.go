@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -104,4 +105,33 @@ func DropPrivileges(uid, gid int, dirs ...string) error {
 		return errors.New("the agent is still root after dropping privileges")
 	}
 	return nil
+}
+
+// InstallSelf copies the running executable to path (mode 0555): how an
+// init container from Berth's own image (a static binary on an empty base,
+// with no cp) puts the agent into a volume that the sandbox's container,
+// of another image, runs it from.
+func InstallSelf(path string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	src, err := os.Open(self)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp := path + ".tmp"
+	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o555)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	if err := dst.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

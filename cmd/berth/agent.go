@@ -24,9 +24,13 @@ func runAgent(ctx context.Context, args []string) error {
 	listen := fs.String("listen", "", "serve TCP on this address instead of the socket (needs --token-file)")
 	tokenFile := fs.String("token-file", "", "file holding the token every request must carry (read before dropping to --user)")
 	user := fs.String("user", "", "UID:GID to drop to once the token is read, when started as root")
+	install := fs.String("install", "", "instead of serving, copy this binary to this path (an init container's job) and exit")
 	execNproc := fs.Int(agent.ExecNprocFlag, 0, "instead of serving, run the command after -- under this RLIMIT_NPROC")
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
+	}
+	if *install != "" {
+		return agent.InstallSelf(*install)
 	}
 	if *execNproc > 0 {
 		return agent.ExecLimited(*execNproc, fs.Args())
