@@ -217,6 +217,9 @@ func (r *Runtime) podInformer() cache.SharedIndexInformer {
 	return cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0, cache.Indexers{})
 }
 
+// Options are the runtime's options, defaults filled in.
+func (r *Runtime) Options() Options { return r.o }
+
 // Close stops watching. Sandboxes keep running (Destroy them first).
 func (r *Runtime) Close() {
 	r.stop()
