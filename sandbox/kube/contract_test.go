@@ -199,7 +199,6 @@ func TestDiesAndCleanup(t *testing.T) {
 	}
 }
 
-
 // TestStartFailsClearly: an image that does not exist fails Start with
 // the reason, quickly, and leaves nothing behind.
 func TestStartFailsClearly(t *testing.T) {
