@@ -33,6 +33,8 @@ func runUp(ctx context.Context, args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	appDomain := fs.String("app-domain", "localhost", "apps are served at NAME.DOMAIN by host name")
 	appRuntime := fs.String("app-runtime", "bwrap", "sandbox runtime of app replicas: bwrap or gvisor")
+	var kf kubeFlags
+	kf.register(fs)
 	var ao admit.Options
 	fs.Float64Var(&ao.MemoryOvercommit, "memory-overcommit", admit.DefaultMemoryOvercommit, "admit sandboxes whose memory limits add up to this many times the host's memory")
 	fs.Float64Var(&ao.DiskOvercommit, "disk-overcommit", admit.DefaultDiskOvercommit, "admit sandboxes whose disks add up to this many times the free space of /var/lib/berth")
@@ -85,7 +87,10 @@ func runUp(ctx context.Context, args []string) error {
 	if err := tlsFlags(fs, *httpsListen, *tlsMode, tlsOpts); err != nil {
 		return err
 	}
-	if os.Geteuid() != 0 {
+	if kf.runtime != "local" && kf.runtime != "kube" {
+		return usageError("--runtime: local or kube")
+	}
+	if os.Geteuid() != 0 && kf.runtime == "local" {
 		return errors.New("berth up needs root: every sandbox gets its own cgroup, host uid and namespaces (run it with sudo, or as root)")
 	}
 	bodyBytes, err := pool.ParseBytes(*bodyMemory)
@@ -116,6 +121,9 @@ func runUp(ctx context.Context, args []string) error {
 		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure, BuiltinImages: builtins,
 		HTTPSListen: *httpsListen, TLS: *tlsOpts,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
+			if kf.runtime == "kube" {
+				return newKubeRuntimes(ctx, &kf, instance, log)
+			}
 			return newRuntimes(instance, *runsc, log)
 		},
 		Ready: func(s *server.Server) {
