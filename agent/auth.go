@@ -84,6 +84,9 @@ func DropPrivileges(uid, gid int, dirs ...string) error {
 			return err
 		}
 	}
+	if err := dropBoundingSet(); err != nil {
+		return err
+	}
 	if err := unix.Setgroups(nil); err != nil {
 		return fmt.Errorf("setgroups: %w", err)
 	}
@@ -103,6 +106,28 @@ func DropPrivileges(uid, gid int, dirs ...string) error {
 	}
 	if os.Getuid() != uid || os.Geteuid() != uid {
 		return errors.New("the agent is still root after dropping privileges")
+	}
+	return nil
+}
+
+// dropBoundingSet empties the capability bounding set of every thread
+// (it is per thread), where the agent may (CAP_SETPCAP): nothing the agent
+// starts can then hold a capability, even through a file's. Without
+// SETPCAP it is left as the runtime made it.
+func dropBoundingSet() error {
+	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+		if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 {
+			switch e {
+			case syscall.EINVAL: // past the kernel's last capability
+				return nil
+			case syscall.EPERM: // no CAP_SETPCAP
+				return nil
+			case syscall.ENOTSUP: // a cgo build: this thread only
+				_ = unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
+				continue
+			}
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, e)
+		}
 	}
 	return nil
 }

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"io"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
@@ -167,7 +165,6 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 type App struct {
 	m    *Manager
 	name string
-	uid  uint32
 	dir  string
 
 	// saveMu orders changes to the stored doc (see update); traffic never
@@ -213,13 +210,8 @@ type LogEntry struct {
 }
 
 func (m *Manager) newApp(d Doc) *App {
-	h := fnv.New32a()
-	_, _ = io.WriteString(h, m.dir+"/"+d.Name)
 	a := &App{
 		m: m, name: d.Name, doc: d, dir: filepath.Join(m.dir, d.Name),
-		// Replicas of an app share one unprivileged uid (so they can share
-		// volumes), apart from pool sandboxes' uids.
-		uid:     900_000 + h.Sum32()%90_000,
 		running: map[string]*revisionRuntime{}, sessions: map[string]*session{},
 		reserved: map[string]bool{}, logSubs: map[chan LogEntry]struct{}{},
 	}
@@ -372,6 +364,7 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		m.hosts.remove(name, h.Host)
 	}
 	a.stopAll()
+	m.removeVolumes(ctx, name)
 	if m.logins != nil {
 		if err := m.logins.DeleteAppRegistryCredentials(ctx, name); err != nil {
 			m.log.Warn("forget deleted app's registry logins", "app", name, "err", err)
@@ -379,6 +372,22 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 	}
 	defer m.collectSources()
 	return os.RemoveAll(trash)
+}
+
+// group is the sandbox group of the app's replicas (sandbox.Spec.Group):
+// they share its volumes.
+func (a *App) group() string { return groupOf(a.name) }
+
+func groupOf(app string) string { return "app/" + app }
+
+// removeVolumes removes a deleted app's volumes, which its runtime keeps.
+func (m *Manager) removeVolumes(ctx context.Context, app string) {
+	if m.runtime == nil {
+		return
+	}
+	if err := m.runtime.RemoveVolumes(ctx, groupOf(app)); err != nil {
+		m.log.Warn("remove a deleted app's volumes", "app", app, "err", err)
+	}
 }
 
 func (a *App) stopAll() {

@@ -4,11 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
-	"syscall"
+	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/edge/cors"
@@ -233,30 +232,17 @@ func (a *App) prepare(ctx context.Context, rev Revision) error {
 		_ = os.RemoveAll(staging)
 		return err
 	}
-	for _, v := range rev.Config.Volumes {
-		p := filepath.Join(a.dir, "volumes", v.Name)
-		if err := os.MkdirAll(p, 0o700); err != nil {
-			return err
-		}
-		_ = os.Chmod(filepath.Join(a.dir, "volumes"), 0o711)
-		if err := os.Chown(p, int(a.uid), int(a.uid)); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
-// stage fills a staging directory with the revision's files, for the
-// app's uid only.
+// stage fills a staging directory with the revision's files, root's and
+// private: the sandbox runtime hands them to the app's sandboxes
+// (sandbox.Files), as it sees fit.
 func (a *App) stage(ctx context.Context, rev Revision, staging string) error {
-	uid := int(a.uid)
 	if src := rev.Config.Source; src != nil && src.Archive != "" {
 		if err := a.unpackSource(ctx, src, staging); err != nil {
 			return err
 		}
-	}
-	if err := os.Chown(staging, uid, uid); err != nil {
-		return err
 	}
 	return os.Chmod(staging, 0o700)
 }
@@ -268,24 +254,29 @@ func (a *App) discard(revName string) {
 	}
 }
 
-func (a *App) mounts(rev Revision) []sandbox.Mount {
-	var ms []sandbox.Mount
+// files are the revision's files its sandboxes see at /app.
+func (a *App) files(rev Revision) []sandbox.Files {
 	// An image app's files are its image's (many keep theirs in /app):
 	// /app is the revision's only when it has an archive or no source.
 	if !rev.Config.HasImage() || rev.Config.Source.Archive != "" {
-		ms = append(ms, sandbox.Mount{Source: filepath.Join(a.revisionsDir(), rev.Name), Target: "/app", ReadOnly: true})
+		return []sandbox.Files{{Dir: filepath.Join(a.revisionsDir(), rev.Name), Target: "/app"}}
 	}
+	return nil
+}
+
+// volumes are the revision's volumes, the app's group's (see group).
+func volumes(rev Revision) []sandbox.Volume {
+	var vs []sandbox.Volume
 	for _, v := range rev.Config.Volumes {
-		ms = append(ms, sandbox.Mount{Source: filepath.Join(a.dir, "volumes", v.Name), Target: v.Path})
+		vs = append(vs, sandbox.Volume{Name: v.Name, Path: v.Path})
 	}
-	return ms
+	return vs
 }
 
 // removeStale removes what crashed deploys and deletes left in the state
 // dir: directories of apps that are not stored (a first deploy or a
-// delete that did not finish), staging directories, and revision
-// directories that no stored revision names. It makes older revisions'
-// files private to their app.
+// delete that did not finish) with their volumes, staging directories,
+// and revision directories that no stored revision names.
 func (m *Manager) removeStale() {
 	entries, err := os.ReadDir(m.dir)
 	if err != nil {
@@ -295,6 +286,9 @@ func (m *Manager) removeStale() {
 	for _, e := range entries {
 		a := m.apps[e.Name()]
 		if a == nil {
+			if name := staleAppName(e.Name()); name != "" {
+				m.removeVolumes(context.Background(), name)
+			}
 			m.removeStalePath(filepath.Join(m.dir, e.Name()))
 			continue
 		}
@@ -303,53 +297,23 @@ func (m *Manager) removeStale() {
 			p := filepath.Join(a.revisionsDir(), r.Name())
 			if a.doc.revision(r.Name()) == nil {
 				m.removeStalePath(p)
-				continue
-			}
-			if err := makePrivate(p, int(a.uid)); err != nil {
-				m.log.Warn("make a revision's files private to its app", "path", p, "err", err)
 			}
 		}
 	}
 }
 
-// makePrivate gives the files of a revision copied by an earlier version
-// of Berth (owned by root, readable by all) the owner and modes that
-// a deploy gives them. A revision already done is left alone.
-func makePrivate(dir string, uid int) error {
-	info, err := os.Lstat(dir)
-	if err != nil {
-		return err
-	}
-	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid && info.Mode().Perm() == 0o700 {
-		return nil
-	}
-	// The top directory last: it marks the revision done.
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
+// staleAppName is the app whose files a stale entry of the state dir
+// held: NAME or .deleted-NAME-N (see Delete); "" for anything else.
+func staleAppName(entry string) string {
+	if rest, ok := strings.CutPrefix(entry, ".deleted-"); ok {
+		if i := strings.LastIndexByte(rest, '-'); i > 0 {
+			entry = rest[:i]
 		}
-		if err := os.Lchown(p, uid, uid); err != nil {
-			return err
-		}
-		switch t := d.Type(); {
-		case t.IsDir():
-			return os.Chmod(p, 0o700)
-		case t.IsRegular():
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			return os.Chmod(p, info.Mode().Perm()&0o700|0o400)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	if err := os.Chown(dir, uid, uid); err != nil {
-		return err
+	if !nameRE().MatchString(entry) {
+		return ""
 	}
-	return os.Chmod(dir, 0o700)
+	return entry
 }
 
 func (m *Manager) removeStalePath(p string) {

@@ -14,7 +14,8 @@ import (
 )
 
 // packUnpack is what a deploy does to a directory: the CLI packs it, the
-// server unpacks it for the app's uid.
+// server unpacks it as uid's (root's: the sandbox runtime then hands the
+// files to the app's sandboxes, see sandbox.Files).
 func packUnpack(ctx context.Context, src, dst string, uid int) error {
 	var buf bytes.Buffer
 	if err := archive.Pack(ctx, &buf, src, archive.PackOptions{}); err != nil {
@@ -25,13 +26,13 @@ func packUnpack(ctx context.Context, src, dst string, uid int) error {
 }
 
 // TestRevisionFiles: a directory, packed by the CLI and unpacked for a
-// revision, is its app's uid's alone, with the owner's permission bits
-// plus read; symlinks stay symlinks; special files are left out.
+// revision, is root's alone, with the owner's permission bits plus read;
+// symlinks stay symlinks; special files are left out.
 func TestRevisionFiles(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (chown)")
 	}
-	const uid = 901234
+	const uid = 0 // what the server unpacks for
 	type entry struct {
 		mode fs.FileMode // of the copy; 0 for a symlink
 		link string      // a symlink's target
@@ -140,37 +141,5 @@ func symlink(t *testing.T, target, p string) {
 	t.Helper()
 	if err := os.Symlink(target, p); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestMakePrivate: a revision copied by an older Berth (root's, readable
-// by all) is made the app's own, as a deploy makes it.
-func TestMakePrivate(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (chown)")
-	}
-	const uid = 901235
-	dir := filepath.Join(t.TempDir(), "app--r1")
-	mkdir(t, dir, 0o755)
-	write(t, filepath.Join(dir, "secret"), 0o644)
-	mkdir(t, filepath.Join(dir, "bin"), 0o755)
-	write(t, filepath.Join(dir, "bin", "tool"), 0o755)
-	symlink(t, "/etc/passwd", filepath.Join(dir, "link"))
-	if err := makePrivate(dir, uid); err != nil {
-		t.Fatal(err)
-	}
-	for name, want := range map[string]fs.FileMode{
-		".": fs.ModeDir | 0o700, "secret": 0o600, "bin": fs.ModeDir | 0o700, "bin/tool": 0o700, "link": fs.ModeSymlink | 0o777,
-	} {
-		info, err := os.Lstat(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st := info.Sys().(*syscall.Stat_t); st.Uid != uid || info.Mode() != want {
-			t.Errorf("%s: owner %d, mode %v; want %d, %v", name, st.Uid, info.Mode(), uid, want)
-		}
-	}
-	if info, _ := os.Stat("/etc/passwd"); info.Sys().(*syscall.Stat_t).Uid != 0 {
-		t.Fatal("the link was followed")
 	}
 }

@@ -172,7 +172,7 @@ func (r *revisionRuntime) loadSecrets() (secretSet, error) {
 		set.env[k] = string(values[s])
 	}
 	if cfg.SecretVolume != "" {
-		if set.dir, err = r.app.m.writeSecretFiles(r.rev.Name, r.app.uid, values); err != nil {
+		if set.dir, err = r.app.m.writeSecretFiles(r.rev.Name, values); err != nil {
 			return secretSet{}, fmt.Errorf("write the secret volume: %w", err)
 		}
 		r.mu.Lock()
@@ -183,8 +183,9 @@ func (r *revisionRuntime) loadSecrets() (secretSet, error) {
 }
 
 // writeSecretFiles writes one file per secret, mode 0400, in a new
-// directory (0500) owned by uid, on the secrets tmpfs.
-func (m *Manager) writeSecretFiles(rev string, uid uint32, values map[string][]byte) (string, error) {
+// directory (0500), root's, on the secrets tmpfs: the sandbox runtime
+// hands it to the app's sandboxes (sandbox.Files).
+func (m *Manager) writeSecretFiles(rev string, values map[string][]byte) (string, error) {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	dir := filepath.Join(m.secretsDir, rev+"-"+hex.EncodeToString(b))
@@ -192,16 +193,9 @@ func (m *Manager) writeSecretFiles(rev string, uid uint32, values map[string][]b
 		return "", err
 	}
 	for name, v := range values {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, v, 0o400); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), v, 0o400); err != nil {
 			return "", errors.Join(err, os.RemoveAll(dir))
 		}
-		if err := os.Chown(p, int(uid), int(uid)); err != nil {
-			return "", errors.Join(err, os.RemoveAll(dir))
-		}
-	}
-	if err := os.Chown(dir, int(uid), int(uid)); err != nil {
-		return "", errors.Join(err, os.RemoveAll(dir))
 	}
 	return dir, os.Chmod(dir, 0o500)
 }

@@ -24,7 +24,7 @@ type Sources interface {
 // (besides at start and after an app's delete).
 const sourceGCInterval = 10 * time.Minute
 
-// unpackSource unpacks the revision's archive into staging, for uid.
+// unpackSource unpacks the revision's archive into staging.
 func (a *App) unpackSource(ctx context.Context, src *Source, staging string) error {
 	if a.m.sources == nil {
 		return invalid("this server keeps no uploaded sources")
@@ -42,8 +42,8 @@ func (a *App) unpackSource(ctx context.Context, src *Source, staging string) err
 		return err
 	}
 	defer f.Close()
-	uid := int(a.uid)
-	if _, err := archive.Unpack(ctx, f, staging, archive.Owner{UID: uid, GID: uid}, archive.Limits{}); err != nil {
+	// Root's: the sandbox runtime hands them to the app's sandboxes.
+	if _, err := archive.Unpack(ctx, f, staging, archive.Owner{}, archive.Limits{}); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

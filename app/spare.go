@@ -24,9 +24,9 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 	if err != nil {
 		return box{}, err
 	}
-	mounts := r.app.mounts(r.rev)
+	files := r.app.files(r.rev)
 	if secrets.dir != "" {
-		mounts = append(mounts, sandbox.Mount{Source: secrets.dir, Target: cfg.SecretVolume, ReadOnly: true})
+		files = append(files, sandbox.Files{Dir: secrets.dir, Target: cfg.SecretVolume})
 	}
 	r.mu.Lock()
 	r.seq++
@@ -36,9 +36,11 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 		ID:     id,
 		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU, DiskBytes: cfg.DiskBytes},
 		Egress: cfg.Egress != "disabled",
-		Mounts: mounts,
-		UID:    r.app.uid,
-		Owner:  sandbox.Owner{Kind: "app", Name: r.app.name},
+		// The app's replicas are one group: they share its volumes.
+		Group:   r.app.group(),
+		Volumes: volumes(r.rev),
+		Files:   files,
+		Owner:   sandbox.Owner{Kind: "app", Name: r.app.name},
 	}
 	if spec.Egress && cfg.Egress != "enabled" {
 		if r.app.m.egress == nil {

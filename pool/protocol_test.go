@@ -30,6 +30,9 @@ type fakeRuntime struct {
 
 func (r *fakeRuntime) Name() string                  { return "bwrap" }
 func (r *fakeRuntime) Cleanup(context.Context) error { return nil }
+func (r *fakeRuntime) RemoveVolumes(context.Context, string) error {
+	return nil
+}
 
 func (r *fakeRuntime) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
 	n := r.started.Add(1)

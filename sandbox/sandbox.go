@@ -73,13 +73,19 @@ type Spec struct {
 	// its ports 80, 443 and 53 redirected to them), so that everything it
 	// sends out passes the proxy's rules.
 	EgressProxy EgressProxy
-	// Mounts are host directories to bind into the sandbox (an app's files,
-	// its volumes). Their parents must be traversable by the sandbox's uid.
-	Mounts []Mount
-	// UID, if not zero, is the unprivileged host uid to run as, instead of
-	// one of the sandbox's own: replicas of one app share theirs, so that
-	// they can share a volume.
-	UID uint32
+	// Group, if set, names the sandboxes that share Volumes (an app's
+	// replicas: "app/NAME"). A driver gives the sandboxes of a group one
+	// identity, so that what one writes to a volume the others can read
+	// and write; the local drivers map it to a stable unprivileged host uid
+	// of their own choosing. Without it, a sandbox shares nothing.
+	Group string
+	// Volumes are the Group's named volumes: directories that outlive the
+	// sandbox, shared by the group's sandboxes. Where and how they are kept
+	// is the driver's business (see Runtime.RemoveVolumes).
+	Volumes []Volume
+	// Files are trees of the caller's own files the sandbox sees,
+	// read-only: an app revision's source, its secret volume.
+	Files []Files
 	// Root, if set, is the sandbox's root file system: an OCI image's
 	// unpacked root instead of the host's /usr. Without it the sandbox runs
 	// on the host's read-only /usr and a curated /etc.
@@ -155,11 +161,23 @@ func (r *Root) Check() error {
 	return nil
 }
 
-// Mount binds a host directory into a sandbox.
-type Mount struct {
-	Source   string
-	Target   string
-	ReadOnly bool
+// Volume is a named volume of a sandbox's Group, at Path in the sandbox.
+// Name is made of [a-z0-9-] and unique in the group.
+type Volume struct {
+	Name string
+	Path string
+}
+
+// Files gives a sandbox a tree of the caller's files, read-only, at
+// Target.
+type Files struct {
+	// Dir is the tree on Berth's own host, private to Berth (readable by
+	// root only); it must stay unchanged while sandboxes use it. The driver
+	// makes it readable to the sandbox: a local driver hands it to the
+	// sandbox's host uid, private to that uid, and binds it. So sandboxes
+	// of one Group may share a tree; sandboxes of different groups must not.
+	Dir    string
+	Target string
 }
 
 // Sandbox is one running sandbox.
@@ -223,6 +241,9 @@ type Runtime interface {
 	// Cleanup removes everything that an earlier process using the same
 	// state left behind: processes, cgroups, network namespaces, files.
 	Cleanup(ctx context.Context) error
+	// RemoveVolumes removes the volumes of group (Spec.Volumes), once no
+	// sandbox of the group runs. Removing none is not an error.
+	RemoveVolumes(ctx context.Context, group string) error
 }
 
 // ErrUnavailable means a driver cannot run on this host (a tool is missing,

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -47,14 +48,20 @@ import (
 // Options configure a server. The zero value serves ./.berth on
 // 127.0.0.1:8080 and 127.0.0.1:8081.
 type Options struct {
-	DataDir     string
+	DataDir string
+	// StateDir holds the sandboxes' state on this host, under a directory
+	// per instance (default DefaultStateDir): the local drivers' (see
+	// Runtimes), app revisions' files and uploaded sources. Its file
+	// system's free space is the disk admission's default capacity.
+	StateDir    string
 	Listen      string
 	AdminListen string
 	// PublicURL is how clients reach the public listener (default
 	// http://LISTEN).
 	PublicURL string
 	// Runtimes builds the sandbox runtimes for an instance name derived
-	// from the data directory. Required.
+	// from the data directory (local drivers keep their state in
+	// StateDir/INSTANCE/DRIVER). Required.
 	Runtimes func(instance string) (map[string]sandbox.Runtime, error)
 	// DefaultPool creates the "default" pool on first start (on unless
 	// NoDefaultPool).
@@ -148,6 +155,9 @@ type Server struct {
 	Instance string
 }
 
+// DefaultStateDir is Options.StateDir's default.
+const DefaultStateDir = "/var/lib/berth"
+
 // DefaultDataDir is $BERTH_DATA_DIR or ./.berth.
 func DefaultDataDir() string {
 	if d := os.Getenv("BERTH_DATA_DIR"); d != "" {
@@ -174,6 +184,7 @@ func Run(ctx context.Context, o Options) error {
 	defer unlock()
 
 	instance := Instance(dir)
+	state := filepath.Join(cmp.Or(o.StateDir, DefaultStateDir), instance)
 	runtimes, err := o.Runtimes(instance)
 	if err != nil {
 		return err
@@ -186,7 +197,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	// Measured once the cleanup has freed what an earlier run held.
-	budget, err := admitAll(o.Admission, instance, runtimes, log)
+	budget, err := admitAll(o.Admission, state, runtimes, log)
 	if err != nil {
 		return err
 	}
@@ -278,11 +289,11 @@ func Run(ctx context.Context, o Options) error {
 	if appRuntime == nil {
 		return fmt.Errorf("app runtime %q is not available", o.AppRuntime)
 	}
-	sources, err := source.New(source.Options{Dir: filepath.Join("/var/lib/berth", instance, "sources"), MaxBytes: o.MaxUploadBytes})
+	sources, err := source.New(source.Options{Dir: filepath.Join(state, "sources"), MaxBytes: o.MaxUploadBytes})
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join("/var/lib/berth", instance, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st})
 	if err != nil {
 		return err
 	}
@@ -408,9 +419,9 @@ func lock(path string) (func(), error) {
 
 // admitAll makes one budget for every sandbox, of pools and apps alike,
 // and wraps each runtime so that its sandboxes hold their share of it.
-func admitAll(ao admit.Options, instance string, runtimes map[string]sandbox.Runtime, log *slog.Logger) (*admit.Budget, error) {
+func admitAll(ao admit.Options, state string, runtimes map[string]sandbox.Runtime, log *slog.Logger) (*admit.Budget, error) {
 	if ao.DiskPath == "" {
-		ao.DiskPath = filepath.Join("/var/lib/berth", instance)
+		ao.DiskPath = state
 	}
 	budget, err := admit.New(ao)
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 func runUp(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", server.DefaultDataDir(), "state directory (database, keys, admin token) [$BERTH_DATA_DIR]")
+	stateDir := fs.String("state-dir", server.DefaultStateDir, "sandbox state on this host (sandboxes' disks, app files and volumes, uploaded sources), in a directory per data dir")
 	listen := fs.String("listen", "127.0.0.1:8080", "public listener (data plane)")
 	admin := fs.String("admin-listen", "127.0.0.1:8081", "control API listener (token-protected)")
 	publicURL := fs.String("public-url", "", "base URL clients use to reach the public listener (default http://LISTEN)")
@@ -37,9 +38,9 @@ func runUp(ctx context.Context, args []string) error {
 	kf.register(fs)
 	var ao admit.Options
 	fs.Float64Var(&ao.MemoryOvercommit, "memory-overcommit", admit.DefaultMemoryOvercommit, "admit sandboxes whose memory limits add up to this many times the host's memory")
-	fs.Float64Var(&ao.DiskOvercommit, "disk-overcommit", admit.DefaultDiskOvercommit, "admit sandboxes whose disks add up to this many times the free space of /var/lib/berth")
+	fs.Float64Var(&ao.DiskOvercommit, "disk-overcommit", admit.DefaultDiskOvercommit, "admit sandboxes whose disks add up to this many times the free space of --state-dir")
 	memCap := fs.String("memory-capacity", "", "the host's memory for admission (default: MemTotal, or Berth's cgroup limit if lower)")
-	diskCap := fs.String("disk-capacity", "", "the disk space for sandboxes, for admission (default: free space of /var/lib/berth at start)")
+	diskCap := fs.String("disk-capacity", "", "the disk space for sandboxes, for admission (default: free space of --state-dir at start)")
 	maxConns := fs.Int("max-connections", 0, "open connections of the public listener (default: a quarter of the open-file limit, at most 16384)")
 	maxConnsPerClient := fs.Int("max-connections-per-client", 512, "open connections of one client address to the public listener")
 	idleTimeout := fs.Duration("idle-timeout", 2*time.Minute, "close keep-alive connections idle this long (both listeners)")
@@ -113,7 +114,7 @@ func runUp(ctx context.Context, args []string) error {
 	access := slog.New(slog.NewTextHandler(batch, &slog.HandlerOptions{Level: level}))
 
 	return server.Run(ctx, server.Options{
-		DataDir: *dataDir, Listen: *listen, AdminListen: *admin, PublicURL: *publicURL,
+		DataDir: *dataDir, StateDir: *stateDir, Listen: *listen, AdminListen: *admin, PublicURL: *publicURL,
 		Version: version, Logger: log, AccessLog: access, AllowedOrigins: origins, AppDomain: *appDomain, AppRuntime: *appRuntime,
 		Admission:      ao,
 		Egress:         server.EgressOptions{DNS: *egressDNS, UpstreamCAs: egressCAs},
@@ -124,7 +125,7 @@ func runUp(ctx context.Context, args []string) error {
 			if kf.runtime == "kube" {
 				return newKubeRuntimes(ctx, &kf, instance, log)
 			}
-			return newRuntimes(instance, *runsc, log)
+			return newRuntimes(filepath.Join(*stateDir, instance), instance, *runsc, log)
 		},
 		Ready: func(s *server.Server) {
 			printWelcome(s)
@@ -139,10 +140,11 @@ func runUp(ctx context.Context, args []string) error {
 }
 
 // newRuntimes builds the sandbox drivers: bwrap is required, gvisor is
-// offered when runsc is found.
-func newRuntimes(instance, runsc string, log *slog.Logger) (map[string]sandbox.Runtime, error) {
+// offered when runsc is found. Each keeps its state in state/DRIVER; they
+// share the apps' volumes, in state/volumes.
+func newRuntimes(state, instance, runsc string, log *slog.Logger) (map[string]sandbox.Runtime, error) {
 	bo := bwrap.Options{Logger: log}
-	bo.Instance = instance
+	bo.Instance, bo.StateDir, bo.VolumeDir = instance, filepath.Join(state, "bwrap"), filepath.Join(state, "volumes")
 	b, err := bwrap.New(bo)
 	if err != nil {
 		return nil, err
@@ -152,7 +154,7 @@ func newRuntimes(instance, runsc string, log *slog.Logger) (map[string]sandbox.R
 		runsc = findRunsc()
 	}
 	gopts := gvisor.Options{Runsc: runsc, Logger: log}
-	gopts.Instance = instance
+	gopts.Instance, gopts.StateDir, gopts.VolumeDir = instance, filepath.Join(state, "gvisor"), filepath.Join(state, "volumes")
 	g, err := gvisor.New(gopts)
 	switch {
 	case err == nil:

@@ -87,6 +87,11 @@ func New(o Options) (*Runtime, error) {
 // Name implements sandbox.Runtime.
 func (r *Runtime) Name() string { return "bwrap" }
 
+// RemoveVolumes implements sandbox.Runtime.
+func (r *Runtime) RemoveVolumes(_ context.Context, group string) error {
+	return r.host.RemoveVolumes(group)
+}
+
 // Cleanup implements sandbox.Runtime.
 func (r *Runtime) Cleanup(ctx context.Context) error {
 	if err := r.host.Cleanup(); err != nil {
@@ -102,10 +107,9 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	slot := r.host.Slot()
-	uid := r.host.UID(slot)
-	if spec.UID != 0 {
-		uid = spec.UID
-	}
+	// The host uid: the group's if it has one (its replicas share
+	// volumes), else the slot's own.
+	uid := r.host.SandboxUID(spec, slot)
 	sb := &box{id: spec.ID, rt: r, slot: slot, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -122,12 +126,15 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	if sb.disk, err = r.host.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
+	if sb.binds, err = r.host.Binds(spec, uid); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	}
 	if slot >= local.RootUIDOffset {
 		return nil, fmt.Errorf("sandbox %s: too many sandboxes", spec.ID)
 	}
 	if spec.Root != nil {
 		ids := local.RootIDs{UID: uid, GID: uid, RootUID: r.host.RootUID(slot), RootGID: r.host.RootUID(slot)}
-		if sb.root, err = r.host.MountImageRoot(sb.dir, sb.disk, spec.Root, ids, local.Targets(spec)); err != nil {
+		if sb.root, err = r.host.MountImageRoot(sb.dir, sb.disk, spec.Root, ids, local.Targets(spec, sb.binds)); err != nil {
 			return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 		}
 	}
@@ -167,7 +174,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 
 	// bubblewrap reads its arguments from fd 6, so that its command line
 	// (which the sandbox sees as /proc/1/cmdline) names no host path.
-	opts, command := r.args(sb.dir, sb.root, l, spec, sb.egress)
+	opts, command := r.args(sb, l, spec)
 	argsFile, err := memfd("berth-bwrap-args", []byte(strings.Join(opts, "\x00")+"\x00"))
 	if err != nil {
 		return nil, err
@@ -259,7 +266,8 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 }
 
 // args returns bubblewrap's options and the command it runs.
-func (r *Runtime) args(dir string, root *local.ImageRoot, l sandbox.Limits, spec sandbox.Spec, egress *sandbox.EgressAttachment) (opts, command []string) {
+func (r *Runtime) args(sb *box, l sandbox.Limits, spec sandbox.Spec) (opts, command []string) {
+	dir, root := sb.dir, sb.root
 	uid, gid := "1000", "1000"
 	if spec.Root != nil {
 		uid, gid = strconv.FormatUint(uint64(spec.Root.UID), 10), strconv.FormatUint(uint64(spec.Root.GID), 10)
@@ -288,7 +296,7 @@ func (r *Runtime) args(dir string, root *local.ImageRoot, l sandbox.Limits, spec
 	if spec.Egress {
 		a = append(a, "--share-net")
 	}
-	for _, m := range spec.Mounts {
+	for _, m := range sb.binds {
 		flag := "--bind"
 		if m.ReadOnly {
 			flag = "--ro-bind"
@@ -304,7 +312,7 @@ func (r *Runtime) args(dir string, root *local.ImageRoot, l sandbox.Limits, spec
 		"--chdir", "/mnt/data",
 		"--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
 	)
-	a = append(a, egressArgs(egress, dir)...)
+	a = append(a, egressArgs(sb.egress, dir)...)
 	a = append(a,
 		// Nothing else is writable: the root and /dev tmpfs would be
 		// writable space outside the disk's quota. (An image's root is
@@ -327,6 +335,7 @@ type box struct {
 	dir    string
 	disk   *local.Disk
 	root   *local.ImageRoot
+	binds  []local.Bind // spec's volumes and files
 	cg     *cgroup.Group
 	netns  *netns.Namespace
 	egress *sandbox.EgressAttachment

@@ -163,6 +163,11 @@ func checkStatic(path string) error {
 // Name implements sandbox.Runtime.
 func (r *Runtime) Name() string { return "gvisor" }
 
+// RemoveVolumes implements sandbox.Runtime.
+func (r *Runtime) RemoveVolumes(_ context.Context, group string) error {
+	return r.host.RemoveVolumes(group)
+}
+
 // Start implements sandbox.Runtime.
 func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbox, err error) {
 	l := withDefaults(spec.Limits)
@@ -170,10 +175,9 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
 	slot := r.host.Slot()
-	uid := r.host.UID(slot)
-	if spec.UID != 0 {
-		uid = spec.UID
-	}
+	// The host uid: the group's if it has one (its replicas share
+	// volumes), else the slot's own.
+	uid := r.host.SandboxUID(spec, slot)
 	sb := &box{id: spec.ID, rt: r, slot: slot, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -190,13 +194,16 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	if sb.disk, err = r.host.MakeDisk(sb.dir, l.DiskBytes, uid); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 	}
+	if sb.binds, err = r.host.Binds(spec, uid); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
+	}
 	// runsc finds the group made (and limited) here and runs the sandbox in
 	// it without touching its settings; it sizes the sentry's memory and
 	// CPUs from them.
 	ids := newIDs(spec.Root, uid, r.host.RootUID(slot))
 	if spec.Root != nil {
 		rids := local.RootIDs{UID: uid, GID: uid, RootUID: ids.hostUID(0), RootGID: ids.hostGID(0)}
-		if sb.root, err = r.host.MountImageRoot(sb.dir, sb.disk, spec.Root, rids, local.Targets(spec)); err != nil {
+		if sb.root, err = r.host.MountImageRoot(sb.dir, sb.disk, spec.Root, rids, local.Targets(spec, sb.binds)); err != nil {
 			return nil, fmt.Errorf("sandbox %s: %w", spec.ID, err)
 		}
 	}
@@ -213,7 +220,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 			return nil, err
 		}
 	}
-	if err := r.writeBundle(sb.dir, sb.root, spec, ids, l, sb.netns, sb.egress); err != nil {
+	if err := r.writeBundle(sb, spec, ids, l); err != nil {
 		return nil, fmt.Errorf("sandbox %s: write bundle: %w", spec.ID, err)
 	}
 
@@ -352,12 +359,13 @@ func hostID(m []ociIDMapping, id uint32) uint32 {
 // writeBundle writes the sandbox's OCI bundle: config.json and, on the
 // host's root, an empty, read-only root directory holding only mount points
 // and the /usr symlinks; on an image, root is the image's (writable) root.
-func (r *Runtime) writeBundle(dir string, root *local.ImageRoot, spec sandbox.Spec, x ids, l sandbox.Limits, ns *netns.Namespace, egress *sandbox.EgressAttachment) error {
+func (r *Runtime) writeBundle(sb *box, spec sandbox.Spec, x ids, l sandbox.Limits) error {
+	dir, root, ns, egress := sb.dir, sb.root, sb.netns, sb.egress
 	id := spec.ID
 	rootfs := filepath.Join(dir, "rootfs")
 	if root != nil {
 		rootfs = root.Dir
-	} else if err := makeRootfs(rootfs, spec); err != nil {
+	} else if err := makeRootfs(rootfs, sb.binds); err != nil {
 		return err
 	}
 
@@ -399,7 +407,7 @@ func (r *Runtime) writeBundle(dir string, root *local.ImageRoot, spec sandbox.Sp
 			mounts = append(mounts, bind(filepath.Join(dir, local.EgressCAFile), sandbox.EgressCAPath, false))
 		}
 	}
-	for _, m := range spec.Mounts {
+	for _, m := range sb.binds {
 		mounts = append(mounts, bind(m.Source, m.Target, !m.ReadOnly))
 	}
 
@@ -456,7 +464,7 @@ func (r *Runtime) writeBundle(dir string, root *local.ImageRoot, spec sandbox.Sp
 
 // makeRootfs makes the root of a sandbox on the host's /usr: mount points
 // and the /usr symlinks.
-func makeRootfs(rootfs string, spec sandbox.Spec) error {
+func makeRootfs(rootfs string, binds []local.Bind) error {
 	for _, d := range []string{"", "usr", "proc", "dev", "sys", "tmp", "etc", "mnt/data", ".berth/run"} {
 		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
 			return err
@@ -470,7 +478,7 @@ func makeRootfs(rootfs string, spec sandbox.Spec) error {
 	if err := touchFile(filepath.Join(rootfs, ".berth/agent")); err != nil {
 		return err
 	}
-	for _, m := range spec.Mounts {
+	for _, m := range binds {
 		if err := os.MkdirAll(filepath.Join(rootfs, m.Target), 0o755); err != nil {
 			return err
 		}
@@ -647,6 +655,7 @@ type box struct {
 	dir    string
 	disk   *local.Disk
 	root   *local.ImageRoot
+	binds  []local.Bind // spec's volumes and files
 	cg     *cgroup.Group
 	netns  *netns.Namespace
 	egress *sandbox.EgressAttachment

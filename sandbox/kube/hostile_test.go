@@ -79,7 +79,7 @@ func TestHostile(t *testing.T) {
 			checkToken(t, sb)
 			victim := net.JoinHostPort(podIP(t, other), "7070")
 			host := hostListener(t)
-			forbidden := []string{victim, host, apiSvcIP + ":443", apiServer(t)}
+			forbidden := []string{victim, host, apiSvcIP + ":443", apiServer(t), podGW + ":6443", podGW + ":10250"}
 			for a, r := range connects(t, sb, forbidden...) {
 				if r == "open" {
 					t.Errorf("egress disabled: code reached %s", a)

@@ -368,8 +368,10 @@ func (r *Runtime) check(spec sandbox.Spec) error {
 		return fmt.Errorf("kube: sandbox id %q: want [a-z0-9-], at most 51 characters", spec.ID)
 	case spec.EgressProxy != nil:
 		return errors.New("kube: egress rules (an egress proxy) are not supported on Kubernetes yet; use egress enabled or disabled")
-	case len(spec.Mounts) > 0:
-		return errors.New("kube: host directories cannot be mounted into a Pod")
+	case len(spec.Volumes) > 0:
+		return errors.New("kube: named volumes are not supported on Kubernetes yet")
+	case len(spec.Files) > 0:
+		return errors.New("kube: the caller's files (Spec.Files) are not supported on Kubernetes yet")
 	case spec.Image == "" && r.o.Image == "":
 		return errors.New("kube: the sandbox names no image and the driver has no default image")
 	}

@@ -106,6 +106,7 @@ func (r *Runtime) pod(b *box, spec sandbox.Spec, labels map[string]string) *core
 		ObjectMeta: metav1.ObjectMeta{Name: b.name, Namespace: r.o.Namespace, Labels: labels},
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever,
+			Hostname:                      "sandbox",
 			AutomountServiceAccountToken:  &no,
 			EnableServiceLinks:            &no,
 			RuntimeClassName:              runtimeClass,
@@ -158,14 +159,15 @@ func (r *Runtime) pod(b *box, spec sandbox.Spec, labels map[string]string) *core
 				},
 				// The agent starts as root to read the token and hand the
 				// volumes to the code's uid, then drops to it: it needs
-				// CHOWN, SETUID and SETGID for that and nothing else, and
+				// CHOWN, SETUID and SETGID for that (SETPCAP to empty its
+				// bounding set first) and nothing else, and
 				// nothing in the container can gain privileges later.
 				SecurityContext: &corev1.SecurityContext{
 					RunAsUser: ptr(int64(0)), RunAsGroup: ptr(int64(0)), RunAsNonRoot: &no,
 					AllowPrivilegeEscalation: &no, Privileged: &no,
 					Capabilities: &corev1.Capabilities{
 						Drop: []corev1.Capability{"ALL"},
-						Add:  []corev1.Capability{"CHOWN", "SETUID", "SETGID"},
+						Add:  []corev1.Capability{"CHOWN", "SETUID", "SETGID", "SETPCAP"},
 					},
 				},
 			}},

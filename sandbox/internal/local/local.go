@@ -29,6 +29,9 @@ type Options struct {
 	// AgentPath is the berth binary run as the agent inside sandboxes
 	// (default: this executable). It is copied into StateDir.
 	AgentPath string
+	// VolumeDir holds the sandbox groups' volumes (sandbox.Spec.Volumes);
+	// drivers that run the same groups share it. Default StateDir/volumes.
+	VolumeDir string
 	// UIDBase is the first host uid given to sandboxes (default derived
 	// from Instance, above 1,000,000).
 	UIDBase uint32
@@ -41,7 +44,9 @@ type Host struct {
 	Dir      string
 	Agent    string
 	Cgroups  *cgroup.Manager
-	uidBase  uint32
+	// VolumeDir holds the groups' volumes (see Binds).
+	VolumeDir string
+	uidBase   uint32
 
 	mu   sync.Mutex
 	free []int
@@ -84,7 +89,14 @@ func NewHost(driver string, o Options) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Host{Driver: driver, Instance: o.Instance, Dir: dir, Cgroups: cg, uidBase: o.UIDBase}
+	if o.VolumeDir == "" {
+		o.VolumeDir = filepath.Join(dir, "volumes")
+	}
+	vdir, err := filepath.Abs(o.VolumeDir)
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{Driver: driver, Instance: o.Instance, Dir: dir, Cgroups: cg, VolumeDir: vdir, uidBase: o.UIDBase}
 	h.Agent = filepath.Join(dir, "agent")
 	if err := copyExecutable(o.AgentPath, h.Agent); err != nil {
 		return nil, fmt.Errorf("stage agent: %w", err)

@@ -76,9 +76,9 @@ var RootTargets = []Target{
 }
 
 // Targets are the mount points a sandbox of spec needs in its image root.
-func Targets(spec sandbox.Spec) []Target {
+func Targets(spec sandbox.Spec, binds []Bind) []Target {
 	t := append([]Target(nil), RootTargets...)
-	for _, m := range spec.Mounts {
+	for _, m := range binds {
 		st, err := os.Stat(m.Source)
 		t = append(t, Target{Path: m.Target, File: err == nil && !st.IsDir()})
 	}
