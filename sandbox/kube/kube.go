@@ -160,9 +160,14 @@ func New(ctx context.Context, o Options) (*Runtime, error) {
 var idRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 
 func (o *Options) defaults() error {
-	switch {
-	case o.Client == nil:
+	if o.Client == nil {
 		return errors.New("kube: no Kubernetes client")
+	}
+	return o.defaultsNoClient()
+}
+
+func (o *Options) defaultsNoClient() error {
+	switch {
 	case o.Namespace == "":
 		return errors.New("kube: no namespace")
 	case o.AgentImage == "":
