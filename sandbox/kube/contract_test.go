@@ -29,10 +29,13 @@ func TestContract(t *testing.T) {
 	for _, c := range classes {
 		t.Run(c.name, func(t *testing.T) {
 			rt := newRuntime(t, c.rc, nil)
+			t0 := time.Now()
+			defer func() { t.Logf("%s: %v", c.name, time.Since(t0)) }()
 			sb := start(t, rt, sandbox.Spec{ID: "contract", Owner: sandbox.Owner{Kind: "pool", Name: "p1"},
 				Limits: sandbox.Limits{MemoryBytes: 256 << 20, CPU: 0.5, DiskBytes: 256 << 20}})
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
+			t.Logf("started in %v", time.Since(t0))
 			checkPod(t, rt, sb, c.rc)
 			if got := shell(t, sb, "cd /tmp && X=42 && id -u && id -g"); got != "1000\n1000" {
 				t.Errorf("id: %q", got)
@@ -52,10 +55,12 @@ func TestContract(t *testing.T) {
 			if _, err := sb.Agent().Write(ctx, "dir/f.txt", strings.NewReader("content")); err != nil {
 				t.Fatal(err)
 			}
-			if got := shell(t, sb, "cat /mnt/data/dir/f.txt; stat -c %u /mnt/data/dir/f.txt"); got != "content\n1000" {
+			if got := shell(t, sb, "cat /mnt/data/dir/f.txt; echo; stat -c %u /mnt/data/dir/f.txt"); got != "content\n1000" {
 				t.Errorf("file: %q", got)
 			}
+			t.Logf("checks done at %v", time.Since(t0))
 			checkPort(t, sb)
+			t.Logf("port done at %v", time.Since(t0))
 			destroyAndCheckGone(t, sb)
 		})
 	}

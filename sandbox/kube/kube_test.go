@@ -92,8 +92,10 @@ func connect(t testing.TB) error {
 	}
 	cluster.ns = ns
 	reg := os.Getenv("BERTH_KUBE_REGISTRY")
+	t0 := time.Now()
 	cluster.agentImage = pushAgentImage(t, reg)
 	cluster.image = pushDebianImage(t, reg)
+	t.Logf("images pushed in %v", time.Since(t0))
 	return nil
 }
 
