@@ -122,7 +122,12 @@ func NewClient(dial func(ctx context.Context) (net.Conn, error)) *Client {
 // (host:port) that requires token (see Options.Token).
 func TCPClient(addr, token string) *Client {
 	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	c := NewClient(func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) })
+	return NewTokenClient(func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }, token)
+}
+
+// NewTokenClient is NewClient for an agent that requires token.
+func NewTokenClient(dial func(ctx context.Context) (net.Conn, error), token string) *Client {
+	c := NewClient(dial)
 	c.auth = tokenHeaderPrefix + token
 	return c
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -47,9 +48,28 @@ func (b *box) stopped(why string) {
 	b.endOnce.Do(func() {
 		b.mu.Lock()
 		b.why = why
+		c := b.client
 		b.mu.Unlock()
 		close(b.done)
+		if c != nil {
+			c.Close() // its idle connections; new ones are refused (dialer)
+		}
 	})
+}
+
+// dialer connects to the agent at addr while the sandbox lives: a Pod
+// deleted from the API may run on for its grace period, but is no
+// sandbox any more.
+func (b *box) dialer(addr string) func(ctx context.Context) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context) (net.Conn, error) {
+		select {
+		case <-b.done:
+			return nil, fmt.Errorf("sandbox %s stopped: %s", b.id, b.reason())
+		default:
+		}
+		return d.DialContext(ctx, "tcp", addr)
+	}
 }
 
 func (b *box) reason() string {
@@ -89,8 +109,11 @@ func (b *box) waitAgent(ctx context.Context) error {
 func (b *box) Destroy(ctx context.Context) error {
 	b.delOnce.Do(func() {
 		r := b.rt
-		if b.client != nil {
-			b.client.Close()
+		b.mu.Lock()
+		c := b.client
+		b.mu.Unlock()
+		if c != nil {
+			c.Close()
 		}
 		ns := r.o.Namespace
 		err := r.deletePod(ctx, b.name)

@@ -359,7 +359,10 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	case <-ctx.Done():
 		return nil, fmt.Errorf("kube: sandbox %s did not start: %s (%w)", spec.ID, b.reason(), ctx.Err())
 	}
-	b.client = agent.TCPClient(net.JoinHostPort(b.ip, strconv.Itoa(r.o.AgentPort)), b.token)
+	c := agent.NewTokenClient(b.dialer(net.JoinHostPort(b.ip, strconv.Itoa(r.o.AgentPort))), b.token)
+	b.mu.Lock()
+	b.client = c
+	b.mu.Unlock()
 	if err := b.waitAgent(ctx); err != nil {
 		return nil, err
 	}
