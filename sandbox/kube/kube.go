@@ -441,17 +441,16 @@ func (r *Runtime) observe(obj any, deleted bool) {
 	}
 }
 
-// runningIP is the Pod's IP once its sandbox container runs.
+// runningIP is the Pod's IP, once it has one: the agent may not listen
+// yet (its init container, its image may still be on their way), but
+// Start need not wait for the kubelet to report the container running (it
+// does so at its next status sync, up to a second later) to try it; the
+// token makes sure that what answers there is the sandbox's agent.
 func runningIP(p *corev1.Pod) (string, bool) {
-	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+	if p.Status.PodIP == "" || (p.Status.Phase != corev1.PodRunning && p.Status.Phase != corev1.PodPending) {
 		return "", false
 	}
-	for _, c := range p.Status.ContainerStatuses {
-		if c.Name == containerName && c.State.Running != nil {
-			return p.Status.PodIP, true
-		}
-	}
-	return "", false
+	return p.Status.PodIP, true
 }
 
 // podFailure says why a Pod will never (again) serve, or "".
