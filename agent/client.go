@@ -101,6 +101,8 @@ var errTooLong = errors.New("the agent did not answer in time")
 type Client struct {
 	hc   *http.Client
 	dial func(ctx context.Context) (net.Conn, error)
+	// auth is the Authorization header of every request ("": none).
+	auth string
 }
 
 // NewClient returns a client that reaches the agent through dial, which
@@ -114,6 +116,20 @@ func NewClient(dial func(ctx context.Context) (net.Conn, error)) *Client {
 		MaxResponseHeaderBytes: maxSmallBody,
 	}
 	return &Client{hc: &http.Client{Transport: tr}, dial: dial}
+}
+
+// TCPClient returns a client for an agent listening on TCP at addr
+// (host:port) that requires token (see Options.Token).
+func TCPClient(addr, token string) *Client {
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return NewTokenClient(func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }, token)
+}
+
+// NewTokenClient is NewClient for an agent that requires token.
+func NewTokenClient(dial func(ctx context.Context) (net.Conn, error), token string) *Client {
+	c := NewClient(dial)
+	c.auth = tokenHeaderPrefix + token
+	return c
 }
 
 // UnixClient returns a client for an agent listening on a Unix socket.
@@ -374,6 +390,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if err != nil {
 		return nil, err
 	}
+	if c.auth != "" {
+		req.Header.Set("Authorization", c.auth)
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -524,19 +543,31 @@ func (c *Client) StopService(ctx context.Context, id string, grace time.Duration
 // DialPort opens a TCP connection to a port inside the sandbox, through
 // the agent (the sandbox needs no network interface for it).
 //
-// Where it can, the agent passes the connected socket itself to the host,
-// which then talks to the port directly; otherwise the agent relays the
-// bytes.
+// Over a Unix socket the agent passes, where it can, the connected socket
+// itself to the host, which then talks to the port directly; otherwise
+// (gVisor, or an agent reached over TCP) the agent relays the bytes on
+// the upgraded connection.
 func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
-	conn, err := c.stream(ctx, "/dial?pass=fd&port="+strconv.Itoa(port))
+	conn, err := c.dial(ctx)
 	if err != nil {
-		return nil, err
+		return nil, dialError(err)
 	}
-	uc, ok := conn.(*net.UnixConn)
-	if !ok {
-		conn.Close()
-		return nil, fmt.Errorf("%w: unexpected connection type %T", ErrUnavailable, conn)
+	path := "/dial?port=" + strconv.Itoa(port)
+	uc, unix := conn.(*net.UnixConn)
+	if unix {
+		path += "&pass=fd"
 	}
+	conn, err = c.upgrade(ctx, conn, path)
+	if err != nil || !unix {
+		return conn, err
+	}
+	return receiveConn(uc)
+}
+
+// receiveConn runs the host's side of the fd-passing handshake on uc,
+// upgraded for /dial?pass=fd: the TCP socket the agent passed, or uc
+// itself if the agent relays.
+func receiveConn(uc *net.UnixConn) (net.Conn, error) {
 	_ = uc.SetDeadline(time.Now().Add(AnswerTimeout))
 	defer uc.SetDeadline(time.Time{})
 	if _, err := uc.Write([]byte{dialReady}); err != nil {
@@ -582,6 +613,12 @@ func (c *Client) stream(ctx context.Context, path string) (net.Conn, error) {
 	if err != nil {
 		return nil, dialError(err)
 	}
+	return c.upgrade(ctx, conn, path)
+}
+
+// upgrade asks for path on conn, a new connection to the agent, with an
+// HTTP upgrade, and returns the raw stream (closing conn on failure).
+func (c *Client) upgrade(ctx context.Context, conn net.Conn, path string) (net.Conn, error) {
 	// The agent answers an upgrade at once: bound the wait, and the size
 	// of what it sends before the stream.
 	dl := time.Now().Add(AnswerTimeout)
@@ -589,7 +626,11 @@ func (c *Client) stream(ctx context.Context, path string) (net.Conn, error) {
 		dl = d
 	}
 	_ = conn.SetDeadline(dl)
-	req := "GET " + path + " HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: " + upgradeProto + "\r\n\r\n"
+	req := "GET " + path + " HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: " + upgradeProto + "\r\n"
+	if c.auth != "" {
+		req += "Authorization: " + c.auth + "\r\n"
+	}
+	req += "\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)

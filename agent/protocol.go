@@ -4,7 +4,8 @@
 // The agent is the berth binary itself (the hidden "berth agent" subcommand),
 // started as the sandbox's first process. It serves HTTP/1.1 on a Unix socket
 // that the runtime shares with the host (a bind mount for bubblewrap,
-// --host-uds for gVisor). It runs commands with stdin, a timeout and output
+// --host-uds for gVisor), or, where the host reaches the sandbox over a
+// network (a Pod), on TCP with a per-sandbox token (see auth.go). It runs commands with stdin, a timeout and output
 // caps, streaming output as it is produced; keeps one persistent bash and one
 // persistent Python interpreter per sandbox so that state (cwd, variables)
 // survives between executions; and serves file operations confined to the

@@ -28,6 +28,9 @@ type Options struct {
 	// runs. It must be below the sandbox's pids limit, so that the agent
 	// can still act (and kill) when user code has used up its share.
 	MaxProcs int
+	// Token, if set, is required of every request (see requireToken): for
+	// an agent that serves TCP rather than a socket only the host reaches.
+	Token string
 }
 
 // Serve serves the agent API on ln until ctx is done. ready, if not nil, is
@@ -133,7 +136,11 @@ func Serve(ctx context.Context, ln net.Listener, opts Options, ready func()) err
 		w.WriteHeader(http.StatusNoContent)
 	})
 
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var h http.Handler = mux
+	if opts.Token != "" {
+		h = requireToken(opts.Token, mux)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()

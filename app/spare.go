@@ -59,6 +59,7 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 			return box{id: id}, fmt.Errorf("the revision's image: %w", err)
 		}
 		spec.Root = imageRoot(im)
+		spec.Image = im.PullRef()
 	}
 	sb, err := r.app.m.runtime.Start(r.ctx, spec)
 	return box{id: id, sb: sb, im: im}, err

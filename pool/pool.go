@@ -294,6 +294,7 @@ func startSandbox(ctx context.Context, rt sandbox.Runtime, cfg Config, sh shape,
 		Egress: sh.Egress,
 		Owner:  sandbox.Owner{Kind: "pool", Name: cfg.Name},
 		Root:   rootOf(im),
+		Image:  im.PullRef(),
 	}
 	if sh.EgressRules != "" {
 		if egr == nil {

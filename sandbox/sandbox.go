@@ -2,7 +2,8 @@
 // its app replicas) run untrusted code in, independent of how a sandbox is
 // made. A Runtime starts sandboxes; each Sandbox runs Berth's agent, which
 // is how everything else talks to it. Drivers live in sub-packages: bwrap
-// (bubblewrap, the default) and gvisor (gVisor's runsc).
+// (bubblewrap, the default), gvisor (gVisor's runsc) and kube (Pods on a
+// Kubernetes cluster).
 package sandbox
 
 import (
@@ -89,6 +90,13 @@ type Spec struct {
 	// unpacked root instead of the host's /usr. Without it the sandbox runs
 	// on the host's read-only /usr and a curated /etc.
 	Root *Root
+	// Image is the OCI image reference the sandbox's root comes from
+	// (pinned by digest where the caller resolved one), for drivers that
+	// pull images themselves, such as kube: they run it and ignore Root.Dir
+	// (Root, if set, still names the image's user). Local drivers ignore
+	// Image and use Root. A pulling driver given no Image runs its own
+	// default image.
+	Image string
 	// Owner is whom the sandbox runs for (zero: nobody in particular). A
 	// sandbox with an owner is connected to the app-to-app tunnel, which
 	// tells the apps it calls who it is (see package workload).

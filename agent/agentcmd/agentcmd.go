@@ -6,9 +6,11 @@ package agentcmd
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime/debug"
 
@@ -16,9 +18,9 @@ import (
 )
 
 // Run parses the agent's flags and serves until ctx is done. It prints
-// "ready" on stdout once its socket accepts connections, which is how the
-// runtime knows the sandbox is up. A bad flag is returned as is (the
-// caller prints usage); flag.ErrHelp after -h.
+// "ready" on stdout once it accepts connections, which is how the runtime
+// knows the sandbox is up. A bad flag is returned as is (the caller prints
+// usage); flag.ErrHelp after -h.
 func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -26,12 +28,33 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	workspace := fs.String("workspace", "/mnt/data", "workspace directory")
 	private := fs.String("private", "/tmp/.berth", "the agent's scratch directory")
 	maxProcs := fs.Int("max-procs", 0, "RLIMIT_NPROC for the code the agent runs (0: unlimited)")
+	listen := fs.String("listen", "", "serve TCP on this address instead of the socket (needs --token-file)")
+	tokenFile := fs.String("token-file", "", "file holding the token every request must carry (read before dropping to --user)")
+	user := fs.String("user", "", "UID:GID to drop to once the token is read, when started as root")
+	install := fs.String("install", "", "instead of serving, copy this binary to this path (an init container's job) and exit")
 	execNproc := fs.Int(agent.ExecNprocFlag, 0, "instead of serving, run the command after -- under this RLIMIT_NPROC")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *install != "" {
+		return agent.InstallSelf(*install)
+	}
 	if *execNproc > 0 {
 		return agent.ExecLimited(*execNproc, fs.Args())
+	}
+	opts := agent.Options{Workspace: *workspace, Private: *private, MaxProcs: *maxProcs}
+	ln, err := listener(*socket, *listen, *tokenFile, &opts)
+	if err != nil {
+		return err
+	}
+	if *user != "" {
+		var uid, gid int
+		if _, err := fmt.Sscanf(*user, "%d:%d", &uid, &gid); err != nil {
+			return fmt.Errorf("--user %q: want UID:GID", *user)
+		}
+		if err := agent.DropPrivileges(uid, gid, opts.Workspace, opts.Private); err != nil {
+			return fmt.Errorf("drop privileges: %w", err)
+		}
 	}
 	if err := agent.Harden(); err != nil {
 		return fmt.Errorf("harden the agent: %w", err)
@@ -39,11 +62,24 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	// Idle sandboxes are many: keep the agent's heap small.
 	debug.SetGCPercent(50)
 	debug.SetMemoryLimit(16 << 20)
-	ln, err := agent.Listen(*socket)
-	if err != nil {
-		return err
-	}
-	return agent.Serve(ctx, ln, agent.Options{Workspace: *workspace, Private: *private, MaxProcs: *maxProcs}, func() {
+	return agent.Serve(ctx, ln, opts, func() {
 		fmt.Fprintln(os.Stdout, "ready")
 	})
+}
+
+// listener is the agent's Unix socket, or with listen its TCP listener,
+// which requires the token read from tokenFile (into opts).
+func listener(socket, listen, tokenFile string, opts *agent.Options) (net.Listener, error) {
+	if listen == "" {
+		return agent.Listen(socket)
+	}
+	if tokenFile == "" {
+		return nil, errors.New("--listen needs --token-file: an agent on TCP must authenticate its callers")
+	}
+	tok, err := agent.ReadToken(tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	opts.Token = tok
+	return net.Listen("tcp", listen)
 }

@@ -36,8 +36,10 @@ func runUp(ctx context.Context, args []string) error {
 	appRuntime := fs.String("app-runtime", "bwrap", "sandbox runtime of app replicas: bwrap or gvisor")
 	state := fs.String("state", server.StateSQLite, "where pools, apps, keys and secrets live: sqlite (in the data directory) or kube (custom resources and Secrets in the Kubernetes API, shared by replicas)")
 	var kube server.KubeOptions
-	fs.StringVar(&kube.Namespace, "kube-namespace", "", "with --state kube: the namespace of Berth's resources (default: the kubeconfig's, or the Pod's)")
-	fs.StringVar(&kube.Kubeconfig, "kubeconfig", "", "with --state kube: kubeconfig file (default: $KUBECONFIG, else the Pod's service account)")
+	fs.StringVar(&kube.Namespace, "kube-namespace", "", "with --state kube or --runtime kube: the namespace of Berth's resources and sandboxes (default: the kubeconfig's, or the Pod's)")
+	fs.StringVar(&kube.Kubeconfig, "kubeconfig", "", "with --state kube or --runtime kube: kubeconfig file (default: $KUBECONFIG, else the Pod's service account)")
+	var kf kubeFlags
+	kf.register(fs)
 	var ao admit.Options
 	fs.Float64Var(&ao.MemoryOvercommit, "memory-overcommit", admit.DefaultMemoryOvercommit, "admit sandboxes whose memory limits add up to this many times the host's memory")
 	fs.Float64Var(&ao.DiskOvercommit, "disk-overcommit", admit.DefaultDiskOvercommit, "admit sandboxes whose disks add up to this many times the free space of --state-dir")
@@ -101,7 +103,11 @@ func runUp(ctx context.Context, args []string) error {
 	if uiOpts.Public && *httpsListen == "" {
 		return usageError("--ui-public needs --https-listen: the dashboard is served on the public listener only over HTTPS")
 	}
-	if os.Geteuid() != 0 {
+	if kf.runtime != "local" && kf.runtime != "kube" {
+		return usageError("--runtime: local or kube")
+	}
+	kf.namespace, kf.kubeconfig = kube.Namespace, kube.Kubeconfig
+	if os.Geteuid() != 0 && kf.runtime == "local" {
 		return errors.New("berth up needs root: every sandbox gets its own cgroup, host uid and namespaces (run it with sudo, or as root)")
 	}
 	bodyBytes, err := pool.ParseBytes(*bodyMemory)
@@ -133,6 +139,9 @@ func runUp(ctx context.Context, args []string) error {
 		HTTPSListen: *httpsListen, TLS: *tlsOpts, Dashboard: uiOpts,
 		State: *state, Kube: kube,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
+			if kf.runtime == "kube" {
+				return newKubeRuntimes(ctx, &kf, instance, log)
+			}
 			return newRuntimes(filepath.Join(*stateDir, instance), instance, *runsc, log)
 		},
 		Ready: func(s *server.Server) {

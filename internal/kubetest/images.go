@@ -66,7 +66,8 @@ func (k *Kube) ProbeImage(t testing.TB) string {
 	return k.StaticImage(t, "./internal/kubetest/kubeprobe")
 }
 
-// BerthImage is Berth's own image (/berth on an empty base): the one up.sh
+// BerthImage is Berth's own image (/berth and /berth-agent on an empty
+// base): the one up.sh
 // pushed, or, when the environment names none, one built from this tree.
 func (k *Kube) BerthImage(t testing.TB) string {
 	t.Helper()
@@ -78,9 +79,10 @@ func (k *Kube) BerthImage(t testing.TB) string {
 	if ref, ok := built.refs["berth"]; ok {
 		return ref
 	}
-	bin := buildStatic(t, "./cmd/berth")
+	bin, agentBin := buildStatic(t, "./cmd/berth"), buildStatic(t, "./cmd/berth-agent")
 	img, err := staticimage.Build(staticimage.Options{
-		Files: []staticimage.File{{Path: "/berth", Source: bin}}, Entrypoint: []string{"/berth"}})
+		Files:      []staticimage.File{{Path: "/berth", Source: bin}, {Path: "/berth-agent", Source: agentBin}},
+		Entrypoint: []string{"/berth"}})
 	if err != nil {
 		t.Fatal(err)
 	}

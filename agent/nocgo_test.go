@@ -1,0 +1,5 @@
+//go:build !cgo
+
+package agent_test
+
+const withCgo = false

@@ -1,0 +1,137 @@
+package kube_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/kube"
+)
+
+// huntScript looks for the token (given split and reversed, so that no
+// command line holds it whole) in every file and process the code can
+// see: the token file, every process's environment and command line, and
+// the memory of every process it can open.
+const huntScript = `
+import os, sys
+a, b = sys.argv[1], sys.argv[2]
+tok = (b[::-1] + a[::-1]).encode()
+me = os.getpid()
+found = []
+for f in ("/.berth/token/token", "/.berth/token/..data/token"):
+    try:
+        if tok in open(f, "rb").read(): found.append(f)
+    except OSError:
+        pass
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == me:
+        continue
+    for f in ("environ", "cmdline"):
+        try:
+            if tok in open("/proc/%s/%s" % (pid, f), "rb").read():
+                found.append(pid + "/" + f)
+        except OSError:
+            pass
+    try:
+        maps = open("/proc/%s/maps" % pid).read().splitlines()
+        mem = open("/proc/%s/mem" % pid, "rb", 0)
+    except OSError:
+        continue
+    for m in maps:
+        lo, hi = (int(x, 16) for x in m.split()[0].split("-"))
+        if "rw" not in m.split()[1] or hi - lo > 1 << 28:
+            continue
+        try:
+            mem.seek(lo)
+            if tok in mem.read(hi - lo):
+                found.append(pid + "/mem"); break
+        except (OSError, ValueError, OverflowError):
+            pass
+print("found:" + ",".join(found))
+`
+
+func reverse(s string) string {
+	r := []byte(s)
+	for i, j := 0, len(r)-1; i < j; i, j = i+1, j-1 {
+		r[i], r[j] = r[j], r[i]
+	}
+	return string(r)
+}
+
+// TestHostile: code in a pool Pod (egress disabled) cannot read its
+// agent's token, cannot gain privileges, cannot reach the Kubernetes API,
+// another Pod's agent, the node, or anything at all; with egress enabled,
+// still not the API, the node or another Pod. A lax runtime (its policy
+// admitting the Pod network to agents, egress to everything) is the
+// control: the same probes from its Pods do connect, so the probes can
+// see an open path.
+func TestHostile(t *testing.T) {
+	for _, c := range classes {
+		t.Run(c.name, func(t *testing.T) {
+			rt := newRuntime(t, c.rc, nil)
+			sb := start(t, rt, sandbox.Spec{ID: "hostile", Owner: sandbox.Owner{Kind: "pool", Name: "h"}})
+			other := start(t, rt, sandbox.Spec{ID: "victim", Owner: sandbox.Owner{Kind: "pool", Name: "h"}})
+			checkToken(t, sb)
+			victim := net.JoinHostPort(podIP(t, other), "7070")
+			host := hostListener(t)
+			forbidden := []string{victim, host, apiSvcIP + ":443", apiServer(t), podGW + ":6443", podGW + ":10250"}
+			for a, r := range connects(t, sb, forbidden...) {
+				if r == "open" {
+					t.Errorf("egress disabled: code reached %s", a)
+				}
+			}
+			out := shell(t, sb, "getent hosts kubernetes.default.svc.cluster.local example.com; echo rc=$?")
+			if !strings.HasSuffix(out, "rc=2") {
+				t.Errorf("egress disabled: a name resolved: %q", out)
+			}
+
+			withEgress := start(t, rt, sandbox.Spec{ID: "egress", Egress: true})
+			for a, r := range connects(t, withEgress, forbidden...) {
+				if r == "open" {
+					t.Errorf("egress enabled: code reached %s", a)
+				}
+			}
+
+			lax := newRuntime(t, c.rc, func(o *kube.Options) {
+				o.AgentFrom = []string{"0.0.0.0/0"}
+				o.DenyCIDRs = nil
+			})
+			laxVictim := start(t, lax, sandbox.Spec{ID: "laxvictim"})
+			laxProbe := start(t, lax, sandbox.Spec{ID: "laxprobe", Egress: true})
+			control := []string{net.JoinHostPort(podIP(t, laxVictim), "7070"), host}
+			for a, r := range connects(t, laxProbe, control...) {
+				if r != "open" {
+					t.Errorf("control: a lax Pod could not reach %s (%s): the probe proves nothing", a, r)
+				}
+			}
+		})
+	}
+}
+
+// checkToken runs the hunt in sb and checks the code's privileges.
+func checkToken(t *testing.T, sb sandbox.Sandbox) {
+	t.Helper()
+	sec, err := cluster.cs.CoreV1().Secrets(cluster.ns).Get(context.Background(), "berth-"+sb.ID()+"-agent", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := string(sec.Data["token"])
+	if len(token) < agent.MinTokenLen {
+		t.Fatalf("token %d bytes", len(token))
+	}
+	half := len(token) / 2
+	out := sandboxtestExec(t, sb, agentCommand([]string{"python3", "-c", huntScript, reverse(token[half:]), reverse(token[:half])}))
+	if strings.TrimSpace(out.Stdout) != "found:" || out.ExitCode != 0 {
+		t.Errorf("hunt for the token: %+v", out)
+	}
+	got := shell(t, sb, "id -u; suid-id -u; grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; cat /.berth/token/token 2>&1 >/dev/null | sed 's/.*: //'")
+	want := "1000\n1000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nPermission denied"
+	if got != want {
+		t.Errorf("privileges:\n%s\nwant\n%s", got, want)
+	}
+}
