@@ -23,7 +23,7 @@ type kubeFlags struct {
 	// namespace and kubeconfig are the shared --kube-namespace and
 	// --kubeconfig (of --state kube too).
 	namespace, kubeconfig string
-	agentFrom, denyCIDRs                                multiFlag
+	agentFrom, denyCIDRs  multiFlag
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet) {
