@@ -36,7 +36,8 @@ func TestConformance(t *testing.T) {
 						return again
 					}}
 				},
-				Lacks: sandboxtest.HostRoot | sandboxtest.ImageRoots | sandboxtest.TmpLimit | sandboxtest.Stats,
+				Lacks: sandboxtest.HostRoot | sandboxtest.ImageRoots | sandboxtest.TmpLimit | sandboxtest.Stats |
+					sandboxtest.DiskQuota | sandboxtest.GroupVolumes | sandboxtest.CallerFiles | sandboxtest.LoopbackOnly,
 			})
 		})
 	}

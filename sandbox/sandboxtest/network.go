@@ -54,7 +54,11 @@ func testNoEgress(t *testing.T, d Driver, rt Runtime) {
 		t.Log("no Network: only the interfaces checked")
 	}
 	sb := Start(t, rt, d.base(t, "nonet"))
-	want(t, "interfaces", Shell(t, sb, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"), "lo")
+	if d.Lacks&LoopbackOnly == 0 {
+		want(t, "interfaces", Shell(t, sb, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"), "lo")
+	} else if d.Network == nil {
+		t.Log("the driver has an interface without egress, and no Network: only loopback checked here (the driver's own tests check what it refuses)")
+	}
 	unreachable(t, sb, addrs...)
 	out := Exec(t, sb, agent.ExecRequest{Language: agent.Python, Code: `
 import socket
