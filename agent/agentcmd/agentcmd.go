@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"time"
 
 	"github.com/berth-dev/berth/agent"
 )
@@ -33,11 +34,16 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	user := fs.String("user", "", "UID:GID to drop to once the token is read, when started as root")
 	install := fs.String("install", "", "instead of serving, copy this binary to this path (an init container's job) and exit")
 	execNproc := fs.Int(agent.ExecNprocFlag, 0, "instead of serving, run the command after -- under this RLIMIT_NPROC")
+	waitDenied := fs.String("wait-denied", "", "instead of serving, wait until a connection to HOST:PORT fails (\"kubernetes\": the API server's service address), at most --within: an init container's gate that holds a Pod back until its NetworkPolicy is in force")
+	within := fs.Duration("within", 30*time.Second, "with --wait-denied: how long to wait")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *install != "" {
 		return agent.InstallSelf(*install)
+	}
+	if *waitDenied != "" {
+		return waitUntilDenied(ctx, *waitDenied, *within)
 	}
 	if *execNproc > 0 {
 		return agent.ExecLimited(*execNproc, fs.Args())
@@ -82,4 +88,37 @@ func listener(socket, listen, tokenFile string, opts *agent.Options) (net.Listen
 	}
 	opts.Token = tok
 	return net.Listen("tcp", listen)
+}
+
+// waitUntilDenied returns once a TCP connection to addr fails: the
+// network policy that refuses it is in force. A Pod's policy is applied
+// some time after the Pod has its address (the enforcer learns it from the
+// Pod's status), and nothing of the sandbox may run before.
+func waitUntilDenied(ctx context.Context, addr string, within time.Duration) error {
+	if addr == "kubernetes" {
+		host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
+		if host == "" || port == "" {
+			return errors.New("--wait-denied kubernetes: no KUBERNETES_SERVICE_HOST/PORT in the environment")
+		}
+		addr = net.JoinHostPort(host, port)
+	}
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	var d net.Dialer
+	for {
+		attempt, stop := context.WithTimeout(ctx, time.Second)
+		c, err := d.DialContext(attempt, "tcp", addr)
+		stop()
+		if err != nil && ctx.Err() == nil {
+			return nil
+		}
+		if c != nil {
+			c.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s still answers after %v: the cluster does not enforce this Pod's NetworkPolicy (sandboxes without egress need a CNI that enforces NetworkPolicies)", addr, within)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -2,6 +2,7 @@ package kube_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -133,5 +134,37 @@ func checkToken(t *testing.T, sb sandbox.Sandbox) {
 	want := "1000\n1000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nPermission denied"
 	if got != want {
 		t.Errorf("privileges:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestNoEgressFromTheStart: code run the moment Start returns, in a Pod
+// without egress, already reaches nothing: the Pod's gate held it back
+// until its NetworkPolicy was in force (an enforcer learns a Pod's address
+// from its status, after the Pod has it).
+func TestNoEgressFromTheStart(t *testing.T) {
+	for _, c := range classes {
+		t.Run(c.name, func(t *testing.T) {
+			rt := newRuntime(t, c.rc, nil)
+			host := hostListener(t)
+			for i := range 3 {
+				sb := start(t, rt, sandbox.Spec{ID: fmt.Sprintf("first-%d", i)})
+				for a, r := range connects(t, sb, host, apiSvcIP+":443") {
+					if r == "open" {
+						t.Errorf("sandbox %d reached %s at once", i, a)
+					}
+				}
+				pod, err := cluster.cs.CoreV1().Pods(cluster.ns).Get(context.Background(), "berth-"+sb.ID(), metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				gated := false
+				for _, s := range pod.Status.InitContainerStatuses {
+					gated = gated || (s.Name == "egress-gate" && s.State.Terminated != nil && s.State.Terminated.ExitCode == 0)
+				}
+				if !gated {
+					t.Errorf("sandbox %d: no egress gate ran: %+v", i, pod.Status.InitContainerStatuses)
+				}
+			}
+		})
 	}
 }

@@ -91,7 +91,7 @@ func (r *Runtime) pod(b *box, spec sandbox.Spec, labels map[string]string) *core
 	if spec.Root != nil && spec.Root.UID != 0 {
 		uid, gid = int64(spec.Root.UID), int64(spec.Root.GID)
 	}
-	no, yes := false, true
+	no := false
 	var runtimeClass *string
 	if r.o.RuntimeClass != "" {
 		runtimeClass = &r.o.RuntimeClass
@@ -124,21 +124,7 @@ func (r *Runtime) pod(b *box, spec sandbox.Spec, labels map[string]string) *core
 				{Name: "workspace", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: disk}}},
 				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: disk}}},
 			},
-			InitContainers: []corev1.Container{{
-				Name:    "agent-install",
-				Image:   r.o.AgentImage,
-				Command: []string{r.o.AgentBinary, "agent", "--install", agentDir + "/berth-agent"},
-				// Berth's image is Berth's: pulled once per node, and not
-				// again for each sandbox.
-				ImagePullPolicy: corev1.PullIfNotPresent,
-				VolumeMounts:    []corev1.VolumeMount{{Name: "agent", MountPath: agentDir}},
-				Resources:       resources(sandbox.Limits{MemoryBytes: 64 << 20, CPU: 0.5}, sandbox.Limits{MemoryBytes: 16 << 20, CPU: 0.01}),
-				SecurityContext: &corev1.SecurityContext{
-					RunAsUser: ptr(int64(65534)), RunAsGroup: ptr(int64(65534)), RunAsNonRoot: &yes,
-					AllowPrivilegeEscalation: &no, ReadOnlyRootFilesystem: &yes,
-					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				},
-			}},
+			InitContainers: r.initContainers(spec),
 			Containers: []corev1.Container{{
 				Name:  containerName,
 				Image: image,
@@ -197,3 +183,34 @@ func resources(l, req sandbox.Limits) corev1.ResourceRequirements {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// initContainers copy the agent into the Pod and, for a sandbox without
+// egress, hold it back until its NetworkPolicy is in force: an enforcer
+// learns a Pod's address from its status, so without the gate the
+// sandbox's first moments would be unfiltered.
+func (r *Runtime) initContainers(spec sandbox.Spec) []corev1.Container {
+	no, yes := false, true
+	install := corev1.Container{
+		Name:    "agent-install",
+		Image:   r.o.AgentImage,
+		Command: []string{r.o.AgentBinary, "agent", "--install", agentDir + "/berth-agent"},
+		// Berth's image is Berth's: pulled once per node, and not
+		// again for each sandbox.
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		VolumeMounts:    []corev1.VolumeMount{{Name: "agent", MountPath: agentDir}},
+		Resources:       resources(sandbox.Limits{MemoryBytes: 64 << 20, CPU: 0.5}, sandbox.Limits{MemoryBytes: 16 << 20, CPU: 0.01}),
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser: ptr(int64(65534)), RunAsGroup: ptr(int64(65534)), RunAsNonRoot: &yes,
+			AllowPrivilegeEscalation: &no, ReadOnlyRootFilesystem: &yes,
+			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}
+	gate := install
+	gate.Name = "egress-gate"
+	gate.Command = []string{r.o.AgentBinary, "agent", "--wait-denied", "kubernetes", "--within", "60s"}
+	gate.VolumeMounts = nil
+	if spec.Egress {
+		return []corev1.Container{install}
+	}
+	return []corev1.Container{install, gate}
+}

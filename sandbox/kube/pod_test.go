@@ -92,3 +92,25 @@ func TestPod(t *testing.T) {
 		t.Errorf("resources %+v", c.Resources)
 	}
 }
+
+// TestEgressGate: a Pod without egress waits in an init container until
+// its NetworkPolicy refuses a connection; one with egress does not.
+func TestEgressGate(t *testing.T) {
+	r := testRuntime(t)
+	for _, egress := range []bool{false, true} {
+		spec := sandbox.Spec{ID: "s1", Egress: egress}
+		p := r.pod(&box{id: "s1", name: podName("s1"), token: "t"}, spec, r.labels(spec))
+		var gates int
+		for _, c := range p.Spec.InitContainers {
+			if c.Name == "egress-gate" {
+				gates++
+				if !slices.Contains(c.Command, "--wait-denied") || len(c.VolumeMounts) != 0 || *c.SecurityContext.RunAsUser == 0 {
+					t.Errorf("gate %+v", c)
+				}
+			}
+		}
+		if want := map[bool]int{false: 1, true: 0}[egress]; gates != want {
+			t.Errorf("egress %v: %d gates, want %d", egress, gates, want)
+		}
+	}
+}
