@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -160,46 +161,6 @@ func TestAgentTokenHiddenFromCode(t *testing.T) {
 	}
 }
 
-// huntScript looks for the token (given split and reversed, so that the
-// hunter's own shell never holds it whole) in every process it can see.
-const huntScript = `
-import os, re, sys
-a, b = sys.argv[1], sys.argv[2]
-tok = (b[::-1] + a[::-1]).encode()
-me = os.getpid()
-found = []
-try:
-    open(sys.argv[3]).read(); found.append("file")
-except OSError:
-    pass
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    if int(pid) == me:
-        continue
-    for f in ("environ", "cmdline"):
-        try:
-            if tok in open("/proc/%s/%s" % (pid, f), "rb").read():
-                found.append(pid + "/" + f)
-        except OSError:
-            pass
-    try:
-        maps = open("/proc/%s/maps" % pid).read().splitlines()
-        mem = open("/proc/%s/mem" % pid, "rb", 0)
-    except OSError:
-        continue
-    for m in maps:
-        lo, hi = (int(x, 16) for x in m.split()[0].split("-"))
-        if "rw" not in m.split()[1] or hi - lo > 1 << 28:
-            continue
-        try:
-            mem.seek(lo)
-            if tok in mem.read(hi - lo):
-                found.append(pid + "/mem")
-                break
-        except (OSError, ValueError, OverflowError):
-            pass
-print(" ".join(found))
-`
-
 func hostileTokenHunt(t *testing.T, harden bool) string {
 	dir, err := os.MkdirTemp("", "berth-kdriver-agent-")
 	if err != nil {
@@ -214,7 +175,7 @@ func hostileTokenHunt(t *testing.T, harden bool) string {
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o400); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "hunt.py"), []byte(huntScript), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "hunt.py"), []byte(testutil.TokenHunt), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0])
@@ -236,16 +197,8 @@ func hostileTokenHunt(t *testing.T, harden bool) string {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	rev := func(s string) string {
-		r := []byte(s)
-		for i, j := 0, len(r)-1; i < j; i, j = i+1, j-1 {
-			r[i], r[j] = r[j], r[i]
-		}
-		return string(r)
-	}
-	half := len(token) / 2
 	out, err := c.Exec(ctx, agent.ExecRequest{Language: agent.Command,
-		Argv: []string{"python3", filepath.Join(dir, "hunt.py"), rev(token[half:]), rev(token[:half]), tokenFile}}, nil)
+		Argv: append([]string{"python3", filepath.Join(dir, "hunt.py")}, testutil.TokenHuntArgs(token, tokenFile)...)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,5 +212,5 @@ func hostileTokenHunt(t *testing.T, harden bool) string {
 	if errors.Is(err, agent.ErrUnavailable) {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(out.Stdout)
+	return strings.TrimPrefix(strings.TrimSpace(out.Stdout), "found:")
 }

@@ -10,59 +10,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/berth-dev/berth/agent"
+	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/sandbox/kube"
 )
-
-// huntScript looks for the token (given split and reversed, so that no
-// command line holds it whole) in every file and process the code can
-// see: the token file, every process's environment and command line, and
-// the memory of every process it can open.
-const huntScript = `
-import os, sys
-a, b = sys.argv[1], sys.argv[2]
-tok = (b[::-1] + a[::-1]).encode()
-me = os.getpid()
-found = []
-for f in ("/.berth/token/token", "/.berth/token/..data/token"):
-    try:
-        if tok in open(f, "rb").read(): found.append(f)
-    except OSError:
-        pass
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    if int(pid) == me:
-        continue
-    for f in ("environ", "cmdline"):
-        try:
-            if tok in open("/proc/%s/%s" % (pid, f), "rb").read():
-                found.append(pid + "/" + f)
-        except OSError:
-            pass
-    try:
-        maps = open("/proc/%s/maps" % pid).read().splitlines()
-        mem = open("/proc/%s/mem" % pid, "rb", 0)
-    except OSError:
-        continue
-    for m in maps:
-        lo, hi = (int(x, 16) for x in m.split()[0].split("-"))
-        if "rw" not in m.split()[1] or hi - lo > 1 << 28:
-            continue
-        try:
-            mem.seek(lo)
-            if tok in mem.read(hi - lo):
-                found.append(pid + "/mem"); break
-        except (OSError, ValueError, OverflowError):
-            pass
-print("found:" + ",".join(found))
-`
-
-func reverse(s string) string {
-	r := []byte(s)
-	for i, j := 0, len(r)-1; i < j; i, j = i+1, j-1 {
-		r[i], r[j] = r[j], r[i]
-	}
-	return string(r)
-}
 
 // TestHostile: code in a pool Pod (egress disabled) cannot read its
 // agent's token, cannot gain privileges, cannot reach the Kubernetes API,
@@ -125,8 +76,8 @@ func checkToken(t *testing.T, sb sandbox.Sandbox) {
 	if len(token) < agent.MinTokenLen {
 		t.Fatalf("token %d bytes", len(token))
 	}
-	half := len(token) / 2
-	out := sandboxtestExec(t, sb, agentCommand([]string{"python3", "-c", huntScript, reverse(token[half:]), reverse(token[:half])}))
+	out := sandboxtestExec(t, sb, agentCommand(append([]string{"python3", "-c", testutil.TokenHunt},
+		testutil.TokenHuntArgs(token, "/.berth/token/token", "/.berth/token/..data/token")...)))
 	if strings.TrimSpace(out.Stdout) != "found:" || out.ExitCode != 0 {
 		t.Errorf("hunt for the token: %+v", out)
 	}
