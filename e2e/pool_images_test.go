@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/berth-dev/berth/controlplane"
@@ -37,22 +34,7 @@ import (
 // /dev) is packed once by tar and gzip and cached next to the root.
 func debianImage(t *testing.T, reg *registrytest.Registry, marker string) (string, string) {
 	t.Helper()
-	root := sandboxtest.DebianRoot(t).Dir
-	layerFile := root + ".layer.tar.gz"
-	if _, err := os.Stat(layerFile); err != nil {
-		tmp := layerFile + ".tmp"
-		cmd := exec.Command("sh", "-c", `tar -C "$1" --numeric-owner --owner=0 --group=0 --exclude=./dev/* -cf - . | gzip -1 > "$2"`, "sh", root, tmp)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("pack the Debian root: %v\n%s", err, out)
-		}
-		if err := os.Rename(tmp, layerFile); err != nil {
-			t.Fatal(err)
-		}
-	}
-	base, err := tarball.LayerFromFile(layerFile, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := sandboxtest.DebianLayer(t)
 	img := imagetest.Image(t, v1.Config{User: "app", Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}},
 		base, imagetest.Layer(t, imagetest.File("etc/berth-marker", marker)))
 	ref := reg.Ref("e2e/debian:1")

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -123,22 +121,7 @@ func pushAgentImage(t testing.TB, reg string) string {
 // setuid-root /usr/local/bin/suid-id) as an image, its layer packed once
 // next to the root as the e2e tests do.
 func pushDebianImage(t testing.TB, reg string) string {
-	root := sandboxtest.DebianRoot(t).Dir
-	layerFile := root + ".layer.tar.gz"
-	if _, err := os.Stat(layerFile); err != nil {
-		tmp := layerFile + ".tmp"
-		cmd := exec.Command("sh", "-c", `tar -C "$1" --numeric-owner --owner=0 --group=0 --exclude=./dev/* -cf - . | gzip -1 > "$2"`, "sh", root, tmp)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("pack the Debian root: %v\n%s", err, out)
-		}
-		if err := os.Rename(tmp, layerFile); err != nil {
-			t.Fatal(err)
-		}
-	}
-	base, err := tarball.LayerFromFile(layerFile, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := sandboxtest.DebianLayer(t)
 	img := imagetest.Image(t, v1.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}}, base)
 	return reg + "/berth-kdriver/debian@" + imagetest.Push(t, reg+"/berth-kdriver/debian:1", img).String()
 }

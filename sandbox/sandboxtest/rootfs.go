@@ -13,6 +13,10 @@ import (
 	"syscall"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/berth-dev/berth/internal/testutil"
 	"github.com/berth-dev/berth/sandbox"
 )
@@ -188,4 +192,28 @@ func treeState(tb testing.TB, dir string) string {
 		tb.Fatal(err)
 	}
 	return b.String()
+}
+
+// DebianLayer is DebianRoot as one OCI layer (owned by root, without
+// /dev), packed once by tar and gzip and cached next to the root: the base
+// of the tests' Debian images.
+func DebianLayer(tb testing.TB) v1.Layer {
+	tb.Helper()
+	root := DebianRoot(tb).Dir
+	layerFile := root + ".layer.tar.gz"
+	if _, err := os.Stat(layerFile); err != nil {
+		tmp := fmt.Sprintf("%s.%d.tmp", layerFile, os.Getpid())
+		cmd := exec.Command("sh", "-c", `tar -C "$1" --numeric-owner --owner=0 --group=0 --exclude=./dev/* -cf - . | gzip -1 > "$2"`, "sh", root, tmp)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			tb.Fatalf("pack the Debian root: %v\n%s", err, out)
+		}
+		if err := os.Rename(tmp, layerFile); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	layer, err := tarball.LayerFromFile(layerFile, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return layer
 }
