@@ -36,7 +36,7 @@ func TestConformance(t *testing.T) {
 						return again
 					}}
 				},
-				Lacks: sandboxtest.HostRoot | sandboxtest.ImageRoots | sandboxtest.TmpLimit | sandboxtest.Stats |
+				Lacks: c.lacks | sandboxtest.HostRoot | sandboxtest.ImageRoots | sandboxtest.TmpLimit | sandboxtest.Stats |
 					sandboxtest.DiskQuota | sandboxtest.GroupVolumes | sandboxtest.CallerFiles | sandboxtest.LoopbackOnly,
 			})
 		})

@@ -51,10 +51,14 @@ const (
 	// loopback (a Pod always has one; its egress is refused by policy,
 	// which the driver's own tests prove).
 	LoopbackOnly
+	// CodeSeccomp: code runs under a system call filter (Seccomp: 2) that
+	// refuses new namespaces. (gVisor on the kube test cluster does not
+	// apply the OCI profile; its sentry is the boundary.)
+	CodeSeccomp
 )
 
 var capNames = map[Caps]string{HostRoot: "HostRoot", ImageRoots: "ImageRoots", Egress: "Egress", TmpLimit: "TmpLimit", Stats: "Stats",
-	DiskQuota: "DiskQuota", GroupVolumes: "GroupVolumes", CallerFiles: "CallerFiles", LoopbackOnly: "LoopbackOnly"}
+	DiskQuota: "DiskQuota", GroupVolumes: "GroupVolumes", CallerFiles: "CallerFiles", LoopbackOnly: "LoopbackOnly", CodeSeccomp: "CodeSeccomp"}
 
 func (c Caps) String() string {
 	var names []string

@@ -111,7 +111,6 @@ write_configs() {
 		root = "$RUN/runsc"
 		[runsc_config]
 		  platform = "systrap"
-		  oci-seccomp = "true"
 	EOF
 	put "$ETC/cni/10-berth-kube.conflist" <<-EOF
 		{
