@@ -87,7 +87,7 @@ type Gateway struct {
 	tools toolLabels // the tool names each app's metrics label
 
 	remoteMu sync.Mutex
-	remotes  map[string]*http.Transport // to other processes' replicas, by address and port
+	remotes  map[string]*remoteTransport // to other processes' replicas, by address and port
 
 	mu      sync.Mutex
 	bridges map[string]*bridgeEntry // stdio apps, by app---label
@@ -133,7 +133,7 @@ func New(o Options) *Gateway {
 	if o.Sessions == nil {
 		o.Sessions = sessionseal.NewRandom()
 	}
-	g := &Gateway{o: o, bridges: map[string]*bridgeEntry{}, remotes: map[string]*http.Transport{}}
+	g := &Gateway{o: o, bridges: map[string]*bridgeEntry{}, remotes: map[string]*remoteTransport{}}
 	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "berth_app_requests_total",
 		Help: "Requests to apps, by app, revision, MCP method, tool and status code.",
@@ -182,6 +182,15 @@ func New(o Options) *Gateway {
 			if errors.Is(err, errRemoteGone) {
 				// A session's replica in another process is gone.
 				g.o.Logger.Debug("a session's replica in another process is unreachable", "err", err)
+				edge.WriteError(w, r, errNoSession)
+				return
+			}
+			if r.Header.Get("Mcp-Session-Id") != "" {
+				// The session's own replica did not answer: its app died
+				// (its sessions with it) before the replica is known to
+				// have failed. The spec's answer, so the client starts a
+				// new session, rather than a 502 it would retry in vain.
+				g.o.Logger.Info("a session's replica did not answer; the session is lost", "err", err)
 				edge.WriteError(w, r, errNoSession)
 				return
 			}
@@ -418,19 +427,30 @@ func (g *Gateway) remote(up sessionseal.Upstream) http.RoundTripper {
 		}
 	}
 	addr, port := up.Addr, up.Port
-	tr := &http.Transport{
+	tr := &remoteTransport{&http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := g.o.Remote(ctx, addr, port)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %w", errRemoteGone, err)
-			}
-			return c, nil
+			return g.o.Remote(ctx, addr, port)
 		},
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
-	}
+	}}
 	g.remotes[key] = tr
 	return tr
+}
+
+// remoteTransport reaches a session's replica by its address. A request
+// it cannot get an answer to means the session is lost, as when a local
+// replica is gone (404: the client starts a new session), not a bad
+// gateway: the replica may have crashed, or its sandbox be on the way out
+// (the address answers, then the connection drops).
+type remoteTransport struct{ *http.Transport }
+
+func (t *remoteTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.Transport.RoundTrip(req)
+	if err != nil && req.Context().Err() == nil {
+		err = fmt.Errorf("%w: %w", errRemoteGone, err)
+	}
+	return resp, err
 }
 
 // readRequestBody reads a POST's body whole, within BodyTimeout, and
