@@ -85,6 +85,16 @@ func Build(ctx context.Context, o Options) (Result, error) {
 }
 
 func image(layer v1.Layer, o Options) (v1.Image, error) {
+	created := o.Created
+	if created.IsZero() {
+		created = time.Now().UTC().Truncate(time.Second)
+	}
+	return OnEmptyBase(layer, o.Config, created)
+}
+
+// OnEmptyBase is an OCI image for linux/amd64 of one layer on an empty
+// base, with config cfg and, unless zero, created as its creation time.
+func OnEmptyBase(layer v1.Layer, cfg v1.Config, created time.Time) (v1.Image, error) {
 	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
 	img, err := mutate.AppendLayers(base, layer)
@@ -97,12 +107,10 @@ func image(layer v1.Layer, o Options) (v1.Image, error) {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config = o.Config
-	created := o.Created
-	if created.IsZero() {
-		created = time.Now().UTC().Truncate(time.Second)
+	cf.Config = cfg
+	if !created.IsZero() {
+		cf.Created = v1.Time{Time: created}
 	}
-	cf.Created = v1.Time{Time: created}
 	return mutate.ConfigFile(img, cf)
 }
 

@@ -18,11 +18,11 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/berth-dev/berth/internal/imagebuild"
 )
 
 // File is one file of the image.
@@ -64,24 +64,7 @@ func Build(o Options) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
-	img, err := mutate.AppendLayers(base, layer)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Entrypoint = o.Entrypoint
-	cf.Config.Cmd = o.Cmd
-	cf.Config.Env = o.Env
-	cf.Config.User = o.User
-	cf.Config.Labels = o.Labels
-	return mutate.ConfigFile(img, cf)
+	return imagebuild.OnEmptyBase(layer, v1.Config{Entrypoint: o.Entrypoint, Cmd: o.Cmd, Env: o.Env, User: o.User, Labels: o.Labels}, time.Time{})
 }
 
 func tarFiles(files []File) ([]byte, error) {
