@@ -31,6 +31,7 @@ func (s *Store) setReady(ctx context.Context, ri dynamic.ResourceInterface, u *u
 	if !shouldWrite(u, status) {
 		return
 	}
+	written := false
 	werr := onConflict(func() error {
 		cur, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
 		if err != nil {
@@ -39,6 +40,9 @@ func (s *Store) setReady(ctx context.Context, ri dynamic.ResourceInterface, u *u
 		if cur.GetGeneration() != u.GetGeneration() {
 			return nil // a newer spec: its own event will tell
 		}
+		if !shouldWrite(cur, status) {
+			return nil // another replica judged it since u was read
+		}
 		cond := map[string]any{
 			"type": "Ready", "status": string(status), "reason": reason, "message": msg,
 			"observedGeneration": cur.GetGeneration(), "lastTransitionTime": metav1.Now().UTC().Format("2006-01-02T15:04:05Z"),
@@ -46,9 +50,10 @@ func (s *Store) setReady(ctx context.Context, ri dynamic.ResourceInterface, u *u
 		_ = unstructured.SetNestedSlice(cur.Object, []any{cond}, "status", "conditions")
 		_ = unstructured.SetNestedField(cur.Object, cur.GetGeneration(), "status", "observedGeneration")
 		_, err = ri.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		written = err == nil
 		return err
 	})
-	if werr == nil && err != nil {
+	if written && err != nil {
 		s.event(ctx, u, reason, msg)
 	}
 	if werr != nil && !apierrors.IsNotFound(werr) && ctx.Err() == nil {
