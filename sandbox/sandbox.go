@@ -97,10 +97,18 @@ type Spec struct {
 	// Image and use Root. A pulling driver given no Image runs its own
 	// default image.
 	Image string
+	// PullAuth is the login for Image's registry, for drivers that pull
+	// images themselves (nil: the driver's own logins, else anonymous).
+	PullAuth *RegistryLogin
 	// Owner is whom the sandbox runs for (zero: nobody in particular). A
 	// sandbox with an owner is connected to the app-to-app tunnel, which
 	// tells the apps it calls who it is (see package workload).
 	Owner Owner
+}
+
+// RegistryLogin is a user name and password for an image registry.
+type RegistryLogin struct {
+	User, Password string
 }
 
 // Owner is the app (Kind "app") or pool ("pool") a sandbox runs for.

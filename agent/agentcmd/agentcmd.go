@@ -36,6 +36,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	execNproc := fs.Int(agent.ExecNprocFlag, 0, "instead of serving, run the command after -- under this RLIMIT_NPROC")
 	waitDenied := fs.String("wait-denied", "", "instead of serving, wait until a connection to HOST:PORT fails (\"kubernetes\": the API server's service address), at most --within: an init container's gate that holds a Pod back until its NetworkPolicy is in force")
 	within := fs.Duration("within", 30*time.Second, "with --wait-denied: how long to wait")
+	var own multi
+	fs.Var(&own, "own", "a directory to give to --user before dropping to it (a named volume's top; repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,7 +60,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		if _, err := fmt.Sscanf(*user, "%d:%d", &uid, &gid); err != nil {
 			return fmt.Errorf("--user %q: want UID:GID", *user)
 		}
-		if err := agent.DropPrivileges(uid, gid, opts.Workspace, opts.Private); err != nil {
+		if err := agent.DropPrivileges(uid, gid, append([]string{opts.Workspace, opts.Private}, own...)...); err != nil {
 			return fmt.Errorf("drop privileges: %w", err)
 		}
 	}
@@ -122,3 +124,9 @@ func waitUntilDenied(ctx context.Context, addr string, within time.Duration) err
 		}
 	}
 }
+
+// multi is a repeatable string flag.
+type multi []string
+
+func (m *multi) String() string     { return fmt.Sprint(*m) }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }

@@ -119,7 +119,8 @@ func (b *box) Destroy(ctx context.Context) error {
 		err := r.deletePod(ctx, b.name)
 		err = errors.Join(err,
 			ignoreNotFound(r.cs.CoreV1().Secrets(ns).Delete(ctx, b.name+"-agent", metav1.DeleteOptions{})),
-			ignoreNotFound(r.cs.NetworkingV1().NetworkPolicies(ns).Delete(ctx, b.name, metav1.DeleteOptions{})))
+			ignoreNotFound(r.cs.NetworkingV1().NetworkPolicies(ns).Delete(ctx, b.name, metav1.DeleteOptions{})),
+			r.deleteExtras(ctx, b.id))
 		if err == nil {
 			err = b.waitGone(ctx)
 		}

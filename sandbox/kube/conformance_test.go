@@ -37,7 +37,7 @@ func TestConformance(t *testing.T) {
 					}}
 				},
 				Lacks: c.lacks | sandboxtest.HostRoot | sandboxtest.ImageRoots | sandboxtest.TmpLimit | sandboxtest.Stats |
-					sandboxtest.DiskQuota | sandboxtest.GroupVolumes | sandboxtest.CallerFiles | sandboxtest.LoopbackOnly,
+					sandboxtest.DiskQuota | sandboxtest.LoopbackOnly,
 			})
 		})
 	}

@@ -101,6 +101,18 @@ type Options struct {
 	DenyCIDRs []string
 	// PullSecrets name Secrets of the namespace used to pull images.
 	PullSecrets []string
+	// Credentials, if set, give the login for the registry of a Spec's
+	// image when the Spec brings none (PullAuth): the sandbox's Pod gets a
+	// pull Secret of its own.
+	Credentials Credentials
+	// StorageClass makes the named volumes' claims ("": the cluster's
+	// default class); VolumeBytes is what each claim asks for (default
+	// 1 GiB), VolumeAccessMode its access mode (default ReadWriteOnce: the
+	// sandboxes of a group share a volume on one node; ReadWriteMany where
+	// the class offers it and they spread over nodes).
+	StorageClass     string
+	VolumeBytes      int64
+	VolumeAccessMode corev1.PersistentVolumeAccessMode
 	// DeleteGrace is the Pods' termination grace (default 1s).
 	DeleteGrace time.Duration
 }
@@ -196,6 +208,12 @@ func (o *Options) defaultsNoClient() error {
 	if len(o.AgentFrom) == 0 && len(o.AgentFromPods) == 0 {
 		o.AgentFromPods = map[string]string{"app.kubernetes.io/name": "berth"}
 	}
+	if o.VolumeBytes == 0 {
+		o.VolumeBytes = 1 << 30
+	}
+	if o.VolumeAccessMode == "" {
+		o.VolumeAccessMode = corev1.ReadWriteOnce
+	}
 	if o.DeleteGrace == 0 {
 		o.DeleteGrace = time.Second
 	}
@@ -233,10 +251,6 @@ func (r *Runtime) Close() {
 
 // Name implements sandbox.Runtime.
 func (r *Runtime) Name() string { return "kube" }
-
-// RemoveVolumes implements sandbox.Runtime: the driver keeps no volumes
-// yet (a Spec with any is refused), so there is nothing to remove.
-func (r *Runtime) RemoveVolumes(context.Context, string) error { return nil }
 
 // Cleanup implements sandbox.Runtime: it deletes the instance's Pods,
 // Secrets and NetworkPolicies that no sandbox of this Runtime holds (what
@@ -376,28 +390,31 @@ func (r *Runtime) check(spec sandbox.Spec) error {
 		return fmt.Errorf("kube: sandbox id %q: want [a-z0-9-], at most 51 characters", spec.ID)
 	case spec.EgressProxy != nil:
 		return errors.New("kube: egress rules (an egress proxy) are not supported on Kubernetes yet; use egress enabled or disabled")
-	case len(spec.Volumes) > 0:
-		return errors.New("kube: named volumes are not supported on Kubernetes yet")
-	case len(spec.Files) > 0:
-		return errors.New("kube: the caller's files (Spec.Files) are not supported on Kubernetes yet")
 	case spec.Image == "" && r.o.Image == "":
 		return errors.New("kube: the sandbox names no image and the driver has no default image")
+	}
+	if err := checkVolumes(spec); err != nil {
+		return err
 	}
 	return spec.Root.Check()
 }
 
-// create makes the sandbox's objects: the Secret and the NetworkPolicy
-// first, so that the Pod never runs without either.
+// create makes the sandbox's objects: the Secrets, volume claims and the
+// NetworkPolicy first, so that the Pod never runs without them.
 func (r *Runtime) create(ctx context.Context, spec sandbox.Spec, b *box) error {
 	ns := r.o.Namespace
 	labels := r.labels(spec)
 	if _, err := r.cs.CoreV1().Secrets(ns).Create(ctx, r.secret(b, labels), metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("kube: the agent's Secret: %w", err)
 	}
+	ex, err := r.extras(ctx, spec, b, labels)
+	if err != nil {
+		return err
+	}
 	if _, err := r.cs.NetworkingV1().NetworkPolicies(ns).Create(ctx, r.networkPolicy(b.name, spec, labels), metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("kube: the sandbox's NetworkPolicy: %w", err)
 	}
-	if _, err := r.cs.CoreV1().Pods(ns).Create(ctx, r.pod(b, spec, labels), metav1.CreateOptions{}); err != nil {
+	if _, err := r.cs.CoreV1().Pods(ns).Create(ctx, r.pod(b, spec, labels, ex), metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("kube: the sandbox's Pod: %w", err)
 	}
 	return nil

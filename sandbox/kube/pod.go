@@ -81,7 +81,7 @@ func ipv4(cidrs []string) []string {
 }
 
 // pod is the sandbox's Pod.
-func (r *Runtime) pod(b *box, spec sandbox.Spec, labels map[string]string) *corev1.Pod {
+func (r *Runtime) pod(b *box, spec sandbox.Spec, labels map[string]string, ex extras) *corev1.Pod {
 	l := spec.Limits.WithDefaults(r.o.Defaults)
 	image := spec.Image
 	if image == "" {
@@ -98,9 +98,19 @@ func (r *Runtime) pod(b *box, spec sandbox.Spec, labels map[string]string) *core
 	}
 	grace := int64(r.o.DeleteGrace.Seconds())
 	disk := resource.NewQuantity(l.DiskBytes, resource.BinarySI)
-	var pullSecrets []corev1.LocalObjectReference
+	pullSecrets := ex.pullSecrets
 	for _, s := range r.o.PullSecrets {
 		pullSecrets = append(pullSecrets, corev1.LocalObjectReference{Name: s})
+	}
+	command := []string{agentDir + "/berth-agent", "agent",
+		"--listen", ":" + strconv.Itoa(r.o.AgentPort),
+		"--token-file", tokenDir + "/" + tokenKey,
+		"--user", strconv.FormatInt(uid, 10) + ":" + strconv.FormatInt(gid, 10),
+		"--workspace", workspace,
+		"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10),
+	}
+	for _, d := range ex.own {
+		command = append(command, "--own", d)
 	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: b.name, Namespace: r.o.Namespace, Labels: labels},
@@ -115,7 +125,7 @@ func (r *Runtime) pod(b *box, spec sandbox.Spec, labels map[string]string) *core
 			SecurityContext: &corev1.PodSecurityContext{
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
-			Volumes: []corev1.Volume{
+			Volumes: append([]corev1.Volume{
 				{Name: "agent", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: resource.NewQuantity(256<<20, resource.BinarySI)}}},
 				{Name: "token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 					SecretName: b.name + "-agent", DefaultMode: ptr(int32(0o400)),
@@ -123,26 +133,20 @@ func (r *Runtime) pod(b *box, spec sandbox.Spec, labels map[string]string) *core
 				}}},
 				{Name: "workspace", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: disk}}},
 				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: disk}}},
-			},
+			}, ex.volumes...),
 			InitContainers: r.initContainers(spec),
 			Containers: []corev1.Container{{
-				Name:  containerName,
-				Image: image,
-				Command: []string{agentDir + "/berth-agent", "agent",
-					"--listen", ":" + strconv.Itoa(r.o.AgentPort),
-					"--token-file", tokenDir + "/" + tokenKey,
-					"--user", strconv.FormatInt(uid, 10) + ":" + strconv.FormatInt(gid, 10),
-					"--workspace", workspace,
-					"--max-procs", strconv.FormatInt(sandbox.UserProcs(l.Pids), 10),
-				},
+				Name:      containerName,
+				Image:     image,
+				Command:   command,
 				Ports:     []corev1.ContainerPort{{Name: "agent", ContainerPort: int32(r.o.AgentPort), Protocol: corev1.ProtocolTCP}},
 				Resources: resources(l, r.o.Requests),
-				VolumeMounts: []corev1.VolumeMount{
+				VolumeMounts: append([]corev1.VolumeMount{
 					{Name: "agent", MountPath: agentDir, ReadOnly: true},
 					{Name: "token", MountPath: tokenDir, ReadOnly: true},
 					{Name: "workspace", MountPath: workspace},
 					{Name: "tmp", MountPath: "/tmp"},
-				},
+				}, ex.mounts...),
 				// The agent starts as root to read the token and hand the
 				// volumes to the code's uid, then drops to it: it needs
 				// CHOWN, SETUID and SETGID for that (SETPCAP to empty its

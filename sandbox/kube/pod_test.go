@@ -55,7 +55,7 @@ func TestPod(t *testing.T) {
 	r := testRuntime(t)
 	spec := sandbox.Spec{ID: "s1", Limits: sandbox.Limits{MemoryBytes: 256 << 20, CPU: 0.5, DiskBytes: 1 << 30}, Owner: sandbox.Owner{Kind: "pool", Name: "p"}}
 	b := &box{id: "s1", name: podName("s1"), token: "t"}
-	p := r.pod(b, spec, r.labels(spec))
+	p := r.pod(b, spec, r.labels(spec), extras{})
 	if *p.Spec.AutomountServiceAccountToken || *p.Spec.EnableServiceLinks || *p.Spec.RuntimeClassName != "gvisor" {
 		t.Errorf("pod spec %+v", p.Spec)
 	}
@@ -99,7 +99,7 @@ func TestEgressGate(t *testing.T) {
 	r := testRuntime(t)
 	for _, egress := range []bool{false, true} {
 		spec := sandbox.Spec{ID: "s1", Egress: egress}
-		p := r.pod(&box{id: "s1", name: podName("s1"), token: "t"}, spec, r.labels(spec))
+		p := r.pod(&box{id: "s1", name: podName("s1"), token: "t"}, spec, r.labels(spec), extras{})
 		var gates int
 		for _, c := range p.Spec.InitContainers {
 			if c.Name == "egress-gate" {

@@ -1,0 +1,61 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/berth-dev/berth/sandbox"
+)
+
+// extras are what a Spec adds to a sandbox's Pod beyond the agent: its
+// named volumes, the caller's files, its image's pull Secret.
+type extras struct {
+	volumes     []corev1.Volume
+	mounts      []corev1.VolumeMount
+	pullSecrets []corev1.LocalObjectReference
+	// own are the directories the agent hands to the code's uid.
+	own []string
+}
+
+// extras makes the objects the spec's extras need (the claims, the
+// Secrets of the files and the pull login), and says what the Pod adds.
+func (r *Runtime) extras(ctx context.Context, spec sandbox.Spec, b *box, labels map[string]string) (extras, error) {
+	var ex extras
+	if err := r.ensureVolumes(ctx, spec); err != nil {
+		return ex, err
+	}
+	vols, mounts := r.volumeMounts(spec)
+	for _, v := range spec.Volumes {
+		ex.own = append(ex.own, v.Path)
+	}
+	sets, err := r.readFiles(spec, b, labels)
+	if err != nil {
+		return ex, err
+	}
+	if err := r.createFiles(ctx, sets); err != nil {
+		return ex, err
+	}
+	fv, fm := filesMounts(sets)
+	ex.volumes, ex.mounts = append(vols, fv...), append(mounts, fm...)
+	ps, err := r.pullSecret(ctx, spec, b, labels)
+	if err != nil {
+		return ex, err
+	}
+	if ps != nil {
+		if _, err := r.cs.CoreV1().Secrets(r.o.Namespace).Create(ctx, ps, metav1.CreateOptions{}); err != nil {
+			return ex, fmt.Errorf("kube: the image's pull Secret: %w", err)
+		}
+		ex.pullSecrets = []corev1.LocalObjectReference{{Name: ps.Name}}
+	}
+	return ex, nil
+}
+
+// deleteExtras deletes the sandbox's Secrets (the files', the pull
+// login's; the agent's too).
+func (r *Runtime) deleteExtras(ctx context.Context, id string) error {
+	sel := LabelManagedBy + "=" + managedBy + "," + LabelInstance + "=" + r.o.Instance + "," + LabelSandbox + "=" + id
+	return ignoreNotFound(r.cs.CoreV1().Secrets(r.o.Namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel}))
+}
