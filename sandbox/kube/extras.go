@@ -24,10 +24,11 @@ type extras struct {
 // Secrets of the files and the pull login), and says what the Pod adds.
 func (r *Runtime) extras(ctx context.Context, spec sandbox.Spec, b *box, labels map[string]string) (extras, error) {
 	var ex extras
-	if err := r.ensureVolumes(ctx, spec); err != nil {
+	claims, err := r.ensureVolumes(ctx, spec)
+	if err != nil {
 		return ex, err
 	}
-	vols, mounts := r.volumeMounts(spec)
+	vols, mounts := volumeMounts(spec, claims)
 	for _, v := range spec.Volumes {
 		ex.own = append(ex.own, v.Path)
 	}

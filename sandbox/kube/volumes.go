@@ -9,10 +9,8 @@ import (
 	"path"
 	"regexp"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -48,11 +46,6 @@ func (r *Runtime) groupHash(group string) string {
 	return hex.EncodeToString(h[:])[:40]
 }
 
-// claimName is the name of group's claim for volume name.
-func (r *Runtime) claimName(group, name string) string {
-	return "berth-vol-" + r.groupHash(group)[:16] + "-" + name
-}
-
 // checkVolumes refuses volumes the driver cannot make.
 func checkVolumes(spec sandbox.Spec) error {
 	if len(spec.Volumes) == 0 {
@@ -76,40 +69,75 @@ func checkVolumes(spec sandbox.Spec) error {
 	return nil
 }
 
-// ensureVolumes makes the spec's claims that do not exist yet.
-func (r *Runtime) ensureVolumes(ctx context.Context, spec sandbox.Spec) error {
+// ensureVolumes finds (or makes) the spec's claims and returns their
+// names by volume name.
+func (r *Runtime) ensureVolumes(ctx context.Context, spec sandbox.Spec) (map[string]string, error) {
+	names := map[string]string{}
 	for _, v := range spec.Volumes {
-		if err := r.ensureClaim(ctx, spec, v.Name); err != nil {
-			return fmt.Errorf("kube: volume %s: %w", v.Name, err)
+		n, err := r.ensureClaim(ctx, spec, v.Name)
+		if err != nil {
+			return nil, fmt.Errorf("kube: volume %s: %w", v.Name, err)
 		}
+		names[v.Name] = n
 	}
-	return nil
+	return names, nil
 }
 
-func (r *Runtime) ensureClaim(ctx context.Context, spec sandbox.Spec, name string) error {
+// ensureClaim returns the name of the group's live claim for volume name,
+// made if there is none. A claim's name has a random suffix: one that
+// RemoveVolumes deleted lives on (Terminating) while a Pod still uses it,
+// and the group's next sandbox gets a new, empty one meanwhile. Of claims
+// that sandboxes starting at once made, all take the oldest, and each
+// deletes its own if that is not it.
+func (r *Runtime) ensureClaim(ctx context.Context, spec sandbox.Spec, name string) (string, error) {
 	claims := r.cs.CoreV1().PersistentVolumeClaims(r.o.Namespace)
-	cn := r.claimName(spec.Group, name)
-	for {
-		c, err := claims.Get(ctx, cn, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			_, err = claims.Create(ctx, r.claim(spec, name), metav1.CreateOptions{})
-			if err == nil || !apierrors.IsAlreadyExists(err) {
-				return err
-			}
-			continue // another sandbox of the group made it meanwhile
-		case err != nil:
-			return err
-		case c.DeletionTimestamp == nil:
-			return nil
+	sel := metav1.ListOptions{LabelSelector: r.groupSelector(spec.Group) + "," + LabelVolume + "=" + name}
+	if n, err := liveClaim(ctx, claims, sel); n != "" || err != nil {
+		return n, err
+	}
+	made, err := claims.Create(ctx, r.claim(spec, name), metav1.CreateOptions{})
+	if err != nil {
+		return "", err
+	}
+	n, err := liveClaim(ctx, claims, sel)
+	if err != nil {
+		return "", err
+	}
+	if n != made.Name {
+		_ = claims.Delete(ctx, made.Name, metav1.DeleteOptions{})
+	}
+	return n, nil
+}
+
+// liveClaim is the oldest claim of sel not being deleted, or "".
+func liveClaim(ctx context.Context, claims claimLister, sel metav1.ListOptions) (string, error) {
+	list, err := claims.List(ctx, sel)
+	if err != nil {
+		return "", err
+	}
+	var best *corev1.PersistentVolumeClaim
+	for i := range list.Items {
+		c := &list.Items[i]
+		if c.DeletionTimestamp != nil {
+			continue
 		}
-		// Being removed (RemoveVolumes of a moment ago): a new one follows.
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("claim %s is still being deleted: %w", cn, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
+		if best == nil || c.CreationTimestamp.Before(&best.CreationTimestamp) ||
+			(c.CreationTimestamp.Equal(&best.CreationTimestamp) && c.Name < best.Name) {
+			best = c
 		}
 	}
+	if best == nil {
+		return "", nil
+	}
+	return best.Name, nil
+}
+
+type claimLister interface {
+	List(ctx context.Context, opts metav1.ListOptions) (*corev1.PersistentVolumeClaimList, error)
+}
+
+func (r *Runtime) groupSelector(group string) string {
+	return LabelManagedBy + "=" + managedBy + "," + LabelInstance + "=" + r.o.Instance + "," + LabelGroup + "=" + r.groupHash(group)
 }
 
 // claim is group's PersistentVolumeClaim for volume name.
@@ -126,8 +154,9 @@ func (r *Runtime) claim(spec sandbox.Spec, name string) *corev1.PersistentVolume
 		class = &r.o.StorageClass
 	}
 	return &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: r.claimName(spec.Group, name), Namespace: r.o.Namespace,
-			Labels: labels, Annotations: map[string]string{annotationGroup: spec.Group}},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "berth-vol-" + r.groupHash(spec.Group)[:12] + "-" + name[:min(len(name), 30)] + "-",
+			Namespace: r.o.Namespace,
+			Labels:    labels, Annotations: map[string]string{annotationGroup: spec.Group}},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{r.o.VolumeAccessMode},
 			StorageClassName: class,
@@ -140,47 +169,37 @@ func (r *Runtime) claim(spec sandbox.Spec, name string) *corev1.PersistentVolume
 
 // volumeMounts are the Pod's volumes and the main container's mounts of
 // the spec's claims.
-func (r *Runtime) volumeMounts(spec sandbox.Spec) ([]corev1.Volume, []corev1.VolumeMount) {
+func volumeMounts(spec sandbox.Spec, claims map[string]string) ([]corev1.Volume, []corev1.VolumeMount) {
 	var vols []corev1.Volume
 	var mounts []corev1.VolumeMount
 	for i, v := range spec.Volumes {
 		n := fmt.Sprintf("vol-%d", i)
 		vols = append(vols, corev1.Volume{Name: n, VolumeSource: corev1.VolumeSource{
-			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: r.claimName(spec.Group, v.Name)},
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claims[v.Name]},
 		}})
 		mounts = append(mounts, corev1.VolumeMount{Name: n, MountPath: v.Path})
 	}
 	return vols, mounts
 }
 
-// RemoveVolumes implements sandbox.Runtime: it deletes group's claims and
-// waits (within ctx) until they are gone: a claim goes once no Pod uses
-// it, and its volume with it (the StorageClass's reclaim policy).
+// RemoveVolumes implements sandbox.Runtime: it deletes group's claims. A
+// claim goes once no Pod uses it, and its volume with it (as the
+// StorageClass's reclaim policy says); the group's next sandbox gets new
+// ones.
 func (r *Runtime) RemoveVolumes(ctx context.Context, group string) error {
 	claims := r.cs.CoreV1().PersistentVolumeClaims(r.o.Namespace)
-	sel := metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + managedBy + "," + LabelInstance + "=" + r.o.Instance +
-		"," + LabelGroup + "=" + r.groupHash(group)}
-	for {
-		list, err := claims.List(ctx, sel)
-		if err != nil {
-			return fmt.Errorf("kube: volumes of %s: %w", group, err)
-		}
-		if len(list.Items) == 0 {
-			return nil
-		}
-		var errs []error
-		for _, c := range list.Items {
-			if c.DeletionTimestamp == nil {
-				errs = append(errs, ignoreNotFound(claims.Delete(ctx, c.Name, metav1.DeleteOptions{})))
-			}
-		}
-		if err := errors.Join(errs...); err != nil {
-			return fmt.Errorf("kube: volumes of %s: %w", group, err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kube: volumes of %s still in use: %w", group, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
+	list, err := claims.List(ctx, metav1.ListOptions{LabelSelector: r.groupSelector(group)})
+	if err != nil {
+		return fmt.Errorf("kube: volumes of %s: %w", group, err)
+	}
+	var errs []error
+	for _, c := range list.Items {
+		if c.DeletionTimestamp == nil {
+			errs = append(errs, ignoreNotFound(claims.Delete(ctx, c.Name, metav1.DeleteOptions{})))
 		}
 	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("kube: volumes of %s: %w", group, err)
+	}
+	return nil
 }
