@@ -54,6 +54,9 @@ var cluster struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if agentBin.path != "" {
+		_ = os.RemoveAll(filepath.Dir(agentBin.path))
+	}
 	if cluster.ns != "" {
 		_ = cluster.cs.CoreV1().Namespaces().Delete(context.Background(), cluster.ns, metav1.DeleteOptions{})
 	}

@@ -2,12 +2,19 @@ package sandboxtest
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
 	"fmt"
+	"math"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -67,4 +74,133 @@ func BenchShared(b *testing.B, rt sandbox.Runtime, root *sandbox.Root, n int) {
 		mb, _ := strconv.Atoi(strings.Fields(string(out))[0])
 		b.ReportMetric(float64(mb), "MiB-shared-root")
 	}
+}
+
+// Latencies are measured durations.
+type Latencies []time.Duration
+
+// P is the q-quantile (0.5: the median) of l, by the nearest rank.
+func (l Latencies) P(q float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[min(len(s)-1, max(0, int(math.Ceil(q*float64(len(s))))-1))]
+}
+
+var echo = agent.ExecRequest{Language: agent.Shell, Code: "echo hi"}
+
+// Echo runs echo in sb's shell and fails tb unless it answers "hi".
+func Echo(tb testing.TB, sb sandbox.Sandbox) {
+	tb.Helper()
+	out, err := sb.Agent().Exec(context.Background(), echo, nil)
+	if err != nil || out.Stdout != "hi\n" {
+		tb.Fatalf("echo: %v %+v", err, out)
+	}
+}
+
+// MeasureStartEcho starts n sandboxes of spec one after the other, each
+// timed from Start until its first echo answers, and destroyed (untimed)
+// before the next; one more is started first, untimed, so that images and
+// caches are warm.
+func MeasureStartEcho(tb testing.TB, rt sandbox.Runtime, spec sandbox.Spec, n int) Latencies {
+	tb.Helper()
+	ctx := context.Background()
+	var l Latencies
+	for i := -1; i < n; i++ {
+		s := spec
+		s.ID = fmt.Sprintf("%s-%d-%s", spec.ID, i+1, strings.ToLower(rand.Text()[:4]))
+		t0 := time.Now()
+		sb, err := rt.Start(ctx, s)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		Echo(tb, sb)
+		if i >= 0 {
+			l = append(l, time.Since(t0))
+		}
+		_ = sb.Destroy(ctx)
+	}
+	return l
+}
+
+// MeasureFirstEcho starts n sandboxes of spec ahead of time (a warm
+// pool's) and times the first echo on each: what a warm acquire costs
+// the caller after the pool hands out a sandbox.
+func MeasureFirstEcho(tb testing.TB, rt sandbox.Runtime, spec sandbox.Spec, n int) Latencies {
+	tb.Helper()
+	boxes := startMany(tb, rt, spec, n)
+	var l Latencies
+	for _, sb := range boxes {
+		t0 := time.Now()
+		Echo(tb, sb)
+		l = append(l, time.Since(t0))
+	}
+	destroyAll(boxes)
+	return l
+}
+
+// MeasureEcho times n echos in one sandbox's session (after one untimed).
+func MeasureEcho(tb testing.TB, sb sandbox.Sandbox, n int) Latencies {
+	tb.Helper()
+	Echo(tb, sb)
+	l := make(Latencies, 0, n)
+	for range n {
+		t0 := time.Now()
+		Echo(tb, sb)
+		l = append(l, time.Since(t0))
+	}
+	return l
+}
+
+// MeasureConcurrentStarts starts n sandboxes of spec at once and returns
+// how long it took until every one's agent answered an echo.
+func MeasureConcurrentStarts(tb testing.TB, rt sandbox.Runtime, spec sandbox.Spec, n int) time.Duration {
+	tb.Helper()
+	t0 := time.Now()
+	boxes := startMany(tb, rt, spec, n)
+	d := time.Since(t0)
+	destroyAll(boxes)
+	return d
+}
+
+// startMany starts n sandboxes of spec at once, each answering an echo.
+func startMany(tb testing.TB, rt sandbox.Runtime, spec sandbox.Spec, n int) []sandbox.Sandbox {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	boxes := make([]sandbox.Sandbox, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			s := spec
+			s.ID = fmt.Sprintf("%s-%d-%s", spec.ID, i, strings.ToLower(rand.Text()[:4]))
+			sb, err := rt.Start(ctx, s)
+			if err == nil {
+				var out *agent.Output
+				if out, err = sb.Agent().Exec(ctx, echo, nil); err == nil && out.Stdout != "hi\n" {
+					err = fmt.Errorf("echo: %+v", out)
+				}
+			}
+			boxes[i], errs[i] = sb, err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		destroyAll(boxes)
+		tb.Fatal(err)
+	}
+	return boxes
+}
+
+func destroyAll(boxes []sandbox.Sandbox) {
+	var wg sync.WaitGroup
+	for _, sb := range boxes {
+		if sb != nil {
+			wg.Go(func() { _ = sb.Destroy(context.Background()) })
+		}
+	}
+	wg.Wait()
 }
