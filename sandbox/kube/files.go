@@ -48,6 +48,9 @@ func (r *Runtime) readFiles(spec sandbox.Spec, b *box, labels map[string]string)
 		if !filepath.IsAbs(f.Dir) || !path.IsAbs(f.Target) || path.Clean(f.Target) != f.Target || f.Target == "/" {
 			return nil, fmt.Errorf("kube: files %q at %q: not absolute paths", f.Dir, f.Target)
 		}
+		if reserved(f.Target) {
+			return nil, fmt.Errorf("kube: files at %s: the path is the sandbox's own", f.Target)
+		}
 		set := fileSet{target: f.Target}
 		newSecret := func() {
 			set.secrets = append(set.secrets, &corev1.Secret{

@@ -61,6 +61,8 @@ func checkVolumes(spec sandbox.Spec) error {
 			return fmt.Errorf("kube: volume %q: want [a-z0-9-], at most 63 characters", v.Name)
 		case !path.IsAbs(v.Path) || path.Clean(v.Path) != v.Path || v.Path == "/":
 			return fmt.Errorf("kube: volume %s: path %q is not a clean absolute path", v.Name, v.Path)
+		case reserved(v.Path):
+			return fmt.Errorf("kube: volume %s: %s is the sandbox's own", v.Name, v.Path)
 		case seen[v.Name]:
 			return fmt.Errorf("kube: volume %s named twice", v.Name)
 		}
@@ -202,4 +204,15 @@ func (r *Runtime) RemoveVolumes(ctx context.Context, group string) error {
 		return fmt.Errorf("kube: volumes of %s: %w", group, err)
 	}
 	return nil
+}
+
+// reserved reports whether p is, or is under, a path that the Pod's own
+// mounts hold (the agent's, the workspace, /tmp) or the kernel's.
+func reserved(p string) bool {
+	for _, r := range []string{"/.berth", workspace, "/tmp", "/proc", "/sys", "/dev"} {
+		if p == r || strings.HasPrefix(p, r+"/") {
+			return true
+		}
+	}
+	return false
 }
