@@ -31,7 +31,7 @@ import (
 //
 // It logs a table of p50/p99 and reports the metrics; it asserts no times:
 //
-//	BERTH_KUBE=1 go test -run '^$' -bench SideBySide -benchtime 1x ./sandbox/kube/
+//	BERTH_KUBE=1 go test -v -run '^$' -bench SideBySide -benchtime 1x ./sandbox/kube/
 func BenchmarkSideBySide(b *testing.B) {
 	testutil.RequireRoot(b)
 	setup(b)
