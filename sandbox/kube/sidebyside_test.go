@@ -29,6 +29,9 @@ import (
 //   - echo: an echo in a session;
 //   - starts/s: N sandboxes started at once, until each answered an echo.
 //
+// Sandboxes have no egress (a Pod's start includes its egress gate) but
+// in the row kube-runc-egress.
+//
 // It logs a table of p50/p99 and reports the metrics; it asserts no times:
 //
 //	BERTH_KUBE=1 go test -v -run '^$' -bench SideBySide -benchtime 1x ./sandbox/kube/
@@ -45,6 +48,9 @@ func BenchmarkSideBySide(b *testing.B) {
 		{"gvisor", localGvisor, sandbox.Spec{Root: sandboxtest.DebianRoot(b)}},
 		{"kube-runc", func(b *testing.B) sandbox.Runtime { return newRuntime(b, "", nil) }, sandbox.Spec{}},
 		{"kube-gvisor", func(b *testing.B) sandbox.Runtime { return newRuntime(b, "gvisor", nil) }, sandbox.Spec{}},
+		// With egress a Pod has no egress gate (an init container that
+		// waits until its NetworkPolicy is enforced): what the gate costs.
+		{"kube-runc-egress", func(b *testing.B) sandbox.Runtime { return newRuntime(b, "", nil) }, sandbox.Spec{Egress: true}},
 	}
 	var table strings.Builder
 	fmt.Fprintf(&table, "\n| driver | start+echo p50 | p99 | acquire+echo p50 | p99 | echo p50 | p99 | %d at once | starts/s |\n|---|---|---|---|---|---|---|---|---|\n", concurrent)
