@@ -218,6 +218,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	poolCapacity, appCapacity := capacities(budget)
 	// App-to-app calls and workload identity, through each sandbox's agent.
 	tunnels := workload.New(workload.Options{Logger: log})
 	for name, rt := range runtimes {
@@ -258,7 +259,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs, Egress: egr,
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: poolCapacity, Events: evs, Egress: egr,
 		Images: images, Resolve: builtinImages(images, o.BuiltinImages), Leader: lead})
 	if err := pools.Load(ctx); err != nil {
 		return err
@@ -323,7 +324,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st, Leader: lead})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: appCapacity, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st, Leader: lead})
 	if err != nil {
 		return err
 	}
@@ -471,7 +472,8 @@ func lock(path string) (func(), error) {
 }
 
 // admitAll makes one budget for every sandbox, of pools and apps alike,
-// and wraps each runtime so that its sandboxes hold their share of it.
+// and wraps each runtime so that its sandboxes hold their share of it; it
+// returns nil if no runtime runs sandboxes on this host.
 func admitAll(ao admit.Options, state string, runtimes map[string]sandbox.Runtime, log *slog.Logger) (*admit.Budget, error) {
 	if ao.DiskPath == "" {
 		ao.DiskPath = state
@@ -480,11 +482,34 @@ func admitAll(ao admit.Options, state string, runtimes map[string]sandbox.Runtim
 	if err != nil {
 		return nil, fmt.Errorf("sandbox admission: %w", err)
 	}
+	local := false
 	for name, rt := range runtimes {
+		if c, ok := rt.(clusterAdmitted); ok && c.AdmitsItself() {
+			continue
+		}
+		local = true
 		runtimes[name] = budget.Runtime(rt, sandbox.Limits{MemoryBytes: pool.DefaultMemory, DiskBytes: pool.DefaultDisk})
+	}
+	if !local {
+		log.Info("sandboxes are admitted by the cluster (its scheduler and the namespace's ResourceQuota), not within this host's capacity")
+		return nil, nil
 	}
 	log.Info("sandboxes are admitted within the host's capacity", "budget", budget.String())
 	return budget, nil
+}
+
+// clusterAdmitted is a runtime whose sandboxes run elsewhere (Pods on a
+// cluster, package sandbox/kube), which decides itself what fits: the
+// host's budget does not apply to them.
+type clusterAdmitted interface{ AdmitsItself() bool }
+
+// capacities are the budget as pools and apps take it (nil interfaces
+// when the cluster admits the sandboxes).
+func capacities(b *admit.Budget) (pool.Capacity, app.Capacity) {
+	if b == nil {
+		return nil, nil
+	}
+	return b, b
 }
 
 // serve serves each server on its listener, calls up once all are

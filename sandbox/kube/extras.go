@@ -2,7 +2,6 @@ package kube
 
 import (
 	"context"
-	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,7 +46,7 @@ func (r *Runtime) extras(ctx context.Context, spec sandbox.Spec, b *box, labels 
 	}
 	if ps != nil {
 		if _, err := r.cs.CoreV1().Secrets(r.o.Namespace).Create(ctx, ps, metav1.CreateOptions{}); err != nil {
-			return ex, fmt.Errorf("kube: the image's pull Secret: %w", err)
+			return ex, capacityError("the image's pull Secret", err)
 		}
 		ex.pullSecrets = []corev1.LocalObjectReference{{Name: ps.Name}}
 	}

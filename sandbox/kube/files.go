@@ -138,7 +138,7 @@ func (r *Runtime) createFiles(ctx context.Context, sets []fileSet) error {
 	for _, set := range sets {
 		for _, s := range set.secrets {
 			if _, err := r.cs.CoreV1().Secrets(r.o.Namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
-				return fmt.Errorf("kube: the files for %s: %w", set.target, err)
+				return capacityError("the Secret of the files for "+set.target, err)
 			}
 		}
 	}

@@ -78,7 +78,7 @@ func (r *Runtime) ensureVolumes(ctx context.Context, spec sandbox.Spec) (map[str
 	for _, v := range spec.Volumes {
 		n, err := r.ensureClaim(ctx, spec, v.Name)
 		if err != nil {
-			return nil, fmt.Errorf("kube: volume %s: %w", v.Name, err)
+			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 		}
 		names[v.Name] = n
 	}
@@ -99,7 +99,7 @@ func (r *Runtime) ensureClaim(ctx context.Context, spec sandbox.Spec, name strin
 	}
 	made, err := claims.Create(ctx, r.claim(spec, name), metav1.CreateOptions{})
 	if err != nil {
-		return "", err
+		return "", capacityError("the volume's claim", err)
 	}
 	n, err := liveClaim(ctx, claims, sel)
 	if err != nil {
