@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -96,6 +97,26 @@ func countWarm(pods []corev1.Pod) (warm, claimed int) {
 		}
 	}
 	return warm, claimed
+}
+
+// leaderOf is the process id of the replica that holds the Lease (its
+// identity is host-pid-instance).
+func leaderOf(t *testing.T, k *kubetest.Kube, ns string) int {
+	t.Helper()
+	var pid int
+	waitUntil(t, "a leader", func() bool {
+		l, err := k.Client.CoordinationV1().Leases(ns).Get(context.Background(), "berth-leader", metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil {
+			return false
+		}
+		parts := strings.Split(*l.Spec.HolderIdentity, "-")
+		if len(parts) < 3 {
+			t.Fatalf("lease holder %q", *l.Spec.HolderIdentity)
+		}
+		pid, err = strconv.Atoi(parts[len(parts)-2])
+		return err == nil
+	})
+	return pid
 }
 
 // keyedAlternate is alternate with the pool's key on every request.
@@ -209,9 +230,22 @@ func TestKubePoolAcrossReplicas(t *testing.T) {
 		t.Fatalf("%d claimed Pods, want 3", claimed)
 	}
 
+	// Activity is shared: a session kept busy through the replica that
+	// does not lead outlives a cooldown it would not survive otherwise;
+	// the others, idle, go.
+	a.cli("pool", "update", "kp", "--cooldown", "3s")
+	follower := b
+	if leaderOf(t, k, ns) == b.cmd.Process.Pid {
+		follower = a
+	}
+	for i := range 6 {
+		if out := follower.execute("kp", key, "rest-1", "cat /mnt/data/r").Stdout; out != "rest\n" {
+			t.Fatalf("rest-1 kept busy through the follower, %ds after the cooldown changed to 3s: %q", i, out)
+		}
+		time.Sleep(time.Second)
+	}
 	// The cooldown (shortened) deletes every session's Pod, whichever
 	// replica served it.
-	a.cli("pool", "update", "kp", "--cooldown", "3s")
 	t0 = time.Now()
 	waitUntil(t, "the sessions' Pods to be deleted after the cooldown", func() bool {
 		pods := poolPods(t, k, ns, "kp")
@@ -227,4 +261,25 @@ func TestKubePoolAcrossReplicas(t *testing.T) {
 		}
 	}
 	t.Logf("MCP requests per replica: %d, %d", lb.got[0].Load(), lb.got[1].Load())
+	t.Logf("claim + attach (the replicas' logs): %v", attachTimes(a, b))
+}
+
+// attachTimes are the times the replicas logged for finding or claiming a
+// session's Pod and attaching to it, sorted.
+func attachTimes(rs ...*berth) []time.Duration {
+	var out []time.Duration
+	for _, r := range rs {
+		for _, l := range strings.Split(r.logs.String(), "\n") {
+			if !strings.Contains(l, "session attached") {
+				continue
+			}
+			_, took, _ := strings.Cut(l, " took=")
+			took, _, _ = strings.Cut(took, " ")
+			if d, err := time.ParseDuration(took); err == nil {
+				out = append(out, d)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }

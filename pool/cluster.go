@@ -161,6 +161,7 @@ func (p *Pool) attach(s *Session, create bool) {
 	// On the pool's context: other requests for id may wait on it too.
 	ctx, cancel := context.WithTimeout(p.ctx, 2*time.Minute)
 	defer cancel()
+	t0 := time.Now()
 	sb, err := p.claimed(ctx, s, create)
 	if err != nil {
 		s.err = err
@@ -179,7 +180,7 @@ func (p *Pool) attach(s *Session, create bool) {
 	if s.shape.Type == TypeCustom {
 		s.transport = newTransport(s.sb, s.port)
 	}
-	p.log.Debug("session attached", "session", s.ID, "sandbox", sb.ID())
+	p.log.Debug("session attached", "session", s.ID, "sandbox", sb.ID(), "took", time.Since(t0))
 	close(s.ready)
 }
 
