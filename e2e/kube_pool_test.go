@@ -154,6 +154,9 @@ func TestKubePoolAcrossReplicas(t *testing.T) {
 	if pods = poolPods(t, k, ns, "kp"); len(pods) != 2 {
 		t.Fatalf("%d Pods for Ready 2: more than one replica keeps Pods warm", len(pods))
 	}
+	if na, nb := strings.Count(a.logs.String(), "warm sandbox started for the cluster"), strings.Count(b.logs.String(), "warm sandbox started for the cluster"); na+nb != 2 || na*nb != 0 {
+		t.Fatalf("warm Pods started by the replicas: %d and %d, want 2 by the leader alone", na, nb)
+	}
 
 	hostOf := func(s *berth) string { return strings.TrimPrefix(s.info.PublicURL, "http://") }
 	lb := &keyedAlternate{alternate: alternate{hosts: []string{hostOf(a), hostOf(b)}, got: make([]atomic.Int64, 2)}, key: key}

@@ -339,9 +339,11 @@ func (p *Pool) warmRound() error {
 	if len(free)+max(unmarked, starting) >= target {
 		return nil
 	}
+	t0 := time.Now()
 	if err := p.startWarm(ctx, sh); err != nil {
 		return err
 	}
+	p.log.Debug("warm sandbox started for the cluster", "took", time.Since(t0))
 	p.poke() // the next one at once
 	return nil
 }
