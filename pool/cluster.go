@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -186,17 +187,19 @@ func (p *Pool) attach(s *Session, create bool) {
 
 // claimed returns s's sandbox, claimed in the cluster.
 func (p *Pool) claimed(ctx context.Context, s *Session, create bool) (sandbox.Sandbox, error) {
-	cs, ok, err := p.claims.Find(ctx, s.ID)
+	var cs ClusterSandbox
+	var ok bool
+	var err error
+	if create {
+		cs, err = p.claim(ctx, s)
+	} else {
+		cs, ok, err = p.claims.Find(ctx, s.ID)
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: %q (it may have expired after %ds idle)", ErrSessionNotFound, s.ID, p.Config().CooldownSeconds)
+		}
+	}
 	if err != nil {
 		return nil, err
-	}
-	if !ok && !create {
-		return nil, fmt.Errorf("%w: %q (it may have expired after %ds idle)", ErrSessionNotFound, s.ID, p.Config().CooldownSeconds)
-	}
-	if !ok {
-		if cs, err = p.claim(ctx, s); err != nil {
-			return nil, err
-		}
 	}
 	sb, err := p.cluster.Attach(ctx, cs.ID)
 	if errors.Is(err, sandbox.ErrNotFound) {
@@ -215,15 +218,18 @@ func (p *Pool) claimed(ctx context.Context, s *Session, create bool) (sandbox.Sa
 	return sb, nil
 }
 
-// claim claims a warm sandbox for s, starting one when none is free (the
-// race between replicas that start one each is the claims' to settle:
-// the other sandbox stays warm).
+// claim returns s's claimed sandbox, claiming a warm one if s has none,
+// starting one when none is free (the race between replicas that start
+// one each is the claims' to settle: the other sandbox stays warm).
 func (p *Pool) claim(ctx context.Context, s *Session) (ClusterSandbox, error) {
 	sh := shapeHash(s.shape)
 	for range 3 {
 		all, err := p.claims.List(ctx)
 		if err != nil {
 			return ClusterSandbox{}, err
+		}
+		if i := slices.IndexFunc(all, func(c ClusterSandbox) bool { return c.Session == s.ID && !c.Gone }); i >= 0 {
+			return all[i], nil
 		}
 		cfg := p.Config()
 		if n := countClaimed(all); n >= cfg.Max {

@@ -51,6 +51,10 @@ func newKubeRuntimes(ctx context.Context, k *kubeFlags, instance string, shared 
 	if ns == "" {
 		return nil, errors.New("--runtime kube: name the sandboxes' namespace with --kube-namespace")
 	}
+	// client-go's default (5 requests/s, bursts of 10) holds a session's
+	// claim (a few reads and writes) up by a second once a few come
+	// together; the API server has its own fairness.
+	cfg.QPS, cfg.Burst = 100, 200
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err

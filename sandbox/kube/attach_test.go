@@ -16,12 +16,12 @@ import (
 
 // replicas are n Runtimes of one instance on the test namespace, as
 // Berth replicas sharing their sandboxes (--state kube) have them.
-func replicas(t *testing.T, n int) []*kube.Runtime {
+func replicas(t *testing.T, n int, rc string) []*kube.Runtime {
 	t.Helper()
 	inst := "t-" + strings.ToLower(rand.Text()[:8])
 	var rts []*kube.Runtime
 	for range n {
-		rts = append(rts, newRuntime(t, "", func(o *kube.Options) { o.Instance, o.Shared = inst, true }))
+		rts = append(rts, newRuntime(t, rc, func(o *kube.Options) { o.Instance, o.Shared = inst, true }))
 	}
 	return rts
 }
@@ -31,7 +31,13 @@ func replicas(t *testing.T, n int) []*kube.Runtime {
 // from any replica is ErrExists and leaves it running; the second
 // replica's Destroy ends it for the first.
 func TestAttachAcrossReplicas(t *testing.T) {
-	rts := replicas(t, 3)
+	for _, c := range classes {
+		t.Run(c.name, func(t *testing.T) { testAttachAcrossReplicas(t, c.rc) })
+	}
+}
+
+func testAttachAcrossReplicas(t *testing.T, rc string) {
+	rts := replicas(t, 3, rc)
 	a, b, c := rts[0], rts[1], rts[2]
 	sa := start(t, a, sandbox.Spec{ID: "attach"})
 	if out := shell(t, sa, "echo from-a > /tmp/f && hostname"); out != "sandbox" {
@@ -90,7 +96,7 @@ func TestAttachAcrossReplicas(t *testing.T) {
 // TestSharedCleanup: a replica that starts (its Cleanup at start-up)
 // leaves the sandboxes of the other replicas running.
 func TestSharedCleanup(t *testing.T) {
-	rts := replicas(t, 2)
+	rts := replicas(t, 2, "")
 	a, b := rts[0], rts[1]
 	sa := start(t, a, sandbox.Spec{ID: "shared"})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
