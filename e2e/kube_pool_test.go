@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -97,6 +98,23 @@ func countWarm(pods []corev1.Pod) (warm, claimed int) {
 		}
 	}
 	return warm, claimed
+}
+
+func sorted(s ...string) []string { slices.Sort(s); return s }
+
+// listSessions lists a pool's session identifiers through r's data plane.
+func listSessions(t *testing.T, r *berth, key string) []string {
+	t.Helper()
+	got := r.do(http.MethodGet, "/pools/kp/listSessions", keyHeader(key), nil)
+	var out struct{ Sessions []struct{ Identifier string } }
+	if err := json.Unmarshal(got.Body, &out); got.Status != http.StatusOK || err != nil {
+		t.Fatalf("listSessions: HTTP %d %s", got.Status, got.Body)
+	}
+	var ids []string
+	for _, s := range out.Sessions {
+		ids = append(ids, s.Identifier)
+	}
+	return sorted(ids...)
 }
 
 // leaderOf is the process id of the replica that holds the Lease (its
@@ -230,10 +248,34 @@ func TestKubePoolAcrossReplicas(t *testing.T) {
 	if _, claimed := countWarm(poolPods(t, k, ns, "kp")); claimed != 3 {
 		t.Fatalf("%d claimed Pods, want 3", claimed)
 	}
+	// Both list the three sessions, from the cluster (b has not served
+	// rest-1 yet).
+	for _, r := range []*berth{a, b} {
+		if got := listSessions(t, r, key); !slices.Equal(got, sorted(env1, env2, "rest-1")) {
+			t.Fatalf("sessions listed: %v", got)
+		}
+	}
 	// b has not served rest-1 yet (a 429 from b above counted the cluster's
 	// sessions, not its own); now it does, from its Pod.
 	if out := b.execute("kp", key, "rest-1", "cat /mnt/data/r").Stdout; out != "rest\n" {
 		t.Fatalf("rest on b: %q", out)
+	}
+
+	// A DELETE through one replica ends the session for both.
+	if r := a.do(http.MethodDelete, "/pools/kp/sessions/"+env2, keyHeader(key), nil); r.Status != http.StatusNoContent {
+		t.Fatalf("DELETE %s on a: HTTP %d %s", env2, r.Status, r.Body)
+	}
+	waitUntil(t, env2+"'s Pod to go", func() bool { return claimedPod(poolPods(t, k, ns, "kp"), env2) == "" })
+	for _, r := range []*berth{a, b} {
+		if got := listSessions(t, r, key); !slices.Equal(got, sorted(env1, "rest-1")) {
+			t.Fatalf("sessions listed after DELETE: %v", got)
+		}
+		if got := r.do(http.MethodDelete, "/pools/kp/sessions/"+env2, keyHeader(key), nil); got.Status != http.StatusNotFound {
+			t.Fatalf("DELETE of a deleted session: HTTP %d", got.Status)
+		}
+	}
+	if r, err := c.try(mcpserver.ToolRunShell, map[string]any{"environmentId": env2, "shellCommand": "true"}); err != nil || !r.IsError {
+		t.Fatalf("shell in a deleted environment: %v %v", r, err)
 	}
 
 	// Activity is shared: a session kept busy through the replica that
@@ -257,7 +299,7 @@ func TestKubePoolAcrossReplicas(t *testing.T) {
 		pods := poolPods(t, k, ns, "kp")
 		return !slices.ContainsFunc([]string{env1, env2, "rest-1"}, func(id string) bool { return claimedPod(pods, id) != "" })
 	})
-	t.Logf("cooldown 3s → the 3 Pods deleted: %v", time.Since(t0))
+	t.Logf("cooldown 3s → the sessions' Pods deleted: %v", time.Since(t0))
 	// Neither replica routes to the deleted Pods: the identifier starts
 	// over in a new sandbox.
 	for _, r := range []*berth{a, b} {
