@@ -85,8 +85,11 @@ type claims struct {
 
 func (cl *claims) claimer(shape string) *kubeclaim.Claimer {
 	return kubeclaim.New(cl.c.cs.CoreV1(), kubeclaim.Options{Namespace: cl.c.ns, Pool: cl.pool,
+		// Marked warm once its agent answered and its interpreter ran
+		// (its phase may still read Pending until the kubelet's next
+		// status sync); kubeclaim skips Pods that ended.
 		Ready: func(p *corev1.Pod) bool {
-			return shape != "" && p.Annotations[AnnotationWarm] == shape && p.Status.Phase == corev1.PodRunning
+			return shape != "" && p.Annotations[AnnotationWarm] == shape
 		}})
 }
 
