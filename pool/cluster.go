@@ -496,14 +496,17 @@ func (p *Pool) deleteClusterSession(id string) error {
 	if err != nil {
 		return err
 	}
-	if s != nil && s.err == nil {
-		p.remove(s, "deleted")
-		return nil
-	}
 	if !ok {
+		// Released already (through another replica, or the cooldown):
+		// a cached session is stale.
+		if s != nil && s.err == nil {
+			p.remove(s, "sandbox stopped")
+		}
 		return fmt.Errorf("%w: %q", ErrSessionNotFound, id)
 	}
-	p.log.Info("session ended", "session", id, "reason", "deleted")
+	if s == nil || s.err != nil || !p.remove(s, "deleted") {
+		p.log.Info("session ended", "session", id, "reason", "deleted")
+	}
 	return nil
 }
 
