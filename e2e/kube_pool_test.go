@@ -308,6 +308,28 @@ func TestKubePoolAcrossReplicas(t *testing.T) {
 			t.Fatalf("rest-1 after its cooldown: %q", out)
 		}
 	}
+	// An update of what a sandbox is (its memory) replaces the warm Pods.
+	old := map[string]bool{}
+	for _, p := range poolPods(t, k, ns, "kp") {
+		if p.Annotations[kubeclaim.AnnotationSession] == "" {
+			old[p.Annotations[kubepool.AnnotationWarm]] = true
+		}
+	}
+	b.cli("pool", "update", "kp", "--memory", "256Mi")
+	waitUntil(t, "2 warm Pods of the new settings", func() bool {
+		n := 0
+		for _, p := range poolPods(t, k, ns, "kp") {
+			w := p.Annotations[kubepool.AnnotationWarm]
+			switch {
+			case p.Annotations[kubeclaim.AnnotationSession] != "":
+			case old[w]:
+				return false
+			case w != "":
+				n++
+			}
+		}
+		return n == 2
+	})
 	t.Logf("MCP requests per replica: %d, %d", lb.got[0].Load(), lb.got[1].Load())
 	t.Logf("claim + attach (the replicas' logs): %v", attachTimes(a, b))
 }
