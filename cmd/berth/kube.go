@@ -37,8 +37,10 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 
 // newKubeRuntimes is the runtime map of --runtime kube: every runtime name
 // a pool or an app may name (bwrap, gvisor, kube) runs Pods of the one
-// RuntimeClass, so that pools keep their configuration.
-func newKubeRuntimes(ctx context.Context, k *kubeFlags, instance string, log *slog.Logger) (map[string]sandbox.Runtime, error) {
+// RuntimeClass, so that pools keep their configuration. Shared (with
+// --state kube): the replicas of the namespace share their sandboxes, under
+// one instance label ("berth") instead of this data directory's.
+func newKubeRuntimes(ctx context.Context, k *kubeFlags, instance string, shared bool, log *slog.Logger) (map[string]sandbox.Runtime, error) {
 	cfg, ns, err := kubeConfig(k.kubeconfig)
 	if err != nil {
 		return nil, err
@@ -49,13 +51,20 @@ func newKubeRuntimes(ctx context.Context, k *kubeFlags, instance string, log *sl
 	if ns == "" {
 		return nil, errors.New("--runtime kube: name the sandboxes' namespace with --kube-namespace")
 	}
+	// client-go's default (5 requests/s, bursts of 10) holds a session's
+	// claim (a few reads and writes) up by a second once a few come
+	// together; the API server has its own fairness.
+	cfg.QPS, cfg.Burst = 100, 200
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
+	if shared {
+		instance = ""
+	}
 	rt, err := kube.New(ctx, kube.Options{
 		Client: cs, Namespace: ns, Instance: instance, AgentImage: k.agentImage, Image: k.image,
-		RuntimeClass: k.runtimeClass, AgentFrom: k.agentFrom, DenyCIDRs: k.denyCIDRs,
+		RuntimeClass: k.runtimeClass, AgentFrom: k.agentFrom, DenyCIDRs: k.denyCIDRs, Shared: shared,
 	})
 	if err != nil {
 		return nil, err

@@ -31,10 +31,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
-	"strconv"
 	"sync"
 	"time"
 
@@ -47,7 +45,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -119,6 +116,10 @@ type Options struct {
 	// cannot place before it fails with sandbox.ErrNoCapacity (default
 	// DefaultUnschedulableWait).
 	UnschedulableWait time.Duration
+	// Shared says that several Berth replicas use the instance's
+	// sandboxes (with --state kube): each may Attach to the others', and
+	// Cleanup deletes nothing a live replica may use.
+	Shared bool
 }
 
 // DefaultLimits fill a Spec's zero limits.
@@ -261,8 +262,13 @@ func (r *Runtime) Name() string { return "kube" }
 
 // Cleanup implements sandbox.Runtime: it deletes the instance's Pods,
 // Secrets and NetworkPolicies that no sandbox of this Runtime holds (what
-// an earlier Berth left), and waits for the Pods to go.
+// an earlier Berth left), and waits for the Pods to go. With
+// Options.Shared, other replicas' sandboxes stay: it deletes only Pods that
+// ended and Secrets and NetworkPolicies left without their Pod.
 func (r *Runtime) Cleanup(ctx context.Context) error {
+	if r.o.Shared {
+		return r.cleanupShared(ctx)
+	}
 	ns := r.o.Namespace
 	list := metav1.ListOptions{LabelSelector: r.selector}
 	pods, err := r.cs.CoreV1().Pods(ns).List(ctx, list)
@@ -349,22 +355,25 @@ func podName(id string) string { return "berth-" + id }
 
 // Start implements sandbox.Runtime: it creates the sandbox's Secret,
 // NetworkPolicy and Pod, and returns once the Pod runs and its agent
-// answers. On failure it deletes what it created.
+// answers. On failure it deletes what it created. A sandbox of that ID
+// that exists already (this Runtime's, or another replica's) is an error
+// wrapping sandbox.ErrExists, and left as it is.
 func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbox, err error) {
 	if err := r.check(spec); err != nil {
 		return nil, err
 	}
-	b := &box{id: spec.ID, name: podName(spec.ID), rt: r, token: rand.Text() + rand.Text(),
-		running: make(chan struct{}), done: make(chan struct{})}
+	b := newBox(r, spec.ID, rand.Text()+rand.Text())
 	r.mu.Lock()
 	if _, dup := r.boxes[b.name]; dup {
 		r.mu.Unlock()
-		return nil, fmt.Errorf("kube: sandbox %q already exists", spec.ID)
+		return nil, fmt.Errorf("kube: sandbox %q: %w", spec.ID, sandbox.ErrExists)
 	}
 	r.boxes[b.name] = b
 	r.mu.Unlock()
 	defer func() {
-		if err != nil {
+		if errors.Is(err, sandbox.ErrExists) {
+			r.forget(b) // another's: not ours to delete
+		} else if err != nil {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			_ = b.Destroy(dctx)
 			cancel()
@@ -373,18 +382,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	if err := r.create(ctx, spec, b); err != nil {
 		return nil, err
 	}
-	select {
-	case <-b.running:
-	case <-b.done:
-		return nil, b.startError()
-	case <-ctx.Done():
-		return nil, fmt.Errorf("kube: sandbox %s did not start: %s (%w)", spec.ID, b.reason(), ctx.Err())
-	}
-	c := agent.NewTokenClient(b.dialer(net.JoinHostPort(b.ip, strconv.Itoa(r.o.AgentPort))), b.token)
-	b.mu.Lock()
-	b.client = c
-	b.mu.Unlock()
-	if err := b.waitAgent(ctx); err != nil {
+	if err := b.connect(ctx); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -407,24 +405,32 @@ func (r *Runtime) check(spec sandbox.Spec) error {
 }
 
 // create makes the sandbox's objects: the Secrets, volume claims and the
-// NetworkPolicy first, so that the Pod never runs without them.
+// NetworkPolicy first, so that the Pod never runs without them. Any of
+// them there already means the sandbox exists (sandbox.ErrExists).
 func (r *Runtime) create(ctx context.Context, spec sandbox.Spec, b *box) error {
 	ns := r.o.Namespace
 	labels := r.labels(spec)
 	if _, err := r.cs.CoreV1().Secrets(ns).Create(ctx, r.secret(b, labels), metav1.CreateOptions{}); err != nil {
-		return capacityError("the agent's Secret", err)
+		return createErr(spec.ID, "the agent's Secret", err)
 	}
 	ex, err := r.extras(ctx, spec, b, labels)
 	if err != nil {
 		return err
 	}
 	if _, err := r.cs.NetworkingV1().NetworkPolicies(ns).Create(ctx, r.networkPolicy(b.name, spec, labels), metav1.CreateOptions{}); err != nil {
-		return capacityError("the sandbox's NetworkPolicy", err)
+		return createErr(spec.ID, "the sandbox's NetworkPolicy", err)
 	}
 	if _, err := r.cs.CoreV1().Pods(ns).Create(ctx, r.pod(b, spec, labels, ex), metav1.CreateOptions{}); err != nil {
-		return capacityError("the sandbox's Pod", err)
+		return createErr(spec.ID, "the sandbox's Pod", err)
 	}
 	return nil
+}
+
+func createErr(id, what string, err error) error {
+	if apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("kube: sandbox %q: %s: %w", id, what, sandbox.ErrExists)
+	}
+	return capacityError(what, err)
 }
 
 func (r *Runtime) labels(spec sandbox.Spec) map[string]string {
@@ -455,6 +461,11 @@ func (r *Runtime) observe(obj any, deleted bool) {
 	}
 	if deleted {
 		b.stopped("its Pod was deleted")
+		r.mu.Lock()
+		if r.boxes[p.Name] == b {
+			delete(r.boxes, p.Name) // another replica's Destroy (or kubectl's): a new Pod may take the name
+		}
+		r.mu.Unlock()
 		return
 	}
 	if msg, ok := unschedulable(p); ok {
