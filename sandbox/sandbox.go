@@ -223,6 +223,14 @@ func (s Stats) DiskFull() bool {
 // DefaultDiskBytes is a sandbox's disk when its limits name none.
 const DefaultDiskBytes = 1 << 30
 
+// ErrExists means Start was given the ID of a sandbox that exists already
+// (another Berth replica may have started it: a driver that shares its
+// sandboxes between replicas can attach to it instead).
+var ErrExists = errors.New("sandbox exists already")
+
+// ErrNotFound means no sandbox has that ID (Attach of a shared driver).
+var ErrNotFound = errors.New("no such sandbox")
+
 // ErrNoCapacity means the host cannot take another sandbox of that size
 // now: the sandboxes it runs already hold what it admits. It is temporary.
 var ErrNoCapacity = errors.New("host at capacity")

@@ -37,8 +37,10 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 
 // newKubeRuntimes is the runtime map of --runtime kube: every runtime name
 // a pool or an app may name (bwrap, gvisor, kube) runs Pods of the one
-// RuntimeClass, so that pools keep their configuration.
-func newKubeRuntimes(ctx context.Context, k *kubeFlags, instance string, log *slog.Logger) (map[string]sandbox.Runtime, error) {
+// RuntimeClass, so that pools keep their configuration. Shared (with
+// --state kube): the replicas of the namespace share their sandboxes, under
+// one instance label ("berth") instead of this data directory's.
+func newKubeRuntimes(ctx context.Context, k *kubeFlags, instance string, shared bool, log *slog.Logger) (map[string]sandbox.Runtime, error) {
 	cfg, ns, err := kubeConfig(k.kubeconfig)
 	if err != nil {
 		return nil, err
@@ -53,9 +55,12 @@ func newKubeRuntimes(ctx context.Context, k *kubeFlags, instance string, log *sl
 	if err != nil {
 		return nil, err
 	}
+	if shared {
+		instance = ""
+	}
 	rt, err := kube.New(ctx, kube.Options{
 		Client: cs, Namespace: ns, Instance: instance, AgentImage: k.agentImage, Image: k.image,
-		RuntimeClass: k.runtimeClass, AgentFrom: k.agentFrom, DenyCIDRs: k.denyCIDRs,
+		RuntimeClass: k.runtimeClass, AgentFrom: k.agentFrom, DenyCIDRs: k.denyCIDRs, Shared: shared,
 	})
 	if err != nil {
 		return nil, err

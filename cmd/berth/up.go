@@ -140,7 +140,7 @@ func runUp(ctx context.Context, args []string) error {
 		State: *state, Kube: kube,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			if kf.runtime == "kube" {
-				return newKubeRuntimes(ctx, &kf, instance, log)
+				return newKubeRuntimes(ctx, &kf, instance, *state == server.StateKube, log)
 			}
 			return newRuntimes(filepath.Join(*stateDir, instance), instance, *runsc, log)
 		},

@@ -24,11 +24,17 @@ type box struct {
 	ip      string // set before running is closed
 	why     string
 	running chan struct{} // closed once the Pod runs (ip set)
+	ready   chan struct{} // closed once the agent answered (client set)
 	done    chan struct{} // closed once the Pod stopped or went
 	runOnce sync.Once
 	endOnce sync.Once
 	delOnce sync.Once
 	delErr  error
+}
+
+func newBox(r *Runtime, id, token string) *box {
+	return &box{id: id, name: podName(id), rt: r, token: token,
+		running: make(chan struct{}), ready: make(chan struct{}), done: make(chan struct{})}
 }
 
 func (b *box) ID() string            { return b.id }
@@ -124,7 +130,9 @@ func (b *box) Destroy(ctx context.Context) error {
 			err = b.waitGone(ctx)
 		}
 		r.mu.Lock()
-		delete(r.boxes, b.name)
+		if r.boxes[b.name] == b {
+			delete(r.boxes, b.name)
+		}
 		r.mu.Unlock()
 		b.stopped("destroyed")
 		b.delErr = err

@@ -31,10 +31,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
-	"strconv"
 	"sync"
 	"time"
 
@@ -47,7 +45,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/berth-dev/berth/agent"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -103,6 +100,10 @@ type Options struct {
 	PullSecrets []string
 	// DeleteGrace is the Pods' termination grace (default 1s).
 	DeleteGrace time.Duration
+	// Shared says that several Berth replicas use the instance's
+	// sandboxes (with --state kube): each may Attach to the others', and
+	// Cleanup deletes nothing a live replica may use.
+	Shared bool
 }
 
 // DefaultLimits fill a Spec's zero limits.
@@ -240,8 +241,13 @@ func (r *Runtime) RemoveVolumes(context.Context, string) error { return nil }
 
 // Cleanup implements sandbox.Runtime: it deletes the instance's Pods,
 // Secrets and NetworkPolicies that no sandbox of this Runtime holds (what
-// an earlier Berth left), and waits for the Pods to go.
+// an earlier Berth left), and waits for the Pods to go. With
+// Options.Shared, other replicas' sandboxes stay: it deletes only Pods that
+// ended and Secrets and NetworkPolicies left without their Pod.
 func (r *Runtime) Cleanup(ctx context.Context) error {
+	if r.o.Shared {
+		return r.cleanupShared(ctx)
+	}
 	ns := r.o.Namespace
 	list := metav1.ListOptions{LabelSelector: r.selector}
 	pods, err := r.cs.CoreV1().Pods(ns).List(ctx, list)
@@ -328,22 +334,25 @@ func podName(id string) string { return "berth-" + id }
 
 // Start implements sandbox.Runtime: it creates the sandbox's Secret,
 // NetworkPolicy and Pod, and returns once the Pod runs and its agent
-// answers. On failure it deletes what it created.
+// answers. On failure it deletes what it created. A sandbox of that ID
+// that exists already (this Runtime's, or another replica's) is an error
+// wrapping sandbox.ErrExists, and left as it is.
 func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbox, err error) {
 	if err := r.check(spec); err != nil {
 		return nil, err
 	}
-	b := &box{id: spec.ID, name: podName(spec.ID), rt: r, token: rand.Text() + rand.Text(),
-		running: make(chan struct{}), done: make(chan struct{})}
+	b := newBox(r, spec.ID, rand.Text()+rand.Text())
 	r.mu.Lock()
 	if _, dup := r.boxes[b.name]; dup {
 		r.mu.Unlock()
-		return nil, fmt.Errorf("kube: sandbox %q already exists", spec.ID)
+		return nil, fmt.Errorf("kube: sandbox %q: %w", spec.ID, sandbox.ErrExists)
 	}
 	r.boxes[b.name] = b
 	r.mu.Unlock()
 	defer func() {
-		if err != nil {
+		if errors.Is(err, sandbox.ErrExists) {
+			r.forget(b) // another's: not ours to delete
+		} else if err != nil {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			_ = b.Destroy(dctx)
 			cancel()
@@ -352,18 +361,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	if err := r.create(ctx, spec, b); err != nil {
 		return nil, err
 	}
-	select {
-	case <-b.running:
-	case <-b.done:
-		return nil, fmt.Errorf("kube: sandbox %s: %s", spec.ID, b.reason())
-	case <-ctx.Done():
-		return nil, fmt.Errorf("kube: sandbox %s did not start: %s (%w)", spec.ID, b.reason(), ctx.Err())
-	}
-	c := agent.NewTokenClient(b.dialer(net.JoinHostPort(b.ip, strconv.Itoa(r.o.AgentPort))), b.token)
-	b.mu.Lock()
-	b.client = c
-	b.mu.Unlock()
-	if err := b.waitAgent(ctx); err != nil {
+	if err := b.connect(ctx); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -387,20 +385,28 @@ func (r *Runtime) check(spec sandbox.Spec) error {
 }
 
 // create makes the sandbox's objects: the Secret and the NetworkPolicy
-// first, so that the Pod never runs without either.
+// first, so that the Pod never runs without either. Any of them there
+// already means the sandbox exists (sandbox.ErrExists).
 func (r *Runtime) create(ctx context.Context, spec sandbox.Spec, b *box) error {
 	ns := r.o.Namespace
 	labels := r.labels(spec)
 	if _, err := r.cs.CoreV1().Secrets(ns).Create(ctx, r.secret(b, labels), metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("kube: the agent's Secret: %w", err)
+		return createErr(spec.ID, "the agent's Secret", err)
 	}
 	if _, err := r.cs.NetworkingV1().NetworkPolicies(ns).Create(ctx, r.networkPolicy(b.name, spec, labels), metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("kube: the sandbox's NetworkPolicy: %w", err)
+		return createErr(spec.ID, "the sandbox's NetworkPolicy", err)
 	}
 	if _, err := r.cs.CoreV1().Pods(ns).Create(ctx, r.pod(b, spec, labels), metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("kube: the sandbox's Pod: %w", err)
+		return createErr(spec.ID, "the sandbox's Pod", err)
 	}
 	return nil
+}
+
+func createErr(id, what string, err error) error {
+	if apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("kube: sandbox %q: %s: %w", id, what, sandbox.ErrExists)
+	}
+	return fmt.Errorf("kube: %s: %w", what, err)
 }
 
 func (r *Runtime) labels(spec sandbox.Spec) map[string]string {
