@@ -235,10 +235,6 @@ var ErrNotFound = errors.New("no such sandbox")
 // now: the sandboxes it runs already hold what it admits. It is temporary.
 var ErrNoCapacity = errors.New("host at capacity")
 
-// ErrExists means a sandbox of that ID exists already (a driver whose
-// sandboxes several Berth replicas share: another one started it).
-var ErrExists = errors.New("sandbox already exists")
-
 // StatsReporter is implemented by sandboxes that can measure themselves.
 type StatsReporter interface {
 	Stats() Stats
