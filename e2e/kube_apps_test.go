@@ -1,0 +1,195 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/berth-dev/berth/internal/kubeapitest"
+	"github.com/berth-dev/berth/internal/kubetest"
+)
+
+// kubeAppCluster is a namespace of the test cluster with Berth's CRDs, and
+// the flags of a `berth up` whose state and sandboxes are in it.
+type kubeAppCluster struct {
+	k     *kubetest.Kube
+	ns    string
+	flags []string
+	image string // the echoapp's image
+}
+
+// newKubeAppCluster makes the test's namespace (deleted after) and pushes
+// the echoapp's image.
+func newKubeAppCluster(t *testing.T) *kubeAppCluster {
+	t.Helper()
+	k := kubetest.Cluster(t)
+	ctx := context.Background()
+	if err := (&kubeapitest.Server{Config: k.Config}).ApplyCRDs(ctx, "../deploy/kubernetes/crds"); err != nil {
+		t.Fatal(err)
+	}
+	ns := k.Namespace(t, "h-kapps")
+	// No default pool: its warm Pods are not what these tests count.
+	if _, err := k.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "berth-meta"},
+		Data: map[string]string{"defaultPoolCreated": "test"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := &kubeAppCluster{k: k, ns: ns, image: k.StaticImage(t, "./e2e/testdata/echoapp")}
+	c.flags = []string{"--state", "kube", "--runtime", "kube", "--kubeconfig", k.Env.Kubeconfig, "--kube-namespace", ns,
+		"--kube-agent-image", k.BerthImage(t), "--runtime-class=", "--kube-agent-from", "10.88.0.1/32",
+		"--insecure-registry", k.Env.Registry}
+	return c
+}
+
+// start starts a `berth up` on the cluster's namespace (env added to its
+// environment).
+func (c *kubeAppCluster) start(t *testing.T, env ...string) *berth {
+	t.Helper()
+	return startBerthEnv(t, env, "", c.flags...)
+}
+
+// appPods lists the app's Pods that are not on their way out, by name.
+func (c *kubeAppCluster) appPods(t *testing.T, app string) []corev1.Pod {
+	t.Helper()
+	list, err := c.k.Client.CoreV1().Pods(c.ns).List(context.Background(), metav1.ListOptions{
+		LabelSelector: "berth.dev/owner-kind=app,berth.dev/owner-name=" + app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []corev1.Pod
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func podNames(pods []corev1.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+func hostOf(s *berth) string { return strings.TrimPrefix(s.info.PublicURL, "http://") }
+
+// replicaOf asks the echoapp in an MCP session which replica serves it.
+func replicaOf(ctx context.Context, cs *mcp.ClientSession) (string, error) {
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "getenv", Arguments: map[string]any{"name": "BERTH_REPLICA"}})
+	if err != nil {
+		return "", err
+	}
+	if len(res.Content) != 1 {
+		return "", fmt.Errorf("getenv: %d contents", len(res.Content))
+	}
+	return res.Content[0].(*mcp.TextContent).Text, nil
+}
+
+// TestKubeAppReplicasShared: two `berth up --state kube --runtime kube` on
+// one namespace run an app with min 3 replicas as one set of 3 Pods (not
+// 6): the second adopts the first's Pods. An MCP session whose requests
+// alternate between the two keeps its replica; its Pod killed, the
+// session gets 404 through either Berth and a new session works; the
+// replica is replaced, still 3 Pods.
+func TestKubeAppReplicasShared(t *testing.T) {
+	c := newKubeAppCluster(t)
+	a := c.start(t)
+	if _, errOut, code := a.try("app", "deploy", "echo", "--image", c.image, "--min", "3", "--max", "5"); code != 0 {
+		t.Fatalf("deploy: %s", errOut)
+	}
+	a.waitReplicas("echo", 3)
+	if pods := c.appPods(t, "echo"); len(pods) != 3 {
+		t.Fatalf("%d app Pods after the first Berth: %v", len(pods), podNames(pods))
+	}
+	start := time.Now()
+	b := c.start(t)
+	b.waitReplicas("echo", 3)
+	t.Logf("second Berth replica: started and adopted 3 replicas in %v", time.Since(start).Round(time.Millisecond))
+	time.Sleep(2 * time.Second) // a replica that started Pods of its own would have by now
+	pods := c.appPods(t, "echo")
+	if len(pods) != 3 {
+		t.Fatalf("%d app Pods with two Berth replicas, want 3: %v", len(pods), podNames(pods))
+	}
+	t.Logf("app Pods with 2 Berth replicas and min 3: %d %v", len(pods), podNames(pods))
+	idsA, idsB := replicaIDs(a, "echo"), replicaIDs(b, "echo")
+	if strings.Join(idsA, ",") != strings.Join(idsB, ",") {
+		t.Fatalf("the Berths run different replicas: %v and %v", idsA, idsB)
+	}
+
+	// A session alternating between the Berth replicas stays on its replica.
+	lb := &alternate{hosts: []string{hostOf(a), hostOf(b)}, got: make([]atomic.Int64, 2)}
+	ctx := context.Background()
+	client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil)
+	connect := func() *mcp.ClientSession {
+		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: a.info.PublicURL + "/apps/echo/mcp",
+			HTTPClient: &http.Client{Transport: lb}, MaxRetries: -1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cs
+	}
+	cs := connect()
+	defer cs.Close()
+	first, err := replicaOf(ctx, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		rep, err := replicaOf(ctx, cs)
+		if err != nil || rep != first {
+			t.Fatalf("call %d: replica %q (%v), want %q", i, rep, err, first)
+		}
+	}
+	if lb.got[0].Load() < 3 || lb.got[1].Load() < 3 {
+		t.Fatalf("the requests did not alternate: %d, %d", lb.got[0].Load(), lb.got[1].Load())
+	}
+
+	// Its Pod killed: 404 through either Berth, then a new session works.
+	zero := int64(0)
+	if err := c.k.Client.CoreV1().Pods(c.ns).Delete(ctx, "berth-"+first, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	for _, s := range []*berth{a, b} {
+		waitUntil(t, "the session's replica to be gone", func() bool {
+			code, _ := call(t, s.info.PublicURL+"/apps/echo/mcp", cs.ID(), "tools/list")
+			return code == http.StatusNotFound
+		})
+	}
+	if _, err := replicaOf(ctx, cs); err == nil {
+		t.Fatal("the session of a killed Pod still answers")
+	}
+	cs2 := connect()
+	defer cs2.Close()
+	if _, err := replicaOf(ctx, cs2); err != nil {
+		t.Fatalf("a new session after the kill: %v", err)
+	}
+	t.Logf("Pod killed → 404 on both Berths and a new session in %v", time.Since(killed).Round(time.Millisecond))
+	a.waitReplicas("echo", 3)
+	b.waitReplicas("echo", 3)
+	waitUntil(t, "the killed replica to be replaced", func() bool { return len(c.appPods(t, "echo")) == 3 })
+	time.Sleep(2 * time.Second)
+	if pods := c.appPods(t, "echo"); len(pods) != 3 {
+		t.Fatalf("%d app Pods after the replacement, want 3: %v", len(pods), podNames(pods))
+	}
+}
+
+func replicaIDs(b *berth, app string) []string {
+	var ids []string
+	for _, r := range b.appShow(app).Replicas {
+		ids = append(ids, r.ID)
+	}
+	sort.Strings(ids)
+	return ids
+}
