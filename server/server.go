@@ -36,7 +36,6 @@ import (
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/internal/bodymem"
 	"github.com/berth-dev/berth/internal/events"
-	"github.com/berth-dev/berth/internal/leader"
 	"github.com/berth-dev/berth/internal/listen"
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/pool"
@@ -253,11 +252,12 @@ func Run(ctx context.Context, o Options) error {
 	// assumes the replicas share their sandboxes, as with the kube
 	// driver: a replica with sandboxes of its own must reap its own.)
 	leadCtx, stopLeading := context.WithCancel(ctx)
-	lead, leadDone, err := leader.ForEnvironment(leadCtx, log)
-	defer func() { stopLeading(); <-leadDone }() // a leader releases the Lease
+	lead, leadDone, err := electLeader(leadCtx, o, log)
 	if err != nil {
+		stopLeading()
 		return err
 	}
+	defer func() { stopLeading(); <-leadDone }() // a leader releases the Lease
 	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs, Egress: egr,
 		Images: images, Resolve: builtinImages(images, o.BuiltinImages), Leader: lead})
 	if err := pools.Load(ctx); err != nil {
