@@ -252,7 +252,7 @@ func Run(ctx context.Context, o Options) error {
 	// assumes the replicas share their sandboxes, as with the kube
 	// driver: a replica with sandboxes of its own must reap its own.)
 	leadCtx, stopLeading := context.WithCancel(ctx)
-	lead, leadDone, err := electLeader(leadCtx, o, log)
+	lead, leadDone, err := electLeader(leadCtx, o, runtimes, log)
 	if err != nil {
 		stopLeading()
 		return err
