@@ -193,3 +193,94 @@ func replicaIDs(b *berth, app string) []string {
 	sort.Strings(ids)
 	return ids
 }
+
+// waitLeader waits until b says it leads the Berth replicas.
+func waitLeader(t *testing.T, b *berth) {
+	t.Helper()
+	waitUntil(t, "the first Berth replica to lead", func() bool {
+		return strings.Contains(b.logs.String(), `msg="leader elected"`) && strings.Contains(b.logs.String(), "self=true")
+	})
+}
+
+// TestKubeAppScaleDownSeesOtherReplicas: an app at zero (min 0) on two
+// Berth replicas sharing a namespace; requests through the replica that
+// does not lead start its Pod (the request hold at zero) and keep it: the
+// leader, which sees none of them, reads the busy marks the other puts on
+// the Pod and does not scale down under that traffic. Once the traffic
+// stops, the leader scales to zero and the other drops the replica rather
+// than start it again. With the marks switched off (the "unmarked" case),
+// the leader scales the Pod down under the same traffic.
+func TestKubeAppScaleDownSeesOtherReplicas(t *testing.T) {
+	for _, marks := range []bool{true, false} {
+		name := map[bool]string{true: "marked", false: "unmarked"}[marks]
+		t.Run(name, func(t *testing.T) { testKubeAppScaleDown(t, marks) })
+	}
+}
+
+func testKubeAppScaleDown(t *testing.T, marks bool) {
+	c := newKubeAppCluster(t)
+	leader := c.start(t)
+	waitLeader(t, leader)
+	var env []string
+	if !marks {
+		env = []string{"BERTH_APP_BUSY_MARKS=off"}
+	}
+	other := c.start(t, env...)
+	if _, errOut, code := leader.try("app", "deploy", "idle", "--image", c.image, "--min", "0", "--max", "2", "--scale-down-after", "3s"); code != 0 {
+		t.Fatalf("deploy: %s", errOut)
+	}
+	waitUntil(t, "the other replica to know the app", func() bool { _, _, code := other.try("app", "show", "idle"); return code == 0 })
+	if pods := c.appPods(t, "idle"); len(pods) != 0 {
+		t.Fatalf("app Pods at min 0: %v", podNames(pods))
+	}
+	start := time.Now()
+	if r := other.do(http.MethodGet, "/apps/idle/echo", nil, nil); r.Status != http.StatusOK {
+		t.Fatalf("first request through the other replica: %d %s", r.Status, r.Body)
+	}
+	t.Logf("from zero through the replica that does not lead: %v", time.Since(start).Round(time.Millisecond))
+	pods := c.appPods(t, "idle")
+	if len(pods) != 1 {
+		t.Fatalf("app Pods after the first request: %v", podNames(pods))
+	}
+	uid := pods[0].UID
+	waitUntil(t, "the leader to adopt the replica", func() bool { return len(leader.appShow("idle").Replicas) == 1 })
+
+	// Traffic through the other replica only, for 3× the scale-down delay.
+	removed := false
+	for end := time.Now().Add(9 * time.Second); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
+		r := other.do(http.MethodGet, "/apps/idle/echo", nil, nil)
+		if pods := c.appPods(t, "idle"); len(pods) != 1 || pods[0].UID != uid || r.Status != http.StatusOK {
+			t.Logf("under traffic: HTTP %d, Pods %v", r.Status, podNames(pods))
+			removed = true
+			break
+		}
+	}
+	switch {
+	case marks && removed:
+		t.Fatal("the leader scaled down the Pod the other replica sends requests to")
+	case !marks && !removed:
+		t.Fatal("without busy marks the leader kept the Pod: the test would not see the marks missing")
+	case !marks:
+		t.Log("without busy marks, the leader scaled the Pod down under the other replica's traffic")
+		return
+	}
+
+	// Idle: the leader scales to zero; the other drops the replica.
+	stopped := time.Now()
+	waitUntil(t, "the leader to scale to zero", func() bool { return len(c.appPods(t, "idle")) == 0 })
+	t.Logf("traffic stopped → no Pod: %v", time.Since(stopped).Round(time.Millisecond))
+	waitUntil(t, "the other replica to drop its replica", func() bool { return len(other.appShow("idle").Replicas) == 0 })
+	time.Sleep(3 * time.Second)
+	if pods := c.appPods(t, "idle"); len(pods) != 0 {
+		t.Fatalf("a replica scaled down by the leader came back: %v", podNames(pods))
+	}
+	if !strings.Contains(other.logs.String(), "replica scaled down by the leader") {
+		t.Fatal("the other replica did not log that the leader scaled its replica down")
+	}
+	// The request hold at zero works through either replica.
+	for _, s := range []*berth{other, leader} {
+		if r := s.do(http.MethodGet, "/apps/idle/echo", nil, nil); r.Status != http.StatusOK {
+			t.Fatalf("from zero again: %d %s", r.Status, r.Body)
+		}
+	}
+}
