@@ -89,11 +89,12 @@ func (r *revisionRuntime) adoptLocked(cluster map[int]bool) {
 	}
 	var add []int
 	for i := range cluster {
-		if !have[i] && len(r.slots)+len(add) < r.rev.Config.Max {
+		if !have[i] {
 			add = append(add, i)
 		}
 	}
 	slices.Sort(add)
+	add = add[:min(len(add), max(r.rev.Config.Max-len(r.slots), 0))]
 	for _, i := range add {
 		r.startSlotLocked(i)
 	}
@@ -131,7 +132,10 @@ func (r *revisionRuntime) markBusy(reps []*Replica) {
 	}
 	now := time.Now()
 	for _, rep := range reps {
-		t := time.Unix(0, rep.busyAt.Load())
+		var t time.Time
+		if ns := rep.busyAt.Load(); ns != 0 {
+			t = time.Unix(0, ns)
+		}
 		if rep.inflight.Load() > 0 {
 			t = now
 		}
