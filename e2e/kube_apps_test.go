@@ -101,7 +101,8 @@ func replicaOf(ctx context.Context, cs *mcp.ClientSession) (string, error) {
 // 6): the second adopts the first's Pods. An MCP session whose requests
 // alternate between the two keeps its replica; its Pod killed, the
 // session gets 404 through either Berth and a new session works; the
-// replica is replaced, still 3 Pods.
+// replica is replaced, still 3 Pods. A Berth replica that stops leaves
+// them to the other.
 func TestKubeAppReplicasShared(t *testing.T) {
 	c := newKubeAppCluster(t)
 	a := c.start(t)
@@ -180,8 +181,27 @@ func TestKubeAppReplicasShared(t *testing.T) {
 	b.waitReplicas("echo", 3)
 	waitUntil(t, "the killed replica to be replaced", func() bool { return len(c.appPods(t, "echo")) == 3 })
 	time.Sleep(2 * time.Second)
-	if pods := c.appPods(t, "echo"); len(pods) != 3 {
+	pods = c.appPods(t, "echo")
+	if len(pods) != 3 {
 		t.Fatalf("%d app Pods after the replacement, want 3: %v", len(pods), podNames(pods))
+	}
+
+	// A Berth replica that stops leaves the Pods to the other.
+	cs.Close()
+	cs2.Close()
+	stopping := time.Now()
+	a.stop()
+	t.Logf("first Berth replica stopped in %v", time.Since(stopping).Round(time.Millisecond))
+	time.Sleep(time.Second)
+	if after := c.appPods(t, "echo"); len(after) != 3 || after[0].UID != pods[0].UID {
+		t.Fatalf("app Pods after a Berth replica stopped: %v, had %v", podNames(after), podNames(pods))
+	}
+	if ready := b.waitReplicas("echo", 3); len(ready.Replicas) != 3 {
+		t.Fatal(ready)
+	}
+	sid, _ := initialize(t, b.info.PublicURL+"/apps/echo/mcp")
+	if code, _ := call(t, b.info.PublicURL+"/apps/echo/mcp", sid, "tools/list"); code != http.StatusOK {
+		t.Fatalf("a session on the remaining Berth replica: HTTP %d", code)
 	}
 }
 
