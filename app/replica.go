@@ -99,9 +99,9 @@ type revisionRuntime struct {
 	// shared, if set, is the runtime's set of sandboxes shared by every
 	// Berth replica (see Shared).
 	shared Shared
-	ctx context.Context
-	end context.CancelFunc
-	wg  sync.WaitGroup
+	ctx    context.Context
+	end    context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu       sync.Mutex
 	slots    []*slot
