@@ -302,17 +302,18 @@ func (r *revisionRuntime) autoscale() {
 				r.log.Info("scaled down", "replicas", len(r.slots), "sessions", sessions)
 			}
 		}
-		var reps []*Replica
+		var reps []*Replica // the sandboxes to mark busy, started ones
 		if r.shared != nil {
 			for _, s := range r.slots {
-				if rep := s.current.Load(); rep != nil && rep.ready.Load() {
+				if rep := s.current.Load(); rep != nil {
 					reps = append(reps, rep)
 				}
 			}
 		}
+		waiting := r.waiting > 0
 		r.mu.Unlock()
 		if r.shared != nil {
-			r.markBusy(reps)
+			r.markBusy(reps, waiting)
 		}
 		select {
 		case <-r.ctx.Done():

@@ -99,6 +99,9 @@ func (r *revisionRuntime) adoptLocked(cluster map[int]bool) {
 		r.startSlotLocked(i)
 	}
 	if len(add) > 0 {
+		// Another replica wanted it just now (for requests this one
+		// does not see yet).
+		r.lastBusy = time.Now()
 		r.log.Info("adopted replicas", "indices", add, "replicas", len(r.slots))
 	}
 }
@@ -124,9 +127,10 @@ func (r *revisionRuntime) nextIndexLocked() int {
 }
 
 // markBusy marks the shared sandboxes of reps that served requests since
-// their last mark (at most one mark a second each): the leader reads the
-// marks before it scales down.
-func (r *revisionRuntime) markBusy(reps []*Replica) {
+// their last mark (at most one mark a second each), or all of them while
+// requests wait for a replica (waiting): the leader reads the marks
+// before it scales down.
+func (r *revisionRuntime) markBusy(reps []*Replica, waiting bool) {
 	if r.app.m.noBusyMarks {
 		return
 	}
@@ -136,7 +140,7 @@ func (r *revisionRuntime) markBusy(reps []*Replica) {
 		if ns := rep.busyAt.Load(); ns != 0 {
 			t = time.Unix(0, ns)
 		}
-		if rep.inflight.Load() > 0 {
+		if waiting || rep.inflight.Load() > 0 {
 			t = now
 		}
 		if !t.After(rep.marked) || now.Sub(rep.markedAt) < busyMarkEvery {

@@ -147,6 +147,9 @@ func TestNextIndexAndAdopt(t *testing.T) {
 			if !slices.Equal(got, tt.wantAfter) {
 				t.Errorf("slots after adopting %v, want %v", got, tt.wantAfter)
 			}
+			if adopted := len(tt.wantAfter) > len(tt.local); adopted == r.lastBusy.IsZero() {
+				t.Errorf("adopted %v, last busy %v: an adopted replica counts as busy now", adopted, r.lastBusy)
+			}
 		})
 	}
 }
@@ -174,30 +177,35 @@ func TestMarkBusy(t *testing.T) {
 	busy, idle := &Replica{ID: "a--r1-s0", rev: r}, &Replica{ID: "a--r1-s1", rev: r}
 	busy.inflight.Add(1)
 	reps := []*Replica{busy, idle}
-	r.markBusy(reps)
-	r.markBusy(reps) // within the second: no new mark
+	r.markBusy(reps, false)
+	r.markBusy(reps, false) // within the second: no new mark
 	if n := len(f.busy["a--r1-s0"]); n != 1 {
 		t.Fatalf("%d marks of the busy replica, want 1", n)
 	}
 	if n := len(f.busy["a--r1-s1"]); n != 0 {
 		t.Fatalf("%d marks of the idle replica, want 0", n)
 	}
+	idle.markedAt = idle.markedAt.Add(-busyMarkEvery)
+	r.markBusy([]*Replica{idle}, true) // requests wait for a replica
+	if n := len(f.busy["a--r1-s1"]); n != 1 {
+		t.Fatalf("%d marks of a replica while requests wait, want 1", n)
+	}
 	busy.markedAt = busy.markedAt.Add(-busyMarkEvery) // a second later
 	busy.inflight.Add(-1)
 	busy.busyAt.Store(time.Now().UnixNano())
-	r.markBusy(reps)
+	r.markBusy(reps, false)
 	if n := len(f.busy["a--r1-s0"]); n != 2 {
 		t.Fatalf("%d marks after a request ended, want 2", n)
 	}
 	busy.markedAt = busy.markedAt.Add(-busyMarkEvery)
-	r.markBusy(reps) // nothing since
+	r.markBusy(reps, false) // nothing since
 	if n := len(f.busy["a--r1-s0"]); n != 2 {
 		t.Fatalf("%d marks with no request since, want 2", n)
 	}
 	r.app.m.noBusyMarks = true
 	busy.inflight.Add(1)
 	busy.markedAt = busy.markedAt.Add(-busyMarkEvery)
-	r.markBusy(reps)
+	r.markBusy(reps, false)
 	if n := len(f.busy["a--r1-s0"]); n != 2 {
 		t.Fatalf("%d marks with marks switched off, want 2", n)
 	}
