@@ -297,6 +297,9 @@ func testKubeAppScaleDown(t *testing.T, marks bool) {
 	if !strings.Contains(other.logs.String(), "replica scaled down by the leader") {
 		t.Fatal("the other replica did not log that the leader scaled its replica down")
 	}
+	if strings.Contains(other.logs.String(), `msg="scaled down"`) || !strings.Contains(leader.logs.String(), `msg="scaled down"`) {
+		t.Fatal("the replica that does not lead scaled down, or the leader did not")
+	}
 	// The request hold at zero works through either replica.
 	for _, s := range []*berth{other, leader} {
 		if r := s.do(http.MethodGet, "/apps/idle/echo", nil, nil); r.Status != http.StatusOK {
