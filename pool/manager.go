@@ -61,6 +61,10 @@ type Options struct {
 	// sessions (cooldown) now: only one replica of several does (package
 	// leader). Nil: always, as on one machine.
 	Leader Leader
+	// Cluster, if set, holds every pool's sandboxes for several Berth
+	// replicas (the kube driver with --state kube): sessions are claims in
+	// it, warm sandboxes are kept there by the leader.
+	Cluster Cluster
 }
 
 // Leader says whether this process leads the Berth replicas now.
@@ -94,10 +98,11 @@ type Manager struct {
 	images   Images
 	resolve  ResolveImage
 	// wg counts the watchers of probe sandboxes' containers.
-	wg     sync.WaitGroup
-	events *events.Ring
-	egress EgressProxies
-	leader Leader
+	wg      sync.WaitGroup
+	events  *events.Ring
+	egress  EgressProxies
+	leader  Leader
+	cluster Cluster
 
 	mu    sync.RWMutex
 	pools map[string]*Pool
@@ -108,7 +113,7 @@ func NewManager(o Options) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, events: o.Events, egress: o.Egress, images: o.Images, resolve: o.Resolve, pools: map[string]*Pool{}, leader: o.Leader}
+	return &Manager{store: o.Store, runtimes: o.Runtimes, log: o.Logger, capacity: o.Capacity, events: o.Events, egress: o.Egress, images: o.Images, resolve: o.Resolve, pools: map[string]*Pool{}, leader: o.Leader, cluster: o.Cluster}
 }
 
 // Load starts every stored pool.
@@ -133,7 +138,7 @@ func (m *Manager) Load(ctx context.Context) error {
 			continue
 		}
 		im, imgErr := m.storedImage(cfg)
-		p := newPool(cfg, im, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress, m.leader)
+		p := newPool(cfg, im, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress, m.leader, m.cluster)
 		p.events = m.events
 		if imgErr != nil {
 			m.log.Error("pool's image is missing; it starts no sandboxes until it is changed (berth pool update --image)", "pool", cfg.Name, "err", imgErr)
@@ -230,7 +235,7 @@ func (m *Manager) create(ctx context.Context, cfg Config, im *image.Image, rt sa
 	if err != nil {
 		return nil, "", err
 	}
-	p := newPool(cfg, im, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed(), m.egress, m.leader)
+	p := newPool(cfg, im, store.HashKey(key), sp.CreatedAt, rt, m.log, m.freed(), m.egress, m.leader, m.cluster)
 	p.events = m.events
 	m.pools[cfg.Name] = p
 	return p, key, nil
@@ -461,7 +466,7 @@ func (m *Manager) Close() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.close()
+			p.shutdown()
 		}()
 	}
 	wg.Wait()

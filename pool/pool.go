@@ -64,6 +64,10 @@ type Pool struct {
 
 	// leader, if set, says whether this replica expires idle sessions.
 	leader Leader
+	// cluster, if set, holds the pool's sandboxes, shared by the Berth
+	// replicas (cluster.go); claims are the pool's claims in it.
+	cluster Cluster
+	claims  Claims
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -77,7 +81,7 @@ type Pool struct {
 	closed   bool
 }
 
-func newPool(cfg Config, img *image.Image, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}, egr EgressProxies, lead Leader) *Pool {
+func newPool(cfg Config, img *image.Image, keyHash [32]byte, created time.Time, rt sandbox.Runtime, log *slog.Logger, freed func() <-chan struct{}, egr EgressProxies, lead Leader, cl Cluster) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool{
 		rt: rt, log: log.With("pool", cfg.Name), created: created, freed: freed, egress: egr, leader: lead,
@@ -89,6 +93,12 @@ func newPool(cfg Config, img *image.Image, keyHash [32]byte, created time.Time, 
 	p.cors.Store(cors.CompileStored(cfg.CORS, p.log))
 	p.keyHash.Store(&keyHash)
 	p.wg.Add(2)
+	if cl != nil {
+		p.cluster, p.claims = cl, cl.Claims(cfg.Name)
+		go p.keepWarmCluster()
+		go p.reapCluster()
+		return p
+	}
 	go p.keepWarm()
 	go p.reap()
 	return p
@@ -150,6 +160,9 @@ func (p *Pool) Session(ctx context.Context, id string) (*Session, error) {
 	if err := ValidIdentifier(id); err != nil {
 		return nil, err
 	}
+	if p.cluster != nil {
+		return p.clusterSession(ctx, id, true)
+	}
 	for {
 		s, created, err := p.session(id)
 		if err != nil {
@@ -182,6 +195,11 @@ func (p *Pool) Session(ctx context.Context, id string) (*Session, error) {
 
 // Lookup returns an existing session without creating one.
 func (p *Pool) Lookup(id string) (*Session, error) {
+	if p.cluster != nil {
+		ctx, cancel := context.WithTimeout(p.ctx, 2*time.Minute)
+		defer cancel()
+		return p.clusterSession(ctx, id, false)
+	}
 	p.mu.Lock()
 	s := p.sessions[id]
 	p.mu.Unlock()
@@ -410,6 +428,14 @@ func (p *Pool) addWarm(sb sandbox.Sandbox, sh shape) {
 	if sb == nil {
 		return
 	}
+	if p.cluster != nil {
+		ctx, cancel := context.WithTimeout(p.ctx, clusterOp)
+		defer cancel()
+		if err := p.claims.MarkWarm(ctx, sb.ID(), shapeHash(sh)); err != nil {
+			p.destroyLater(sb)
+		}
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || len(p.warm) >= p.Config().Ready {
@@ -513,6 +539,9 @@ func (p *Pool) destroyLater(sb sandbox.Sandbox) {
 
 // DeleteSession ends a session now.
 func (p *Pool) DeleteSession(id string) error {
+	if p.cluster != nil {
+		return p.deleteClusterSession(id)
+	}
 	p.mu.Lock()
 	s := p.sessions[id]
 	p.mu.Unlock()
@@ -535,6 +564,9 @@ type SessionInfo struct {
 
 // Sessions lists live sessions by identifier.
 func (p *Pool) Sessions() []SessionInfo {
+	if p.cluster != nil {
+		return p.clusterSessions()
+	}
 	cooldown := p.Config().Cooldown()
 	p.mu.Lock()
 	out := make([]SessionInfo, 0, len(p.sessions))
@@ -559,13 +591,30 @@ type Stats struct {
 
 // Stats returns current counts.
 func (p *Pool) Stats() Stats {
+	if p.cluster != nil {
+		return p.clusterStats()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return Stats{Sessions: len(p.sessions), Warm: len(p.warm), Starting: p.starting}
 }
 
+// shutdown stops the pool as the server stops: sandboxes the replicas
+// share stay for the others.
+func (p *Pool) shutdown() {
+	if p.cluster != nil {
+		p.closeCluster(false)
+		return
+	}
+	p.close()
+}
+
 // close destroys every sandbox of the pool and waits for it.
 func (p *Pool) close() {
+	if p.cluster != nil {
+		p.closeCluster(true)
+		return
+	}
 	p.mu.Lock()
 	p.closed = true
 	sessions := make([]*Session, 0, len(p.sessions))

@@ -27,6 +27,10 @@ type Session struct {
 	port      int
 	transport *http.Transport
 
+	// written is the activity last recorded in the cluster (cluster mode;
+	// the reaper's).
+	written time.Time
+
 	mu       sync.Mutex
 	lastUsed time.Time
 	running  int

@@ -52,7 +52,7 @@ func (m *Manager) Sync(ctx context.Context, sp store.Pool) error {
 		return fmt.Errorf("pool %s changed meanwhile; the next event brings it", sp.Name)
 	}
 	if p == nil {
-		p = newPool(cfg, im, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress, m.leader)
+		p = newPool(cfg, im, sp.KeyHash, sp.CreatedAt, rt, m.log, m.freed(), m.egress, m.leader, m.cluster)
 		p.events = m.events
 		m.pools[cfg.Name] = p
 		m.log.Info("pool added from the store", "pool", cfg.Name, "type", cfg.Type, "runtime", cfg.Runtime, "image", cfg.Image)

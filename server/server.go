@@ -252,14 +252,14 @@ func Run(ctx context.Context, o Options) error {
 	// assumes the replicas share their sandboxes, as with the kube
 	// driver: a replica with sandboxes of its own must reap its own.)
 	leadCtx, stopLeading := context.WithCancel(ctx)
-	lead, leadDone, err := electLeader(leadCtx, o, runtimes, log)
+	cluster := poolCluster(runtimes, o.State)
+	lead, leadDone, err := elect(leadCtx, o, cluster != nil, instance, log)
+	defer func() { stopLeading(); <-leadDone }() // a leader releases the Lease
 	if err != nil {
-		stopLeading()
 		return err
 	}
-	defer func() { stopLeading(); <-leadDone }() // a leader releases the Lease
 	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs, Egress: egr,
-		Images: images, Resolve: builtinImages(images, o.BuiltinImages), Leader: lead})
+		Images: images, Resolve: builtinImages(images, o.BuiltinImages), Leader: lead, Cluster: cluster})
 	if err := pools.Load(ctx); err != nil {
 		return err
 	}

@@ -57,3 +57,21 @@ func forEnvironment(ctx context.Context, log *slog.Logger) (*Elector, error) {
 	}
 	return Elect(ctx, Options{Client: kc, Namespace: strings.TrimSpace(string(ns)), Name: LeaseName, Identity: id, Logger: log})
 }
+
+// ForConfig returns an Elector on the Lease LeaseName in namespace ns of
+// the API server of cfg, for Berth replicas that share their sandboxes
+// wherever they run (in a Pod or not: `berth up --state kube` on hosts).
+// Its identity is the host's name, the process id and instance (the data
+// directory's), so that two processes on one host differ.
+func ForConfig(ctx context.Context, cfg *rest.Config, ns, instance string, log *slog.Logger) (*Elector, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return nil, fmt.Errorf("leader: the host's name: %w", err)
+	}
+	kc, err := coordinationv1.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("leader: %w", err)
+	}
+	id := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), instance)
+	return Elect(ctx, Options{Client: kc, Namespace: ns, Name: LeaseName, Identity: id, Logger: log})
+}

@@ -30,6 +30,10 @@ func (r *Runtime) Attach(ctx context.Context, id string) (sandbox.Sandbox, error
 	name := podName(id)
 	r.mu.Lock()
 	held := r.boxes[name]
+	if held != nil && held.ended() {
+		delete(r.boxes, name) // its Pod ended; a new one may have the name
+		held = nil
+	}
 	r.mu.Unlock()
 	if held != nil {
 		return held.await(ctx)
@@ -132,6 +136,15 @@ func (b *box) connect(ctx context.Context) error {
 	}
 	close(b.ready)
 	return nil
+}
+
+func (b *box) ended() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // await returns b once its agent answers (a Start or an Attach of this

@@ -437,6 +437,11 @@ func (r *Runtime) observe(obj any, deleted bool) {
 	}
 	if deleted {
 		b.stopped("its Pod was deleted")
+		r.mu.Lock()
+		if r.boxes[p.Name] == b {
+			delete(r.boxes, p.Name) // another replica's Destroy (or kubectl's): a new Pod may take the name
+		}
+		r.mu.Unlock()
 		return
 	}
 	if ip, ok := runningIP(p); ok {
