@@ -158,14 +158,25 @@ func (r *revisionRuntime) markBusy(reps []*Replica, waiting bool) {
 }
 
 // startShared starts the slot's shared sandbox from spec, or attaches to
-// it if another Berth replica started it.
+// it if another Berth replica started it. That one may still be making
+// it (its Pod comes after its Secret) or replacing it (the old Pod still
+// goes): an Attach that finds no Pod is tried again for a few seconds.
 func (r *revisionRuntime) startShared(spec sandbox.Spec) (sandbox.Sandbox, bool, error) {
 	sb, err := r.app.m.runtime.Start(r.ctx, spec)
 	if !errors.Is(err, sandbox.ErrExists) {
 		return sb, false, err
 	}
-	sb, err = r.shared.Attach(r.ctx, spec.ID)
-	return sb, true, err
+	for wait := 100 * time.Millisecond; ; wait *= 2 {
+		sb, err = r.shared.Attach(r.ctx, spec.ID)
+		if !errors.Is(err, sandbox.ErrNotFound) || wait > 2*time.Second {
+			return sb, true, err
+		}
+		select {
+		case <-r.ctx.Done():
+			return nil, true, err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // scaledDownElsewhere reports whether the slot's shared sandbox ended

@@ -20,12 +20,17 @@ type fakeShared struct {
 	scaled   map[string]bool
 	busy     map[string][]time.Time
 	attached []string
+	notFound int // Attaches that find no sandbox before the others fail
 }
 
 func (f *fakeShared) Attach(_ context.Context, id string) (sandbox.Sandbox, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.attached = append(f.attached, id)
+	if f.notFound > 0 {
+		f.notFound--
+		return nil, sandbox.ErrNotFound
+	}
 	return nil, errors.New("fake: no sandbox")
 }
 
@@ -155,16 +160,17 @@ func TestNextIndexAndAdopt(t *testing.T) {
 }
 
 // TestStartSharedAttaches: a sandbox that exists already (another Berth
-// replica started it) is attached to, by its slot's ID.
+// replica started it) is attached to, by its slot's ID, also when its Pod
+// is not there yet at first.
 func TestStartSharedAttaches(t *testing.T) {
-	f := &fakeShared{}
+	f := &fakeShared{notFound: 2} // not there yet, twice
 	r := sharedRevision(t, f, Config{Max: 1})
 	s := &slot{index: 3, id: r.slotID(3)}
 	b, err := r.startSandbox(s)
 	if err == nil || !b.attached || b.id != "a--r1-s3" {
 		t.Fatalf("box %+v, err %v: want an attach of a--r1-s3 (which the fake fails)", b, err)
 	}
-	if !slices.Equal(f.attached, []string{"a--r1-s3"}) {
+	if !slices.Equal(f.attached, []string{"a--r1-s3", "a--r1-s3", "a--r1-s3"}) {
 		t.Fatalf("attached %v", f.attached)
 	}
 }
