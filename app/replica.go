@@ -89,6 +89,8 @@ type slot struct {
 	current atomic.Pointer[Replica]
 	// restarts counts the replicas of this slot that failed.
 	restarts atomic.Int64
+	// starting is set while a replica of the slot is on its way to ready.
+	starting atomic.Bool
 }
 
 // revisionRuntime runs one active revision's replicas.
@@ -251,6 +253,9 @@ func (r *revisionRuntime) removeIdleSlotLocked() bool {
 		if rep != nil && (rep.inflight.Load() > 0 || rep.sessions.Load() > 0) {
 			continue
 		}
+		if r.shared != nil && s.starting.Load() {
+			continue // maybe for requests another Berth replica holds
+		}
 		r.slots = append(r.slots[:i], r.slots[i+1:]...)
 		close(s.stop)
 		return true
@@ -364,6 +369,8 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 	r.mu.Lock()
 	r.starting++ // until ready (started) or failed (startFailed)
 	r.mu.Unlock()
+	s.starting.Store(true)
+	defer s.starting.Store(false)
 	t0 := time.Now()
 	sp, err := r.takeSandbox(s)
 	if err != nil {
@@ -432,8 +439,14 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		return r.startFailed(err)
 	}
 	rep.ready.Store(true) // first: a waiter that sees starting drop finds it
+	s.starting.Store(false)
 	r.mu.Lock()
 	r.starting--
+	if r.shared != nil {
+		// Idle from now on at most: another Berth replica may have
+		// started it for requests whose busy marks are on their way.
+		r.lastBusy = time.Now()
+	}
 	r.mu.Unlock()
 	r.app.logf(r.rev.Name, id, "replica ready")
 	t3 := time.Now()

@@ -267,3 +267,21 @@ func TestSlotScaledDownElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleDownSparesStartingReplicas: the leader does not remove a shared
+// replica on its way to ready (another Berth replica may have started it
+// for requests the leader does not see).
+func TestScaleDownSparesStartingReplicas(t *testing.T) {
+	r := sharedRevision(t, &fakeShared{}, Config{Max: 2})
+	idle, starting := &slot{index: 0, stop: make(chan struct{})}, &slot{index: 1, stop: make(chan struct{})}
+	starting.starting.Store(true)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.slots = []*slot{idle, starting}
+	if !r.removeIdleSlotLocked() || len(r.slots) != 1 || r.slots[0] != starting {
+		t.Fatalf("removed the wrong slot: %d left", len(r.slots))
+	}
+	if r.removeIdleSlotLocked() {
+		t.Fatal("removed a starting replica")
+	}
+}

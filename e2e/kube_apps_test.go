@@ -229,7 +229,8 @@ func waitLeader(t *testing.T, b *berth) {
 // the Pod and does not scale down under that traffic. Once the traffic
 // stops, the leader scales to zero and the other drops the replica rather
 // than start it again. With the marks switched off (the "unmarked" case),
-// the leader scales the Pod down under the same traffic.
+// the leader scales the Pod down under the same traffic. The replica that
+// does not lead scales up, and the leader adopts the new Pod.
 func TestKubeAppScaleDownSeesOtherReplicas(t *testing.T) {
 	for _, marks := range []bool{true, false} {
 		name := map[bool]string{true: "marked", false: "unmarked"}[marks]
@@ -246,7 +247,7 @@ func testKubeAppScaleDown(t *testing.T, marks bool) {
 		env = []string{"BERTH_APP_BUSY_MARKS=off"}
 	}
 	other := c.start(t, env...)
-	if _, errOut, code := leader.try("app", "deploy", "idle", "--image", c.image, "--min", "0", "--max", "2", "--scale-down-after", "3s"); code != 0 {
+	if _, errOut, code := leader.try("app", "deploy", "idle", "--image", c.image, "--min", "0", "--max", "2", "--concurrency", "1", "--scale-down-after", "3s"); code != 0 {
 		t.Fatalf("deploy: %s", errOut)
 	}
 	waitUntil(t, "the other replica to know the app", func() bool { _, _, code := other.try("app", "show", "idle"); return code == 0 })
@@ -281,6 +282,7 @@ func testKubeAppScaleDown(t *testing.T, marks bool) {
 	case !marks && !removed:
 		t.Fatal("without busy marks the leader kept the Pod: the test would not see the marks missing")
 	case !marks:
+		waitUntil(t, "the leader to log its scale-down", func() bool { return strings.Contains(leader.logs.String(), `msg="scaled down"`) })
 		t.Log("without busy marks, the leader scaled the Pod down under the other replica's traffic")
 		return
 	}
@@ -306,4 +308,20 @@ func testKubeAppScaleDown(t *testing.T, marks bool) {
 			t.Fatalf("from zero again: %d %s", r.Status, r.Body)
 		}
 	}
+
+	// The replica that does not lead scales up (concurrency 1, two MCP
+	// sessions each holding a stream open): one more Pod, which the
+	// leader adopts.
+	ctx := context.Background()
+	client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil)
+	for range 2 {
+		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: other.info.PublicURL + "/apps/idle/mcp"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close()
+	}
+	waitUntil(t, "the other replica to scale up to 2", func() bool { return len(c.appPods(t, "idle")) == 2 })
+	waitUntil(t, "the leader to adopt the new replica", func() bool { return len(leader.appShow("idle").Replicas) == 2 })
+	t.Logf("scaled up through the replica that does not lead: Pods %v", podNames(c.appPods(t, "idle")))
 }
