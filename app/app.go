@@ -77,6 +77,14 @@ type Options struct {
 	// (package leader). Scaling up for the load a replica sees is never
 	// held back. Nil: always, as on one machine.
 	Leader Leader
+	// Shared, if set, says that Runtime's sandboxes are shared by every
+	// Berth replica: an app revision's replicas are then one set for all
+	// of them (see Shared). Nil: this process runs replicas of its own.
+	Shared Shared
+	// NoBusyMarks, with Shared, stops this replica from marking the
+	// sandboxes it sends requests to busy, so that the leader no longer
+	// sees them (a switch for tests that show what the marks do).
+	NoBusyMarks bool
 }
 
 // Leader says whether this process leads the Berth replicas now.
@@ -114,6 +122,12 @@ type Manager struct {
 	images  Images
 	logins  RegistryLogins
 	leader  Leader
+	shared  Shared
+	// noBusyMarks: see Options.NoBusyMarks.
+	noBusyMarks bool
+	// closing is set when Close begins: shared replicas' sandboxes then
+	// stay for the other Berth replicas.
+	closing atomic.Bool
 	// gcMu orders collections of sources; lastGC is when the last began.
 	gcMu   sync.Mutex
 	lastGC time.Time
@@ -158,7 +172,7 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.StateDir, 0o711); err != nil {
 		return nil, err
 	}
-	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, egress: o.Egress, images: o.Images, logins: o.RegistryLogins, leader: o.Leader, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
+	m := &Manager{store: o.Store, runtime: o.Runtime, dir: o.StateDir, log: o.Logger, cap: o.Capacity, sources: o.Sources, events: o.Events, egress: o.Egress, images: o.Images, logins: o.RegistryLogins, leader: o.Leader, shared: o.Shared, noBusyMarks: o.NoBusyMarks, apps: map[string]*App{}, pending: map[string]*App{}, stop: make(chan struct{})}
 	m.secretsDir = cmp.Or(o.SecretsDir, filepath.Clean(o.StateDir)+"-secrets")
 	if err := m.mountSecrets(); err != nil {
 		return nil, err
@@ -444,6 +458,7 @@ func (a *App) stopAll() {
 // to call more than once.
 func (m *Manager) Close() {
 	m.closeOnce.Do(func() {
+		m.closing.Store(true)
 		close(m.stop)
 		m.wg.Wait()
 		var wg sync.WaitGroup

@@ -44,6 +44,11 @@ type Replica struct {
 	// Transport reaches the app's port through the sandbox's agent.
 	Transport *http.Transport
 	stdioSeq  atomic.Int64
+	// busyAt is when the replica's last request ended (unix ns); marked
+	// and markedAt the busy mark last written on its shared sandbox and
+	// when (the autoscaler's goroutine's alone).
+	busyAt           atomic.Int64
+	marked, markedAt time.Time
 }
 
 // Revision is the revision this replica runs.
@@ -69,16 +74,23 @@ func (r *Replica) Port() int { return r.rev.rev.Config.Port }
 
 // Done marks the end of a request that Acquire counted.
 func (r *Replica) Done() {
+	r.busyAt.Store(time.Now().UnixNano())
 	r.inflight.Add(-1)
 	r.rev.touch()
 }
 
 // slot keeps one replica running, restarting it with back-off.
 type slot struct {
+	// index numbers the slot; id is its shared sandbox's ID (Shared
+	// runtimes only).
+	index   int
+	id      string
 	stop    chan struct{}
 	current atomic.Pointer[Replica]
 	// restarts counts the replicas of this slot that failed.
 	restarts atomic.Int64
+	// starting is set while a replica of the slot is on its way to ready.
+	starting atomic.Bool
 }
 
 // revisionRuntime runs one active revision's replicas.
@@ -86,9 +98,12 @@ type revisionRuntime struct {
 	app *App
 	rev Revision
 	log *slog.Logger
-	ctx context.Context
-	end context.CancelFunc
-	wg  sync.WaitGroup
+	// shared, if set, is the runtime's set of sandboxes shared by every
+	// Berth replica (see Shared).
+	shared Shared
+	ctx    context.Context
+	end    context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu       sync.Mutex
 	slots    []*slot
@@ -115,7 +130,7 @@ type revisionRuntime struct {
 func newRevisionRuntime(a *App, rev Revision) *revisionRuntime {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &revisionRuntime{app: a, rev: rev, ctx: ctx, end: cancel, lastBusy: time.Now(), changed: make(chan struct{}),
-		log: a.m.log.With("app", a.name, "revision", rev.Name), spares: make(chan box)}
+		log: a.m.log.With("app", a.name, "revision", rev.Name), spares: make(chan box), shared: a.m.shared}
 	r.secrets = sync.OnceValues(r.loadSecrets)
 	r.wg.Add(2)
 	go r.autoscale()
@@ -208,8 +223,22 @@ func (r *revisionRuntime) Acquire(ctx context.Context) (*Replica, error) {
 	}
 }
 
+// addSlotLocked adds a replica: in a Shared runtime, the next one no
+// Berth replica runs.
 func (r *revisionRuntime) addSlotLocked() {
-	s := &slot{stop: make(chan struct{})}
+	i := 0
+	if r.shared != nil {
+		i = r.nextIndexLocked()
+	}
+	r.startSlotLocked(i)
+}
+
+// startSlotLocked adds slot number i and starts keeping its replica.
+func (r *revisionRuntime) startSlotLocked(i int) {
+	s := &slot{index: i, stop: make(chan struct{})}
+	if r.shared != nil {
+		s.id = r.slotID(i)
+	}
 	r.slots = append(r.slots, s)
 	r.wg.Add(1)
 	go r.run(s)
@@ -223,6 +252,9 @@ func (r *revisionRuntime) removeIdleSlotLocked() bool {
 		rep := s.current.Load()
 		if rep != nil && (rep.inflight.Load() > 0 || rep.sessions.Load() > 0) {
 			continue
+		}
+		if r.shared != nil && s.starting.Load() {
+			continue // maybe for requests another Berth replica holds
 		}
 		r.slots = append(r.slots[:i], r.slots[i+1:]...)
 		close(s.stop)
@@ -241,7 +273,19 @@ func (r *revisionRuntime) autoscale() {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
+		var cluster map[int]bool
+		var clusterBusy time.Time
+		if r.shared != nil {
+			cluster, _, clusterBusy = r.clusterSlots()
+		}
 		r.mu.Lock()
+		if r.shared != nil {
+			r.adoptLocked(cluster)
+		}
+		lastBusy := r.lastBusy
+		if clusterBusy.After(lastBusy) {
+			lastBusy = clusterBusy // requests other Berth replicas served
+		}
 		var inflight, sessions int64
 		for _, s := range r.slots {
 			if rep := s.current.Load(); rep != nil {
@@ -258,12 +302,24 @@ func (r *revisionRuntime) autoscale() {
 				r.addSlotLocked()
 			}
 			r.log.Info("scaled up", "replicas", len(r.slots), "inFlight", inflight)
-		case len(r.slots) > desired && time.Since(r.lastBusy) > cfg.ScaleDownAfter() && r.app.m.leading():
+		case len(r.slots) > desired && time.Since(lastBusy) > cfg.ScaleDownAfter() && r.app.m.leading():
 			if r.removeIdleSlotLocked() {
 				r.log.Info("scaled down", "replicas", len(r.slots), "sessions", sessions)
 			}
 		}
+		var reps []*Replica // the sandboxes to mark busy, started ones
+		if r.shared != nil {
+			for _, s := range r.slots {
+				if rep := s.current.Load(); rep != nil {
+					reps = append(reps, rep)
+				}
+			}
+		}
+		waiting := r.waiting > 0
 		r.mu.Unlock()
+		if r.shared != nil {
+			r.markBusy(reps, waiting)
+		}
 		select {
 		case <-r.ctx.Done():
 			return
@@ -285,6 +341,10 @@ func (r *revisionRuntime) run(s *slot) {
 		case <-r.ctx.Done():
 			return
 		default:
+		}
+		if r.shared != nil && r.scaledDownElsewhere(s) {
+			r.dropSlot(s)
+			return
 		}
 		if time.Since(started) > time.Minute {
 			backoff = time.Second
@@ -309,8 +369,10 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 	r.mu.Lock()
 	r.starting++ // until ready (started) or failed (startFailed)
 	r.mu.Unlock()
+	s.starting.Store(true)
+	defer s.starting.Store(false)
 	t0 := time.Now()
-	sp, err := r.takeSandbox()
+	sp, err := r.takeSandbox(s)
 	if err != nil {
 		return r.startFailed(fmt.Errorf("start sandbox: %w", err))
 	}
@@ -330,7 +392,9 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		s.current.CompareAndSwap(rep, nil)
 		r.notify()
 		rep.Transport.CloseIdleConnections()
-		r.destroy(sp)
+		if r.shared == nil || !r.app.m.closing.Load() {
+			r.destroy(sp)
+		} // else other Berth replicas keep using it, and this one will again
 	}()
 	s.current.Store(rep)
 	t1 := time.Now()
@@ -340,7 +404,7 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		if err := r.addEnv(env); err != nil {
 			return r.startFailed(err)
 		}
-		if err := sb.Agent().StartService(r.ctx, rep.serviceSpec("app", env, false)); err != nil {
+		if err := sb.Agent().StartService(r.ctx, rep.serviceSpec("app", env, false)); err != nil && !(r.shared != nil && serviceRunning(err)) {
 			return r.startFailed(fmt.Errorf("start command: %w", err))
 		}
 		logCtx, stopLogs := context.WithCancel(r.ctx)
@@ -375,12 +439,18 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		return r.startFailed(err)
 	}
 	rep.ready.Store(true) // first: a waiter that sees starting drop finds it
+	s.starting.Store(false)
 	r.mu.Lock()
 	r.starting--
+	if r.shared != nil {
+		// Idle from now on at most: another Berth replica may have
+		// started it for requests whose busy marks are on their way.
+		r.lastBusy = time.Now()
+	}
 	r.mu.Unlock()
 	r.app.logf(r.rev.Name, id, "replica ready")
 	t3 := time.Now()
-	r.log.Info("replica ready", "replica", id, "took", t3.Sub(t0).Round(time.Microsecond),
+	r.log.Info("replica ready", "replica", id, "attached", sp.attached, "took", t3.Sub(t0).Round(time.Microsecond),
 		"sandbox", t1.Sub(t0).Round(time.Microsecond), "command", t2.Sub(t1).Round(time.Microsecond), "probe", t3.Sub(t2).Round(time.Microsecond))
 	r.notify()
 	select {
@@ -392,6 +462,13 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 		r.app.logf(r.rev.Name, id, "replica stopping (scaled down)")
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if r.shared != nil {
+			// Before it goes: the other Berth replicas then drop it
+			// rather than start it again.
+			if err := r.shared.MarkScaledDown(ctx, id); err != nil {
+				r.log.Warn("mark replica scaled down", "replica", id, "err", err)
+			}
+		}
 		_ = sb.Agent().StopService(ctx, "app", 5*time.Second)
 		return nil
 	case <-r.ctx.Done():

@@ -15,23 +15,46 @@ type box struct {
 	id string
 	sb sandbox.Sandbox
 	im *image.Image
+	// attached: another Berth replica started it (Shared runtimes).
+	attached bool
 }
 
-// startSandbox starts a sandbox for one of the revision's replicas.
-func (r *revisionRuntime) startSandbox() (box, error) {
+// startSandbox starts a sandbox for one of the revision's replicas: for
+// slot s's in a Shared runtime (s nil: a spare, a new ID).
+func (r *revisionRuntime) startSandbox(s *slot) (box, error) {
+	var id string
+	if s != nil && r.shared != nil {
+		id = s.id
+	} else {
+		r.mu.Lock()
+		r.seq++
+		id = fmt.Sprintf("%s-%d", r.rev.Name, r.seq)
+		r.mu.Unlock()
+	}
+	spec, im, err := r.sandboxSpec(id)
+	if err != nil {
+		return box{id: id}, err
+	}
+	if r.shared != nil {
+		sb, attached, err := r.startShared(spec)
+		return box{id: id, sb: sb, im: im, attached: attached}, err
+	}
+	sb, err := r.app.m.runtime.Start(r.ctx, spec)
+	return box{id: id, sb: sb, im: im}, err
+}
+
+// sandboxSpec is the spec of sandbox id for one of the revision's
+// replicas, with the revision's image if it runs one.
+func (r *revisionRuntime) sandboxSpec(id string) (sandbox.Spec, *image.Image, error) {
 	cfg := r.rev.Config
 	secrets, err := r.secrets()
 	if err != nil {
-		return box{}, err
+		return sandbox.Spec{}, nil, err
 	}
 	files := r.app.files(r.rev)
 	if secrets.dir != "" {
 		files = append(files, sandbox.Files{Dir: secrets.dir, Target: cfg.SecretVolume})
 	}
-	r.mu.Lock()
-	r.seq++
-	id := fmt.Sprintf("%s-%d", r.rev.Name, r.seq)
-	r.mu.Unlock()
 	spec := sandbox.Spec{
 		ID:     id,
 		Limits: sandbox.Limits{MemoryBytes: cfg.MemoryBytes, CPU: cfg.CPU, DiskBytes: cfg.DiskBytes},
@@ -44,11 +67,11 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 	}
 	if spec.Egress && cfg.Egress != "enabled" {
 		if r.app.m.egress == nil {
-			return box{id: id}, errors.New("egress rules need the server's egress proxy")
+			return spec, nil, errors.New("egress rules need the server's egress proxy")
 		}
 		px, err := r.app.m.egress.ProxyFor("app/"+r.app.name, cfg.Egress, cfg.EgressInject)
 		if err != nil {
-			return box{id: id}, err
+			return spec, nil, err
 		}
 		spec.EgressProxy = px
 	}
@@ -56,18 +79,20 @@ func (r *revisionRuntime) startSandbox() (box, error) {
 	if cfg.HasImage() {
 		var err error
 		if im, err = r.image(r.ctx); err != nil {
-			return box{id: id}, fmt.Errorf("the revision's image: %w", err)
+			return spec, nil, fmt.Errorf("the revision's image: %w", err)
 		}
 		spec.Root = imageRoot(im)
 		spec.Image = im.PullRef()
 	}
-	sb, err := r.app.m.runtime.Start(r.ctx, spec)
-	return box{id: id, sb: sb, im: im}, err
+	return spec, im, nil
 }
 
 // takeSandbox returns the spare sandbox if there is a live one, or starts
-// a new one.
-func (r *revisionRuntime) takeSandbox() (box, error) {
+// a new one for slot s.
+func (r *revisionRuntime) takeSandbox(s *slot) (box, error) {
+	if r.shared != nil {
+		return r.startSandbox(s) // no spare: a replica's sandbox has its slot's ID
+	}
 	for {
 		select {
 		case sp := <-r.spares:
@@ -79,7 +104,7 @@ func (r *revisionRuntime) takeSandbox() (box, error) {
 				return sp, nil
 			}
 		default:
-			return r.startSandbox()
+			return r.startSandbox(s)
 		}
 	}
 }
@@ -94,15 +119,21 @@ func (r *revisionRuntime) takeSandbox() (box, error) {
 // else. Each running revision keeps one, at the cost of one idle sandbox
 // (a few MiB with bwrap). It also speeds up scaling out and replacing a
 // crashed replica.
+//
+// With a Shared runtime there is none: every sandbox of a revision is one
+// of its replicas', shared by the Berth replicas.
 func (r *revisionRuntime) keepSpare() {
 	defer r.wg.Done()
+	if r.shared != nil {
+		return
+	}
 	backoff := time.Second
 	for {
 		var freed <-chan struct{}
 		if r.app.m.cap != nil {
 			freed = r.app.m.cap.Freed() // before the start, so no release is missed
 		}
-		sp, err := r.startSandbox()
+		sp, err := r.startSandbox(nil)
 		if errors.Is(err, sandbox.ErrNoCapacity) && freed != nil {
 			// The spare waits for the host's capacity, quietly: a replica
 			// that needs a sandbox meanwhile starts one itself (and is

@@ -90,6 +90,12 @@ func runsc(t testing.TB) string {
 // ephemeral ports, and any extra `berth up` flags.
 func startBerth(t testing.TB, dataDir string, flags ...string) *berth {
 	t.Helper()
+	return startBerthEnv(t, nil, dataDir, flags...)
+}
+
+// startBerthEnv is startBerth with env added to the server's environment.
+func startBerthEnv(t testing.TB, env []string, dataDir string, flags ...string) *berth {
+	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "bwrap")
 	if dataDir == "" {
@@ -98,6 +104,9 @@ func startBerth(t testing.TB, dataDir string, flags ...string) *berth {
 	b := &berth{t: t, bin: testutil.BerthBinary(t), dataDir: dataDir, logs: &syncBuffer{}, exited: make(chan struct{})}
 	b.cmd = exec.Command(b.bin, append([]string{"up", "--data-dir", dataDir, "--listen", "127.0.0.1:0",
 		"--admin-listen", "127.0.0.1:0", "--runsc", runsc(t), "--log-level", "debug"}, flags...)...)
+	if env != nil {
+		b.cmd.Env = append(os.Environ(), env...)
+	}
 	b.cmd.Stdout = b.logs
 	b.cmd.Stderr = b.logs
 	_ = os.Remove(filepath.Join(dataDir, server.InfoFile))

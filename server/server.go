@@ -324,7 +324,13 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: appCapacity, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st, Leader: lead})
+	shared, noBusyMarks, stopShared, err := sharedApps(ctx, o, appRuntime)
+	if err != nil {
+		return err
+	}
+	defer stopShared()
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: appCapacity, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st, Leader: lead,
+		Shared: shared, NoBusyMarks: noBusyMarks})
 	if err != nil {
 		return err
 	}
