@@ -232,28 +232,36 @@ func relay(conn net.Conn, target string) {
 // --token) and returns its output.
 func (c *inCluster) cli(args ...string) string {
 	c.t.Helper()
+	out, err := c.try(args...)
+	if err != nil {
+		c.t.Fatalf("berth %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// try runs the berth CLI against the in-cluster control API; the error
+// carries its stderr.
+func (c *inCluster) try(args ...string) (string, error) {
 	cmd := exec.Command(c.bin, append(args, "--server", c.admin, "--token", c.token)...)
 	cmd.Env = append(os.Environ(), "BERTH_DATA_DIR="+c.t.TempDir())
 	out, err := cmd.Output()
-	if err != nil {
-		msg := ""
-		if ee, ok := err.(*exec.ExitError); ok {
-			msg = string(ee.Stderr)
-		}
-		c.t.Fatalf("berth %s: %v: %s", strings.Join(args, " "), err, msg)
+	if ee, ok := err.(*exec.ExitError); ok {
+		err = fmt.Errorf("%v: %s", err, ee.Stderr)
 	}
-	return string(out)
+	return string(out), err
 }
 
 // waitReady waits until the app shows n ready replicas (at least: another
-// Berth replica may run its own until app replicas are shared).
+// Berth replica may run its own until app replicas are shared); an app
+// applied with kubectl may take a moment to reach the replica asked.
 func (c *inCluster) waitReady(name string, n int) {
 	c.t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var v controlplane.AppView
-		if err := json.Unmarshal([]byte(c.cli("app", "show", name, "-o", "json")), &v); err != nil {
-			c.t.Fatal(err)
+		out, err := c.try("app", "show", name, "-o", "json")
+		if err == nil {
+			err = json.Unmarshal([]byte(out), &v)
 		}
 		ready := 0
 		for _, r := range v.Replicas {
@@ -265,7 +273,7 @@ func (c *inCluster) waitReady(name string, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("app %s: want %d ready replicas, have %+v", name, n, v.Replicas)
+			c.t.Fatalf("app %s: want %d ready replicas, have %+v (%v)", name, n, v.Replicas, err)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
