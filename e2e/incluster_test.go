@@ -32,7 +32,11 @@ type inCluster struct {
 	t            *testing.T
 	k            *kubetest.Kube
 	ns           string
-	front, admin string // http://CLUSTERIP:80, http://CLUSTERIP:8081
+	// front is the Service's port 80 relayed to loopback, each connection
+	// through kube-proxy to either replica (a client's Host is then
+	// 127.0.0.1, which the conformance suite and the go-sdk server's
+	// DNS-rebinding protection want); admin is http://CLUSTERIP:8081.
+	front, admin string
 	token        string
 	bin          string
 }
@@ -121,7 +125,7 @@ func installBerth(t *testing.T, k *kubetest.Kube) *inCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.front = "http://" + svc.Spec.ClusterIP + ":80"
+	c.front = "http://" + loopbackRelay(t, net.JoinHostPort(svc.Spec.ClusterIP, "80"))
 	c.admin = "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "8081")
 	sec, err := k.Client.CoreV1().Secrets(ns).Get(ctx, "berth-admin-token", metav1.GetOptions{})
 	if err != nil {
@@ -200,7 +204,20 @@ func registryRelay(t *testing.T, k *kubetest.Kube) string {
 	if err != nil || len(ep.Subsets) == 0 || len(ep.Subsets[0].Addresses) == 0 {
 		t.Fatalf("the node's address on the Pod network (the API server's endpoint): %v", err)
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ep.Subsets[0].Addresses[0].IP, "0"))
+	return startRelay(t, net.JoinHostPort(ep.Subsets[0].Addresses[0].IP, "0"), k.Registry)
+}
+
+// loopbackRelay relays connections to a loopback port to target and
+// returns the port's address.
+func loopbackRelay(t *testing.T, target string) string {
+	t.Helper()
+	return startRelay(t, "127.0.0.1:0", target)
+}
+
+// startRelay relays connections to listen to target until the test ends.
+func startRelay(t *testing.T, listen, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +228,7 @@ func registryRelay(t *testing.T, k *kubetest.Kube) string {
 			if err != nil {
 				return
 			}
-			go relay(conn, k.Registry)
+			go relay(conn, target)
 		}
 	}()
 	return ln.Addr().String()
