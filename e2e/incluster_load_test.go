@@ -101,10 +101,11 @@ func (s *loadStats) worker(ctx context.Context, i int, url, sid string) {
 	}
 }
 
-// killUnderLoad deletes one Berth Pod while workers call tools in their
-// sessions through the Service, and checks that the configuration stays
-// and that every session works again through the other replica.
-func (c *inCluster) killUnderLoad() {
+// killUnderLoad deletes the Berth Pod that served most of the calls (with
+// grace seconds to stop; 0 kills it at once) while workers call tools in
+// their sessions through the Service, and checks that the configuration
+// stays and that every session works again through the other replica.
+func (c *inCluster) killUnderLoad(grace int64) {
 	t := c.t
 	const workers = 8
 	url := c.front + "/apps/everything/mcp"
@@ -121,15 +122,24 @@ func (c *inCluster) killUnderLoad() {
 		go func() { defer wg.Done(); s.worker(ctx, i, url, sid) }()
 	}
 	defer func() { cancel(); wg.Wait() }()
+	served := c.mcpRequests()
 	time.Sleep(3 * time.Second)
 	before := s.ok.Load()
 	if s.failed.Load() != 0 || s.reopened.Load() != 0 {
 		t.Fatalf("before the kill: %d failures, %d sessions reopened (%v)", s.failed.Load(), s.reopened.Load(), s.reasons)
 	}
+	victim, calls := "", 0
+	for pod, n := range c.mcpRequests() {
+		if n-served[pod] > calls {
+			victim, calls = pod, n-served[pod]
+		}
+	}
+	if victim == "" {
+		t.Fatalf("no Berth Pod logged the workers' calls")
+	}
 
-	victim := c.berthPods()[0].Name
 	killed := time.Now()
-	if err := c.k.Client.CoreV1().Pods(c.ns).Delete(context.Background(), victim, metav1.DeleteOptions{}); err != nil {
+	if err := c.k.Client.CoreV1().Pods(c.ns).Delete(context.Background(), victim, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
 		t.Fatal(err)
 	}
 	replaced := c.waitTwoReady(victim, 90*time.Second)
@@ -143,9 +153,9 @@ func (c *inCluster) killUnderLoad() {
 	if last := s.lastFailure.Load(); last > killed.UnixNano() {
 		failover = time.Duration(last - killed.UnixNano())
 	}
-	t.Logf("killed %s under load (%d workers): %d calls before, %d after; %d failed, %d sessions reopened (404); "+
-		"failures ended %v after the kill; replacement Ready after %v; failures by reason: %v",
-		victim, workers, before, s.ok.Load()-before, s.failed.Load(), s.reopened.Load(),
+	t.Logf("deleted %s (grace %ds; it had served %d of the calls in 3 s) under load (%d sessions): %d calls before, %d after; "+
+		"%d failed, %d sessions reopened (404); failures ended %v after the kill; replacement Ready after %v; failures by reason: %v",
+		victim, grace, calls, workers, before, s.ok.Load()-before, s.failed.Load(), s.reopened.Load(),
 		failover.Round(time.Millisecond), replaced.Round(time.Millisecond), s.reasons)
 	if failover > 20*time.Second {
 		t.Errorf("calls still failed %v after the kill", failover)
@@ -155,14 +165,29 @@ func (c *inCluster) killUnderLoad() {
 			t.Errorf("session %d got no answer in the last 5 s", i)
 		}
 	}
+	c.configKept()
+}
+
+// mcpRequests counts, per Berth Pod, the MCP requests its access log shows.
+func (c *inCluster) mcpRequests() map[string]int {
+	out := map[string]int{}
+	for _, p := range c.berthPods() {
+		out[p.Name] = strings.Count(c.logs(p.Name), "path=/apps/everything/mcp")
+	}
+	return out
+}
+
+// configKept checks, through the control API, that the apps and pools are
+// all still there.
+func (c *inCluster) configKept() {
 	apps, pools := c.cli("app", "list"), c.cli("pool", "list")
 	for _, want := range []string{"everything ", "everything-cr"} {
 		if !strings.Contains(apps, want) {
-			t.Errorf("after the kill, app list lacks %q:\n%s", want, apps)
+			c.t.Errorf("after the kill, app list lacks %q:\n%s", want, apps)
 		}
 	}
 	if !strings.Contains(pools, "default") {
-		t.Errorf("after the kill, pool list lacks the default pool:\n%s", pools)
+		c.t.Errorf("after the kill, pool list lacks the default pool:\n%s", pools)
 	}
 }
 

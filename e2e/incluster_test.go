@@ -47,7 +47,8 @@ type inCluster struct {
 // `kubectl apply` of an App, and runs the conformance suite through the
 // Service: the same results as the server directly. Then it deletes a
 // Berth Pod while clients call tools in their sessions through the
-// Service: the configuration stays, and the sessions keep working.
+// Service, gracefully and then at once: the configuration stays, and the
+// sessions keep working.
 func TestInCluster(t *testing.T) {
 	k := kubetest.Cluster(t)
 	in := needInterop(t)
@@ -77,7 +78,8 @@ func TestInCluster(t *testing.T) {
 		t.Fatalf("the App applied with kubectl does not answer: %s", s)
 	}
 
-	c.killUnderLoad()
+	c.killUnderLoad(30) // kubectl delete pod: SIGTERM, Berth stops gracefully
+	c.killUnderLoad(0)  // a crash: the Pod is gone at once
 	c.noForbidden()
 }
 
