@@ -45,16 +45,21 @@ func mcpSession(hc *http.Client, url string) (string, bool) {
 	if st, _, body, err := sessionPost(hc, url, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); err != nil || st != http.StatusAccepted {
 		return fmt.Sprintf("initialized: %d %v %s", st, err, body), false
 	}
-	if st, ok := simpleTextCall(hc, url, sid); !ok {
-		return fmt.Sprintf("tools/call: %d", st), false
+	if _, why, ok := simpleTextCall(hc, url, sid); !ok {
+		return "tools/call: " + why, false
 	}
 	return sid, true
 }
 
 // simpleTextCall calls the everything server's test_simple_text in session sid.
-func simpleTextCall(hc *http.Client, url, sid string) (int, bool) {
+// The status is 0 and why says what failed when no answer came.
+func simpleTextCall(hc *http.Client, url, sid string) (st int, why string, ok bool) {
 	st, _, body, err := sessionPost(hc, url, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"test_simple_text","arguments":{}}}`)
-	return st, err == nil && st == http.StatusOK && strings.Contains(body, `"result"`) && !strings.Contains(body, `"error"`)
+	if err != nil {
+		msg := err.Error()
+		return st, msg[strings.LastIndex(msg, ": ")+1:], false
+	}
+	return st, fmt.Sprintf("status %d", st), st == http.StatusOK && strings.Contains(body, `"result"`) && !strings.Contains(body, `"error"`)
 }
 
 // loadStats count what the clients saw.
@@ -82,7 +87,7 @@ func (s *loadStats) worker(ctx context.Context, i int, url, sid string) {
 	hc := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 	for ctx.Err() == nil {
-		st, ok := simpleTextCall(hc, url, sid)
+		st, why, ok := simpleTextCall(hc, url, sid)
 		switch {
 		case ok:
 			s.ok.Add(1)
@@ -92,10 +97,10 @@ func (s *loadStats) worker(ctx context.Context, i int, url, sid string) {
 			if n, ok := mcpSession(hc, url); ok {
 				sid = n
 			} else {
-				s.fail("reopen: " + n)
+				s.fail("reopen " + n)
 			}
 		default:
-			s.fail(fmt.Sprintf("status %d", st))
+			s.fail(why)
 			time.Sleep(20 * time.Millisecond)
 		}
 	}

@@ -29,9 +29,9 @@ import (
 // (kube-proxy on this node), and driven with the berth CLI over its
 // control API.
 type inCluster struct {
-	t            *testing.T
-	k            *kubetest.Kube
-	ns           string
+	t  *testing.T
+	k  *kubetest.Kube
+	ns string
 	// front is the Service's port 80 relayed to loopback, each connection
 	// through kube-proxy to either replica (a client's Host is then
 	// 127.0.0.1, which the conformance suite and the go-sdk server's
@@ -101,7 +101,7 @@ func passed(c conformance) int {
 func installBerth(t *testing.T, k *kubetest.Kube) *inCluster {
 	t.Helper()
 	ns := k.Namespace(t, "incl")
-	img, probe := k.BerthImage(t), k.ProbeImage(t)
+	img, probe := k.TreeBerthImage(t), k.ProbeImage(t)
 	relay := registryRelay(t, k)
 	patch := writeFile(t, fmt.Sprintf(`
 - {op: add, path: /spec/template/spec/containers/-, value: {name: registry, image: %q,
