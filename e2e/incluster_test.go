@@ -94,10 +94,12 @@ func passed(c conformance) int {
 }
 
 // installBerth installs Berth with scripts/kube/deploy-berth.sh into a new
-// namespace berth-incl-*, with one test-only addition: a sidecar that gives
+// namespace berth-incl-*, with test-only additions: a sidecar that gives
 // Berth's Pods the cluster's registry at the address the node has it
 // (127.0.0.1:5000, loopback), so Berth and the kubelet pull the same
-// reference.
+// reference. --memory-capacity=1Gi (Berth's Pod's memory limit) is
+// there to show that no host admission budget applies to Pods: it would
+// admit 1.5 GiB, less than the test's 4 app replicas.
 func installBerth(t *testing.T, k *kubetest.Kube) *inCluster {
 	t.Helper()
 	ns := k.Namespace(t, "incl")
@@ -107,6 +109,7 @@ func installBerth(t *testing.T, k *kubetest.Kube) *inCluster {
 - {op: add, path: /spec/template/spec/containers/-, value: {name: registry, image: %q,
    args: [forward, %q, %q], securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}}}
 - {op: add, path: /spec/template/spec/containers/0/args/-, value: --insecure-registry=%s}
+- {op: add, path: /spec/template/spec/containers/0/args/-, value: --memory-capacity=1Gi}
 `, probe, k.Registry, relay, k.Registry))
 	start := time.Now()
 	cmd := exec.Command(filepath.Join(testutil.ModuleRoot(), "scripts", "kube", "deploy-berth.sh"), ns, img, "150s")

@@ -88,6 +88,9 @@ type Options struct {
 	// Admission is what the host admits of sandboxes' memory and disk
 	// (zero fields: measured, with the default overcommit ratios).
 	Admission admit.Options
+	// Scheduled says the sandboxes do not run on this host but where a
+	// cluster schedules them (Pods): no host admission budget then.
+	Scheduled bool
 	// MaxConnections bounds the public listener's open connections
 	// (default: a quarter of the open-file limit, at most 16,384); beyond
 	// it, new connections wait. The control listener has a budget of its
@@ -214,9 +217,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	// Measured once the cleanup has freed what an earlier run held.
-	budget, err := admitAll(o.Admission, state, runtimes, log)
-	if err != nil {
-		return err
+	var poolCap pool.Capacity
+	var appCap app.Capacity
+	if !o.Scheduled {
+		budget, err := admitAll(o.Admission, state, runtimes, log)
+		if err != nil {
+			return err
+		}
+		poolCap, appCap = budget, budget
 	}
 	// App-to-app calls and workload identity, through each sandbox's agent.
 	tunnels := workload.New(workload.Options{Logger: log})
@@ -261,7 +269,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: budget, Events: evs, Egress: egr,
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: poolCap, Events: evs, Egress: egr,
 		Images: images, Resolve: builtinImages(images, o.BuiltinImages), Leader: lead})
 	if err := pools.Load(ctx); err != nil {
 		return err
@@ -326,7 +334,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: budget, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st, Leader: lead})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: appCap, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st, Leader: lead})
 	if err != nil {
 		return err
 	}
