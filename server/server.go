@@ -88,9 +88,6 @@ type Options struct {
 	// Admission is what the host admits of sandboxes' memory and disk
 	// (zero fields: measured, with the default overcommit ratios).
 	Admission admit.Options
-	// Scheduled says the sandboxes do not run on this host but where a
-	// cluster schedules them (Pods): no host admission budget then.
-	Scheduled bool
 	// MaxConnections bounds the public listener's open connections
 	// (default: a quarter of the open-file limit, at most 16,384); beyond
 	// it, new connections wait. The control listener has a budget of its
@@ -217,15 +214,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	// Measured once the cleanup has freed what an earlier run held.
-	var poolCap pool.Capacity
-	var appCap app.Capacity
-	if !o.Scheduled {
-		budget, err := admitAll(o.Admission, state, runtimes, log)
-		if err != nil {
-			return err
-		}
-		poolCap, appCap = budget, budget
+	budget, err := admitAll(o.Admission, state, runtimes, log)
+	if err != nil {
+		return err
 	}
+	poolCapacity, appCapacity := capacities(budget)
 	// App-to-app calls and workload identity, through each sandbox's agent.
 	tunnels := workload.New(workload.Options{Logger: log})
 	for name, rt := range runtimes {
@@ -269,7 +262,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: poolCap, Events: evs, Egress: egr,
+	pools := pool.NewManager(pool.Options{Store: st, Runtimes: runtimes, Logger: log, Capacity: poolCapacity, Events: evs, Egress: egr,
 		Images: images, Resolve: builtinImages(images, o.BuiltinImages), Leader: lead})
 	if err := pools.Load(ctx); err != nil {
 		return err
@@ -334,7 +327,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: appCap, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st, Leader: lead})
+	apps, err := app.NewManager(ctx, app.Options{Store: st, Runtime: appRuntime, StateDir: filepath.Join(state, "apps"), Logger: log, Capacity: appCapacity, Sources: sources, Events: evs, Egress: egr, Images: images, RegistryLogins: st, Leader: lead})
 	if err != nil {
 		return err
 	}
@@ -482,7 +475,8 @@ func lock(path string) (func(), error) {
 }
 
 // admitAll makes one budget for every sandbox, of pools and apps alike,
-// and wraps each runtime so that its sandboxes hold their share of it.
+// and wraps each runtime so that its sandboxes hold their share of it; it
+// returns nil if no runtime runs sandboxes on this host.
 func admitAll(ao admit.Options, state string, runtimes map[string]sandbox.Runtime, log *slog.Logger) (*admit.Budget, error) {
 	if ao.DiskPath == "" {
 		ao.DiskPath = state
@@ -491,11 +485,34 @@ func admitAll(ao admit.Options, state string, runtimes map[string]sandbox.Runtim
 	if err != nil {
 		return nil, fmt.Errorf("sandbox admission: %w", err)
 	}
+	local := false
 	for name, rt := range runtimes {
+		if c, ok := rt.(clusterAdmitted); ok && c.AdmitsItself() {
+			continue
+		}
+		local = true
 		runtimes[name] = budget.Runtime(rt, sandbox.Limits{MemoryBytes: pool.DefaultMemory, DiskBytes: pool.DefaultDisk})
+	}
+	if !local {
+		log.Info("sandboxes are admitted by the cluster (its scheduler and the namespace's ResourceQuota), not within this host's capacity")
+		return nil, nil
 	}
 	log.Info("sandboxes are admitted within the host's capacity", "budget", budget.String())
 	return budget, nil
+}
+
+// clusterAdmitted is a runtime whose sandboxes run elsewhere (Pods on a
+// cluster, package sandbox/kube), which decides itself what fits: the
+// host's budget does not apply to them.
+type clusterAdmitted interface{ AdmitsItself() bool }
+
+// capacities are the budget as pools and apps take it (nil interfaces
+// when the cluster admits the sandboxes).
+func capacities(b *admit.Budget) (pool.Capacity, app.Capacity) {
+	if b == nil {
+		return nil, nil
+	}
+	return b, b
 }
 
 // serve serves each server on its listener, calls up once all are

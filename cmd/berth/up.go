@@ -137,7 +137,7 @@ func runUp(ctx context.Context, args []string) error {
 		MaxConnections: *maxConns, MaxConnectionsPerClient: *maxConnsPerClient, IdleTimeout: *idleTimeout, BodyMemory: bodyBytes,
 		MaxUploadBytes: uploadBytes, InsecureRegistries: insecure, BuiltinImages: builtins,
 		HTTPSListen: *httpsListen, TLS: *tlsOpts, Dashboard: uiOpts,
-		State: *state, Kube: kube, Scheduled: kf.runtime == "kube",
+		State: *state, Kube: kube,
 		Runtimes: func(instance string) (map[string]sandbox.Runtime, error) {
 			if kf.runtime == "kube" {
 				return newKubeRuntimes(ctx, &kf, instance, log)

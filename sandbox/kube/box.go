@@ -20,15 +20,20 @@ type box struct {
 	token    string
 	client   *agent.Client
 
-	mu      sync.Mutex
-	ip      string // set before running is closed
-	why     string
-	running chan struct{} // closed once the Pod runs (ip set)
-	done    chan struct{} // closed once the Pod stopped or went
-	runOnce sync.Once
-	endOnce sync.Once
-	delOnce sync.Once
-	delErr  error
+	mu  sync.Mutex
+	ip  string // set before running is closed
+	why string
+	// unsched is the scheduler's latest "cannot place" message ("" once
+	// the Pod has a node); unschedTimer gives up on it (capacity.go).
+	unsched      string
+	unschedTimer *time.Timer
+	noCapacity   bool
+	running      chan struct{} // closed once the Pod runs (ip set)
+	done         chan struct{} // closed once the Pod stopped or went
+	runOnce      sync.Once
+	endOnce      sync.Once
+	delOnce      sync.Once
+	delErr       error
 }
 
 func (b *box) ID() string            { return b.id }
@@ -49,6 +54,9 @@ func (b *box) stopped(why string) {
 		b.mu.Lock()
 		b.why = why
 		c := b.client
+		if b.unschedTimer != nil {
+			b.unschedTimer.Stop()
+		}
 		b.mu.Unlock()
 		close(b.done)
 		if c != nil {

@@ -103,6 +103,10 @@ type Options struct {
 	PullSecrets []string
 	// DeleteGrace is the Pods' termination grace (default 1s).
 	DeleteGrace time.Duration
+	// UnschedulableWait is how long Start waits for a Pod the scheduler
+	// cannot place before it fails with sandbox.ErrNoCapacity (default
+	// DefaultUnschedulableWait).
+	UnschedulableWait time.Duration
 }
 
 // DefaultLimits fill a Spec's zero limits.
@@ -198,6 +202,9 @@ func (o *Options) defaultsNoClient() error {
 	}
 	if o.DeleteGrace == 0 {
 		o.DeleteGrace = time.Second
+	}
+	if o.UnschedulableWait == 0 {
+		o.UnschedulableWait = DefaultUnschedulableWait
 	}
 	for _, c := range append(append([]string{}, o.AgentFrom...), o.DenyCIDRs...) {
 		if _, err := netip.ParsePrefix(c); err != nil {
@@ -355,7 +362,7 @@ func (r *Runtime) Start(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandb
 	select {
 	case <-b.running:
 	case <-b.done:
-		return nil, fmt.Errorf("kube: sandbox %s: %s", spec.ID, b.reason())
+		return nil, b.startError()
 	case <-ctx.Done():
 		return nil, fmt.Errorf("kube: sandbox %s did not start: %s (%w)", spec.ID, b.reason(), ctx.Err())
 	}
@@ -392,13 +399,13 @@ func (r *Runtime) create(ctx context.Context, spec sandbox.Spec, b *box) error {
 	ns := r.o.Namespace
 	labels := r.labels(spec)
 	if _, err := r.cs.CoreV1().Secrets(ns).Create(ctx, r.secret(b, labels), metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("kube: the agent's Secret: %w", err)
+		return capacityError("the agent's Secret", err)
 	}
 	if _, err := r.cs.NetworkingV1().NetworkPolicies(ns).Create(ctx, r.networkPolicy(b.name, spec, labels), metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("kube: the sandbox's NetworkPolicy: %w", err)
+		return capacityError("the sandbox's NetworkPolicy", err)
 	}
 	if _, err := r.cs.CoreV1().Pods(ns).Create(ctx, r.pod(b, spec, labels), metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("kube: the sandbox's Pod: %w", err)
+		return capacityError("the sandbox's Pod", err)
 	}
 	return nil
 }
@@ -432,6 +439,11 @@ func (r *Runtime) observe(obj any, deleted bool) {
 	if deleted {
 		b.stopped("its Pod was deleted")
 		return
+	}
+	if msg, ok := unschedulable(p); ok {
+		b.unschedulable(msg, r.o.UnschedulableWait)
+	} else if p.Spec.NodeName != "" {
+		b.scheduled()
 	}
 	if ip, ok := runningIP(p); ok {
 		b.started(ip)
