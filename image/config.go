@@ -32,8 +32,11 @@ func configOf(cf *v1.ConfigFile) Config {
 // fixups prepare a root to be mounted read-only with the runtime's mounts
 // on top: their mount points must exist, since nothing can create them in
 // a read-only root.
-func fixups(root *os.Root, workDir string, shift uint32) error {
+func fixups(root *os.Root, workDir string, shift uint32, keep bool) error {
 	id := int(shift)
+	if keep {
+		id = -1 // Lchown leaves owners that are -1 as they are
+	}
 	if err := root.Chown(".", id, id); err != nil {
 		return err
 	}

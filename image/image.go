@@ -50,6 +50,11 @@ type Credentials interface {
 type Options struct {
 	// IDShift is added to every uid and gid of unpacked files.
 	IDShift uint32
+	// KeepOwner leaves unpacked files owned by Berth's own user (no
+	// chown): for a Berth that is not root, whose sandboxes are Pods that
+	// pull images themselves (--runtime kube), so that a root here only
+	// tells an image's configuration and files.
+	KeepOwner bool
 	// Insecure names registry hosts (host or host:port) reached over plain
 	// HTTP; every other registry is reached over HTTPS.
 	Insecure []string

@@ -40,7 +40,7 @@ func (s *Store) unpackImage(ctx context.Context, ref, hex string, cfg *v1.Config
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	defer root.Close()
-	u := &unpacker{root: root, shift: s.o.IDShift, dirs: map[string]*tar.Header{}, open: map[string]*os.Root{}}
+	u := &unpacker{root: root, shift: s.o.IDShift, keep: s.o.KeepOwner, dirs: map[string]*tar.Header{}, open: map[string]*os.Root{}}
 	defer u.closeDirs()
 	for i, d := range descs {
 		report(Progress{Layer: d.digest.String(), Status: "unpacking", Total: d.size})
@@ -53,7 +53,7 @@ func (s *Store) unpackImage(ctx context.Context, ref, hex string, cfg *v1.Config
 		return nil, fmt.Errorf("image: %s: %w", ref, err)
 	}
 	c := configOf(cfg)
-	if err := fixups(root, c.WorkingDir, s.o.IDShift); err != nil {
+	if err := fixups(root, c.WorkingDir, s.o.IDShift, s.o.KeepOwner); err != nil {
 		return nil, fmt.Errorf("image: %s: preparing the root: %w", ref, err)
 	}
 	if err := resolveUser(root, &c); err != nil {
@@ -71,6 +71,7 @@ func (s *Store) unpackImage(ctx context.Context, ref, hex string, cfg *v1.Config
 type unpacker struct {
 	root  *os.Root
 	shift uint32
+	keep  bool                   // Options.KeepOwner
 	dirs  map[string]*tar.Header // directory modes and times, applied last
 	open  map[string]*os.Root    // open directories, by path (see parent)
 	layer map[string]bool        // paths the current layer wrote (opaque dirs)
@@ -353,7 +354,7 @@ func (u *unpacker) parents(name string) error {
 		if err := u.root.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		if err := u.root.Lchown(p, int(u.shift), int(u.shift)); err != nil {
+		if err := u.lchown(u.root, p, int(u.shift), int(u.shift)); err != nil {
 			return err
 		}
 	}
@@ -368,7 +369,7 @@ func (u *unpacker) dir(h *tar.Header, name string) error {
 	if err := pr.Mkdir(base, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	if err := pr.Lchown(base, int(u.id(h.Uid)), int(u.id(h.Gid))); err != nil {
+	if err := u.lchown(pr, base, int(u.id(h.Uid)), int(u.id(h.Gid))); err != nil {
 		return err
 	}
 	u.dirs[name] = h
@@ -385,7 +386,7 @@ func (u *unpacker) file(h *tar.Header, name string, r io.Reader) error {
 		return err
 	}
 	_, err = io.Copy(f, r)
-	if err == nil {
+	if err == nil && !u.keep {
 		err = f.Chown(int(u.id(h.Uid)), int(u.id(h.Gid)))
 	}
 	if err == nil { // after chown, which would clear setuid anyway: we strip it
@@ -408,7 +409,16 @@ func (u *unpacker) symlink(h *tar.Header, name string) error {
 	if err := pr.Symlink(h.Linkname, base); err != nil {
 		return err
 	}
-	return pr.Lchown(base, int(u.id(h.Uid)), int(u.id(h.Gid)))
+	return u.lchown(pr, base, int(u.id(h.Uid)), int(u.id(h.Gid)))
+}
+
+// lchown gives a file its (shifted) owner, unless the store keeps its
+// own (Options.KeepOwner).
+func (u *unpacker) lchown(r *os.Root, name string, uid, gid int) error {
+	if u.keep {
+		return nil
+	}
+	return r.Lchown(name, uid, gid)
 }
 
 func (u *unpacker) link(h *tar.Header, name string) error {

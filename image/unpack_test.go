@@ -369,3 +369,33 @@ func TestUnlistedParentsOwnedByImageRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepOwner: a store with KeepOwner (a non-root Berth whose sandboxes
+// are Pods) leaves every file as its own user's, shifts nothing, and still
+// reads the image's user from its /etc/passwd.
+func TestKeepOwner(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	s := open(t, filepath.Join(t.TempDir(), "images"), image.Options{Insecure: []string{reg.Host}, IDShift: shift, KeepOwner: true})
+	it.Push(t, reg.Ref("owned:1"), it.Image(t, v1.Config{User: "app", WorkingDir: "/home/app"}, it.Layer(t,
+		it.File("etc/passwd", "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"),
+		it.Owned(it.Dir("home/app"), 1000, 1000), it.Owned(it.File("home/app/data", "d"), 1000, 1000), it.Symlink("link", "home"))))
+	im, err := s.Pull(context.Background(), reg.Ref("owned:1"), image.PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.Config.UID != 1000 || im.Config.GID != 1000 {
+		t.Errorf("image user %d:%d, want 1000:1000", im.Config.UID, im.Config.GID)
+	}
+	err = filepath.Walk(im.RootFS, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != os.Getuid() || int(st.Gid) != os.Getgid() {
+			t.Errorf("%s is owned by %d:%d, want Berth's own %d:%d", p, st.Uid, st.Gid, os.Getuid(), os.Getgid())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -237,7 +237,10 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	images, err := image.Open(filepath.Join(dir, "images"), image.Options{IDShift: sandbox.ImageIDShift, Insecure: o.InsecureRegistries, Credentials: st, Logger: log})
+	// Not root, no local sandbox runs the images' roots (berth up
+	// --runtime kube): they keep Berth's own user.
+	images, err := image.Open(filepath.Join(dir, "images"), image.Options{IDShift: sandbox.ImageIDShift, Insecure: o.InsecureRegistries,
+		Credentials: st, Logger: log, KeepOwner: os.Geteuid() != 0})
 	if err != nil {
 		return err
 	}

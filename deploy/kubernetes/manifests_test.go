@@ -32,6 +32,9 @@ func readManifests(t *testing.T) []*unstructured.Unstructured {
 	}
 	var objs []*unstructured.Unstructured
 	for _, f := range files {
+		if f == "kustomization.yaml" { // kubectl apply -k's, not an object
+			continue
+		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -104,8 +107,10 @@ func TestManifestsApply(t *testing.T) {
 	}{
 		{ns, "", "pods", "", "create", true},
 		{ns, "", "pods", "", "watch", true},
-		{ns, "", "pods", "status", "patch", true},
-		{ns, "", "services", "", "create", true},
+		{ns, "", "pods", "", "update", true},
+		{ns, "", "pods", "", "patch", false},
+		{ns, "", "pods", "status", "patch", false},
+		{ns, "", "services", "", "create", false},
 		{ns, "", "persistentvolumeclaims", "", "create", true},
 		{ns, "", "secrets", "", "get", true},
 		{ns, "", "configmaps", "", "update", true},
@@ -115,6 +120,8 @@ func TestManifestsApply(t *testing.T) {
 		{ns, "", "events", "", "create", true},
 		{ns, "berth.dev", "sessionpools", "", "create", true},
 		{ns, "berth.dev", "apps", "status", "update", true},
+		{ns, "berth.dev", "sessionpools", "", "watch", true},
+		{ns, "coordination.k8s.io", "leases", "", "delete", false},
 		{ns, "", "pods", "exec", "create", false},
 		{ns, "rbac.authorization.k8s.io", "roles", "", "create", false},
 		{ns, "apps", "deployments", "", "create", false},

@@ -74,6 +74,15 @@ func (k *Kube) BerthImage(t testing.TB) string {
 	if k.Env.BerthImage != "" {
 		return k.Env.BerthImage
 	}
+	return k.TreeBerthImage(t)
+}
+
+// TreeBerthImage is Berth's own image built from this tree and pushed
+// (once per test binary), whatever the environment names: for tests of the
+// code that runs in it, which an image pushed when a still running cluster
+// started may lack.
+func (k *Kube) TreeBerthImage(t testing.TB) string {
+	t.Helper()
 	built.Lock()
 	defer built.Unlock()
 	if ref, ok := built.refs["berth"]; ok {

@@ -6,11 +6,13 @@
 //	kubeprobe write FILE TEXT | cat FILE                 writes TEXT to FILE / prints FILE, then exits
 //	kubeprobe wait-denied [-within 30s] ADDR                exits 0 once a connect to ADDR fails (a policy is in force)
 //	kubeprobe dial [-delay 2s] [-timeout 3s] ADDR...   prints "ok ADDR" or "fail ADDR: ERR" per address, then "done"
+//	kubeprobe forward LISTEN TARGET                    relays every TCP connection to LISTEN to TARGET
 package main
 
 import (
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +33,11 @@ func main() {
 		dial(os.Args[2:])
 	case "wait-denied":
 		waitDenied(os.Args[2:])
+	case "forward":
+		if len(os.Args) != 4 {
+			os.Exit(2)
+		}
+		forward(os.Args[2], os.Args[3])
 	case "write":
 		if len(os.Args) != 4 {
 			os.Exit(2)
@@ -123,4 +130,33 @@ func waitDenied(args []string) {
 	}
 	fmt.Println("still allowed")
 	os.Exit(1)
+}
+
+// forward relays TCP connections to listen to target (a sidecar that gives
+// a Pod a host-only service, such as the test cluster's registry, at the
+// same address the node has it on).
+func forward(listen, target string) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.DialTimeout("tcp", target, 5*time.Second)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return
+			}
+			defer u.Close()
+			go func() { _, _ = io.Copy(u, c); _ = u.(*net.TCPConn).CloseWrite() }()
+			_, _ = io.Copy(c, u)
+		}()
+	}
 }
