@@ -73,9 +73,16 @@ func (m *Manager) Sync(ctx context.Context, sa store.App) error {
 	return nil
 }
 
-// check refuses a document whose traffic or labels name revisions it does
-// not have.
+// check fills the defaults of the revisions' settings (kubectl apply of
+// an App may leave any out) and refuses a document whose settings are
+// invalid or whose traffic or labels name revisions it does not have.
 func (d *Doc) check() error {
+	for i := range d.Revisions {
+		r := &d.Revisions[i]
+		if err := r.Config.Normalize(); err != nil {
+			return invalid("revision %s: %v", r.Name, err)
+		}
+	}
 	if len(d.Traffic) > 0 {
 		if err := d.validateTraffic(d.Traffic); err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +43,15 @@ func TestSync(t *testing.T) {
 	a, err := m.Get("elsewhere")
 	if err != nil || len(a.Doc().Revisions) != 1 {
 		t.Fatalf("after Sync: %v %v", a, err)
+	}
+	// What kubectl apply left out takes its default (a concurrency of 0
+	// divided the autoscaler by zero: every replica crashed on the App).
+	if c := a.Doc().Revisions[0].Config; c.Concurrency != 10 || c.Max != 10 || c.Port != 8080 {
+		t.Errorf("defaults not filled: concurrency %d, max %d, port %d", c.Concurrency, c.Max, c.Port)
+	}
+	invalidRev := Doc{Name: "badrev", Revisions: []Revision{{Name: "badrev--r1", Config: Config{Command: "x", Port: 70000}}}, Next: 1}
+	if err := m.Sync(ctx, stored(invalidRev)); err == nil || !strings.Contains(err.Error(), "port") {
+		t.Errorf("a revision with port 70000: %v", err)
 	}
 	d.Revisions = append(d.Revisions, Revision{Name: "elsewhere--r2", Config: Config{Command: "y"}})
 	d.Hostnames = []Hostname{{Host: "tools.example.com"}}
