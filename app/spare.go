@@ -83,8 +83,28 @@ func (r *revisionRuntime) sandboxSpec(id string) (sandbox.Spec, *image.Image, er
 		}
 		spec.Root = imageRoot(im)
 		spec.Image = im.PullRef()
+		if spec.PullAuth, err = r.pullAuth(spec.Image); err != nil {
+			return spec, nil, err
+		}
 	}
 	return spec, im, nil
+}
+
+// pullAuth is the app's login for ref's registry, for drivers that pull
+// the image themselves (kube: the Pod's pull Secret); nil if it has none.
+func (r *revisionRuntime) pullAuth(ref string) (*sandbox.RegistryLogin, error) {
+	if ref == "" {
+		return nil, nil
+	}
+	host, err := imageHost(ref)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := r.app.m.appLogin(r.ctx, r.app.name, host, r.rev.Config.Registries)
+	if err != nil || auth == nil {
+		return nil, err
+	}
+	return &sandbox.RegistryLogin{User: auth.User, Password: auth.Password}, nil
 }
 
 // takeSandbox returns the spare sandbox if there is a live one, or starts

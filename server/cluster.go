@@ -8,6 +8,7 @@ import (
 	"github.com/berth-dev/berth/internal/leader"
 	"github.com/berth-dev/berth/pool"
 	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/sandbox/kube"
 )
 
 // poolCluster is where the pools' sandboxes live for several replicas:
@@ -44,4 +45,17 @@ func elect(ctx context.Context, o Options, shared bool, instance string, log *sl
 		return nil, closed, err
 	}
 	return e, e.Done(), nil
+}
+
+// useLogins gives the kube runtimes the server's registry logins: their
+// Pods pull images themselves, with a pull Secret made from the login for
+// the image's registry when the sandbox brings none (an app's own).
+func useLogins(runtimes map[string]sandbox.Runtime, logins kube.Credentials) {
+	for _, rt := range runtimes {
+		for _, r := range sandbox.Unwrap(rt) {
+			if k, ok := r.(*kube.Runtime); ok {
+				k.SetCredentials(logins)
+			}
+		}
+	}
 }

@@ -229,6 +229,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer st.Close()
+	useLogins(runtimes, st)
 	token, err := adminToken(filepath.Join(dir, TokenFile))
 	if err != nil {
 		return err

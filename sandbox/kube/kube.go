@@ -143,6 +143,7 @@ type Runtime struct {
 
 	mu    sync.Mutex
 	boxes map[string]*box // by Pod name
+	creds Credentials     // SetCredentials'
 }
 
 // New checks o and starts watching the instance's Pods; it returns once

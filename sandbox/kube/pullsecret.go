@@ -25,6 +25,24 @@ type Credentials interface {
 	RegistryCredential(ctx context.Context, host string) (user, password string, ok bool, err error)
 }
 
+// SetCredentials sets the logins asked for when Options.Credentials is
+// nil: a server builds its runtimes before it opens the store that keeps
+// them.
+func (r *Runtime) SetCredentials(c Credentials) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.creds = c
+}
+
+func (r *Runtime) credentials() Credentials {
+	if r.o.Credentials != nil {
+		return r.o.Credentials
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.creds
+}
+
 // pullSecret is the sandbox's pull Secret, or nil if its image needs none.
 func (r *Runtime) pullSecret(ctx context.Context, spec sandbox.Spec, b *box, labels map[string]string) (*corev1.Secret, error) {
 	if spec.Image == "" {
@@ -36,8 +54,8 @@ func (r *Runtime) pullSecret(ctx context.Context, spec sandbox.Spec, b *box, lab
 	}
 	host := ref.Context().RegistryStr()
 	login := spec.PullAuth
-	if login == nil && r.o.Credentials != nil {
-		u, p, ok, err := r.o.Credentials.RegistryCredential(ctx, host)
+	if creds := r.credentials(); login == nil && creds != nil {
+		u, p, ok, err := creds.RegistryCredential(ctx, host)
 		if err != nil {
 			return nil, fmt.Errorf("kube: the login for %s: %w", host, err)
 		}
