@@ -176,7 +176,7 @@ func (cl *claims) Find(ctx context.Context, id string) (pool.ClusterSandbox, boo
 	return sandboxOf(p), true, nil
 }
 
-// Release implements pool.Claims: the Pod goes, and its Secret and
+// Release implements pool.Claims: the Pod goes, and its Secrets and
 // NetworkPolicy with it.
 func (cl *claims) Release(ctx context.Context, id string) (bool, error) {
 	c := cl.claimer("")
@@ -190,7 +190,7 @@ func (cl *claims) Release(ctx context.Context, id string) (bool, error) {
 	if err := c.Release(ctx, id); err != nil && !errors.Is(err, kubeclaim.ErrNotClaimed) {
 		return false, err
 	}
-	return true, cl.deleteRest(ctx, p.Name)
+	return true, cl.c.rt.DeleteObjects(ctx, p.Labels[kube.LabelSandbox])
 }
 
 // Delete implements pool.Claims: only the Pod as listed (its
@@ -206,15 +206,8 @@ func (cl *claims) Delete(ctx context.Context, sb pool.ClusterSandbox) error {
 	if err != nil {
 		return err
 	}
-	return cl.deleteRest(ctx, name)
-}
-
-// deleteRest deletes a sandbox's Secret and NetworkPolicy.
-func (cl *claims) deleteRest(ctx context.Context, name string) error {
-	cs, ns := cl.c.cs, cl.c.ns
-	return errors.Join(
-		ignoreNotFound(cs.CoreV1().Secrets(ns).Delete(ctx, name+"-agent", metav1.DeleteOptions{})),
-		ignoreNotFound(cs.NetworkingV1().NetworkPolicies(ns).Delete(ctx, name, metav1.DeleteOptions{})))
+	// Its Secrets (the agent's, the pull login's…) and NetworkPolicy.
+	return cl.c.rt.DeleteObjects(ctx, sb.ID)
 }
 
 func ignoreNotFound(err error) error {

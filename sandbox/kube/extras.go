@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,6 +52,15 @@ func (r *Runtime) extras(ctx context.Context, spec sandbox.Spec, b *box, labels 
 		ex.pullSecrets = []corev1.LocalObjectReference{{Name: ps.Name}}
 	}
 	return ex, nil
+}
+
+// DeleteObjects deletes what a sandbox has besides its Pod (its Secrets:
+// the agent's, the files', the pull login's; its NetworkPolicy), for a
+// caller that deleted or released the Pod itself (package kubepool).
+func (r *Runtime) DeleteObjects(ctx context.Context, id string) error {
+	return errors.Join(
+		ignoreNotFound(r.cs.NetworkingV1().NetworkPolicies(r.o.Namespace).Delete(ctx, podName(id), metav1.DeleteOptions{})),
+		r.deleteExtras(ctx, id))
 }
 
 // deleteExtras deletes the sandbox's Secrets (the files', the pull
