@@ -70,6 +70,7 @@ func TestKubePullLogins(t *testing.T) {
 	t.Logf("app deployed → its Pod pulled (the app's login) and started: %v", time.Since(start).Round(time.Millisecond))
 	b.waitReplicas("pulled", 1)
 	checkPullSecret(t, k, ns, appPod, appReg.Host, "ada")
+	t.Logf("the kubelet: %s", pulledEvent(t, k, ns, appPod.Name))
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(ctx,
 		&mcp.StreamableClientTransport{Endpoint: b.info.PublicURL + "/apps/pulled/mcp", MaxRetries: -1}, nil)
 	if err != nil {
@@ -90,6 +91,7 @@ func TestKubePullLogins(t *testing.T) {
 	poolPod := waitPulled(t, k, ns, "pool", "pulls")
 	t.Logf("pool created → its warm Pod pulled (the server's login) and started: %v", time.Since(start).Round(time.Millisecond))
 	checkPullSecret(t, k, ns, poolPod, poolReg.Host, "pam")
+	t.Logf("the kubelet: %s", pulledEvent(t, k, ns, poolPod.Name))
 	if out := b.execute("pulls", key, "sess-1", "echo pulled").Stdout; out != "pulled\n" {
 		t.Fatalf("shell in the pool's Pod: %q", out)
 	}
@@ -222,4 +224,25 @@ func checkPullSecret(t *testing.T, k *kubetest.Kube, ns string, p *corev1.Pod, h
 	if s.Type != corev1.SecretTypeDockerConfigJson || !strings.Contains(cfg, `"`+host+`"`) || !strings.Contains(cfg, `"username":"`+user+`"`) {
 		t.Fatalf("Secret %s: type %s, %d bytes: want %s's login for %s", s.Name, s.Type, len(cfg), user, host)
 	}
+}
+
+// pulledEvent is what the kubelet said when it pulled the image of the
+// Pod's main container (how long it took).
+func pulledEvent(t *testing.T, k *kubetest.Kube, ns, pod string) string {
+	t.Helper()
+	var msg string
+	waitUntil(t, "the kubelet's Pulled event of "+pod, func() bool {
+		l, err := k.Client.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{
+			FieldSelector: "reason=Pulled,involvedObject.name=" + pod})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range l.Items {
+			if e.InvolvedObject.FieldPath == "spec.containers{sandbox}" {
+				msg = e.Message
+			}
+		}
+		return msg != ""
+	})
+	return msg
 }

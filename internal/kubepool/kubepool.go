@@ -209,10 +209,3 @@ func (cl *claims) Delete(ctx context.Context, sb pool.ClusterSandbox) error {
 	// Its Secrets (the agent's, the pull login's…) and NetworkPolicy.
 	return cl.c.rt.DeleteObjects(ctx, sb.ID)
 }
-
-func ignoreNotFound(err error) error {
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
-}

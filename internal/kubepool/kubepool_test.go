@@ -2,6 +2,8 @@ package kubepool_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,7 +21,7 @@ import (
 // for; a claim made through one replica is found through the other, which
 // attaches to its Pod; activity written by one is read by the other;
 // Delete leaves a Pod claimed since it was listed; Release deletes the
-// Pod with its Secret and NetworkPolicy.
+// Pod with its Secrets (the agent's, the files') and NetworkPolicy.
 func TestClaims(t *testing.T) {
 	k := kubetest.Cluster(t)
 	ns := k.Namespace(t, "h-kpool")
@@ -36,14 +38,19 @@ func TestClaims(t *testing.T) {
 		rts = append(rts, rt)
 	}
 	a, b := kubepool.New(rts[0]).Claims("p"), kubepool.New(rts[1]).Claims("p")
-	start := func(id string) sandbox.Sandbox {
-		sb, err := rts[0].Start(ctx, sandbox.Spec{ID: id, Owner: sandbox.Owner{Kind: "pool", Name: "p"}})
+	// w2 has files (a Secret of its own besides the agent's).
+	files := t.TempDir()
+	if err := os.WriteFile(filepath.Join(files, "f"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func(id string, fs ...sandbox.Files) sandbox.Sandbox {
+		sb, err := rts[0].Start(ctx, sandbox.Spec{ID: id, Owner: sandbox.Owner{Kind: "pool", Name: "p"}, Files: fs})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return sb
 	}
-	w1, w2 := start("p-w1"), start("p-w2")
+	w1, w2 := start("p-w1"), start("p-w2", sandbox.Files{Dir: files, Target: "/mnt/files"})
 
 	if _, ok, err := b.Claim(ctx, "sess-1", "shape-1"); err != nil || ok {
 		t.Fatalf("claim before any Pod is warm: ok %v, %v", ok, err)
@@ -114,8 +121,12 @@ func TestClaims(t *testing.T) {
 		t.Fatal("the starting replica's sandbox is not done after the release")
 	}
 	name := "berth-" + w2.ID()
-	if _, err := k.Client.CoreV1().Secrets(ns).Get(ctx, name+"-agent", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Fatalf("the released Pod's Secret: %v", err)
+	l, err := k.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{LabelSelector: kube.LabelSandbox + "=" + w2.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range l.Items {
+		t.Errorf("the released Pod's Secret %s is left", s.Name)
 	}
 	if _, err := k.Client.NetworkingV1().NetworkPolicies(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the released Pod's NetworkPolicy: %v", err)
