@@ -400,29 +400,11 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 	t1 := time.Now()
 
 	if cfg.Transport == TransportHTTP {
-		env := map[string]string{"PORT": strconv.Itoa(cfg.Port), "BERTH_APP": r.app.name, "BERTH_REVISION": r.rev.Name, "BERTH_REPLICA": id}
-		if err := r.addEnv(env); err != nil {
+		stopLogs, err := r.startCommand(rep)
+		if err != nil {
 			return r.startFailed(err)
 		}
-		if err := sb.Agent().StartService(r.ctx, rep.serviceSpec("app", env, false)); err != nil && !(r.shared != nil && serviceRunning(err)) {
-			return r.startFailed(fmt.Errorf("start command: %w", err))
-		}
-		logCtx, stopLogs := context.WithCancel(r.ctx)
-		logsDone := make(chan struct{})
-		defer func() {
-			// An app that exited may have its last lines (the ones that
-			// say why) still on their way: let them arrive, briefly,
-			// before the sandbox goes.
-			select {
-			case <-logsDone:
-			case <-time.After(time.Second):
-			}
-			stopLogs()
-		}()
-		go func() {
-			defer close(logsDone)
-			_ = sb.Agent().ServiceLogs(logCtx, "app", true, func(l agent.LogLine) { r.app.log(r.rev.Name, id, l) })
-		}()
+		defer stopLogs()
 	}
 	t2 := time.Now()
 	exited := make(chan error, 1)
@@ -453,6 +435,43 @@ func (r *revisionRuntime) incarnate(s *slot) error {
 	r.log.Info("replica ready", "replica", id, "attached", sp.attached, "took", t3.Sub(t0).Round(time.Microsecond),
 		"sandbox", t1.Sub(t0).Round(time.Microsecond), "command", t2.Sub(t1).Round(time.Microsecond), "probe", t3.Sub(t2).Round(time.Microsecond))
 	r.notify()
+	return r.serve(rep, exited)
+}
+
+// startCommand starts an HTTP app's command in rep's sandbox (or finds it
+// running there, in a sandbox another Berth replica shares) and follows
+// its log; the caller calls stopLogs when the replica ends.
+func (r *revisionRuntime) startCommand(rep *Replica) (stopLogs func(), err error) {
+	cfg, id, sb := r.rev.Config, rep.ID, rep.sb
+	env := map[string]string{"PORT": strconv.Itoa(cfg.Port), "BERTH_APP": r.app.name, "BERTH_REVISION": r.rev.Name, "BERTH_REPLICA": id}
+	if err := r.addEnv(env); err != nil {
+		return nil, err
+	}
+	if err := sb.Agent().StartService(r.ctx, rep.serviceSpec("app", env, false)); err != nil && !(r.shared != nil && serviceRunning(err)) {
+		return nil, fmt.Errorf("start command: %w", err)
+	}
+	logCtx, cancel := context.WithCancel(r.ctx)
+	logsDone := make(chan struct{})
+	go func() {
+		defer close(logsDone)
+		_ = sb.Agent().ServiceLogs(logCtx, "app", true, func(l agent.LogLine) { r.app.log(r.rev.Name, id, l) })
+	}()
+	return func() {
+		// An app that exited may have its last lines (the ones that say
+		// why) still on their way: let them arrive, briefly, before the
+		// sandbox goes.
+		select {
+		case <-logsDone:
+		case <-time.After(time.Second):
+		}
+		cancel()
+	}, nil
+}
+
+// serve waits until the ready replica rep ends: its app exits (the error
+// says how), its sandbox stops, it is scaled down, or the revision stops.
+func (r *revisionRuntime) serve(rep *Replica, exited <-chan error) error {
+	id, sb, s := rep.ID, rep.sb, rep.slot
 	select {
 	case err := <-exited:
 		return err
