@@ -189,24 +189,7 @@ func (r *Runtime) cleanupShared(ctx context.Context) error {
 		return !live[podName(m.Labels[LabelSandbox])] && !r.holds(m.Labels[LabelSandbox]) &&
 			time.Since(m.CreationTimestamp.Time) > orphanAge
 	}
-	secrets, err := r.cs.CoreV1().Secrets(ns).List(ctx, list)
-	errs = append(errs, err)
-	if err == nil {
-		for _, s := range secrets.Items {
-			if orphan(s.ObjectMeta) {
-				errs = append(errs, ignoreNotFound(r.cs.CoreV1().Secrets(ns).Delete(ctx, s.Name, metav1.DeleteOptions{})))
-			}
-		}
-	}
-	nps, err := r.cs.NetworkingV1().NetworkPolicies(ns).List(ctx, list)
-	errs = append(errs, err)
-	if err == nil {
-		for _, np := range nps.Items {
-			if orphan(np.ObjectMeta) {
-				errs = append(errs, ignoreNotFound(r.cs.NetworkingV1().NetworkPolicies(ns).Delete(ctx, np.Name, metav1.DeleteOptions{})))
-			}
-		}
-	}
+	errs = append(errs, r.sweep(ctx, orphan)...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("kube: cleanup: %w", err)
 	}

@@ -282,11 +282,24 @@ func (r *Runtime) Cleanup(ctx context.Context) error {
 			errs = append(errs, r.deletePod(ctx, p.Name))
 		}
 	}
+	errs = append(errs, r.sweep(ctx, func(m metav1.ObjectMeta) bool { return !r.holds(m.Labels[LabelSandbox]) })...)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("kube: cleanup: %w", err)
+	}
+	return r.waitGone(ctx)
+}
+
+// sweep deletes the instance's Secrets and NetworkPolicies for which
+// stale says yes, and returns what went wrong.
+func (r *Runtime) sweep(ctx context.Context, stale func(metav1.ObjectMeta) bool) []error {
+	ns := r.o.Namespace
+	list := metav1.ListOptions{LabelSelector: r.selector}
+	var errs []error
 	secrets, err := r.cs.CoreV1().Secrets(ns).List(ctx, list)
 	errs = append(errs, err)
 	if err == nil {
 		for _, s := range secrets.Items {
-			if !r.holds(s.Labels[LabelSandbox]) {
+			if stale(s.ObjectMeta) {
 				errs = append(errs, ignoreNotFound(r.cs.CoreV1().Secrets(ns).Delete(ctx, s.Name, metav1.DeleteOptions{})))
 			}
 		}
@@ -295,15 +308,12 @@ func (r *Runtime) Cleanup(ctx context.Context) error {
 	errs = append(errs, err)
 	if err == nil {
 		for _, np := range nps.Items {
-			if !r.holds(np.Labels[LabelSandbox]) {
+			if stale(np.ObjectMeta) {
 				errs = append(errs, ignoreNotFound(r.cs.NetworkingV1().NetworkPolicies(ns).Delete(ctx, np.Name, metav1.DeleteOptions{})))
 			}
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("kube: cleanup: %w", err)
-	}
-	return r.waitGone(ctx)
+	return errs
 }
 
 // holds reports whether a live sandbox of r is named name (its Pod's
